@@ -1,0 +1,348 @@
+// Package datapath loads the distributor's XDP program, attaches it to
+// interfaces and gives typed access to its maps. The struct layouts come from
+// bpf/switchyard.h through bpf2go.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// DefaultRingSize is the default Maglev table size per service.
+const DefaultRingSize = 65537
+
+// Options size the data path. Zero values take the defaults.
+type Options struct {
+	MaxFlows    uint32 // flow table entries; default 1,000,000
+	RingSize    uint32 // Maglev slots per service; default DefaultRingSize
+	MaxServices uint32 // default 64
+	HashSeed    uint32 // must be equal on every distributor of a cluster
+}
+
+func (o *Options) defaults() {
+	if o.MaxFlows == 0 {
+		o.MaxFlows = 1_000_000
+	}
+	if o.RingSize == 0 {
+		o.RingSize = DefaultRingSize
+	}
+	if o.MaxServices == 0 {
+		o.MaxServices = 64
+	}
+}
+
+// Datapath is a loaded (not necessarily attached) distributor program.
+type Datapath struct {
+	opts  Options
+	objs  syObjects
+	links map[int]link.Link
+}
+
+// Load loads the XDP program and creates its maps, sized by opts.
+func Load(opts Options) (*Datapath, error) {
+	opts.defaults()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadSy()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	if err := sizeSpec(spec, opts); err != nil {
+		return nil, err
+	}
+	d := &Datapath{opts: opts, links: map[int]link.Link{}}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load XDP program: %+v", verr)
+		}
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	return d, nil
+}
+
+// sizeSpec applies opts to the map sizes and load-time constants of spec, a
+// spec of the distributor program or of an object that includes it.
+func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
+	if opts.RingSize < 2 || uint64(opts.RingSize)*uint64(opts.MaxServices) > 1<<30 {
+		return fmt.Errorf("ring size %d × %d services is out of range", opts.RingSize, opts.MaxServices)
+	}
+	spec.Maps["flows"].MaxEntries = opts.MaxFlows
+	spec.Maps["rings"].MaxEntries = opts.RingSize * opts.MaxServices
+	spec.Maps["svc_stats"].MaxEntries = opts.MaxServices
+	spec.Maps["services"].MaxEntries = max(opts.MaxServices, 16)
+	spec.Maps["vips"].MaxEntries = max(opts.MaxServices, 16)
+	if err := spec.Variables["sy_ring_size"].Set(opts.RingSize); err != nil {
+		return fmt.Errorf("set ring size: %w", err)
+	}
+	if err := spec.Variables["sy_hash_seed"].Set(opts.HashSeed); err != nil {
+		return fmt.Errorf("set hash seed: %w", err)
+	}
+	return nil
+}
+
+// Options returns the options the data path was loaded with.
+func (d *Datapath) Options() Options { return d.opts }
+
+// Program returns the XDP program.
+func (d *Datapath) Program() *ebpf.Program { return d.objs.SwitchyardXdp }
+
+// AttachMode says how to attach the program.
+type AttachMode string
+
+// Attach modes.
+const (
+	AttachAuto    AttachMode = "auto" // native, generic as a logged fallback
+	AttachNative  AttachMode = "native"
+	AttachGeneric AttachMode = "generic"
+)
+
+// Attach attaches the program to the interface with index ifindex and returns
+// the mode that took. The attachment is a BPF link: it goes away with the
+// process, so a crashed daemon leaves no program behind.
+func (d *Datapath) Attach(ifindex int, name string, mode AttachMode) (AttachMode, error) {
+	if _, ok := d.links[ifindex]; ok {
+		return "", fmt.Errorf("attach XDP to %s: already attached", name)
+	}
+	try := func(flags link.XDPAttachFlags) error {
+		l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.SwitchyardXdp, Interface: ifindex, Flags: flags})
+		if err != nil {
+			return err
+		}
+		d.links[ifindex] = l
+		return nil
+	}
+	switch mode {
+	case AttachNative:
+		if err := try(link.XDPDriverMode); err != nil {
+			return "", fmt.Errorf("attach XDP to %s in native mode: %w", name, err)
+		}
+		return AttachNative, nil
+	case AttachGeneric:
+		if err := try(link.XDPGenericMode); err != nil {
+			return "", fmt.Errorf("attach XDP to %s in generic mode: %w", name, err)
+		}
+		return AttachGeneric, nil
+	case AttachAuto, "":
+		nerr := try(link.XDPDriverMode)
+		if nerr == nil {
+			return AttachNative, nil
+		}
+		slog.Warn("native XDP attach failed; falling back to generic mode (slower)", "interface", name, "error", nerr)
+		if err := try(link.XDPGenericMode); err != nil {
+			return "", fmt.Errorf("attach XDP to %s: native: %v; generic: %w", name, nerr, err)
+		}
+		return AttachGeneric, nil
+	}
+	return "", fmt.Errorf("attach XDP to %s: unknown mode %q", name, mode)
+}
+
+// Detach removes the program from every interface it was attached to.
+func (d *Datapath) Detach() error {
+	var errs []error
+	for idx, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach from ifindex %d: %w", idx, err))
+		}
+		delete(d.links, idx)
+	}
+	return errors.Join(errs...)
+}
+
+// Close detaches and releases the program and its maps.
+func (d *Datapath) Close() error {
+	return errors.Join(d.Detach(), d.objs.Close())
+}
+
+// Maps are the program's maps, for the control plane's writers and readers.
+func (d *Datapath) maps() *syMaps { return &d.objs.syMaps }
+
+// SetService installs or updates a service.
+func (d *Datapath) SetService(k ServiceKey, s Service) error {
+	if s.Index >= d.opts.MaxServices {
+		return fmt.Errorf("service index %d: only %d services fit", s.Index, d.opts.MaxServices)
+	}
+	if err := d.maps().Services.Put(k, s); err != nil {
+		return fmt.Errorf("write service: %w", err)
+	}
+	return nil
+}
+
+// DeleteService removes a service.
+func (d *Datapath) DeleteService(k ServiceKey) error {
+	if err := d.maps().Services.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service: %w", err)
+	}
+	return nil
+}
+
+// SetVIP marks an address as a VIP; count is the number of services on it.
+func (d *Datapath) SetVIP(k VIPKey, count uint32) error {
+	if count == 0 {
+		if err := d.maps().Vips.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete VIP: %w", err)
+		}
+		return nil
+	}
+	if err := d.maps().Vips.Put(k, count); err != nil {
+		return fmt.Errorf("write VIP: %w", err)
+	}
+	return nil
+}
+
+// WriteRing writes the given slots of service svc's Maglev ring from table
+// (a full table of RingSize slots). slots nil means all of them.
+func (d *Datapath) WriteRing(svc uint32, table []uint32, slots []uint32) error {
+	if uint32(len(table)) != d.opts.RingSize {
+		return fmt.Errorf("ring of service %d: %d slots, want %d", svc, len(table), d.opts.RingSize)
+	}
+	base := svc * d.opts.RingSize
+	if slots == nil {
+		keys := make([]uint32, len(table))
+		for i := range keys {
+			keys[i] = base + uint32(i)
+		}
+		if _, err := d.maps().Rings.BatchUpdate(keys, table, nil); err != nil {
+			return fmt.Errorf("write ring of service %d: %w", svc, err)
+		}
+		return nil
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(slots))
+	vals := make([]uint32, len(slots))
+	for i, s := range slots {
+		keys[i] = base + s
+		vals[i] = table[s]
+	}
+	if _, err := d.maps().Rings.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("write ring of service %d: %w", svc, err)
+	}
+	return nil
+}
+
+// SetTM writes a TM's forwarding entry.
+func (d *Datapath) SetTM(idx uint32, tm TM) error {
+	if idx >= uint32(MaxTMs) {
+		return fmt.Errorf("TM index %d out of range", idx)
+	}
+	if err := d.maps().Tms.Put(idx, tm); err != nil {
+		return fmt.Errorf("write TM %d: %w", idx, err)
+	}
+	return nil
+}
+
+// TM reads a TM's forwarding entry.
+func (d *Datapath) TM(idx uint32) (TM, error) {
+	var tm TM
+	err := d.maps().Tms.Lookup(idx, &tm)
+	return tm, err
+}
+
+// SetIface records an interface's role and makes it a redirect target.
+func (d *Datapath) SetIface(ifindex uint32, role uint32) error {
+	if err := d.maps().Ifaces.Put(ifindex, Iface{Role: role}); err != nil {
+		return fmt.Errorf("write interface %d: %w", ifindex, err)
+	}
+	return d.SetTxPort(ifindex, ifindex)
+}
+
+// SetTxPort makes key a redirect target that sends out of ifindex.
+func (d *Datapath) SetTxPort(key, ifindex uint32) error {
+	if err := d.maps().TxPorts.Put(key, ifindex); err != nil {
+		return fmt.Errorf("write tx port %d: %w", key, err)
+	}
+	return nil
+}
+
+// Counters returns the global counters summed over CPUs.
+func (d *Datapath) Counters() ([]CounterValue, error) {
+	out := make([]CounterValue, NumCounters)
+	var per []CounterValue
+	for i := range out {
+		if err := d.maps().Counters.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", CounterName(Counter(i)), err)
+		}
+		for _, v := range per {
+			out[i].Packets += v.Packets
+			out[i].Bytes += v.Bytes
+		}
+	}
+	return out, nil
+}
+
+func sumTraffic(m *ebpf.Map, idx uint32) (Traffic, error) {
+	var per []Traffic
+	var t Traffic
+	if err := m.Lookup(idx, &per); err != nil {
+		return t, err
+	}
+	for _, v := range per {
+		t.Packets += v.Packets
+		t.Bytes += v.Bytes
+		t.NewFlows += v.NewFlows
+	}
+	return t, nil
+}
+
+// ServiceTraffic returns service idx's counters summed over CPUs.
+func (d *Datapath) ServiceTraffic(idx uint32) (Traffic, error) {
+	return sumTraffic(d.maps().SvcStats, idx)
+}
+
+// TMTraffic returns TM idx's counters summed over CPUs.
+func (d *Datapath) TMTraffic(idx uint32) (Traffic, error) {
+	return sumTraffic(d.maps().TmStats, idx)
+}
+
+// ResetTraffic zeroes a service's or TM's counters, for a reused index.
+func (d *Datapath) ResetTraffic(svc bool, idx uint32) error {
+	m := d.maps().TmStats
+	if svc {
+		m = d.maps().SvcStats
+	}
+	zero := make([]Traffic, ebpf.MustPossibleCPU())
+	return m.Put(idx, zero)
+}
+
+// WalkFlows calls fn for each flow-table entry until fn returns false,
+// without loading the table whole. The table changes while it is walked: an
+// entry may be missed or seen twice.
+func (d *Datapath) WalkFlows(fn func(FlowKey, Flow) bool) error {
+	var k FlowKey
+	var v Flow
+	it := d.maps().Flows.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(k, v) {
+			return nil
+		}
+	}
+	return it.Err()
+}
+
+// LookupFlow returns the entry for k.
+func (d *Datapath) LookupFlow(k FlowKey) (Flow, error) {
+	var f Flow
+	err := d.maps().Flows.Lookup(k, &f)
+	return f, err
+}
+
+// PutFlow writes a flow entry (tests, benchmarks, and later mirroring).
+func (d *Datapath) PutFlow(k FlowKey, f Flow) error {
+	return d.maps().Flows.Put(k, f)
+}
+
+// DeleteFlow removes a flow entry.
+func (d *Datapath) DeleteFlow(k FlowKey) error {
+	return d.maps().Flows.Delete(k)
+}
+
+// FlowsMap exposes the flow table for batch operations.
+func (d *Datapath) FlowsMap() *ebpf.Map { return d.maps().Flows }

@@ -1,0 +1,8 @@
+package datapath
+
+// The BPF objects and their Go bindings are generated from bpf/ and committed,
+// so that `go build` needs no clang. `.ci/run` regenerates them and fails when
+// they differ.
+//
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -no-strip=false -go-package datapath -type sy_flow_key -type sy_flow -type sy_svc_key -type sy_svc -type sy_vip_key -type sy_tm -type sy_iface -type sy_counter -type sy_counter_val -type sy_traffic -type sy_limits -type sy_family -type sy_flow_flags -type sy_tm_flags -type sy_role sy ../../bpf/distributor.c -- -I../../bpf
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package datapath bench ../../bpf/bench.c -- -I../../bpf
