@@ -1,0 +1,518 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestMinimal(t *testing.T) {
+	c, err := Load("testdata/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.Distributor
+	if d.ID != "d1" || d.API != "unix:/run/switchyard/d1.sock" || d.XDPMode != "auto" {
+		t.Errorf("distributor = %+v", d)
+	}
+	if len(d.Interfaces) != 2 || d.Interfaces[0] != (Interface{"ext0", "external"}) || d.Interfaces[1] != (Interface{"int0", "internal"}) {
+		t.Errorf("interfaces = %+v", d.Interfaces)
+	}
+	if c.FlowTable.MaxFlows != 1000000 {
+		t.Errorf("max_flows = %d", c.FlowTable.MaxFlows)
+	}
+	if c.Selection != (Selection{TableSize: 65537, MaxServices: 64}) {
+		t.Errorf("selection = %+v", c.Selection)
+	}
+	if len(c.TrafficManagers) != 2 {
+		t.Fatalf("traffic managers = %+v", c.TrafficManagers)
+	}
+	tm1, tm2 := c.TrafficManagers[0], c.TrafficManagers[1]
+	if tm1.ID != "tm1" || tm1.Address != netip.MustParseAddr("10.1.0.11") || tm1.Weight != 1 || tm1.State != "active" || tm1.MAC != nil {
+		t.Errorf("tm1 = %+v", tm1)
+	}
+	if tm2.ID != "tm2" || tm2.Address != netip.MustParseAddr("10.1.0.12") || tm2.Weight != 2 || tm2.State != "active" {
+		t.Errorf("tm2 = %+v", tm2)
+	}
+	if len(c.Services) != 1 {
+		t.Fatalf("services = %+v", c.Services)
+	}
+	s := c.Services[0]
+	if s.Name != "web" || s.VIP != netip.MustParseAddr("10.0.0.100") || s.Port != 80 || s.Protocol != "tcp" ||
+		strings.Join(s.TrafficManagers, ",") != "tm1,tm2" {
+		t.Errorf("service = %+v", s)
+	}
+	if tm, ok := c.TM("tm2"); !ok || tm.Weight != 2 {
+		t.Errorf("TM(tm2) = %+v, %v", tm, ok)
+	}
+	if _, ok := c.TM("tm9"); ok {
+		t.Error("TM(tm9) found")
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate of a parsed config: %v", err)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	src := `distributor:
+  id: d6
+  interfaces: [{name: ext0, role: external}, {name: int0, role: internal}]
+  api: "[::1]:9100"
+traffic_managers:
+  - {id: tm1, address: 2001:db8:1::11}
+  - {id: tm2, address: "2001:db8:1::12", mac: "02:00:00:00:00:12"}
+services:
+  - {name: web6, vip: "2001:db8::100", port: 443, protocol: tcp, traffic_managers: [tm1, tm2]}
+  - {name: all6, vip: 2001:db8::101, protocol: udp, traffic_managers: [tm2]}
+`
+	c, err := Parse([]byte(src), "v6.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Distributor.API != "[::1]:9100" {
+		t.Errorf("api = %q", c.Distributor.API)
+	}
+	if a := c.TrafficManagers[0].Address; a != netip.MustParseAddr("2001:db8:1::11") || !a.Is6() {
+		t.Errorf("tm1 address = %v", a)
+	}
+	if m := c.TrafficManagers[1].MAC; m.String() != "02:00:00:00:00:12" {
+		t.Errorf("tm2 mac = %v", m)
+	}
+	if s := c.Services[0]; s.VIP != netip.MustParseAddr("2001:db8::100") || s.Port != 443 {
+		t.Errorf("web6 = %+v", s)
+	}
+	if s := c.Services[1]; s.Port != 0 || s.Protocol != "udp" {
+		t.Errorf("all6 = %+v", s)
+	}
+	if c.FlowTable.MaxFlows != DefaultMaxFlows {
+		t.Errorf("max_flows default = %d", c.FlowTable.MaxFlows)
+	}
+}
+
+func TestFull(t *testing.T) {
+	c, err := Load("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.XDPMode != "native" {
+		t.Errorf("distributor = %+v", c.Distributor)
+	}
+	if c.FlowTable.MaxFlows != 4000000 || c.Selection.TableSize != 131071 || c.Selection.MaxServices != 16 {
+		t.Errorf("sizes = %+v %+v", c.FlowTable, c.Selection)
+	}
+	tm1, _ := c.TM("tm1")
+	if want, _ := net.ParseMAC("02:00:0a:01:00:0b"); tm1.MAC.String() != want.String() {
+		t.Errorf("tm1 mac = %v", tm1.MAC)
+	}
+	if tm3, _ := c.TM("tm3"); tm3.State != StateDraining || tm3.Weight != 1 {
+		t.Errorf("tm3 = %+v", tm3)
+	}
+	var all, web bool
+	for _, s := range c.Services {
+		all = all || s.Name == "catch-all" && s.Port == 0
+		web = web || s.Name == "web" && s.Port == 80
+	}
+	if !all || !web {
+		t.Errorf("an all-ports and a port-80 service on one VIP should coexist: %+v", c.Services)
+	}
+}
+
+// TestDocExamples parses every complete example of docs/config.md.
+func TestDocExamples(t *testing.T) {
+	doc := readFile(t, "../../docs/config.md")
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	n := 0
+	for _, b := range blocks {
+		if !strings.HasPrefix(b[1], "distributor:") && !strings.HasPrefix(b[1], "#") {
+			continue
+		}
+		n++
+		if _, err := Parse([]byte(b[1]), fmt.Sprintf("docs example %d", n)); err != nil {
+			t.Errorf("%v\n%s", err, b[1])
+		}
+	}
+	if n < 2 {
+		t.Errorf("found %d complete examples in docs/config.md, want at least 2", n)
+	}
+	if full := readFile(t, "testdata/full.yaml"); !strings.Contains(doc, full) {
+		t.Error("docs/config.md does not contain testdata/full.yaml verbatim")
+	}
+}
+
+// minimal is testdata/minimal.yaml; its lines:
+//
+//	 1 distributor:
+//	 2   id: d1
+//	 3   interfaces:
+//	 4     - {name: ext0, role: external}
+//	 5     - {name: int0, role: internal}
+//	 6 flow_table:
+//	 7   max_flows: 1000000
+//	 8 traffic_managers:
+//	 9   - {id: tm1, address: 10.1.0.11}
+//	10   - {id: tm2, address: 10.1.0.12, weight: 2}
+//	11 services:
+//	12   - name: web
+//	13     vip: 10.0.0.100
+//	14     port: 80
+//	15     protocol: tcp
+//	16     traffic_managers: [tm1, tm2]
+const minimal = `distributor:
+  id: d1
+  interfaces:
+    - {name: ext0, role: external}
+    - {name: int0, role: internal}
+flow_table:
+  max_flows: 1000000
+traffic_managers:
+  - {id: tm1, address: 10.1.0.11}
+  - {id: tm2, address: 10.1.0.12, weight: 2}
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    protocol: tcp
+    traffic_managers: [tm1, tm2]
+`
+
+// edit replaces old, which must occur exactly once in minimal, by new.
+func edit(t *testing.T, pairs ...string) string {
+	t.Helper()
+	s := minimal
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if strings.Count(s, pairs[i]) != 1 {
+			t.Fatalf("%q does not occur exactly once", pairs[i])
+		}
+		s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+	}
+	return s
+}
+
+const secondService = `  - name: web2
+    vip: 10.0.0.100
+    port: 80
+    protocol: tcp
+    traffic_managers: [tm1]
+`
+
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml func(t *testing.T) string
+		line int
+		path string
+		want []string // substrings of the error
+		n    int      // number of errors; 0 means 1
+	}{
+		{"bad vip", func(t *testing.T) string { return edit(t, "vip: 10.0.0.100", "vip: 10.0.0.300") },
+			13, "services[0].vip", []string{`config.yaml:13: services[0].vip: "10.0.0.300" is not an IP address (expected an IPv4 or IPv6 address)`}, 0},
+		{"weight 0", func(t *testing.T) string { return edit(t, "weight: 2", "weight: 0") },
+			10, "traffic_managers[1].weight", []string{`config.yaml:10: traffic_managers[1].weight: 0 is out of range (expected 1..1000)`}, 0},
+		{"weight too big", func(t *testing.T) string { return edit(t, "weight: 2", "weight: 1001") },
+			10, "traffic_managers[1].weight", []string{`1001 is out of range (expected 1..1000)`}, 0},
+		{"unknown tm in pool", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "[tm1, tm2, tm9]") },
+			16, "services[0].traffic_managers[2]", []string{`services[0].traffic_managers[2]: unknown traffic manager "tm9" (defined: tm1, tm2)`}, 0},
+		{"unknown service key", func(t *testing.T) string { return edit(t, "protocol: tcp\n", "protocol: tcp\n    foo: bar\n") },
+			16, "services[0].foo", []string{`config.yaml:16: unknown key "foo" in services[0]; expected one of: name, vip, port, protocol, traffic_managers`}, 0},
+		{"unknown top-level key", func(t *testing.T) string { return minimal + "extra: 1\n" },
+			17, "extra", []string{`unknown key "extra" in the top level; expected one of: distributor, flow_table, selection, traffic_managers, services`}, 0},
+		{"unknown flow-style key", func(t *testing.T) string {
+			return edit(t, "{name: ext0, role: external}", "{name: ext0, role: external, mtu: 1500}")
+		},
+			4, "distributor.interfaces[0].mtu", []string{`unknown key "mtu" in distributor.interfaces[0]; expected one of: name, role`}, 0},
+		{"port not an integer", func(t *testing.T) string { return edit(t, "port: 80", "port: http") },
+			14, "services[0].port", []string{`got the string "http" (expected an integer, 0..65535; 0 or omitted means all ports)`}, 0},
+		{"port out of range", func(t *testing.T) string { return edit(t, "port: 80", "port: 70000") },
+			14, "services[0].port", []string{`70000 is out of range (expected 0..65535`}, 0},
+		{"bad protocol", func(t *testing.T) string { return edit(t, "protocol: tcp", "protocol: sctp") },
+			15, "services[0].protocol", []string{`"sctp" is not a valid protocol (expected tcp or udp)`}, 0},
+		{"missing protocol", func(t *testing.T) string { return edit(t, "    protocol: tcp\n", "") },
+			12, "services[0].protocol", []string{`services[0].protocol: missing (expected tcp or udp)`}, 0},
+		{"missing vip", func(t *testing.T) string { return edit(t, "    vip: 10.0.0.100\n", "") },
+			12, "services[0].vip", []string{`missing (expected an IPv4 or IPv6 address)`}, 0},
+		{"empty pool", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "[]") },
+			16, "services[0].traffic_managers", []string{`empty list (expected a list of at least one traffic manager id)`}, 0},
+		{"missing pool", func(t *testing.T) string { return edit(t, "    traffic_managers: [tm1, tm2]\n", "") },
+			12, "services[0].traffic_managers", []string{`missing (expected a list of at least one traffic manager id)`}, 0},
+		{"pool not a list", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "tm1") },
+			16, "services[0].traffic_managers", []string{`got the string "tm1" (expected a list of at least one traffic manager id)`}, 0},
+		{"duplicate in pool", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "[tm1, tm2, tm1]") },
+			16, "services[0].traffic_managers[2]", []string{`"tm1" is already in the pool at services[0].traffic_managers[0]`}, 0},
+		{"duplicate tm id", func(t *testing.T) string { return edit(t, "id: tm2", "id: tm1", "[tm1, tm2]", "[tm1]") },
+			10, "traffic_managers[1].id", []string{`"tm1" is already used by traffic_managers[0] (expected unique ids)`}, 0},
+		{"duplicate tm address", func(t *testing.T) string { return edit(t, "10.1.0.12", "10.1.0.11") },
+			10, "traffic_managers[1].address", []string{`10.1.0.11 is already the address of traffic_managers[0] "tm1"`}, 0},
+		{"tm address is a vip", func(t *testing.T) string { return edit(t, "10.1.0.11", "10.0.0.100") },
+			9, "traffic_managers[0].address", []string{`10.0.0.100 is also the VIP of services[0] "web" (expected a traffic manager address that is not a VIP)`}, 0},
+		{"tm address multicast", func(t *testing.T) string { return edit(t, "10.1.0.11", "224.0.0.1") },
+			9, "traffic_managers[0].address", []string{`224.0.0.1 is a multicast address (expected an IPv4 or IPv6 unicast address)`}, 0},
+		{"tm address missing", func(t *testing.T) string { return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1}") },
+			9, "traffic_managers[0].address", []string{`missing (expected an IPv4 or IPv6 unicast address)`}, 0},
+		{"tm state", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, state: drain}") },
+			9, "traffic_managers[0].state", []string{`"drain" is not a valid state (expected active, draining or disabled)`}, 0},
+		{"tm mac", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, mac: zz:00}") },
+			9, "traffic_managers[0].mac", []string{`"zz:00" is not a MAC address (expected a unicast MAC address`}, 0},
+		{"tm multicast mac", func(t *testing.T) string {
+			return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, mac: \"01:00:5e:00:00:01\"}")
+		},
+			9, "traffic_managers[0].mac", []string{`01:00:5e:00:00:01 is a multicast MAC address`}, 0},
+		{"distributor id", func(t *testing.T) string { return edit(t, "id: d1", "id: D1") },
+			2, "distributor.id", []string{`"D1" is not a valid id (expected 1..32 characters of a-z, 0-9, '-', '_')`}, 0},
+		{"distributor id too long", func(t *testing.T) string { return edit(t, "id: d1", "id: "+strings.Repeat("d", 33)) },
+			2, "distributor.id", []string{`is not a valid id (expected 1..32 characters`}, 0},
+		{"missing distributor", func(t *testing.T) string {
+			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
+		},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
+			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
+		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
+			5, "distributor.interfaces[1].name", []string{`"ext0" is already used by distributor.interfaces[0]`}, 0},
+		{"no external interface", func(t *testing.T) string { return edit(t, "role: external", "role: internal") },
+			3, "distributor.interfaces", []string{`no interface has role external (expected at least one)`}, 0},
+		{"bad role", func(t *testing.T) string { return edit(t, "role: external", "role: outside") },
+			4, "distributor.interfaces[0].role", []string{`"outside" is not a valid role (expected external or internal)`}, 0},
+		{"api not loopback", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  api: 0.0.0.0:9100\n") },
+			3, "distributor.api", []string{`0.0.0.0 is not a loopback address (expected unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT: the admin API is local-only)`}, 0},
+		{"api relative unix", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  api: unix:run/sock\n") },
+			3, "distributor.api", []string{`"unix:run/sock" does not name an absolute socket path`}, 0},
+		{"api host name", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  api: localhost:9100\n") },
+			3, "distributor.api", []string{`"localhost:9100" is not a unix socket or an IP address with port`}, 0},
+		{"xdp mode", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  xdp_mode: offload\n") },
+			3, "distributor.xdp_mode", []string{`"offload" is not a valid XDP mode (expected auto, native or generic)`}, 0},
+		{"max_flows small", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 100") },
+			7, "flow_table.max_flows", []string{`100 is out of range (expected 1024..100000000)`}, 0},
+		{"max_flows negative", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: -5") },
+			7, "flow_table.max_flows", []string{`-5 is out of range (expected 1024..100000000)`}, 0},
+		{"max_flows huge", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 99999999999999999999999") },
+			7, "flow_table.max_flows", []string{`99999999999999999999999 is out of range`}, 0},
+		{"max_flows float", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 1.5") },
+			7, "flow_table.max_flows", []string{`1.5 is not an integer (expected 1024..100000000)`}, 0},
+		{"table_size not prime", func(t *testing.T) string {
+			return edit(t, "flow_table:", "selection:\n  table_size: 65536\nflow_table:")
+		},
+			7, "selection.table_size", []string{`65536 is not prime (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
+		{"table_size too small", func(t *testing.T) string { return edit(t, "flow_table:", "selection:\n  table_size: 13\nflow_table:") },
+			7, "selection.table_size", []string{`13 is out of range (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
+		{"max_services 0", func(t *testing.T) string { return edit(t, "flow_table:", "selection:\n  max_services: 0\nflow_table:") },
+			7, "selection.max_services", []string{`0 is out of range (expected 1..1024)`}, 0},
+		{"too many services", func(t *testing.T) string {
+			return edit(t, "flow_table:", "selection:\n  max_services: 1\nflow_table:", "port: 80", "port: 81") + strings.Replace(secondService, "port: 80", "port: 82", 1)
+		},
+			13, "services", []string{`2 services are more than selection.max_services allows (expected at most 1`}, 0},
+		{"duplicate vip port proto", func(t *testing.T) string { return minimal + secondService },
+			17, "services[1]", []string{`vip 10.0.0.100 port 80/tcp is already served by services[0] "web"`}, 0},
+		{"duplicate all-ports service", func(t *testing.T) string {
+			return edit(t, "    port: 80\n", "") + strings.Replace(secondService, "    port: 80\n", "", 1)
+		},
+			16, "services[1]", []string{`vip 10.0.0.100 all ports/tcp is already served by services[0] "web"`}, 0},
+		{"duplicate service name", func(t *testing.T) string { return minimal + strings.Replace(secondService, "web2", "web", 1) },
+			17, "services[1].name", []string{`"web" is already used by services[0]`}, 2},
+		{"duplicate key", func(t *testing.T) string { return edit(t, "    port: 80\n", "    port: 80\n    port: 81\n") },
+			15, "services[0].port", []string{`duplicate key "port" (first at line 14; expected each key once)`}, 0},
+		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
+			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
+		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers)`}, 0},
+		{"distributor a list", func(t *testing.T) string {
+			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
+		},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+		{"too many tms", func(t *testing.T) string {
+			var b strings.Builder
+			for i := 0; i < 256; i++ {
+				fmt.Fprintf(&b, "  - {id: x%d, address: 10.2.%d.%d}\n", i, i/200, i%200+1)
+			}
+			return edit(t, "traffic_managers:\n", "traffic_managers:\n"+b.String())
+		},
+			8, "traffic_managers", []string{`258 traffic managers are too many (expected at most 255)`}, 0},
+		{"yaml syntax", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "[tm1, tm2") },
+			16, "", []string{`config.yaml:16: invalid YAML: did not find expected ',' or ']'`}, 0},
+		{"two documents", func(t *testing.T) string { return minimal + "---\nfoo: 1\n" },
+			17, "", []string{`a second YAML document (expected exactly one document)`}, 0},
+		{"empty", func(t *testing.T) string { return "# nothing\n" },
+			0, "", []string{`config.yaml: empty config (expected a mapping`}, 0},
+		{"not a mapping", func(t *testing.T) string { return "- a\n- b\n" },
+			1, "", []string{`the document is a list (expected a mapping`}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.yaml(t)
+			c, err := Parse([]byte(src), "config.yaml")
+			if err == nil {
+				t.Fatalf("no error; config %+v\n%s", c, src)
+			}
+			if c != nil {
+				t.Error("config returned with an error")
+			}
+			errs := Errors(err)
+			n := tc.n
+			if n == 0 {
+				n = 1
+			}
+			if len(errs) != n {
+				t.Errorf("%d errors, want %d:\n%v", len(errs), n, err)
+			}
+			var first *Error
+			if !errors.As(err, &first) {
+				t.Fatalf("error %v is not a *Error", err)
+			}
+			var e *Error
+			for _, x := range errs {
+				if x.Path == tc.path {
+					e = x
+					break
+				}
+			}
+			if e == nil {
+				t.Fatalf("no error for path %q in:\n%v", tc.path, err)
+			}
+			if e.Line != tc.line {
+				t.Errorf("line %d, want %d: %v", e.Line, tc.line, e)
+			}
+			if e.Source != "config.yaml" {
+				t.Errorf("source %q", e.Source)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(e.Error(), w) {
+					t.Errorf("error\n\t%v\ndoes not contain\n\t%s", e, w)
+				}
+			}
+			if !strings.Contains(e.Msg, "expected") && !strings.Contains(e.Msg, "defined:") {
+				t.Errorf("error %q does not say what was expected", e.Msg)
+			}
+		})
+	}
+}
+
+// TestAllErrorsAtOnce checks that every problem is reported, one per line,
+// in line order.
+func TestAllErrorsAtOnce(t *testing.T) {
+	src := edit(t,
+		"id: d1", "id: D1",
+		"max_flows: 1000000", "max_flows: 5",
+		"weight: 2", "weight: 0",
+		"vip: 10.0.0.100", "vip: 10.0.0.300",
+		"[tm1, tm2]", "[tm1, tm9]",
+	)
+	_, err := Parse([]byte(src), "config.yaml")
+	want := []string{
+		`config.yaml:2: distributor.id: "D1" is not a valid id`,
+		`config.yaml:7: flow_table.max_flows: 5 is out of range (expected 1024..100000000)`,
+		`config.yaml:10: traffic_managers[1].weight: 0 is out of range (expected 1..1000)`,
+		`config.yaml:13: services[0].vip: "10.0.0.300" is not an IP address (expected an IPv4 or IPv6 address)`,
+		`config.yaml:16: services[0].traffic_managers[1]: unknown traffic manager "tm9" (defined: tm1, tm2)`,
+	}
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/does-not-exist.yaml")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("err = %v, want ErrNotExist", err)
+	}
+}
+
+func TestAliases(t *testing.T) {
+	src := edit(t, "traffic_managers: [tm1, tm2]", "traffic_managers: &pool [tm1, tm2]") + `  - name: web-alt
+    vip: 10.0.0.101
+    protocol: tcp
+    traffic_managers: *pool
+`
+	c, err := Parse([]byte(src), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Services[1].TrafficManagers, ","); got != "tm1,tm2" {
+		t.Errorf("pool via alias = %q", got)
+	}
+	// A self-referencing alias must not loop.
+	if _, err := Parse([]byte("services: &a [*a]\n"), "x"); err == nil {
+		t.Error("no error for a recursive alias")
+	}
+}
+
+func TestValidateProgrammatic(t *testing.T) {
+	c := &Config{
+		Distributor:     Distributor{ID: "d1", Interfaces: []Interface{{Name: "eth0", Role: RoleExternal}}},
+		TrafficManagers: []TrafficManager{{ID: "tm1", Address: netip.MustParseAddr("10.1.0.1")}},
+		Services: []Service{{Name: "web", VIP: netip.MustParseAddr("10.0.0.1"), Protocol: ProtocolTCP,
+			TrafficManagers: []string{"tm1"}}},
+	}
+	if err := c.Validate(); err == nil {
+		t.Error("Validate accepted a config without defaults")
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate after ApplyDefaults: %v", err)
+	}
+	if c.Distributor.API != "unix:/run/switchyard/d1.sock" || c.TrafficManagers[0].Weight != 1 || c.TrafficManagers[0].State != StateActive {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	c.Services[0].TrafficManagers = []string{"tm2"}
+	err := c.Validate()
+	var e *Error
+	if !errors.As(err, &e) || e.Path != "services[0].traffic_managers[0]" || e.Line != 0 {
+		t.Errorf("err = %#v", err)
+	}
+	if got := err.Error(); got != `services[0].traffic_managers[0]: unknown traffic manager "tm2" (defined: tm1)` {
+		t.Errorf("err = %q", got)
+	}
+}
+
+func TestIsPrime(t *testing.T) {
+	for n, want := range map[uint32]bool{1021: true, 1024: false, 65537: true, 131071: true, 65536: false, 1000003: true, 999999: false, 2: true, 1: false, 9: false} {
+		if isPrime(n) != want {
+			t.Errorf("isPrime(%d) = %v", n, !want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(readFile(f, "testdata/full.yaml")))
+	f.Add([]byte("services: &a [*a]\n"))
+	f.Add([]byte("distributor: {id: d1, interfaces: [{name: e, role: external}]}\ntraffic_managers: [{id: a, address: '::1', mac: 'ff'}]\n"))
+	f.Add([]byte("a: [\n b"))
+	f.Add([]byte("---\n---\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "fuzz.yaml")
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned config %v and error %v", c, err)
+		}
+		if err != nil {
+			if len(Errors(err)) == 0 {
+				t.Fatalf("error %v holds no *Error", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
+		}
+	})
+}

@@ -1,0 +1,448 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"unicode"
+)
+
+// What each field expects, as said in errors.
+const (
+	idExpected          = "1..32 characters of a-z, 0-9, '-', '_'"
+	interfacesExpected  = "a list of interfaces, at least one with role external"
+	ifNameExpected      = "an interface name of 1..15 characters without '/', ':' or whitespace"
+	roleExpected        = "external or internal"
+	apiExpected         = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
+	xdpModeExpected     = "auto, native or generic"
+	maxFlowsExpected    = "1024..100000000"
+	tableSizeExpected   = "a prime in 1021..1000003; 65537 and 131071 are prime"
+	maxServicesExpected = "1..1024"
+	tmAddressExpected   = "an IPv4 or IPv6 unicast address"
+	weightExpected      = "1..1000"
+	stateExpected       = "active, draining or disabled"
+	macExpected         = "a unicast MAC address of six hex octets, e.g. 02:00:00:00:00:01"
+	serviceNameExpected = "1..64 characters of A-Z, a-z, 0-9, '.', '-', '_'"
+	vipExpected         = "an IPv4 or IPv6 address"
+	portExpected        = "0..65535; 0 or omitted means all ports"
+	protocolExpected    = "tcp or udp"
+	poolExpected        = "a list of at least one traffic manager id"
+)
+
+// validator checks a decoded Config. With lines (from Parse) its errors carry
+// line numbers; paths in bad already have a decoding error, and checks on
+// them or under them are skipped.
+type validator struct {
+	src   string
+	lines map[string]int
+	bad   map[string]bool
+	errs  []*Error
+}
+
+func parent(path string) string {
+	i := max(strings.LastIndexByte(path, '.'), strings.LastIndexByte(path, '['))
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
+}
+
+// suppressed reports whether path or one of its ancestors had a decoding error.
+func (v *validator) suppressed(path string) bool {
+	for p := path; ; p = parent(p) {
+		if v.bad[p] {
+			return true
+		}
+		if p == "" {
+			return false
+		}
+	}
+}
+
+// badUnder reports whether path or anything under it had a decoding error.
+func (v *validator) badUnder(path string) bool {
+	if v.suppressed(path) {
+		return true
+	}
+	for p := range v.bad {
+		if strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// line is the line of path, or of its nearest ancestor with one.
+func (v *validator) line(path string) int {
+	for p := path; ; p = parent(p) {
+		if l, ok := v.lines[p]; ok {
+			return l
+		}
+		if p == "" {
+			return 0
+		}
+	}
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	if v.suppressed(path) {
+		return
+	}
+	v.errs = append(v.errs, &Error{Source: v.src, Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) config(c *Config) {
+	v.distributor(&c.Distributor)
+
+	if n := c.FlowTable.MaxFlows; n < MinMaxFlows || n > MaxMaxFlows {
+		v.errorf("flow_table.max_flows", "%d is out of range (expected %s)", n, maxFlowsExpected)
+	}
+	if n := c.Selection.TableSize; n < MinTableSize || n > MaxTableSize {
+		v.errorf("selection.table_size", "%d is out of range (expected %s)", n, tableSizeExpected)
+	} else if !isPrime(n) {
+		v.errorf("selection.table_size", "%d is not prime (expected %s)", n, tableSizeExpected)
+	}
+	maxServicesOK := true
+	if n := c.Selection.MaxServices; n < 1 || n > MaxMaxServices {
+		v.errorf("selection.max_services", "%d is out of range (expected %s)", n, maxServicesExpected)
+		maxServicesOK = false
+	}
+
+	v.trafficManagers(c.TrafficManagers)
+
+	if n := len(c.Services); maxServicesOK && !v.suppressed("selection.max_services") && n > int(c.Selection.MaxServices) {
+		v.errorf("services", "%d services are more than selection.max_services allows (expected at most %d; raise selection.max_services)", n, c.Selection.MaxServices)
+	}
+	v.services(c.Services, c.TrafficManagers)
+}
+
+func (v *validator) distributor(d *Distributor) {
+	if d.ID == "" {
+		v.errorf("distributor.id", "missing (expected %s)", idExpected)
+	} else if !validID(d.ID) {
+		v.errorf("distributor.id", "%q is not a valid id (expected %s)", d.ID, idExpected)
+	}
+
+	const ifs = "distributor.interfaces"
+	if len(d.Interfaces) == 0 {
+		v.errorf(ifs, "no interfaces (expected %s)", interfacesExpected)
+	}
+	names := map[string]int{}
+	external, roleErr := false, false
+	for i, it := range d.Interfaces {
+		p := index(ifs, i)
+		switch {
+		case it.Name == "":
+			v.errorf(p+".name", "missing (expected %s)", ifNameExpected)
+		case !validIfName(it.Name):
+			v.errorf(p+".name", "%q is not a valid interface name (expected %s)", it.Name, ifNameExpected)
+		default:
+			if j, dup := names[it.Name]; dup {
+				v.errorf(p+".name", "%q is already used by %s (expected unique interface names)", it.Name, index(ifs, j))
+			} else {
+				names[it.Name] = i
+			}
+		}
+		switch it.Role {
+		case RoleExternal:
+			external = true
+		case RoleInternal:
+		case "":
+			v.errorf(p+".role", "missing (expected %s)", roleExpected)
+			roleErr = true
+		default:
+			v.errorf(p+".role", "%q is not a valid role (expected %s)", it.Role, roleExpected)
+			roleErr = true
+		}
+	}
+	if len(d.Interfaces) > 0 && !external && !roleErr && !v.badUnder(ifs) {
+		v.errorf(ifs, "no interface has role external (expected at least one)")
+	}
+
+	if d.API == "" {
+		v.errorf("distributor.api", "missing (expected %s)", apiExpected)
+	} else if msg := apiProblem(d.API); msg != "" {
+		v.errorf("distributor.api", "%s", msg)
+	}
+
+	switch d.XDPMode {
+	case XDPModeAuto, XDPModeNative, XDPModeGeneric:
+	case "":
+		v.errorf("distributor.xdp_mode", "missing (expected %s)", xdpModeExpected)
+	default:
+		v.errorf("distributor.xdp_mode", "%q is not a valid XDP mode (expected %s)", d.XDPMode, xdpModeExpected)
+	}
+}
+
+func (v *validator) trafficManagers(tms []TrafficManager) {
+	const root = "traffic_managers"
+	if len(tms) > MaxTrafficManagers {
+		v.errorf(root, "%d traffic managers are too many (expected at most %d)", len(tms), MaxTrafficManagers)
+	}
+	ids := map[string]int{}
+	addrs := map[netip.Addr]int{}
+	macs := map[string]int{}
+	for i, tm := range tms {
+		p := index(root, i)
+		switch {
+		case tm.ID == "":
+			v.errorf(p+".id", "missing (expected %s)", idExpected)
+		case !validID(tm.ID):
+			v.errorf(p+".id", "%q is not a valid id (expected %s)", tm.ID, idExpected)
+		default:
+			if j, dup := ids[tm.ID]; dup {
+				v.errorf(p+".id", "%q is already used by %s (expected unique ids)", tm.ID, index(root, j))
+			} else {
+				ids[tm.ID] = i
+			}
+		}
+		if msg := addrProblem(tm.Address); msg != "" {
+			v.errorf(p+".address", "%s (expected %s)", msg, tmAddressExpected)
+		} else if j, dup := addrs[tm.Address]; dup {
+			v.errorf(p+".address", "%s is already the address of %s %q (expected unique addresses)", tm.Address, index(root, j), tms[j].ID)
+		} else {
+			addrs[tm.Address] = i
+		}
+		if tm.Weight < 1 || tm.Weight > MaxWeight {
+			v.errorf(p+".weight", "%d is out of range (expected %s)", tm.Weight, weightExpected)
+		}
+		switch tm.State {
+		case StateActive, StateDraining, StateDisabled:
+		case "":
+			v.errorf(p+".state", "missing (expected %s)", stateExpected)
+		default:
+			v.errorf(p+".state", "%q is not a valid state (expected %s)", tm.State, stateExpected)
+		}
+		if tm.MAC != nil {
+			switch {
+			case len(tm.MAC) != 6:
+				v.errorf(p+".mac", "%q is not a MAC address (expected %s)", tm.MAC.String(), macExpected)
+			case tm.MAC[0]&1 != 0:
+				v.errorf(p+".mac", "%s is a multicast MAC address (expected %s)", tm.MAC, macExpected)
+			case string(tm.MAC) == "\x00\x00\x00\x00\x00\x00":
+				v.errorf(p+".mac", "%s is the zero MAC address (expected %s)", tm.MAC, macExpected)
+			default:
+				if j, dup := macs[string(tm.MAC)]; dup {
+					v.errorf(p+".mac", "%s is already the MAC of %s %q (expected unique MAC addresses)", tm.MAC, index(root, j), tms[j].ID)
+				} else {
+					macs[string(tm.MAC)] = i
+				}
+			}
+		}
+	}
+}
+
+type serviceKey struct {
+	vip   netip.Addr
+	port  uint16
+	proto string
+}
+
+func (v *validator) services(svcs []Service, tms []TrafficManager) {
+	const root = "services"
+	defined := make([]string, 0, len(tms))
+	known := map[string]bool{}
+	for _, tm := range tms {
+		if tm.ID != "" && !known[tm.ID] {
+			known[tm.ID] = true
+			defined = append(defined, tm.ID)
+		}
+	}
+	sort.Strings(defined)
+	definedList := strings.Join(defined, ", ")
+	if definedList == "" {
+		definedList = "none"
+	}
+	tmAddr := map[netip.Addr]int{}
+	for i, tm := range tms {
+		if tm.Address.IsValid() {
+			if _, ok := tmAddr[tm.Address]; !ok {
+				tmAddr[tm.Address] = i
+			}
+		}
+	}
+
+	// If a TM's id could not be decoded, a pool naming it is not in error.
+	tmsBad := v.suppressed("traffic_managers")
+	for i := range tms {
+		tmsBad = tmsBad || v.suppressed(index("traffic_managers", i)+".id")
+	}
+	names := map[string]int{}
+	keys := map[serviceKey]int{}
+	for i, s := range svcs {
+		p := index(root, i)
+		switch {
+		case s.Name == "":
+			v.errorf(p+".name", "missing (expected %s)", serviceNameExpected)
+		case !validServiceName(s.Name):
+			v.errorf(p+".name", "%q is not a valid service name (expected %s)", s.Name, serviceNameExpected)
+		default:
+			if j, dup := names[s.Name]; dup {
+				v.errorf(p+".name", "%q is already used by %s (expected unique names)", s.Name, index(root, j))
+			} else {
+				names[s.Name] = i
+			}
+		}
+		vipOK := false
+		if msg := addrProblem(s.VIP); msg != "" {
+			v.errorf(p+".vip", "%s (expected %s)", msg, vipExpected)
+		} else {
+			vipOK = !v.suppressed(p + ".vip")
+			if j, clash := tmAddr[s.VIP]; clash && !v.suppressed(index("traffic_managers", j)+".address") {
+				v.errorf(index("traffic_managers", j)+".address", "%s is also the VIP of %s %q (expected a traffic manager address that is not a VIP)", s.VIP, p, s.Name)
+			}
+		}
+		protoOK := false
+		switch s.Protocol {
+		case ProtocolTCP, ProtocolUDP:
+			protoOK = !v.suppressed(p + ".protocol")
+		case "":
+			v.errorf(p+".protocol", "missing (expected %s)", protocolExpected)
+		default:
+			v.errorf(p+".protocol", "%q is not a valid protocol (expected %s)", s.Protocol, protocolExpected)
+		}
+		if vipOK && protoOK && !v.suppressed(p+".port") {
+			k := serviceKey{s.VIP, s.Port, s.Protocol}
+			if j, dup := keys[k]; dup {
+				v.errorf(p, "%s is already served by %s %q (expected each vip, port and protocol combination once)", describeKey(k), index(root, j), svcs[j].Name)
+			} else {
+				keys[k] = i
+			}
+		}
+
+		pp := p + ".traffic_managers"
+		switch {
+		case s.TrafficManagers == nil:
+			v.errorf(pp, "missing (expected %s)", poolExpected)
+		case len(s.TrafficManagers) == 0:
+			v.errorf(pp, "empty list (expected %s)", poolExpected)
+		}
+		seen := map[string]int{}
+		for j, id := range s.TrafficManagers {
+			ip := index(pp, j)
+			if id == "" {
+				v.errorf(ip, "missing (expected a traffic manager id, one of: %s)", definedList)
+				continue
+			}
+			if !known[id] {
+				if tmsBad {
+					continue // traffic_managers has errors of its own
+				}
+				v.errorf(ip, "unknown traffic manager %q (defined: %s)", id, definedList)
+				continue
+			}
+			if k, dup := seen[id]; dup {
+				v.errorf(ip, "%q is already in the pool at %s (expected each traffic manager once)", id, index(pp, k))
+				continue
+			}
+			seen[id] = j
+		}
+	}
+}
+
+func describeKey(k serviceKey) string {
+	if k.port == 0 {
+		return fmt.Sprintf("vip %s all ports/%s", k.vip, k.proto)
+	}
+	return fmt.Sprintf("vip %s port %d/%s", k.vip, k.port, k.proto)
+}
+
+// addrProblem says what is wrong with a as a VIP or TM address, or "".
+func addrProblem(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return "missing"
+	case a.Zone() != "":
+		return fmt.Sprintf("%s has an IPv6 zone", a)
+	case a.Is4In6():
+		return fmt.Sprintf("%s is an IPv4-mapped IPv6 address, write %s", a, a.Unmap())
+	case a.IsUnspecified():
+		return fmt.Sprintf("%s is the unspecified address", a)
+	case a.IsMulticast():
+		return fmt.Sprintf("%s is a multicast address", a)
+	case a.IsLoopback():
+		return fmt.Sprintf("%s is a loopback address", a)
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Sprintf("%s is the broadcast address", a)
+	}
+	return ""
+}
+
+// apiProblem says what is wrong with an admin API address, or "".
+func apiProblem(s string) string {
+	if path, ok := strings.CutPrefix(s, "unix:"); ok {
+		switch {
+		case !strings.HasPrefix(path, "/"):
+			return fmt.Sprintf("%q does not name an absolute socket path (expected %s)", s, apiExpected)
+		case strings.ContainsRune(path, 0):
+			return fmt.Sprintf("%q contains a NUL byte (expected %s)", s, apiExpected)
+		case len(path) > 107:
+			return fmt.Sprintf("the socket path is %d bytes long (expected at most 107)", len(path))
+		}
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return fmt.Sprintf("%q is not a unix socket or an IP address with port (expected %s)", s, apiExpected)
+	}
+	if !ap.Addr().IsLoopback() || ap.Addr().Zone() != "" {
+		return fmt.Sprintf("%s is not a loopback address (expected %s: the admin API is local-only)", ap.Addr(), apiExpected)
+	}
+	if ap.Port() == 0 {
+		return fmt.Sprintf("port 0 in %q (expected a port in 1..65535)", s)
+	}
+	return ""
+}
+
+func validID(s string) bool {
+	if len(s) < 1 || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validServiceName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// validIfName follows the kernel's dev_valid_name.
+func validIfName(s string) bool {
+	if len(s) < 1 || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if r == '/' || r == ':' || r == 0 || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrime(n uint32) bool {
+	if n < 2 {
+		return false
+	}
+	if n%2 == 0 {
+		return n == 2
+	}
+	for d := uint32(3); d*d <= n; d += 2 {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
+}
