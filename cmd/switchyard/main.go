@@ -1,5 +1,5 @@
 // Command switchyard is the single binary of Switchyard: the distributor daemon,
-// the TM-side agent, the reference traffic manager, the lab and the inspection
+// the reference traffic manager, the lab, benchmarks and the inspection
 // commands.
 package main
 
@@ -19,10 +19,17 @@ func main() {
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "switchyard",
-		Short:         "Scale out stateful traffic managers behind XDP distributors",
+		Use:   "switchyard",
+		Short: "Scale out stateful traffic managers behind XDP distributors",
+		Long: `Switchyard sends every packet of a flow to the same traffic manager (TM),
+chooses a TM for new flows with weighted Maglev hashing, and keeps established
+flows where they are while TMs come, drain and go.
+
+Start with 'switchyard lab' to see it work in network namespaces, then
+'switchyard distributor --config FILE' on a real host. Docs: docs/.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd())
 	return root
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/distributor"
+)
+
+func newDistributorCmd() *cobra.Command {
+	var cfgPath string
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "distributor --config FILE",
+		Short: "Run the distributor: XDP data path, TM resolution, admin API",
+		Long: `Run the distributor daemon.
+
+It loads the XDP program, attaches it to the interfaces of the config,
+programs services, traffic managers and Maglev tables, keeps TM MAC addresses
+resolved, and serves the admin API (see 'switchyard stats' and 'switchyard
+flows').
+
+Signals: SIGHUP reloads the config file (a bad file is refused and the running
+state stays as it was; established flows never move); SIGTERM or SIGINT
+detaches the program from every interface and exits.
+
+Config reference: docs/config.md.`,
+		Example: `  switchyard distributor --config /etc/switchyard/d1.yaml
+  switchyard distributor --config d1.yaml --check   # validate only`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if check {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (%d services, %d traffic managers)\n", cfgPath, len(cfg.Services), len(cfg.TrafficManagers))
+				return nil
+			}
+			return runDistributor(cmd.Context(), cfgPath, cfg)
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the config and exit")
+	return cmd
+}
+
+func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("distributor", cfg.Distributor.ID)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	l, err := api.Listen(cfg.Distributor.API)
+	if err != nil {
+		return err
+	}
+	d, err := distributor.New(log, cfgPath, cfg)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer func() {
+		if err := d.Close(); err != nil {
+			log.Error("detach", "error", err)
+		}
+		log.Info("detached; exiting")
+	}()
+	d.Settle(ctx, 3*time.Second)
+	if err := d.Attach(); err != nil {
+		l.Close()
+		return err
+	}
+	go func() {
+		if err := api.Serve(ctx, l, api.Handler(d, log)); err != nil {
+			log.Error("admin API", "error", err)
+		}
+	}()
+	log.Info("running", "config", cfgPath, "api", cfg.Distributor.API,
+		"services", len(cfg.Services), "traffic_managers", len(cfg.TrafficManagers))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go d.Run(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			if err := d.Reload(); err != nil {
+				log.Error("reload", "error", err)
+			} else {
+				log.Info("reloaded", "config", cfgPath)
+			}
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
+)
+
+// apiFlags find the admin API: --api, or the one in --config, or the only
+// socket in /run/switchyard.
+type apiFlags struct {
+	addr    string
+	cfgPath string
+}
+
+func (f *apiFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.addr, "api", "", "admin API address (unix:/path or 127.0.0.1:PORT)")
+	cmd.Flags().StringVarP(&f.cfgPath, "config", "c", "", "read the admin API address from this distributor config")
+}
+
+func (f *apiFlags) client() (*api.Client, error) {
+	switch {
+	case f.addr != "":
+		return api.NewClient(f.addr), nil
+	case f.cfgPath != "":
+		cfg, err := config.Load(f.cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		return api.NewClient(cfg.Distributor.API), nil
+	}
+	socks, _ := filepath.Glob("/run/switchyard/*.sock")
+	switch len(socks) {
+	case 1:
+		return api.NewClient("unix:" + socks[0]), nil
+	case 0:
+		return nil, errors.New("no distributor found in /run/switchyard; give --api or --config")
+	}
+	return nil, fmt.Errorf("several distributors (%s); choose one with --api or --config", strings.Join(socks, ", "))
+}
+
+func newStatsCmd() *cobra.Command {
+	var af apiFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show a distributor's counters per service, per TM, and drops by reason",
+		Example: `  switchyard stats
+  switchyard stats --config /etc/switchyard/d1.yaml --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStats(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	af.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStats(w io.Writer, st api.Stats) {
+	fmt.Fprintf(w, "distributor %s: %d flow entries (capacity %d)\n\n", st.ID, st.FlowEntries, st.FlowCapacity)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tVIP\tPORT\tPROTO\tPACKETS\tBYTES\tNEW FLOWS\tACTIVE\tELIGIBLE TMS")
+	for _, s := range st.Services {
+		port := fmt.Sprint(s.Port)
+		if s.Port == 0 {
+			port = "all"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.Name, s.VIP, port, s.Protocol,
+			s.Packets, s.Bytes, s.NewFlows, s.ActiveFlows, strings.Join(s.Eligible, ","))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TM\tADDRESS\tSTATE\tWEIGHT\tMAC\tPACKETS\tBYTES\tNEW FLOWS\tACTIVE\tNOTE")
+	for _, t := range st.TrafficManagers {
+		note := t.Reason
+		if !t.Ready && note == "" {
+			note = "not ready"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", t.ID, t.Address, t.State, t.Weight, t.MAC,
+			t.Packets, t.Bytes, t.NewFlows, t.ActiveFlows, note)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COUNTER\tPACKETS\tBYTES")
+	for _, c := range st.Counters {
+		if c.Packets == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Name, c.Packets, c.Bytes)
+	}
+	tw.Flush()
+}
+
+func newFlowsCmd() *cobra.Command {
+	var af apiFlags
+	var f api.FlowFilter
+	var addr string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "flows",
+		Short: "List a distributor's flow table (streamed; filter by service, TM, address)",
+		Example: `  switchyard flows --service web
+  switchyard flows --tm tm2 --limit 100
+  switchyard flows --addr 10.0.1.11 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if addr != "" {
+				a, err := netip.ParseAddr(addr)
+				if err != nil {
+					return fmt.Errorf("--addr: %q is not an IP address", addr)
+				}
+				f.Addr = a
+			}
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			enc := json.NewEncoder(w)
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tVLAN\tSERVICE\tTM\tORIGIN\tIDLE")
+			}
+			n := 0
+			err = c.Flows(cmd.Context(), f, func(fl api.Flow) error {
+				n++
+				if asJSON {
+					return enc.Encode(fl)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.1fs\n", fl.Proto, fl.Src, fl.Dst, fl.VLAN,
+					fl.Service, fl.TM, strings.Join(fl.Origin, ","), fl.IdleSeconds)
+				if n%4096 == 0 {
+					return tw.Flush() // keep memory flat on big tables
+				}
+				return nil
+			})
+			tw.Flush()
+			if !asJSON {
+				fmt.Fprintf(w, "%d flows\n", n)
+			}
+			return err
+		},
+	}
+	af.register(cmd)
+	cmd.Flags().StringVar(&f.Service, "service", "", "only flows of this service")
+	cmd.Flags().StringVar(&f.TM, "tm", "", "only flows on this traffic manager")
+	cmd.Flags().StringVar(&addr, "addr", "", "only flows from or to this address")
+	cmd.Flags().IntVar(&f.Limit, "limit", 0, "stop after this many flows (0: all)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	return cmd
+}

@@ -1,0 +1,96 @@
+// Package api is the distributor's local admin API: JSON over HTTP on a unix
+// socket (owner-only) or a loopback address, its client, and the Prometheus
+// metrics.
+package api
+
+import "net/netip"
+
+// Status describes the running daemon.
+type Status struct {
+	ID              string      `json:"id"`
+	ConfigPath      string      `json:"config_path"`
+	LoadedAt        string      `json:"loaded_at"`
+	Reloads         int         `json:"reloads"`
+	LastReloadError string      `json:"last_reload_error,omitempty"`
+	Interfaces      []Interface `json:"interfaces"`
+}
+
+// Interface is an interface the XDP program runs on.
+type Interface struct {
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	Index int    `json:"ifindex"`
+	Mode  string `json:"mode"`
+}
+
+// Stats are the distributor's counters.
+type Stats struct {
+	ID              string         `json:"id"`
+	Services        []ServiceStats `json:"services"`
+	TrafficManagers []TMStats      `json:"traffic_managers"`
+	Counters        []Counter      `json:"counters"`
+	FlowEntries     uint64         `json:"flow_entries"`
+	FlowCapacity    uint32         `json:"flow_capacity"`
+	// FlowsCountedAt is when the active-flow counts were last computed (the
+	// flow table is walked at most every few seconds).
+	FlowsCountedAt string `json:"flows_counted_at"`
+}
+
+// ServiceStats are one service's counters.
+type ServiceStats struct {
+	Name        string   `json:"name"`
+	VIP         string   `json:"vip"`
+	Port        uint16   `json:"port"`
+	Protocol    string   `json:"protocol"`
+	Index       uint32   `json:"index"`
+	Eligible    []string `json:"eligible"`
+	Packets     uint64   `json:"packets"`
+	Bytes       uint64   `json:"bytes"`
+	NewFlows    uint64   `json:"new_flows"`
+	ActiveFlows uint64   `json:"active_flows"`
+}
+
+// TMStats are one traffic manager's counters and state.
+type TMStats struct {
+	ID          string `json:"id"`
+	Address     string `json:"address"`
+	Index       uint32 `json:"index"`
+	State       string `json:"state"` // active, draining, disabled, removed
+	Weight      uint32 `json:"weight"`
+	MAC         string `json:"mac,omitempty"`
+	Ready       bool   `json:"ready"`
+	Reason      string `json:"reason,omitempty"`
+	Packets     uint64 `json:"packets"`
+	Bytes       uint64 `json:"bytes"`
+	NewFlows    uint64 `json:"new_flows"`
+	ActiveFlows uint64 `json:"active_flows"`
+}
+
+// Counter is a global verdict or drop counter.
+type Counter struct {
+	Name    string `json:"name"`
+	Drop    bool   `json:"drop"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Flow is one flow-table entry.
+type Flow struct {
+	Proto       string   `json:"proto"`
+	Src         string   `json:"src"`
+	Dst         string   `json:"dst"`
+	VLAN        uint16   `json:"vlan,omitempty"`
+	TM          string   `json:"tm"`
+	TMIndex     uint16   `json:"tm_index"`
+	Service     string   `json:"service,omitempty"`
+	Origin      []string `json:"origin"`
+	IdleSeconds float64  `json:"idle_seconds"`
+}
+
+// FlowFilter selects flows; zero fields match everything.
+type FlowFilter struct {
+	Service string
+	TM      string
+	Addr    netip.Addr // source or destination
+	Limit   int
+}

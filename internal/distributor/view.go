@@ -1,0 +1,189 @@
+package distributor
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/flow"
+)
+
+// flowCountsMaxAge bounds how often Stats walks the whole flow table.
+const flowCountsMaxAge = 2 * time.Second
+
+type flowCounts struct {
+	at      time.Time
+	entries uint64
+	bySvc   map[uint16]uint64
+	byTM    map[uint16]uint64
+}
+
+var flowCountsMu sync.Mutex
+
+// counts returns the per-service and per-TM entry counts, walking the table
+// when the last count is too old.
+func (d *Daemon) counts() (*flowCounts, error) {
+	flowCountsMu.Lock()
+	defer flowCountsMu.Unlock()
+	if d.flowCounts != nil && time.Since(d.flowCounts.at) < flowCountsMaxAge {
+		return d.flowCounts, nil
+	}
+	c := &flowCounts{at: time.Now(), bySvc: map[uint16]uint64{}, byTM: map[uint16]uint64{}}
+	err := d.dp.WalkFlows(func(_ datapath.FlowKey, f datapath.Flow) bool {
+		c.entries++
+		c.bySvc[f.Svc]++
+		c.byTM[f.Tm]++
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.flowCounts = c
+	return c, nil
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status() api.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := api.Status{
+		ID:              d.cfg.Distributor.ID,
+		ConfigPath:      d.cfgPath,
+		LoadedAt:        d.loadedAt.UTC().Format(time.RFC3339),
+		Reloads:         d.reloads,
+		LastReloadError: d.reloadErr,
+	}
+	for _, ifc := range d.ifaces {
+		s.Interfaces = append(s.Interfaces, api.Interface{Name: ifc.name, Role: ifc.role, Index: ifc.index, Mode: string(ifc.mode)})
+	}
+	return s
+}
+
+func (d *Daemon) tmState(s *tmSlot) string {
+	if !s.present {
+		return "removed"
+	}
+	return s.cfg.State
+}
+
+// Stats implements api.Backend.
+func (d *Daemon) Stats() (api.Stats, error) {
+	fc, err := d.counts()
+	if err != nil {
+		return api.Stats{}, err
+	}
+	counters, err := d.dp.Counters()
+	if err != nil {
+		return api.Stats{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := api.Stats{
+		ID:             d.cfg.Distributor.ID,
+		FlowEntries:    fc.entries,
+		FlowCapacity:   d.cfg.FlowTable.MaxFlows,
+		FlowsCountedAt: fc.at.UTC().Format(time.RFC3339Nano),
+	}
+	for _, sc := range d.cfg.Services {
+		s := d.svcs[serviceID{vip: sc.VIP.Unmap(), port: sc.Port, proto: protoNumber(sc.Protocol)}]
+		if s == nil {
+			continue
+		}
+		t, err := d.dp.ServiceTraffic(s.index)
+		if err != nil {
+			return api.Stats{}, fmt.Errorf("service %s: %w", sc.Name, err)
+		}
+		st.Services = append(st.Services, api.ServiceStats{
+			Name: sc.Name, VIP: sc.VIP.String(), Port: sc.Port, Protocol: sc.Protocol, Index: s.index,
+			Eligible: append([]string{}, s.pool...),
+			Packets:  t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.bySvc[uint16(s.index)],
+		})
+	}
+	for id, s := range d.tms {
+		t, err := d.dp.TMTraffic(s.index)
+		if err != nil {
+			return api.Stats{}, fmt.Errorf("traffic manager %s: %w", id, err)
+		}
+		ts := api.TMStats{
+			ID: id, Address: s.cfg.Address.String(), Index: s.index, State: d.tmState(s), Weight: s.cfg.Weight,
+			Ready: s.ready(), Reason: s.reason,
+			Packets: t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.byTM[uint16(s.index)],
+		}
+		if s.mac != nil {
+			ts.MAC = s.mac.String()
+		}
+		st.TrafficManagers = append(st.TrafficManagers, ts)
+	}
+	sort.Slice(st.TrafficManagers, func(i, j int) bool { return st.TrafficManagers[i].Index < st.TrafficManagers[j].Index })
+	for i, c := range counters {
+		st.Counters = append(st.Counters, api.Counter{
+			Name: datapath.CounterName(datapath.Counter(i)), Drop: datapath.IsDrop(datapath.Counter(i)),
+			Packets: c.Packets, Bytes: c.Bytes,
+		})
+	}
+	return st, nil
+}
+
+// names maps data-path indexes back to names, as of now.
+func (d *Daemon) names() (svcs map[uint16]string, tms map[uint16]string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	svcs, tms = map[uint16]string{}, map[uint16]string{}
+	for _, s := range d.svcs {
+		svcs[uint16(s.index)] = s.name
+	}
+	for id, s := range d.tms {
+		tms[uint16(s.index)] = id
+	}
+	return svcs, tms
+}
+
+// origins names an entry's flags.
+func origins(flags uint16) []string {
+	var o []string
+	if flags&datapath.FlowSelected != 0 {
+		o = append(o, "selected")
+	}
+	if len(o) == 0 {
+		o = append(o, "unknown")
+	}
+	return o
+}
+
+// WalkFlows implements api.Backend.
+func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
+	svcs, tms := d.names()
+	now := monotonicNow()
+	return d.dp.WalkFlows(func(k datapath.FlowKey, e datapath.Flow) bool {
+		if f.Service != "" && svcs[e.Svc] != f.Service {
+			return true
+		}
+		if f.TM != "" && tms[e.Tm] != f.TM {
+			return true
+		}
+		if f.Addr.IsValid() && flow.Src(k) != f.Addr && flow.Dst(k) != f.Addr {
+			return true
+		}
+		idle := 0.0
+		if now > e.LastSeen {
+			idle = float64(now-e.LastSeen) / 1e9
+		}
+		return fn(api.Flow{
+			Proto:       flow.ProtoName(k.Proto),
+			Src:         addrPort(flow.Src(k), flow.SrcPort(k)),
+			Dst:         addrPort(flow.Dst(k), flow.DstPort(k)),
+			VLAN:        k.Vlan,
+			TM:          tms[e.Tm],
+			TMIndex:     e.Tm,
+			Service:     svcs[e.Svc],
+			Origin:      origins(e.Flags),
+			IdleSeconds: float64(int(idle*10)) / 10,
+		})
+	})
+}
+
+func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }

@@ -1,0 +1,209 @@
+// Package lab runs Switchyard for real inside netlab topologies: distributor
+// daemons as processes in their namespaces, reference TMs, and client load.
+// `switchyard lab`, `switchyard bench` and the end-to-end tests share it.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/netlab"
+)
+
+// ConfigOptions shape the config written for a topology.
+type ConfigOptions struct {
+	ID       string   // distributor id, default d1
+	TMs      []string // TM host names in traffic_managers; default all TMs of the topology
+	Pool     []string // TM ids in every service's pool; default TMs
+	Weights  map[string]int
+	States   map[string]string // TM id → state
+	MaxFlows int               // default 1,000,000
+	HTTPPort uint16            // default 80
+	UDPPort  uint16            // default 5300
+	IPv6     bool              // also services on the IPv6 VIP
+	Extra    string            // appended to the services list verbatim
+	APIPath  string            // unix socket path
+}
+
+// TMAddr4 returns the IPv4 address of a TM host's eth0.
+func TMAddr4(h *netlab.Host) netip.Addr { return h.Links["eth0"].Addr4.Addr() }
+
+// Config renders a distributor config for topo.
+func Config(topo *netlab.Topology, o ConfigOptions) string {
+	if o.ID == "" {
+		o.ID = "d1"
+	}
+	if o.MaxFlows == 0 {
+		o.MaxFlows = 1_000_000
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort = 80
+	}
+	if o.UDPPort == 0 {
+		o.UDPPort = 5300
+	}
+	tms := o.TMs
+	if tms == nil {
+		for _, h := range topo.TMs {
+			tms = append(tms, h.Name)
+		}
+	}
+	pool := o.Pool
+	if pool == nil {
+		pool = tms
+	}
+	byName := map[string]*netlab.Host{}
+	for _, h := range topo.TMs {
+		byName[h.Name] = h
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "distributor:\n  id: %s\n  api: unix:%s\n  interfaces:\n", o.ID, o.APIPath)
+	b.WriteString("    - {name: ext0, role: external}\n    - {name: int0, role: internal}\n    - {name: srv0, role: external}\n")
+	fmt.Fprintf(&b, "flow_table:\n  max_flows: %d\n", o.MaxFlows)
+	b.WriteString("traffic_managers:\n")
+	for _, id := range tms {
+		h := byName[id]
+		fmt.Fprintf(&b, "  - {id: %s, address: %s", id, TMAddr4(h))
+		if w, ok := o.Weights[id]; ok {
+			fmt.Fprintf(&b, ", weight: %d", w)
+		}
+		if s, ok := o.States[id]; ok {
+			fmt.Fprintf(&b, ", state: %s", s)
+		}
+		b.WriteString("}\n")
+	}
+	b.WriteString("services:\n")
+	poolList := "[" + strings.Join(pool, ", ") + "]"
+	svc := func(name string, vip netip.Addr, port uint16, proto string) {
+		fmt.Fprintf(&b, "  - {name: %s, vip: %s, port: %d, protocol: %s, traffic_managers: %s}\n", name, vip, port, proto, poolList)
+	}
+	svc("web", topo.VIP4, o.HTTPPort, "tcp")
+	svc("echo", topo.VIP4, o.UDPPort, "udp")
+	if o.IPv6 {
+		svc("web6", topo.VIP6, o.HTTPPort, "tcp")
+		svc("echo6", topo.VIP6, o.UDPPort, "udp")
+	}
+	b.WriteString(o.Extra)
+	return b.String()
+}
+
+// Distributor is a `switchyard distributor` process in a namespace.
+type Distributor struct {
+	Host    *netlab.Host
+	CfgPath string
+	API     *api.Client
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{}
+	err     error
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while we read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// StartDistributor writes cfg into dir and runs bin's distributor command in
+// host's namespace, waiting until its admin API answers. The config's API
+// must be unix:<dir>/<host>.sock (see APIPath).
+func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg string) (*Distributor, error) {
+	d := &Distributor{Host: host, CfgPath: filepath.Join(dir, host.Name+".yaml"), out: &syncBuffer{}, done: make(chan struct{})}
+	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	d.API = api.NewClient("unix:" + APIPath(dir, host))
+	d.cmd = host.NS.Command(context.Background(), bin, "distributor", "--config", d.CfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start distributor in %s: %w", host.Name, err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := d.API.Status(sctx)
+		cancel()
+		if err == nil {
+			return d, nil
+		}
+		select {
+		case <-d.done:
+			return nil, fmt.Errorf("distributor in %s exited: %v\n%s", host.Name, d.err, d.out.String())
+		case <-ctx.Done():
+			d.Stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			d.Stop()
+			return nil, fmt.Errorf("distributor in %s: admin API not up after 15s: %v\n%s", host.Name, err, d.out.String())
+		}
+	}
+}
+
+// APIPath is the admin socket of the distributor on host.
+func APIPath(dir string, host *netlab.Host) string { return filepath.Join(dir, host.Name+".sock") }
+
+// Output returns what the process printed so far.
+func (d *Distributor) Output() string { return d.out.String() }
+
+// Exited reports whether the process has ended.
+func (d *Distributor) Exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Reload rewrites the config file with cfg and sends SIGHUP.
+func (d *Distributor) Reload(cfg string) error {
+	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	return d.cmd.Process.Signal(syscall.SIGHUP)
+}
+
+// Stop sends SIGTERM and waits for the process to end (SIGKILL after 5 s).
+func (d *Distributor) Stop() error {
+	if d.Exited() {
+		return d.err
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		return errors.New("distributor did not stop on SIGTERM; killed")
+	}
+	return d.err
+}
