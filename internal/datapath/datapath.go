@@ -312,19 +312,29 @@ func (d *Datapath) ResetTraffic(svc bool, idx uint32) error {
 	return m.Put(idx, zero)
 }
 
-// WalkFlows calls fn for each flow-table entry until fn returns false,
-// without loading the table whole. The table changes while it is walked: an
-// entry may be missed or seen twice.
+// WalkFlows calls fn for each flow-table entry until fn returns false. It
+// reads the table in batches, so millions of entries are never all in
+// memory. The table changes while it is walked: an entry may be missed or
+// seen twice.
 func (d *Datapath) WalkFlows(fn func(FlowKey, Flow) bool) error {
-	var k FlowKey
-	var v Flow
-	it := d.maps().Flows.Iterate()
-	for it.Next(&k, &v) {
-		if !fn(k, v) {
+	const batch = 4096
+	keys := make([]FlowKey, batch)
+	vals := make([]Flow, batch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.maps().Flows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if !fn(keys[i], vals[i]) {
+				return nil
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
+		if err != nil {
+			return fmt.Errorf("walk flow table: %w", err)
+		}
 	}
-	return it.Err()
 }
 
 // LookupFlow returns the entry for k.

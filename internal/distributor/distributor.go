@@ -28,12 +28,12 @@ import (
 // (so its flows are re-selected) and is reused only when no fresh index is
 // left.
 type tmSlot struct {
-	index   uint32
-	cfg     config.TrafficManager
-	present bool // in the current config
-	mac     net.HardwareAddr
-	ifindex int
-	srcMAC  net.HardwareAddr
+	index     uint32
+	cfg       config.TrafficManager
+	present   bool // in the current config
+	mac       net.HardwareAddr
+	ifindex   int
+	srcMAC    net.HardwareAddr
 	reason    string // why it is not ready, for status
 	lastProbe time.Time
 	written   *datapath.TM
