@@ -2,7 +2,9 @@ package lab_test
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -106,3 +108,7 @@ func TestTCPAndUDPToVIP(t *testing.T) {
 		})
 	}
 }
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+func asExit(err error, target **exec.ExitError) bool { return errors.As(err, target) }

@@ -110,6 +110,13 @@ func (e *Env) StartDistributor(ctx context.Context, cfg string) (*Distributor, e
 	return d, nil
 }
 
+// Dist returns the distributors started so far.
+func (e *Env) Dist() []*Distributor {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*Distributor(nil), e.dist...)
+}
+
 // ClientDialer returns loadgen dial functions that open sockets in client i.
 func (e *Env) ClientDialer(i int, o *loadgen.Options) {
 	o.Dial, o.ListenPacket = loadgen.NSDialer(e.Topo.Clients[i].NS.Do)

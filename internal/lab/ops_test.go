@@ -1,0 +1,272 @@
+package lab_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/lab"
+	"github.com/switchyard/switchyard/internal/loadgen"
+	"github.com/switchyard/switchyard/internal/netlab"
+)
+
+func stats(t *testing.T, d *lab.Distributor) api.Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := d.API.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func tmNewFlows(s api.Stats) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, tm := range s.TrafficManagers {
+		m[tm.ID] = tm.NewFlows
+	}
+	return m
+}
+
+// TestDistributionFollowsWeights opens a few thousand short connections and
+// compares each TM's share of new flows with its share of the weights.
+func TestDistributionFollowsWeights(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3})
+	weights := map[string]int{"tm1": 1, "tm2": 2, "tm3": 3}
+	d := startDist(t, e, lab.ConfigOptions{Weights: weights})
+	rep := runLoad(t, e, false, loadgen.Options{Short: 16}, 4*time.Second)
+	if rep.Errors != 0 {
+		t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+	}
+	var total uint64
+	for _, c := range rep.PerTM {
+		total += c.ShortConns
+	}
+	if total < 1500 {
+		t.Fatalf("only %d short connections: too few to judge the distribution", total)
+	}
+	for id, w := range weights {
+		got := float64(rep.PerTM[id].ShortConns) / float64(total)
+		want := float64(w) / 6
+		t.Logf("%s: weight %d, share %.3f (want %.3f)", id, w, got, want)
+		// 1500+ samples: a binomial share is within ±0.04 of p at >4σ.
+		if got < want-0.04 || got > want+0.04 {
+			t.Errorf("%s: share %.3f, want %.3f ± 0.04", id, got, want)
+		}
+	}
+	// The distributor's own counters follow the weights too. They count
+	// fewer flows than the clients' connections: a client that reuses a
+	// source port reuses the flow-table entry, and its TM.
+	nf := tmNewFlows(stats(t, d))
+	var nfTotal uint64
+	for _, n := range nf {
+		nfTotal += n
+	}
+	if nfTotal == 0 || nfTotal > total {
+		t.Fatalf("distributor counted %d new flows for %d connections", nfTotal, total)
+	}
+	for id, w := range weights {
+		got, want := float64(nf[id])/float64(nfTotal), float64(w)/6
+		if got < want-0.04 || got > want+0.04 {
+			t.Errorf("%s: distributor's new-flow share %.3f, want %.3f ± 0.04", id, got, want)
+		}
+	}
+}
+
+// TestAddAndDrainMoveNothing keeps 200 long-lived connections busy while a
+// TM is added and another drained: none may break or change TM, new flows
+// must reach the new TM and never the drained one.
+func TestAddAndDrainMoveNothing(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3})
+	d := startDist(t, e, lab.ConfigOptions{})
+
+	o := loadgen.Options{KeepAlive: 200, UDPFlows: 20, Interval: 50 * time.Millisecond}
+	e.ClientDialer(0, &o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := loadgen.Start(ctx, e.Target(false), o)
+	time.Sleep(2 * time.Second)
+
+	before := run.Snapshot()
+	if before.Errors != 0 {
+		t.Fatalf("errors before any change: %v", before.ErrorSamples)
+	}
+	if _, err := e.AddTM(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.Config(lab.ConfigOptions{States: map[string]string{"tm1": "draining"}})
+	if err := d.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the reload and tm4's MAC to take effect.
+	waitFor(t, 10*time.Second, "tm4 eligible and tm1 draining", func() bool {
+		for _, s := range stats(t, d).Services {
+			if s.Name == "web" {
+				el := strings.Join(s.Eligible, ",")
+				return el == "tm2,tm3,tm4"
+			}
+		}
+		return false
+	})
+	nfBefore := tmNewFlows(stats(t, d))
+
+	// New flows after the change: short connections from a second load.
+	so := loadgen.Options{Short: 8}
+	e.ClientDialer(0, &so)
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
+	short := loadgen.Start(sctx, e.Target(false), so).Wait()
+	scancel()
+	t.Logf("after the change: %s", short)
+
+	time.Sleep(time.Second)
+	cancel()
+	rep := run.Wait()
+	t.Logf("long-lived: %s", rep)
+	if rep.Errors != 0 || rep.FlowsMoved != 0 {
+		t.Fatalf("long-lived connections: %d errors %v, %d moved %v", rep.Errors, rep.ErrorSamples, rep.FlowsMoved, rep.MoveSamples)
+	}
+	var conns uint64
+	for _, c := range rep.PerTM {
+		conns += c.KeepAliveConns
+	}
+	if conns != 200 {
+		t.Errorf("%d keep-alive connections answered, want 200", conns)
+	}
+	if rep.PerTM["tm1"].KeepAliveConns == 0 {
+		t.Errorf("tm1 had no long-lived connection to keep through its drain")
+	}
+	if short.Errors != 0 {
+		t.Errorf("new connections after the change: %d errors %v", short.Errors, short.ErrorSamples)
+	}
+	if n := short.PerTM["tm1"].ShortConns; n != 0 {
+		t.Errorf("drained tm1 got %d new connections", n)
+	}
+	if short.PerTM["tm4"].ShortConns == 0 {
+		t.Errorf("added tm4 got no new connections")
+	}
+	nfAfter := tmNewFlows(stats(t, d))
+	if nfAfter["tm1"] != nfBefore["tm1"] {
+		t.Errorf("distributor gave drained tm1 %d new flows", nfAfter["tm1"]-nfBefore["tm1"])
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestNonVIPTrafficReachesHost checks that the distributor host's own
+// services stay reachable with the program attached.
+func TestNonVIPTrafficReachesHost(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	startDist(t, e, lab.ConfigOptions{IPv6: true})
+	dh := e.Topo.Distributors[0]
+	for _, addr := range []netip.Addr{dh.Links["ext0"].Addr4.Addr(), dh.Links["ext0"].Addr6.Addr()} {
+		var l net.Listener
+		err := dh.NS.Do(func() (err error) {
+			l, err = net.Listen("tcp", netip.AddrPortFrom(addr, 2222).String())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "host %s\n", addr)
+				c.Close()
+			}
+		}()
+		var got []byte
+		err = e.Topo.Clients[0].NS.Do(func() error {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, 2222).String(), 3*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			got, err = io.ReadAll(c)
+			return err
+		})
+		l.Close()
+		if err != nil {
+			t.Fatalf("connect to the distributor host at %s: %v", addr, err)
+		}
+		if want := fmt.Sprintf("host %s\n", addr); string(got) != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	// And the kernel still forwards a TM's traffic to a server address.
+	s := stats(t, e.Dist()[0])
+	var pass uint64
+	for _, c := range s.Counters {
+		if c.Name == "pass_not_vip" {
+			pass = c.Packets
+		}
+	}
+	if pass == 0 {
+		t.Errorf("pass_not_vip counted nothing")
+	}
+}
+
+// TestBadConfig checks that a bad config is refused with a clear message,
+// at start and on reload, and that a refused reload leaves the running
+// daemon as it was.
+func TestBadConfig(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	bad := e.Config(lab.ConfigOptions{Weights: map[string]int{"tm1": 0}})
+
+	// At start: the process exits non-zero and says where and what.
+	path := t.TempDir() + "/bad.yaml"
+	if err := writeFile(path, bad); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.Topo.Distributors[0].NS.Command(context.Background(), e.Bin, "distributor", "--config", path).CombinedOutput()
+	var ee *exec.ExitError
+	if err == nil || !asExit(err, &ee) {
+		t.Fatalf("bad config accepted: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "traffic_managers[0].weight") || !strings.Contains(string(out), "expected 1..1000") {
+		t.Fatalf("error does not say where and what: %s", out)
+	}
+
+	// On reload: refused, reported, and traffic carries on.
+	d := startDist(t, e, lab.ConfigOptions{})
+	if err := d.Reload(bad); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the refused reload", func() bool {
+		st, err := d.API.Status(context.Background())
+		return err == nil && st.Reloads == 1
+	})
+	st, err := d.API.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.LastReloadError, "traffic_managers[0].weight") {
+		t.Fatalf("reload error not reported: %q", st.LastReloadError)
+	}
+	rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 4, Short: 2, Interval: 10 * time.Millisecond}, 2*time.Second)
+	if rep.Errors != 0 || len(rep.PerTM) != 2 {
+		t.Fatalf("after a refused reload: %d errors %v, TMs %v", rep.Errors, rep.ErrorSamples, rep.PerTM)
+	}
+	if d.Exited() {
+		t.Fatalf("daemon exited after a bad reload:\n%s", d.Output())
+	}
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Switchyard needs on a fresh Debian 12 machine (run as root):
+# the BPF toolchain, network tools the tests and the lab use, and the Go
+# modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(clang llvm libbpf-dev bpftool iproute2 ethtool)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null; then
+	if [ -x /usr/local/go/bin/go ]; then
+		export PATH=/usr/local/go/bin:$PATH
+	else
+		echo "setup: Go is not installed (expected at /usr/local/go); install Go 1.26 or newer" >&2
+		exit 1
+	fi
+fi
+go mod download
