@@ -1,0 +1,6 @@
+package vlantag
+
+// The BPF object and its Go bindings are generated from bpf/testing/vlan.c and
+// committed, like internal/datapath's, so that `go build` needs no clang.
+//
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -go-package vlantag vlan ../../../bpf/testing/vlan.c
