@@ -44,20 +44,36 @@ struct sy_flow_key {
 
 /* Flow entry flags: where an entry came from. */
 enum sy_flow_flags {
-	SY_FLOW_SELECTED = 0x1, /* chosen by the service's policy */
+	SY_FLOW_SELECTED = 0x1,   /* chosen by the service's policy */
+	SY_FLOW_MEMORIZED = 0x2,  /* a TM's MEMORIZE signal */
+	SY_FLOW_LEARNED = 0x4,    /* reverse of a flow a TM opened */
+	SY_FLOW_SECOND_KEY = 0x8, /* matched a second key (mask in sy_flow.mask) */
+	SY_FLOW_MIRROR = 0x10,    /* a TM asked to mirror it to the peers */
 };
 
-/* Flow table value. 16 bytes: the table is sized in millions. */
+/* TCP state kept per flow (client direction only). */
+enum sy_tcp_state {
+	SY_TCP_OPEN = 0,
+	SY_TCP_CLOSING = 1, /* FIN or RST seen: a SYN on this key is a new connection */
+};
+
+/* "No service": flows made by signals, learning or second keys. */
+#define SY_SVC_NONE 0xffff
+
+/*
+ * Flow table value. 16 bytes: the table is sized in millions, and each
+ * entry already costs 48 bytes of kernel header and a 40-byte key.
+ */
 struct sy_flow {
-	__u64 last_seen; /* bpf_ktime_get_coarse_ns, updated at most every SY_TOUCH_NS */
+	__u32 last_seen; /* seconds of sy_now (the daemon's clock) */
 	__u16 tm;        /* TM index */
-	__u16 svc;       /* service index when the flow was created */
+	__u16 svc;       /* service index when the flow was created, or SY_SVC_NONE */
 	__u16 flags;     /* SY_FLOW_* */
 	__u8 tcp_state;  /* reserved for aging */
-	__u8 pad;
+	__u8 mask;       /* SY_FLOW_SECOND_KEY: the fields of the second key */
+	__u16 timeout;   /* idle timeout in seconds; 0: the protocol's default */
+	__u16 pad;
 };
-
-#define SY_TOUCH_NS 1000000000ULL
 
 /* Service key: port 0 means all ports of the VIP for that protocol. */
 struct sy_svc_key {
@@ -68,8 +84,42 @@ struct sy_svc_key {
 };
 
 struct sy_svc {
-	__u32 index; /* service index: its Maglev ring and its counters */
-	__u32 flags; /* reserved */
+	__u32 index;           /* service index: its Maglev ring and its counters */
+	__u32 persist_mask;    /* SY_FIELD_*: remember each new flow's TM under this second key; 0: none */
+	__u32 persist_timeout; /* seconds */
+};
+
+/*
+ * Second keys: a key with some fields wildcarded (zero), and the set of
+ * fields it keeps (SY_FIELD_*). One hash table holds every mask; the
+ * configured masks are tried most specific first after an exact miss.
+ */
+enum sy_field {
+	SY_FIELD_VLAN = 0x1,
+	SY_FIELD_PROTO = 0x2,
+	SY_FIELD_SRC = 0x4,
+	SY_FIELD_DST = 0x8,
+	SY_FIELD_SPORT = 0x10,
+	SY_FIELD_DPORT = 0x20,
+	SY_FIELD_ALL = 0x3f,
+};
+
+enum sy_second_limits {
+	SY_MAX_MASKS = 6,
+};
+
+struct sy_skey {
+	struct sy_flow_key key; /* fields outside mask are zero; family is kept */
+	__u32 mask;             /* SY_FIELD_* */
+};
+
+struct sy_second {
+	__u32 last_seen; /* seconds of sy_now */
+	__u32 timeout;   /* idle timeout in seconds; 0: the default */
+	__u16 tm;
+	__u16 flags;     /* reserved */
+	__u32 pad;
+	struct sy_flow_key parent; /* the flow that related it (zero: persistence) */
 };
 
 /* Key of the VIP address set: is this destination a VIP at all? */
@@ -100,6 +150,104 @@ enum sy_role {
 
 struct sy_iface {
 	__u32 role;
+	__u8 mac[6]; /* the interface's MAC: signal frames must be sent to it */
+	__u16 pad;
+};
+
+/* Source MAC → TM index: who may signal, and whose egress is learned. */
+struct sy_mac_key {
+	__u8 mac[6];
+	__u16 pad;
+};
+
+/* Learning sources: a TM's own address maps to its index, a shared SNAT
+ * address to SY_TM_ANY. Keyed by struct sy_vip_key. */
+#define SY_TM_ANY 0xffff
+
+struct sy_settings {
+	__u8 signal_mcast[6]; /* signal frames to this MAC reach every distributor */
+	__u16 pad;
+};
+
+/*
+ * Signals: the wire format. All multi-byte fields are big-endian. A message
+ * is a header followed by `count` TLVs (`length` bytes in all). In a signal
+ * frame it follows the Ethernet header (EtherType SY_ETH_P_SIGNAL); in an
+ * in-band shim (flag SY_SIG_F_SHIM) the original EtherType and payload follow
+ * the TLVs. docs/signals.md specifies it for TM developers.
+ */
+#define SY_ETH_P_SIGNAL 0x88B5
+
+enum sy_sig_consts {
+	SY_SIG_VERSION = 1,
+	SY_SIG_MAX_OPS = 8,
+	SY_SIG_HDR_LEN = 8,
+	SY_SIG_TLV_HDR_LEN = 2,
+	SY_SIG_TM_SELF = 0xffff, /* the tm field: "the sender" */
+};
+
+enum sy_sig_flags {
+	SY_SIG_F_SHIM = 0x1,
+};
+
+enum sy_sig_op {
+	SY_OP_MEMORIZE = 1,
+	SY_OP_FORGET = 2,
+	SY_OP_MIRROR = 3,
+	SY_OP_RELATE = 4,
+	SY_OP_AGE = 5,
+};
+
+enum sy_memorize_flags {
+	SY_MEMORIZE_F_MIRROR = 0x1, /* also mirror it to the peers */
+};
+
+struct sy_sig_hdr {
+	__u8 version;
+	__u8 count;     /* TLVs, 1..SY_SIG_MAX_OPS */
+	__be16 length;  /* bytes of TLVs */
+	__be16 flags;   /* SY_SIG_F_* */
+	__be16 reserved;
+};
+
+struct sy_wire_key {
+	__u8 src[16]; /* IPv4: first 4 bytes, rest zero */
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__be16 vlan;
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+};
+
+struct sy_tlv {
+	__u8 op;  /* SY_OP_* */
+	__u8 len; /* bytes of value: must be the op's size */
+};
+
+struct sy_op_memorize {
+	struct sy_wire_key key;
+	__be16 tm;      /* SY_SIG_TM_SELF or the sender's own index */
+	__be16 flags;   /* SY_MEMORIZE_F_* */
+	__be32 timeout; /* idle timeout in seconds; 0: default (at most 65535) */
+};
+
+struct sy_op_key { /* FORGET, MIRROR */
+	struct sy_wire_key key;
+};
+
+struct sy_op_relate {
+	struct sy_wire_key parent; /* an existing flow of the sender */
+	struct sy_wire_key second; /* wildcarded fields are ignored */
+	__u8 mask;                 /* SY_FIELD_*: the fields second keeps */
+	__u8 pad;
+	__be16 tm;                 /* SY_SIG_TM_SELF or the sender's own index */
+	__be32 timeout;            /* idle timeout in seconds; 0: default */
+};
+
+struct sy_op_age {
+	struct sy_wire_key key;
+	__be32 timeout; /* new idle timeout in seconds; 0: expire now */
 };
 
 /*
@@ -131,6 +279,29 @@ enum sy_counter {
 	SY_C_DROP_NO_TM,        /* the service has no eligible TM */
 	SY_C_DROP_TM_NOT_READY, /* the chosen TM's MAC is not resolved yet */
 	SY_C_DROP_NO_EGRESS,    /* redirect to the TM's interface failed */
+	SY_C_FWD_SECOND_KEY,    /* forwarded on a second-key hit */
+	SY_C_PASS_FROM_TM,      /* a TM's own traffic, to the kernel */
+	SY_C_LEARNED,           /* reverse keys learned from TM egress */
+	SY_C_SIG_FRAME,         /* signal frames applied and consumed */
+	SY_C_SIG_SHIM,          /* in-band shims applied and stripped */
+	SY_C_SIG_MEMORIZE,      /* ops applied, by op */
+	SY_C_SIG_FORGET,
+	SY_C_SIG_MIRROR,
+	SY_C_SIG_RELATE,
+	SY_C_SIG_AGE,
+	SY_C_SIG_REF_EXTERNAL,  /* refused: signal on an external interface */
+	SY_C_SIG_REF_UNKNOWN_MAC, /* refused: sender is not a configured TM */
+	SY_C_SIG_REF_NOT_FOR_US,  /* refused: sent to another MAC */
+	SY_C_SIG_REF_VERSION,   /* refused: unknown version */
+	SY_C_SIG_REF_COUNT,     /* refused: 0 or more than SY_SIG_MAX_OPS TLVs */
+	SY_C_SIG_REF_TRUNCATED, /* refused: message cut short */
+	SY_C_SIG_REF_UNKNOWN_OP, /* refused: unknown op */
+	SY_C_SIG_REF_BAD_LENGTH, /* refused: TLV or message length wrong */
+	SY_C_SIG_REF_BAD_KEY,   /* op refused: key family not 4 or 6 */
+	SY_C_SIG_REF_FOREIGN_TM, /* op refused: about another TM's flow */
+	SY_C_SIG_REF_NO_FLOW,   /* op refused: the flow does not exist */
+	SY_C_SIG_REF_BAD_MASK,  /* op refused: mask not configured */
+	SY_C_SIG_REF_TABLE_FULL, /* op refused: second-key table full */
 	SY_C_MAX,
 };
 
@@ -188,6 +359,19 @@ struct sy_consts {
 	enum sy_tm_flags tm_flags;
 	enum sy_role role;
 	enum sy_counter counter;
+	enum sy_field field;
+	enum sy_second_limits second_limits;
+	enum sy_sig_consts sig_consts;
+	enum sy_sig_flags sig_flags;
+	enum sy_sig_op sig_op;
+	enum sy_memorize_flags memorize_flags;
+	enum sy_tcp_state tcp_state;
+	struct sy_sig_hdr sig_hdr;
+	struct sy_tlv tlv;
+	struct sy_op_memorize op_memorize;
+	struct sy_op_key op_key;
+	struct sy_op_relate op_relate;
+	struct sy_op_age op_age;
 };
 
 #endif

@@ -19,42 +19,156 @@ type benchSyBenchBuf struct {
 }
 
 type benchSyConsts struct {
-	_         structs.HostLayout
-	Limits    uint32
-	Family    uint32
-	FlowFlags uint32
-	TmFlags   uint32
-	Role      uint32
-	Counter   uint32
+	_             structs.HostLayout
+	Limits        uint32
+	Family        uint32
+	FlowFlags     uint32
+	TmFlags       uint32
+	Role          uint32
+	Counter       uint32
+	Field         uint32
+	SecondLimits  uint32
+	SigConsts     uint32
+	SigFlags      uint32
+	SigOp         uint32
+	MemorizeFlags uint32
+	TcpState      uint32
+	SigHdr        struct {
+		_        structs.HostLayout
+		Version  uint8
+		Count    uint8
+		Length   uint16
+		Flags    uint16
+		Reserved uint16
+	}
+	Tlv struct {
+		_   structs.HostLayout
+		Op  uint8
+		Len uint8
+	}
+	_          [2]byte
+	OpMemorize struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Tm      uint16
+		Flags   uint16
+		Timeout uint32
+	}
+	OpKey struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+	}
+	OpRelate struct {
+		_      structs.HostLayout
+		Parent struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Second struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Mask    uint8
+		Pad     uint8
+		Tm      uint16
+		Timeout uint32
+	}
+	OpAge struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Timeout uint32
+	}
 }
 
 type benchSyCounter uint32
 
 const (
-	benchSyCounterSY_C_PASS_NOT_IP       benchSyCounter = 0
-	benchSyCounterSY_C_PASS_NOT_VIP      benchSyCounter = 1
-	benchSyCounterSY_C_PASS_VIP_OTHER    benchSyCounter = 2
-	benchSyCounterSY_C_PASS_ICMP_NO_FLOW benchSyCounter = 3
-	benchSyCounterSY_C_PASS_NO_SERVICE   benchSyCounter = 4
-	benchSyCounterSY_C_FWD_HIT           benchSyCounter = 5
-	benchSyCounterSY_C_FWD_NEW           benchSyCounter = 6
-	benchSyCounterSY_C_FWD_RESELECT      benchSyCounter = 7
-	benchSyCounterSY_C_FWD_ICMP          benchSyCounter = 8
-	benchSyCounterSY_C_TX                benchSyCounter = 9
-	benchSyCounterSY_C_REDIRECT          benchSyCounter = 10
-	benchSyCounterSY_C_DROP_TRUNC_ETH    benchSyCounter = 11
-	benchSyCounterSY_C_DROP_TRUNC_VLAN   benchSyCounter = 12
-	benchSyCounterSY_C_DROP_VLAN_DEPTH   benchSyCounter = 13
-	benchSyCounterSY_C_DROP_TRUNC_IP     benchSyCounter = 14
-	benchSyCounterSY_C_DROP_BAD_IP       benchSyCounter = 15
-	benchSyCounterSY_C_DROP_IPV6EXT      benchSyCounter = 16
-	benchSyCounterSY_C_DROP_FRAGMENT     benchSyCounter = 17
-	benchSyCounterSY_C_DROP_TRUNC_L4     benchSyCounter = 18
-	benchSyCounterSY_C_DROP_BAD_L4       benchSyCounter = 19
-	benchSyCounterSY_C_DROP_NO_TM        benchSyCounter = 20
-	benchSyCounterSY_C_DROP_TM_NOT_READY benchSyCounter = 21
-	benchSyCounterSY_C_DROP_NO_EGRESS    benchSyCounter = 22
-	benchSyCounterSY_C_MAX               benchSyCounter = 23
+	benchSyCounterSY_C_PASS_NOT_IP         benchSyCounter = 0
+	benchSyCounterSY_C_PASS_NOT_VIP        benchSyCounter = 1
+	benchSyCounterSY_C_PASS_VIP_OTHER      benchSyCounter = 2
+	benchSyCounterSY_C_PASS_ICMP_NO_FLOW   benchSyCounter = 3
+	benchSyCounterSY_C_PASS_NO_SERVICE     benchSyCounter = 4
+	benchSyCounterSY_C_FWD_HIT             benchSyCounter = 5
+	benchSyCounterSY_C_FWD_NEW             benchSyCounter = 6
+	benchSyCounterSY_C_FWD_RESELECT        benchSyCounter = 7
+	benchSyCounterSY_C_FWD_ICMP            benchSyCounter = 8
+	benchSyCounterSY_C_TX                  benchSyCounter = 9
+	benchSyCounterSY_C_REDIRECT            benchSyCounter = 10
+	benchSyCounterSY_C_DROP_TRUNC_ETH      benchSyCounter = 11
+	benchSyCounterSY_C_DROP_TRUNC_VLAN     benchSyCounter = 12
+	benchSyCounterSY_C_DROP_VLAN_DEPTH     benchSyCounter = 13
+	benchSyCounterSY_C_DROP_TRUNC_IP       benchSyCounter = 14
+	benchSyCounterSY_C_DROP_BAD_IP         benchSyCounter = 15
+	benchSyCounterSY_C_DROP_IPV6EXT        benchSyCounter = 16
+	benchSyCounterSY_C_DROP_FRAGMENT       benchSyCounter = 17
+	benchSyCounterSY_C_DROP_TRUNC_L4       benchSyCounter = 18
+	benchSyCounterSY_C_DROP_BAD_L4         benchSyCounter = 19
+	benchSyCounterSY_C_DROP_NO_TM          benchSyCounter = 20
+	benchSyCounterSY_C_DROP_TM_NOT_READY   benchSyCounter = 21
+	benchSyCounterSY_C_DROP_NO_EGRESS      benchSyCounter = 22
+	benchSyCounterSY_C_FWD_SECOND_KEY      benchSyCounter = 23
+	benchSyCounterSY_C_PASS_FROM_TM        benchSyCounter = 24
+	benchSyCounterSY_C_LEARNED             benchSyCounter = 25
+	benchSyCounterSY_C_SIG_FRAME           benchSyCounter = 26
+	benchSyCounterSY_C_SIG_SHIM            benchSyCounter = 27
+	benchSyCounterSY_C_SIG_MEMORIZE        benchSyCounter = 28
+	benchSyCounterSY_C_SIG_FORGET          benchSyCounter = 29
+	benchSyCounterSY_C_SIG_MIRROR          benchSyCounter = 30
+	benchSyCounterSY_C_SIG_RELATE          benchSyCounter = 31
+	benchSyCounterSY_C_SIG_AGE             benchSyCounter = 32
+	benchSyCounterSY_C_SIG_REF_EXTERNAL    benchSyCounter = 33
+	benchSyCounterSY_C_SIG_REF_UNKNOWN_MAC benchSyCounter = 34
+	benchSyCounterSY_C_SIG_REF_NOT_FOR_US  benchSyCounter = 35
+	benchSyCounterSY_C_SIG_REF_VERSION     benchSyCounter = 36
+	benchSyCounterSY_C_SIG_REF_COUNT       benchSyCounter = 37
+	benchSyCounterSY_C_SIG_REF_TRUNCATED   benchSyCounter = 38
+	benchSyCounterSY_C_SIG_REF_UNKNOWN_OP  benchSyCounter = 39
+	benchSyCounterSY_C_SIG_REF_BAD_LENGTH  benchSyCounter = 40
+	benchSyCounterSY_C_SIG_REF_BAD_KEY     benchSyCounter = 41
+	benchSyCounterSY_C_SIG_REF_FOREIGN_TM  benchSyCounter = 42
+	benchSyCounterSY_C_SIG_REF_NO_FLOW     benchSyCounter = 43
+	benchSyCounterSY_C_SIG_REF_BAD_MASK    benchSyCounter = 44
+	benchSyCounterSY_C_SIG_REF_TABLE_FULL  benchSyCounter = 45
+	benchSyCounterSY_C_MAX                 benchSyCounter = 46
 )
 
 type benchSyCounterVal struct {
@@ -65,12 +179,14 @@ type benchSyCounterVal struct {
 
 type benchSyFlow struct {
 	_        structs.HostLayout
-	LastSeen uint64
+	LastSeen uint32
 	Tm       uint16
 	Svc      uint16
 	Flags    uint16
 	TcpState uint8
-	Pad      uint8
+	Mask     uint8
+	Timeout  uint16
+	Pad      uint16
 }
 
 type benchSyFlowKey struct {
@@ -87,12 +203,71 @@ type benchSyFlowKey struct {
 type benchSyIface struct {
 	_    structs.HostLayout
 	Role uint32
+	Mac  [6]uint8
+	Pad  uint16
+}
+
+type benchSyMacKey struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
+type benchSySecond struct {
+	_        structs.HostLayout
+	LastSeen uint32
+	Timeout  uint32
+	Tm       uint16
+	Flags    uint16
+	Pad      uint32
+	Parent   benchSyFlowKey
+}
+
+type benchSySettings struct {
+	_           structs.HostLayout
+	SignalMcast [6]uint8
+	Pad         uint16
+}
+
+type benchSySigScratch struct {
+	_ structs.HostLayout
+	V struct {
+		_ structs.HostLayout
+		M struct {
+			_   structs.HostLayout
+			Key struct {
+				_      structs.HostLayout
+				Src    [16]uint8
+				Dst    [16]uint8
+				Sport  uint16
+				Dport  uint16
+				Vlan   uint16
+				Proto  uint8
+				Family uint8
+			}
+			Tm      uint16
+			Flags   uint16
+			Timeout uint32
+		}
+		_ [40]byte
+	}
+	Parent benchSyFlowKey
+	Second benchSyFlowKey
+	Sk     benchSySkey
+	Sv     benchSySecond
+}
+
+type benchSySkey struct {
+	_    structs.HostLayout
+	Key  benchSyFlowKey
+	Mask uint32
 }
 
 type benchSySvc struct {
-	_     structs.HostLayout
-	Index uint32
-	Flags uint32
+	_              structs.HostLayout
+	Index          uint32
+	PersistMask    uint32
+	PersistTimeout uint32
 }
 
 type benchSySvcKey struct {
@@ -135,9 +310,15 @@ const (
 	benchMapFloorFlows            = "floor_flows"
 	benchMapFlows                 = "flows"
 	benchMapIfaces                = "ifaces"
+	benchMapLearnSrcs             = "learn_srcs"
+	benchMapMasks                 = "masks"
 	benchMapRings                 = "rings"
+	benchMapSecondKeys            = "second_keys"
 	benchMapServices              = "services"
+	benchMapSettings              = "settings"
+	benchMapSigScratch            = "sig_scratch"
 	benchMapSvcStats              = "svc_stats"
+	benchMapTmByMac               = "tm_by_mac"
 	benchMapTmStats               = "tm_stats"
 	benchMapTms                   = "tms"
 	benchMapTxPorts               = "tx_ports"
@@ -151,6 +332,7 @@ const (
 	benchProgSwitchyardXdp        = "switchyard_xdp"
 	benchVarSyConstsAnchor        = "sy_consts_anchor"
 	benchVarSyHashSeed            = "sy_hash_seed"
+	benchVarSyNow                 = "sy_now"
 	benchVarSyRingSize            = "sy_ring_size"
 )
 
@@ -215,9 +397,15 @@ type benchMapSpecs struct {
 	FloorFlows   *ebpf.MapSpec `ebpf:"floor_flows"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
+	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
+	Masks        *ebpf.MapSpec `ebpf:"masks"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	SecondKeys   *ebpf.MapSpec `ebpf:"second_keys"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
+	Settings     *ebpf.MapSpec `ebpf:"settings"`
+	SigScratch   *ebpf.MapSpec `ebpf:"sig_scratch"`
 	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
+	TmByMac      *ebpf.MapSpec `ebpf:"tm_by_mac"`
 	TmStats      *ebpf.MapSpec `ebpf:"tm_stats"`
 	Tms          *ebpf.MapSpec `ebpf:"tms"`
 	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
@@ -230,6 +418,7 @@ type benchMapSpecs struct {
 type benchVariableSpecs struct {
 	SyConstsAnchor *ebpf.VariableSpec `ebpf:"sy_consts_anchor"`
 	SyHashSeed     *ebpf.VariableSpec `ebpf:"sy_hash_seed"`
+	SyNow          *ebpf.VariableSpec `ebpf:"sy_now"`
 	SyRingSize     *ebpf.VariableSpec `ebpf:"sy_ring_size"`
 }
 
@@ -259,9 +448,15 @@ type benchMaps struct {
 	FloorFlows   *ebpf.Map `ebpf:"floor_flows"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
+	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
+	Masks        *ebpf.Map `ebpf:"masks"`
 	Rings        *ebpf.Map `ebpf:"rings"`
+	SecondKeys   *ebpf.Map `ebpf:"second_keys"`
 	Services     *ebpf.Map `ebpf:"services"`
+	Settings     *ebpf.Map `ebpf:"settings"`
+	SigScratch   *ebpf.Map `ebpf:"sig_scratch"`
 	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
+	TmByMac      *ebpf.Map `ebpf:"tm_by_mac"`
 	TmStats      *ebpf.Map `ebpf:"tm_stats"`
 	Tms          *ebpf.Map `ebpf:"tms"`
 	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
@@ -276,9 +471,15 @@ func (m *benchMaps) Close() error {
 		m.FloorFlows,
 		m.Flows,
 		m.Ifaces,
+		m.LearnSrcs,
+		m.Masks,
 		m.Rings,
+		m.SecondKeys,
 		m.Services,
+		m.Settings,
+		m.SigScratch,
 		m.SvcStats,
+		m.TmByMac,
 		m.TmStats,
 		m.Tms,
 		m.TxPorts,
@@ -292,6 +493,7 @@ func (m *benchMaps) Close() error {
 type benchVariables struct {
 	SyConstsAnchor *ebpf.Variable `ebpf:"sy_consts_anchor"`
 	SyHashSeed     *ebpf.Variable `ebpf:"sy_hash_seed"`
+	SyNow          *ebpf.Variable `ebpf:"sy_now"`
 	SyRingSize     *ebpf.Variable `ebpf:"sy_ring_size"`
 }
 

@@ -21,6 +21,7 @@ type Options struct {
 	MaxFlows    uint32 // flow table entries; default 1,000,000
 	RingSize    uint32 // Maglev slots per service; default DefaultRingSize
 	MaxServices uint32 // default 64
+	MaxSecond   uint32 // second-key entries; default 65536
 	HashSeed    uint32 // must be equal on every distributor of a cluster
 }
 
@@ -33,6 +34,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxServices == 0 {
 		o.MaxServices = 64
+	}
+	if o.MaxSecond == 0 {
+		o.MaxSecond = 65536
 	}
 }
 
@@ -74,6 +78,7 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
 		return fmt.Errorf("ring size %d × %d services is out of range", opts.RingSize, opts.MaxServices)
 	}
 	spec.Maps["flows"].MaxEntries = opts.MaxFlows
+	spec.Maps["second_keys"].MaxEntries = opts.MaxSecond
 	spec.Maps["rings"].MaxEntries = opts.RingSize * opts.MaxServices
 	spec.Maps["svc_stats"].MaxEntries = opts.MaxServices
 	spec.Maps["services"].MaxEntries = max(opts.MaxServices, 16)
@@ -246,12 +251,21 @@ func (d *Datapath) TM(idx uint32) (TM, error) {
 	return tm, err
 }
 
-// SetIface records an interface's role and makes it a redirect target.
-func (d *Datapath) SetIface(ifindex uint32, role uint32) error {
-	if err := d.maps().Ifaces.Put(ifindex, Iface{Role: role}); err != nil {
+// SetIface records an interface's role and MAC and makes it a redirect
+// target.
+func (d *Datapath) SetIface(ifindex uint32, role uint32, mac [6]uint8) error {
+	if err := d.maps().Ifaces.Put(ifindex, Iface{Role: role, Mac: mac}); err != nil {
 		return fmt.Errorf("write interface %d: %w", ifindex, err)
 	}
 	return d.SetTxPort(ifindex, ifindex)
+}
+
+// DeleteIface forgets an interface's role.
+func (d *Datapath) DeleteIface(ifindex uint32) error {
+	if err := d.maps().Ifaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete interface %d: %w", ifindex, err)
+	}
+	return nil
 }
 
 // SetTxPort makes key a redirect target that sends out of ifindex.
@@ -260,6 +274,104 @@ func (d *Datapath) SetTxPort(key, ifindex uint32) error {
 		return fmt.Errorf("write tx port %d: %w", key, err)
 	}
 	return nil
+}
+
+// SetNow sets the data path's clock (seconds; any monotonic origin). The
+// daemon ticks it every second; idle times are measured against it.
+func (d *Datapath) SetNow(sec uint32) error {
+	return d.objs.SyNow.Set(sec)
+}
+
+// SetMasks sets the second-key masks, most specific first (at most
+// MaxMasks; zero masks are not allowed).
+func (d *Datapath) SetMasks(masks []uint32) error {
+	if len(masks) > MaxMasks {
+		return fmt.Errorf("%d second-key masks: at most %d", len(masks), MaxMasks)
+	}
+	for i := range MaxMasks {
+		var m uint32
+		if i < len(masks) {
+			m = masks[i]
+			if m == 0 || m&^FieldAll != 0 {
+				return fmt.Errorf("second-key mask %#x is not a set of fields", m)
+			}
+		}
+		if err := d.maps().Masks.Put(uint32(i), m); err != nil {
+			return fmt.Errorf("write mask %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// SetSender allows signals from mac and learns its egress for TM idx.
+func (d *Datapath) SetSender(mac [6]uint8, idx uint32) error {
+	if err := d.maps().TmByMac.Put(MACKey{Mac: mac}, idx); err != nil {
+		return fmt.Errorf("write signal sender: %w", err)
+	}
+	return nil
+}
+
+// DeleteSender stops accepting signals from mac.
+func (d *Datapath) DeleteSender(mac [6]uint8) error {
+	if err := d.maps().TmByMac.Delete(MACKey{Mac: mac}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete signal sender: %w", err)
+	}
+	return nil
+}
+
+// SetLearnSource makes addr a learning source of TM owner (TMAny: of every
+// TM, a shared SNAT address).
+func (d *Datapath) SetLearnSource(addr VIPKey, owner uint32) error {
+	if err := d.maps().LearnSrcs.Put(addr, owner); err != nil {
+		return fmt.Errorf("write learning source: %w", err)
+	}
+	return nil
+}
+
+// DeleteLearnSource removes a learning source.
+func (d *Datapath) DeleteLearnSource(addr VIPKey) error {
+	if err := d.maps().LearnSrcs.Delete(addr); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete learning source: %w", err)
+	}
+	return nil
+}
+
+// SetSettings writes the global settings.
+func (d *Datapath) SetSettings(s Settings) error {
+	if err := d.maps().Settings.Put(uint32(0), s); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	return nil
+}
+
+// PutSecondKey writes a second-key entry.
+func (d *Datapath) PutSecondKey(k SecondKey, v Second) error {
+	return d.maps().SecondKeys.Put(k, v)
+}
+
+// LookupSecondKey reads a second-key entry.
+func (d *Datapath) LookupSecondKey(k SecondKey) (Second, error) {
+	var v Second
+	err := d.maps().SecondKeys.Lookup(k, &v)
+	return v, err
+}
+
+// DeleteSecondKey removes a second-key entry.
+func (d *Datapath) DeleteSecondKey(k SecondKey) error {
+	return d.maps().SecondKeys.Delete(k)
+}
+
+// WalkSecondKeys calls fn for each second-key entry until fn returns false.
+func (d *Datapath) WalkSecondKeys(fn func(SecondKey, Second) bool) error {
+	var k SecondKey
+	var v Second
+	it := d.maps().SecondKeys.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(k, v) {
+			return nil
+		}
+	}
+	return it.Err()
 }
 
 // Counters returns the global counters summed over CPUs.

@@ -58,7 +58,7 @@ func flowTableMemory(b *testing.B, n int) {
 	// Half IPv4, half IPv6 keys, all distinct; a share from each CPU (the
 	// table's LRU lists are per CPU).
 	if err := fillFlows(m, n, func(i int) (FlowKey, Flow) {
-		return prefillKey(i%2 == 0, i/2), Flow{LastSeen: uint64(i), Tm: uint16(i % 3), Flags: FlowSelected}
+		return prefillKey(i%2 == 0, i/2), Flow{LastSeen: uint32(i), Tm: uint16(i % 3), Flags: FlowSelected}
 	}); err != nil {
 		b.Fatal(err)
 	}

@@ -14,42 +14,156 @@ import (
 )
 
 type sySyConsts struct {
-	_         structs.HostLayout
-	Limits    uint32
-	Family    uint32
-	FlowFlags uint32
-	TmFlags   uint32
-	Role      uint32
-	Counter   uint32
+	_             structs.HostLayout
+	Limits        uint32
+	Family        uint32
+	FlowFlags     uint32
+	TmFlags       uint32
+	Role          uint32
+	Counter       uint32
+	Field         uint32
+	SecondLimits  uint32
+	SigConsts     uint32
+	SigFlags      uint32
+	SigOp         uint32
+	MemorizeFlags uint32
+	TcpState      uint32
+	SigHdr        struct {
+		_        structs.HostLayout
+		Version  uint8
+		Count    uint8
+		Length   uint16
+		Flags    uint16
+		Reserved uint16
+	}
+	Tlv struct {
+		_   structs.HostLayout
+		Op  uint8
+		Len uint8
+	}
+	_          [2]byte
+	OpMemorize struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Tm      uint16
+		Flags   uint16
+		Timeout uint32
+	}
+	OpKey struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+	}
+	OpRelate struct {
+		_      structs.HostLayout
+		Parent struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Second struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Mask    uint8
+		Pad     uint8
+		Tm      uint16
+		Timeout uint32
+	}
+	OpAge struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Timeout uint32
+	}
 }
 
 type sySyCounter uint32
 
 const (
-	sySyCounterSY_C_PASS_NOT_IP       sySyCounter = 0
-	sySyCounterSY_C_PASS_NOT_VIP      sySyCounter = 1
-	sySyCounterSY_C_PASS_VIP_OTHER    sySyCounter = 2
-	sySyCounterSY_C_PASS_ICMP_NO_FLOW sySyCounter = 3
-	sySyCounterSY_C_PASS_NO_SERVICE   sySyCounter = 4
-	sySyCounterSY_C_FWD_HIT           sySyCounter = 5
-	sySyCounterSY_C_FWD_NEW           sySyCounter = 6
-	sySyCounterSY_C_FWD_RESELECT      sySyCounter = 7
-	sySyCounterSY_C_FWD_ICMP          sySyCounter = 8
-	sySyCounterSY_C_TX                sySyCounter = 9
-	sySyCounterSY_C_REDIRECT          sySyCounter = 10
-	sySyCounterSY_C_DROP_TRUNC_ETH    sySyCounter = 11
-	sySyCounterSY_C_DROP_TRUNC_VLAN   sySyCounter = 12
-	sySyCounterSY_C_DROP_VLAN_DEPTH   sySyCounter = 13
-	sySyCounterSY_C_DROP_TRUNC_IP     sySyCounter = 14
-	sySyCounterSY_C_DROP_BAD_IP       sySyCounter = 15
-	sySyCounterSY_C_DROP_IPV6EXT      sySyCounter = 16
-	sySyCounterSY_C_DROP_FRAGMENT     sySyCounter = 17
-	sySyCounterSY_C_DROP_TRUNC_L4     sySyCounter = 18
-	sySyCounterSY_C_DROP_BAD_L4       sySyCounter = 19
-	sySyCounterSY_C_DROP_NO_TM        sySyCounter = 20
-	sySyCounterSY_C_DROP_TM_NOT_READY sySyCounter = 21
-	sySyCounterSY_C_DROP_NO_EGRESS    sySyCounter = 22
-	sySyCounterSY_C_MAX               sySyCounter = 23
+	sySyCounterSY_C_PASS_NOT_IP         sySyCounter = 0
+	sySyCounterSY_C_PASS_NOT_VIP        sySyCounter = 1
+	sySyCounterSY_C_PASS_VIP_OTHER      sySyCounter = 2
+	sySyCounterSY_C_PASS_ICMP_NO_FLOW   sySyCounter = 3
+	sySyCounterSY_C_PASS_NO_SERVICE     sySyCounter = 4
+	sySyCounterSY_C_FWD_HIT             sySyCounter = 5
+	sySyCounterSY_C_FWD_NEW             sySyCounter = 6
+	sySyCounterSY_C_FWD_RESELECT        sySyCounter = 7
+	sySyCounterSY_C_FWD_ICMP            sySyCounter = 8
+	sySyCounterSY_C_TX                  sySyCounter = 9
+	sySyCounterSY_C_REDIRECT            sySyCounter = 10
+	sySyCounterSY_C_DROP_TRUNC_ETH      sySyCounter = 11
+	sySyCounterSY_C_DROP_TRUNC_VLAN     sySyCounter = 12
+	sySyCounterSY_C_DROP_VLAN_DEPTH     sySyCounter = 13
+	sySyCounterSY_C_DROP_TRUNC_IP       sySyCounter = 14
+	sySyCounterSY_C_DROP_BAD_IP         sySyCounter = 15
+	sySyCounterSY_C_DROP_IPV6EXT        sySyCounter = 16
+	sySyCounterSY_C_DROP_FRAGMENT       sySyCounter = 17
+	sySyCounterSY_C_DROP_TRUNC_L4       sySyCounter = 18
+	sySyCounterSY_C_DROP_BAD_L4         sySyCounter = 19
+	sySyCounterSY_C_DROP_NO_TM          sySyCounter = 20
+	sySyCounterSY_C_DROP_TM_NOT_READY   sySyCounter = 21
+	sySyCounterSY_C_DROP_NO_EGRESS      sySyCounter = 22
+	sySyCounterSY_C_FWD_SECOND_KEY      sySyCounter = 23
+	sySyCounterSY_C_PASS_FROM_TM        sySyCounter = 24
+	sySyCounterSY_C_LEARNED             sySyCounter = 25
+	sySyCounterSY_C_SIG_FRAME           sySyCounter = 26
+	sySyCounterSY_C_SIG_SHIM            sySyCounter = 27
+	sySyCounterSY_C_SIG_MEMORIZE        sySyCounter = 28
+	sySyCounterSY_C_SIG_FORGET          sySyCounter = 29
+	sySyCounterSY_C_SIG_MIRROR          sySyCounter = 30
+	sySyCounterSY_C_SIG_RELATE          sySyCounter = 31
+	sySyCounterSY_C_SIG_AGE             sySyCounter = 32
+	sySyCounterSY_C_SIG_REF_EXTERNAL    sySyCounter = 33
+	sySyCounterSY_C_SIG_REF_UNKNOWN_MAC sySyCounter = 34
+	sySyCounterSY_C_SIG_REF_NOT_FOR_US  sySyCounter = 35
+	sySyCounterSY_C_SIG_REF_VERSION     sySyCounter = 36
+	sySyCounterSY_C_SIG_REF_COUNT       sySyCounter = 37
+	sySyCounterSY_C_SIG_REF_TRUNCATED   sySyCounter = 38
+	sySyCounterSY_C_SIG_REF_UNKNOWN_OP  sySyCounter = 39
+	sySyCounterSY_C_SIG_REF_BAD_LENGTH  sySyCounter = 40
+	sySyCounterSY_C_SIG_REF_BAD_KEY     sySyCounter = 41
+	sySyCounterSY_C_SIG_REF_FOREIGN_TM  sySyCounter = 42
+	sySyCounterSY_C_SIG_REF_NO_FLOW     sySyCounter = 43
+	sySyCounterSY_C_SIG_REF_BAD_MASK    sySyCounter = 44
+	sySyCounterSY_C_SIG_REF_TABLE_FULL  sySyCounter = 45
+	sySyCounterSY_C_MAX                 sySyCounter = 46
 )
 
 type sySyCounterVal struct {
@@ -65,20 +179,38 @@ const (
 	sySyFamilySY_AF_INET6 sySyFamily = 6
 )
 
+type sySyField uint32
+
+const (
+	sySyFieldSY_FIELD_VLAN  sySyField = 1
+	sySyFieldSY_FIELD_PROTO sySyField = 2
+	sySyFieldSY_FIELD_SRC   sySyField = 4
+	sySyFieldSY_FIELD_DST   sySyField = 8
+	sySyFieldSY_FIELD_SPORT sySyField = 16
+	sySyFieldSY_FIELD_DPORT sySyField = 32
+	sySyFieldSY_FIELD_ALL   sySyField = 63
+)
+
 type sySyFlow struct {
 	_        structs.HostLayout
-	LastSeen uint64
+	LastSeen uint32
 	Tm       uint16
 	Svc      uint16
 	Flags    uint16
 	TcpState uint8
-	Pad      uint8
+	Mask     uint8
+	Timeout  uint16
+	Pad      uint16
 }
 
 type sySyFlowFlags uint32
 
 const (
-	sySyFlowFlagsSY_FLOW_SELECTED sySyFlowFlags = 1
+	sySyFlowFlagsSY_FLOW_SELECTED   sySyFlowFlags = 1
+	sySyFlowFlagsSY_FLOW_MEMORIZED  sySyFlowFlags = 2
+	sySyFlowFlagsSY_FLOW_LEARNED    sySyFlowFlags = 4
+	sySyFlowFlagsSY_FLOW_SECOND_KEY sySyFlowFlags = 8
+	sySyFlowFlagsSY_FLOW_MIRROR     sySyFlowFlags = 16
 )
 
 type sySyFlowKey struct {
@@ -95,6 +227,8 @@ type sySyFlowKey struct {
 type sySyIface struct {
 	_    structs.HostLayout
 	Role uint32
+	Mac  [6]uint8
+	Pad  uint16
 }
 
 type sySyLimits uint32
@@ -105,6 +239,47 @@ const (
 	sySyLimitsSY_MAX_IPV6EXT   sySyLimits = 4
 )
 
+type sySyMacKey struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad uint16
+}
+
+type sySyMemorizeFlags uint32
+
+const (
+	sySyMemorizeFlagsSY_MEMORIZE_F_MIRROR sySyMemorizeFlags = 1
+)
+
+type sySyOpAge struct {
+	_       structs.HostLayout
+	Key     sySyWireKey
+	Timeout uint32
+}
+
+type sySyOpKey struct {
+	_   structs.HostLayout
+	Key sySyWireKey
+}
+
+type sySyOpMemorize struct {
+	_       structs.HostLayout
+	Key     sySyWireKey
+	Tm      uint16
+	Flags   uint16
+	Timeout uint32
+}
+
+type sySyOpRelate struct {
+	_       structs.HostLayout
+	Parent  sySyWireKey
+	Second  sySyWireKey
+	Mask    uint8
+	Pad     uint8
+	Tm      uint16
+	Timeout uint32
+}
+
 type sySyRole uint32
 
 const (
@@ -112,10 +287,87 @@ const (
 	sySyRoleSY_ROLE_INTERNAL sySyRole = 2
 )
 
+type sySySecond struct {
+	_        structs.HostLayout
+	LastSeen uint32
+	Timeout  uint32
+	Tm       uint16
+	Flags    uint16
+	Pad      uint32
+	Parent   sySyFlowKey
+}
+
+type sySySecondLimits uint32
+
+const (
+	sySySecondLimitsSY_MAX_MASKS sySySecondLimits = 6
+)
+
+type sySySettings struct {
+	_           structs.HostLayout
+	SignalMcast [6]uint8
+	Pad         uint16
+}
+
+type sySySigConsts uint32
+
+const (
+	sySySigConstsSY_SIG_VERSION     sySySigConsts = 1
+	sySySigConstsSY_SIG_MAX_OPS     sySySigConsts = 8
+	sySySigConstsSY_SIG_HDR_LEN     sySySigConsts = 8
+	sySySigConstsSY_SIG_TLV_HDR_LEN sySySigConsts = 2
+	sySySigConstsSY_SIG_TM_SELF     sySySigConsts = 65535
+)
+
+type sySySigFlags uint32
+
+const (
+	sySySigFlagsSY_SIG_F_SHIM sySySigFlags = 1
+)
+
+type sySySigHdr struct {
+	_        structs.HostLayout
+	Version  uint8
+	Count    uint8
+	Length   uint16
+	Flags    uint16
+	Reserved uint16
+}
+
+type sySySigOp uint32
+
+const (
+	sySySigOpSY_OP_MEMORIZE sySySigOp = 1
+	sySySigOpSY_OP_FORGET   sySySigOp = 2
+	sySySigOpSY_OP_MIRROR   sySySigOp = 3
+	sySySigOpSY_OP_RELATE   sySySigOp = 4
+	sySySigOpSY_OP_AGE      sySySigOp = 5
+)
+
+type sySySigScratch struct {
+	_ structs.HostLayout
+	V struct {
+		_ structs.HostLayout
+		M sySyOpMemorize
+		_ [40]byte
+	}
+	Parent sySyFlowKey
+	Second sySyFlowKey
+	Sk     sySySkey
+	Sv     sySySecond
+}
+
+type sySySkey struct {
+	_    structs.HostLayout
+	Key  sySyFlowKey
+	Mask uint32
+}
+
 type sySySvc struct {
-	_     structs.HostLayout
-	Index uint32
-	Flags uint32
+	_              structs.HostLayout
+	Index          uint32
+	PersistMask    uint32
+	PersistTimeout uint32
 }
 
 type sySySvcKey struct {
@@ -124,6 +376,19 @@ type sySySvcKey struct {
 	Port   uint16
 	Proto  uint8
 	Family uint8
+}
+
+type sySyTcpState uint32
+
+const (
+	sySyTcpStateSY_TCP_OPEN    sySyTcpState = 0
+	sySyTcpStateSY_TCP_CLOSING sySyTcpState = 1
+)
+
+type sySyTlv struct {
+	_   structs.HostLayout
+	Op  uint8
+	Len uint8
 }
 
 type sySyTm struct {
@@ -155,6 +420,17 @@ type sySyVipKey struct {
 	Pad    [3]uint8
 }
 
+type sySyWireKey struct {
+	_      structs.HostLayout
+	Src    [16]uint8
+	Dst    [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Vlan   uint16
+	Proto  uint8
+	Family uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -162,9 +438,15 @@ const (
 	syMapCounters       = "counters"
 	syMapFlows          = "flows"
 	syMapIfaces         = "ifaces"
+	syMapLearnSrcs      = "learn_srcs"
+	syMapMasks          = "masks"
 	syMapRings          = "rings"
+	syMapSecondKeys     = "second_keys"
 	syMapServices       = "services"
+	syMapSettings       = "settings"
+	syMapSigScratch     = "sig_scratch"
 	syMapSvcStats       = "svc_stats"
+	syMapTmByMac        = "tm_by_mac"
 	syMapTmStats        = "tm_stats"
 	syMapTms            = "tms"
 	syMapTxPorts        = "tx_ports"
@@ -172,6 +454,7 @@ const (
 	syProgSwitchyardXdp = "switchyard_xdp"
 	syVarSyConstsAnchor = "sy_consts_anchor"
 	syVarSyHashSeed     = "sy_hash_seed"
+	syVarSyNow          = "sy_now"
 	syVarSyRingSize     = "sy_ring_size"
 )
 
@@ -224,16 +507,22 @@ type syProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Flows    *ebpf.MapSpec `ebpf:"flows"`
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	Rings    *ebpf.MapSpec `ebpf:"rings"`
-	Services *ebpf.MapSpec `ebpf:"services"`
-	SvcStats *ebpf.MapSpec `ebpf:"svc_stats"`
-	TmStats  *ebpf.MapSpec `ebpf:"tm_stats"`
-	Tms      *ebpf.MapSpec `ebpf:"tms"`
-	TxPorts  *ebpf.MapSpec `ebpf:"tx_ports"`
-	Vips     *ebpf.MapSpec `ebpf:"vips"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
+	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
+	Masks      *ebpf.MapSpec `ebpf:"masks"`
+	Rings      *ebpf.MapSpec `ebpf:"rings"`
+	SecondKeys *ebpf.MapSpec `ebpf:"second_keys"`
+	Services   *ebpf.MapSpec `ebpf:"services"`
+	Settings   *ebpf.MapSpec `ebpf:"settings"`
+	SigScratch *ebpf.MapSpec `ebpf:"sig_scratch"`
+	SvcStats   *ebpf.MapSpec `ebpf:"svc_stats"`
+	TmByMac    *ebpf.MapSpec `ebpf:"tm_by_mac"`
+	TmStats    *ebpf.MapSpec `ebpf:"tm_stats"`
+	Tms        *ebpf.MapSpec `ebpf:"tms"`
+	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
+	Vips       *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // syVariableSpecs contains global variables before they are loaded into the kernel.
@@ -242,6 +531,7 @@ type syMapSpecs struct {
 type syVariableSpecs struct {
 	SyConstsAnchor *ebpf.VariableSpec `ebpf:"sy_consts_anchor"`
 	SyHashSeed     *ebpf.VariableSpec `ebpf:"sy_hash_seed"`
+	SyNow          *ebpf.VariableSpec `ebpf:"sy_now"`
 	SyRingSize     *ebpf.VariableSpec `ebpf:"sy_ring_size"`
 }
 
@@ -265,16 +555,22 @@ func (o *syObjects) Close() error {
 //
 // It can be passed to loadSyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Flows    *ebpf.Map `ebpf:"flows"`
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	Rings    *ebpf.Map `ebpf:"rings"`
-	Services *ebpf.Map `ebpf:"services"`
-	SvcStats *ebpf.Map `ebpf:"svc_stats"`
-	TmStats  *ebpf.Map `ebpf:"tm_stats"`
-	Tms      *ebpf.Map `ebpf:"tms"`
-	TxPorts  *ebpf.Map `ebpf:"tx_ports"`
-	Vips     *ebpf.Map `ebpf:"vips"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Flows      *ebpf.Map `ebpf:"flows"`
+	Ifaces     *ebpf.Map `ebpf:"ifaces"`
+	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
+	Masks      *ebpf.Map `ebpf:"masks"`
+	Rings      *ebpf.Map `ebpf:"rings"`
+	SecondKeys *ebpf.Map `ebpf:"second_keys"`
+	Services   *ebpf.Map `ebpf:"services"`
+	Settings   *ebpf.Map `ebpf:"settings"`
+	SigScratch *ebpf.Map `ebpf:"sig_scratch"`
+	SvcStats   *ebpf.Map `ebpf:"svc_stats"`
+	TmByMac    *ebpf.Map `ebpf:"tm_by_mac"`
+	TmStats    *ebpf.Map `ebpf:"tm_stats"`
+	Tms        *ebpf.Map `ebpf:"tms"`
+	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
+	Vips       *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *syMaps) Close() error {
@@ -282,9 +578,15 @@ func (m *syMaps) Close() error {
 		m.Counters,
 		m.Flows,
 		m.Ifaces,
+		m.LearnSrcs,
+		m.Masks,
 		m.Rings,
+		m.SecondKeys,
 		m.Services,
+		m.Settings,
+		m.SigScratch,
 		m.SvcStats,
+		m.TmByMac,
 		m.TmStats,
 		m.Tms,
 		m.TxPorts,
@@ -298,6 +600,7 @@ func (m *syMaps) Close() error {
 type syVariables struct {
 	SyConstsAnchor *ebpf.Variable `ebpf:"sy_consts_anchor"`
 	SyHashSeed     *ebpf.Variable `ebpf:"sy_hash_seed"`
+	SyNow          *ebpf.Variable `ebpf:"sy_now"`
 	SyRingSize     *ebpf.Variable `ebpf:"sy_ring_size"`
 }
 

@@ -21,6 +21,26 @@ type (
 	CounterValue = sySyCounterVal
 	// Traffic is a per-service or per-TM traffic counter.
 	Traffic = sySyTraffic
+	// SecondKey is a second-key table key: a masked key and its mask.
+	SecondKey = sySySkey
+	// Second is a second-key table value.
+	Second = sySySecond
+	// MACKey is a TM's MAC, the key of the signal senders' table.
+	MACKey = sySyMacKey
+	// Settings are the data path's global settings.
+	Settings = sySySettings
+	// WireKey is a key in the signal wire format (big-endian fields).
+	WireKey = sySyWireKey
+	// SigHeader is a signal message header.
+	SigHeader = sySySigHdr
+	// OpMemorize is the value of a MEMORIZE TLV.
+	OpMemorize = sySyOpMemorize
+	// OpKey is the value of a FORGET or MIRROR TLV.
+	OpKey = sySyOpKey
+	// OpRelate is the value of a RELATE TLV.
+	OpRelate = sySyOpRelate
+	// OpAge is the value of an AGE TLV.
+	OpAge = sySyOpAge
 )
 
 // Constants of the C header.
@@ -30,7 +50,43 @@ const (
 	FamilyIPv4 = uint8(sySyFamilySY_AF_INET)
 	FamilyIPv6 = uint8(sySyFamilySY_AF_INET6)
 
-	FlowSelected = uint16(sySyFlowFlagsSY_FLOW_SELECTED)
+	FlowSelected  = uint16(sySyFlowFlagsSY_FLOW_SELECTED)
+	FlowMemorized = uint16(sySyFlowFlagsSY_FLOW_MEMORIZED)
+	FlowLearned   = uint16(sySyFlowFlagsSY_FLOW_LEARNED)
+	FlowSecondKey = uint16(sySyFlowFlagsSY_FLOW_SECOND_KEY)
+	FlowMirror    = uint16(sySyFlowFlagsSY_FLOW_MIRROR)
+
+	TCPOpen    = uint8(sySyTcpStateSY_TCP_OPEN)
+	TCPClosing = uint8(sySyTcpStateSY_TCP_CLOSING)
+
+	// SvcNone is the service index of flows no service created.
+	SvcNone = 0xffff
+	// TMAny marks a learning source shared by every TM (SY_TM_ANY).
+	TMAny = 0xffff
+
+	FieldVLAN    = uint32(sySyFieldSY_FIELD_VLAN)
+	FieldProto   = uint32(sySyFieldSY_FIELD_PROTO)
+	FieldSrc     = uint32(sySyFieldSY_FIELD_SRC)
+	FieldDst     = uint32(sySyFieldSY_FIELD_DST)
+	FieldSrcPort = uint32(sySyFieldSY_FIELD_SPORT)
+	FieldDstPort = uint32(sySyFieldSY_FIELD_DPORT)
+	FieldAll     = uint32(sySyFieldSY_FIELD_ALL)
+	MaxMasks     = int(sySySecondLimitsSY_MAX_MASKS)
+
+	EtherTypeSignal = 0x88B5
+	SigVersion      = uint8(sySySigConstsSY_SIG_VERSION)
+	SigMaxOps       = int(sySySigConstsSY_SIG_MAX_OPS)
+	SigHeaderLen    = int(sySySigConstsSY_SIG_HDR_LEN)
+	SigTLVHeaderLen = int(sySySigConstsSY_SIG_TLV_HDR_LEN)
+	SigTMSelf       = uint16(sySySigConstsSY_SIG_TM_SELF)
+	SigFlagShim     = uint16(sySySigFlagsSY_SIG_F_SHIM)
+	MemorizeMirror  = uint16(sySyMemorizeFlagsSY_MEMORIZE_F_MIRROR)
+
+	OpMemorizeCode = uint8(sySySigOpSY_OP_MEMORIZE)
+	OpForgetCode   = uint8(sySySigOpSY_OP_FORGET)
+	OpMirrorCode   = uint8(sySySigOpSY_OP_MIRROR)
+	OpRelateCode   = uint8(sySySigOpSY_OP_RELATE)
+	OpAgeCode      = uint8(sySySigOpSY_OP_AGE)
 
 	TMReady    = uint32(sySyTmFlagsSY_TM_READY)
 	TMDisabled = uint32(sySyTmFlagsSY_TM_DISABLED)

@@ -110,12 +110,16 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		return nil, err
 	}
 	d.dp = dp
+	if err := dp.SetNow(d.now()); err != nil {
+		dp.Close()
+		return nil, fmt.Errorf("set the data path clock: %w", err)
+	}
 	for _, ifc := range d.ifaces {
 		role := datapath.RoleExternal
 		if ifc.role == config.RoleInternal {
 			role = datapath.RoleInternal
 		}
-		if err := dp.SetIface(uint32(ifc.index), role); err != nil {
+		if err := dp.SetIface(uint32(ifc.index), role, [6]uint8(ifc.mac)); err != nil {
 			dp.Close()
 			return nil, fmt.Errorf("interface %s: %w", ifc.name, err)
 		}
@@ -162,6 +166,9 @@ func (d *Daemon) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := d.dp.SetNow(d.now()); err != nil {
+			d.log.Error("set the data path clock", "error", err)
 		}
 		d.mu.Lock()
 		if d.resolveAll() {

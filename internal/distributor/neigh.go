@@ -116,10 +116,11 @@ func probe(ip net.IP) {
 	_, _ = c.Write(nil)
 }
 
-// monotonicNow is CLOCK_MONOTONIC in ns, the clock of the XDP program's
-// bpf_ktime_get_coarse_ns.
-func monotonicNow() uint64 {
+// now is the data path's clock: whole seconds of CLOCK_MONOTONIC. The
+// daemon writes it into the program every second (sy_now); entries carry
+// it as their last-seen time.
+func (d *Daemon) now() uint32 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
+	return uint32(ts.Sec)
 }

@@ -157,7 +157,7 @@ func origins(flags uint16) []string {
 // WalkFlows implements api.Backend.
 func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 	svcs, tms := d.names()
-	now := monotonicNow()
+	now := d.now()
 	return d.dp.WalkFlows(func(k datapath.FlowKey, e datapath.Flow) bool {
 		if f.Service != "" && svcs[e.Svc] != f.Service {
 			return true
@@ -170,7 +170,7 @@ func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 		}
 		idle := 0.0
 		if now > e.LastSeen {
-			idle = float64(now-e.LastSeen) / 1e9
+			idle = float64(now - e.LastSeen)
 		}
 		return fn(api.Flow{
 			Proto:       flow.ProtoName(k.Proto),
@@ -181,7 +181,7 @@ func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 			TMIndex:     e.Tm,
 			Service:     svcs[e.Svc],
 			Origin:      origins(e.Flags),
-			IdleSeconds: float64(int(idle*10)) / 10,
+			IdleSeconds: idle,
 		})
 	})
 }

@@ -14,12 +14,23 @@ type Model struct {
 	MaxServices uint32
 	Seed        uint32
 
-	Flows    map[Key]datapath.Flow
-	Services map[datapath.ServiceKey]datapath.Service
-	VIPs     map[datapath.VIPKey]uint32
-	Rings    []uint32 // MaxServices × RingSize slots, like the rings array
-	TMs      [datapath.MaxTMs]datapath.TM
-	TxPorts  map[uint32]uint32
+	// Now is sy_now, the daemon's clock in seconds.
+	Now uint32
+	// MaxSecond is the second-key table's capacity.
+	MaxSecond int
+
+	Flows      map[Key]datapath.Flow
+	SecondKeys map[datapath.SecondKey]datapath.Second
+	Masks      [datapath.MaxMasks]uint32
+	Services   map[datapath.ServiceKey]datapath.Service
+	VIPs       map[datapath.VIPKey]uint32
+	Rings      []uint32 // MaxServices × RingSize slots, like the rings array
+	TMs        [datapath.MaxTMs]datapath.TM
+	TMByMAC    map[[6]uint8]uint32
+	LearnSrcs  map[datapath.VIPKey]uint32
+	Settings   datapath.Settings
+	Ifaces     map[uint32]datapath.Iface
+	TxPorts    map[uint32]uint32
 
 	Counters [datapath.NumCounters]datapath.CounterValue
 	SvcStats []datapath.Traffic
@@ -33,7 +44,12 @@ func NewModel(ringSize, maxServices, seed uint32) *Model {
 		RingSize:    ringSize,
 		MaxServices: maxServices,
 		Seed:        seed,
+		MaxSecond:   65536,
 		Flows:       map[Key]datapath.Flow{},
+		SecondKeys:  map[datapath.SecondKey]datapath.Second{},
+		TMByMAC:     map[[6]uint8]uint32{},
+		LearnSrcs:   map[datapath.VIPKey]uint32{},
+		Ifaces:      map[uint32]datapath.Iface{},
 		Services:    map[datapath.ServiceKey]datapath.Service{},
 		VIPs:        map[datapath.VIPKey]uint32{},
 		Rings:       make([]uint32, int(ringSize)*int(maxServices)),
@@ -104,12 +120,33 @@ func (m *Model) Process(pkt []byte, ingress uint32) (datapath.Verdict, []byte) {
 }
 
 func (p *packet) process() datapath.Verdict {
+	if len(p.data) < 14 {
+		return p.count(datapath.CounterDropTruncEth, datapath.Drop)
+	}
+	ifc, hasIfc := p.m.Ifaces[p.ingress]
+	var sender *uint32
+	if hasIfc && ifc.Role == datapath.RoleInternal {
+		if idx, ok := p.m.TMByMAC[[6]uint8(p.data[6:12])]; ok {
+			sender = &idx
+		}
+	}
+	if be16(p.data[12:]) == datapath.EtherTypeSignal {
+		var ip *datapath.Iface
+		if hasIfc {
+			ip = &ifc
+		}
+		v, stripped := p.signal(ip, sender)
+		if !stripped {
+			return v
+		}
+		p.n = uint64(len(p.data))
+		if len(p.data) < 14 {
+			return p.count(datapath.CounterDropTruncEth, datapath.Drop)
+		}
+	}
 	d := p.data
 	end := uint32(len(d))
 	var key Key
-	if end < 14 {
-		return p.count(datapath.CounterDropTruncEth, datapath.Drop)
-	}
 	proto := be16(d[12:])
 	off := uint32(14)
 	for range maxVLANTags {
@@ -192,33 +229,48 @@ func (p *packet) process() datapath.Verdict {
 	}
 
 	key.Proto = l4proto
+	if l4off > 0xffff {
+		return p.count(datapath.CounterDropIPv6Ext, datapath.Drop)
+	}
+	hasPorts := false
+	var tcpFlags uint8
+	if !frag {
+		switch l4proto {
+		case ProtoTCP:
+			if l4off+20 <= end && d[l4off+12]>>4 >= 5 {
+				key.Sport, key.Dport = le16(d[l4off:]), le16(d[l4off+2:])
+				tcpFlags = d[l4off+13]
+				hasPorts = true
+			}
+		case ProtoUDP:
+			if l4off+8 <= end {
+				key.Sport, key.Dport = le16(d[l4off:]), le16(d[l4off+2:])
+				hasPorts = true
+			}
+		}
+	}
+	if sender != nil {
+		return p.fromTM(&key, hasPorts, tcpFlags, *sender)
+	}
 	if frag {
 		if p.isVIP(&key) {
 			return p.count(datapath.CounterDropFragment, datapath.Drop)
 		}
 		return p.count(datapath.CounterPassNotVIP, datapath.Pass)
 	}
-	if l4off > 0xffff {
-		return p.count(datapath.CounterDropIPv6Ext, datapath.Drop)
-	}
 
 	switch {
-	case l4proto == ProtoTCP:
-		if l4off+20 > end {
-			return p.truncL4(&key)
-		}
-		if d[l4off+12]>>4 < 5 {
+	case l4proto == ProtoTCP || l4proto == ProtoUDP:
+		if !hasPorts {
+			c := datapath.CounterDropTruncL4
+			if l4proto == ProtoTCP && l4off+20 <= end {
+				c = datapath.CounterDropBadL4
+			}
 			if p.isVIP(&key) {
-				return p.count(datapath.CounterDropBadL4, datapath.Drop)
+				return p.count(c, datapath.Drop)
 			}
 			return p.count(datapath.CounterPassNotVIP, datapath.Pass)
 		}
-		key.Sport, key.Dport = le16(d[l4off:]), le16(d[l4off+2:])
-	case l4proto == ProtoUDP:
-		if l4off+8 > end {
-			return p.truncL4(&key)
-		}
-		key.Sport, key.Dport = le16(d[l4off:]), le16(d[l4off+2:])
 	case l4proto == ProtoICMP && key.Family == datapath.FamilyIPv4,
 		l4proto == ProtoICMPv6 && key.Family == datapath.FamilyIPv6:
 		return p.icmp(&key, l4off)
@@ -226,11 +278,14 @@ func (p *packet) process() datapath.Verdict {
 		return p.other(&key)
 	}
 
-	v, res := p.hit(&key, datapath.CounterFwdHit)
-	switch res {
-	case hitDone:
+	v, res := p.hit(&key, tcpFlags, datapath.CounterFwdHit)
+	if res == hitDone {
 		return v
-	case hitDisabled:
+	}
+	if v, ok := p.second(&key); ok {
+		return v
+	}
+	if res == hitReselect {
 		return p.selectTM(&key, datapath.CounterFwdReselect)
 	}
 	return p.selectTM(&key, datapath.CounterFwdNew)
@@ -238,13 +293,6 @@ func (p *packet) process() datapath.Verdict {
 
 func isIPv6Ext(proto uint8) bool {
 	return proto == ipv6HopByHop || proto == ipv6Routing || proto == ipv6DestOptions
-}
-
-func (p *packet) truncL4(k *Key) datapath.Verdict {
-	if p.isVIP(k) {
-		return p.count(datapath.CounterDropTruncL4, datapath.Drop)
-	}
-	return p.count(datapath.CounterPassNotVIP, datapath.Pass)
 }
 
 func (p *packet) other(k *Key) datapath.Verdict {
@@ -259,7 +307,15 @@ type hitResult int
 const (
 	hitNone hitResult = iota
 	hitDone
-	hitDisabled
+	hitReselect
+)
+
+// TCP flags the model looks at.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
 )
 
 func (p *packet) tm(idx uint32) *datapath.TM {
@@ -269,7 +325,7 @@ func (p *packet) tm(idx uint32) *datapath.TM {
 	return &p.m.TMs[idx]
 }
 
-func (p *packet) hit(k *Key, verdictCounter datapath.Counter) (datapath.Verdict, hitResult) {
+func (p *packet) hit(k *Key, tcpFlags uint8, verdictCounter datapath.Counter) (datapath.Verdict, hitResult) {
 	f, ok := p.m.Flows[*k]
 	if !ok {
 		return 0, hitNone
@@ -277,15 +333,117 @@ func (p *packet) hit(k *Key, verdictCounter datapath.Counter) (datapath.Verdict,
 	idx := uint32(f.Tm)
 	tm := p.tm(idx)
 	if tm == nil || tm.Flags&datapath.TMDisabled != 0 {
-		return 0, hitDisabled
+		return 0, hitReselect
+	}
+	if k.Proto == ProtoTCP {
+		if tcpFlags&(tcpSYN|tcpACK) == tcpSYN && f.TcpState == datapath.TCPClosing {
+			if f.Flags&datapath.FlowSelected != 0 {
+				return 0, hitReselect
+			}
+			f.TcpState = datapath.TCPOpen
+		} else if tcpFlags&(tcpFIN|tcpRST) != 0 && f.TcpState != datapath.TCPClosing {
+			f.TcpState = datapath.TCPClosing
+		}
+		p.m.Flows[*k] = f
 	}
 	if tm.Flags&datapath.TMReady == 0 {
 		return p.count(datapath.CounterDropTMNotReady, datapath.Drop), hitDone
 	}
+	f.LastSeen = p.m.Now
+	p.m.Flows[*k] = f
 	p.svcTraffic(uint32(f.Svc), false)
 	addTraffic(&p.m.TMStats[idx], p.n, false)
 	p.count(verdictCounter, 0)
 	return p.forward(tm), hitDone
+}
+
+// second tries the configured second keys after an exact miss.
+func (p *packet) second(k *Key) (datapath.Verdict, bool) {
+	for _, mask := range p.m.Masks {
+		if mask == 0 {
+			break
+		}
+		sk := datapath.SecondKey{Key: MaskKey(*k, mask), Mask: mask}
+		s, ok := p.m.SecondKeys[sk]
+		if !ok {
+			continue
+		}
+		idx := uint32(s.Tm)
+		tm := p.tm(idx)
+		if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
+			continue
+		}
+		s.LastSeen = p.m.Now
+		p.m.SecondKeys[sk] = s
+		p.m.Flows[*k] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: datapath.SvcNone,
+			Flags: datapath.FlowSecondKey, Mask: uint8(mask)}
+		addTraffic(&p.m.TMStats[idx], p.n, true)
+		p.count(datapath.CounterFwdSecondKey, 0)
+		return p.forward(tm), true
+	}
+	return 0, false
+}
+
+// MaskKey keeps the fields of k named by mask (datapath.Field*); the family
+// always.
+func MaskKey(k Key, mask uint32) Key {
+	var out Key
+	if mask&datapath.FieldSrc != 0 {
+		out.Src = k.Src
+	}
+	if mask&datapath.FieldDst != 0 {
+		out.Dst = k.Dst
+	}
+	if mask&datapath.FieldSrcPort != 0 {
+		out.Sport = k.Sport
+	}
+	if mask&datapath.FieldDstPort != 0 {
+		out.Dport = k.Dport
+	}
+	if mask&datapath.FieldVLAN != 0 {
+		out.Vlan = k.Vlan
+	}
+	if mask&datapath.FieldProto != 0 {
+		out.Proto = k.Proto
+	}
+	out.Family = k.Family
+	return out
+}
+
+// fromTM is path 2: learning from a TM's own packets, then the kernel.
+func (p *packet) fromTM(k *Key, hasPorts bool, tcpFlags uint8, sender uint32) datapath.Verdict {
+	learn := func() {
+		if !hasPorts {
+			return
+		}
+		switch k.Proto {
+		case ProtoTCP:
+			if tcpFlags&(tcpSYN|tcpACK) != tcpSYN {
+				return
+			}
+		case ProtoUDP:
+		default:
+			return
+		}
+		src := datapath.VIPKey{Addr: k.Src, Family: k.Family}
+		owner, ok := p.m.LearnSrcs[src]
+		if !ok || (owner != sender && owner != datapath.TMAny) {
+			return
+		}
+		if p.isVIP(k) {
+			return
+		}
+		rev := Reverse(*k)
+		if k.Proto == ProtoUDP {
+			if cur, ok := p.m.Flows[rev]; ok && uint32(cur.Tm) == sender {
+				return
+			}
+		}
+		p.m.Flows[rev] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(sender), Svc: datapath.SvcNone, Flags: datapath.FlowLearned}
+		p.count(datapath.CounterLearned, 0)
+	}
+	learn()
+	return p.count(datapath.CounterPassFromTM, datapath.Pass)
 }
 
 func (p *packet) service(k *Key) (datapath.Service, bool) {
@@ -319,7 +477,13 @@ func (p *packet) selectTM(k *Key, verdictCounter datapath.Counter) datapath.Verd
 	if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
 		return p.count(datapath.CounterDropTMNotReady, datapath.Drop)
 	}
-	p.m.Flows[*k] = datapath.Flow{Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
+	p.m.Flows[*k] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
+	if svc.PersistMask != 0 {
+		sk := datapath.SecondKey{Key: MaskKey(*k, svc.PersistMask), Mask: svc.PersistMask}
+		if _, ok := p.m.SecondKeys[sk]; ok || len(p.m.SecondKeys) < p.m.MaxSecond {
+			p.m.SecondKeys[sk] = datapath.Second{LastSeen: p.m.Now, Timeout: svc.PersistTimeout, Tm: uint16(idx)}
+		}
+	}
 	p.svcTraffic(svc.Index, true)
 	addTraffic(&p.m.TMStats[idx], p.n, true)
 	p.count(verdictCounter, 0)
@@ -385,7 +549,7 @@ func (p *packet) icmp(k *Key, l4off uint32) datapath.Verdict {
 	}
 	inner.Sport = le16(d[off+2:])
 	inner.Dport = le16(d[off:])
-	if v, res := p.hit(&inner, datapath.CounterFwdICMP); res == hitDone {
+	if v, res := p.hit(&inner, 0, datapath.CounterFwdICMP); res == hitDone {
 		return v
 	}
 	return p.count(datapath.CounterPassICMPNoFlow, datapath.Pass)

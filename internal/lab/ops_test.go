@@ -62,15 +62,17 @@ func TestDistributionFollowsWeights(t *testing.T) {
 			t.Errorf("%s: share %.3f, want %.3f ± 0.04", id, got, want)
 		}
 	}
-	// The distributor's own counters follow the weights too. They count
-	// fewer flows than the clients' connections: a client that reuses a
-	// source port reuses the flow-table entry, and its TM.
+	// The distributor's own counters follow the weights too. A client that
+	// reuses the source port of a closed connection makes a new flow (its
+	// SYN on a closing entry is selected afresh), so new flows and
+	// connections agree, give or take a few stray packets of closed
+	// connections.
 	nf := tmNewFlows(stats(t, d))
 	var nfTotal uint64
 	for _, n := range nf {
 		nfTotal += n
 	}
-	if nfTotal == 0 || nfTotal > total {
+	if nfTotal < total*98/100 || nfTotal > total*102/100 {
 		t.Fatalf("distributor counted %d new flows for %d connections", nfTotal, total)
 	}
 	for id, w := range weights {

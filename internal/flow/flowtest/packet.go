@@ -236,6 +236,16 @@ func (g *Generator) Next() []byte {
 	switch n := r.IntN(100); {
 	case n < 2 && d.Proto == 6 && !d.Fragment:
 		b[len(b)-len(d.Payload)-20+12] = uint8(r.IntN(5)) << 4
+	case n < 4 && (d.Proto == 6 || d.Proto == 17) && !d.Fragment && len(d.VLANs) == 0 && d.IPv4Options == 0 && len(d.IPv6Ext) == 0:
+		// An L4 header cut short, with IP lengths that agree.
+		cut := 14 + 20 + 4
+		if d.Dst.Is4() {
+			binary.BigEndian.PutUint16(b[16:], 24)
+		} else {
+			cut = 14 + 40 + 4
+			binary.BigEndian.PutUint16(b[18:], 4)
+		}
+		b = b[:cut]
 	case n < 8:
 		b = b[:r.IntN(len(b))]
 	case n < 16:

@@ -1,0 +1,291 @@
+package flow
+
+import (
+	"encoding/binary"
+
+	"github.com/switchyard/switchyard/internal/datapath"
+)
+
+// Tables is what signal ops read and write: the model's maps, or the data
+// path's (the daemon applies UDP-control signals with the same code).
+type Tables interface {
+	Flow(k Key) (datapath.Flow, bool)
+	PutFlow(k Key, f datapath.Flow)
+	DeleteFlow(k Key)
+	// UpdateFlow changes an existing entry in place (flags, timeout).
+	UpdateFlow(k Key, f datapath.Flow)
+	// TMUsable reports whether TM idx is ready and not disabled.
+	TMUsable(idx uint32) bool
+	Masks() []uint32
+	// PutSecond writes a second key; false when the table is full.
+	PutSecond(k datapath.SecondKey, v datapath.Second) bool
+	Now() uint32
+}
+
+// opSize is the value size of each op (sy_op_size).
+func opSize(op uint8) int {
+	switch op {
+	case datapath.OpMemorizeCode:
+		return 48
+	case datapath.OpForgetCode, datapath.OpMirrorCode:
+		return 40
+	case datapath.OpRelateCode:
+		return 88
+	case datapath.OpAgeCode:
+		return 44
+	}
+	return 0
+}
+
+// Message is a signal message checked as a whole by CheckMessage.
+type Message struct {
+	ops  [][]byte // each TLV: op byte, len byte, value
+	Shim bool
+	// Len is the length of header and TLVs.
+	Len int
+}
+
+// CheckMessage validates a signal message (header and TLVs, then for a
+// shim the original EtherType) the way the XDP program does, in the same
+// order. On refusal it returns the counter saying why.
+func CheckMessage(b []byte) (Message, datapath.Counter, bool) {
+	var m Message
+	hl := datapath.SigHeaderLen
+	if len(b) < hl {
+		return m, datapath.CounterSigRefTruncated, false
+	}
+	if b[0] != datapath.SigVersion {
+		return m, datapath.CounterSigRefVersion, false
+	}
+	count := int(b[1])
+	if count == 0 || count > datapath.SigMaxOps {
+		return m, datapath.CounterSigRefCount, false
+	}
+	mlen := int(binary.BigEndian.Uint16(b[2:]))
+	m.Shim = binary.BigEndian.Uint16(b[4:])&datapath.SigFlagShim != 0
+	end := hl + mlen
+	need := end
+	if m.Shim {
+		need += 2
+	}
+	if need > len(b) {
+		return m, datapath.CounterSigRefTruncated, false
+	}
+	off := hl
+	for range count {
+		if off+datapath.SigTLVHeaderLen > end {
+			return m, datapath.CounterSigRefTruncated, false
+		}
+		size := opSize(b[off])
+		if size == 0 {
+			return m, datapath.CounterSigRefUnknownOp, false
+		}
+		if int(b[off+1]) != size {
+			return m, datapath.CounterSigRefBadLength, false
+		}
+		next := off + datapath.SigTLVHeaderLen + size
+		if next > end {
+			return m, datapath.CounterSigRefTruncated, false
+		}
+		m.ops = append(m.ops, b[off:next])
+		off = next
+	}
+	if off != end {
+		return m, datapath.CounterSigRefBadLength, false
+	}
+	m.Len = end
+	return m, 0, true
+}
+
+// Apply applies a checked message's ops in order for sender and returns
+// each op's outcome counter.
+func (m Message) Apply(t Tables, sender uint32) []datapath.Counter {
+	out := make([]datapath.Counter, 0, len(m.ops))
+	for _, tlv := range m.ops {
+		out = append(out, ApplyOp(t, tlv[0], tlv[2:], sender))
+	}
+	return out
+}
+
+// wireKey converts a key of the wire format (sy_wire_key), refusing
+// families other than 4 and 6 and IPv4 addresses with stray bytes.
+func wireKey(b []byte) (Key, bool) {
+	var k Key
+	fam := b[39]
+	switch fam {
+	case datapath.FamilyIPv4:
+		for _, x := range append(b[4:16:16], b[20:32]...) {
+			if x != 0 {
+				return k, false
+			}
+		}
+	case datapath.FamilyIPv6:
+	default:
+		return k, false
+	}
+	copy(k.Src[:], b[0:16])
+	copy(k.Dst[:], b[16:32])
+	k.Sport = le16(b[32:])
+	k.Dport = le16(b[34:])
+	k.Vlan = be16(b[36:]) & 0x0fff
+	k.Proto = b[38]
+	k.Family = fam
+	return k, true
+}
+
+func capTimeout(t uint32) uint16 {
+	if t > 0xffff {
+		return 0xffff
+	}
+	return uint16(t)
+}
+
+// ApplyOp applies one op (its value bytes v, of the op's size) for sender,
+// with the XDP program's semantics, and returns its outcome counter.
+func ApplyOp(t Tables, op uint8, v []byte, sender uint32) datapath.Counter {
+	switch op {
+	case datapath.OpMemorizeCode:
+		k, ok := wireKey(v)
+		if !ok {
+			return datapath.CounterSigRefBadKey
+		}
+		tm := be16(v[40:])
+		if tm != datapath.SigTMSelf && uint32(tm) != sender {
+			return datapath.CounterSigRefForeignTM
+		}
+		if cur, ok := t.Flow(k); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
+			return datapath.CounterSigRefForeignTM
+		}
+		f := datapath.Flow{LastSeen: t.Now(), Tm: uint16(sender), Svc: datapath.SvcNone, Flags: datapath.FlowMemorized,
+			Timeout: capTimeout(binary.BigEndian.Uint32(v[44:]))}
+		if be16(v[42:])&datapath.MemorizeMirror != 0 {
+			f.Flags |= datapath.FlowMirror
+		}
+		t.PutFlow(k, f)
+		return datapath.CounterSigMemorize
+	case datapath.OpForgetCode, datapath.OpMirrorCode, datapath.OpAgeCode:
+		k, ok := wireKey(v)
+		if !ok {
+			return datapath.CounterSigRefBadKey
+		}
+		cur, ok := t.Flow(k)
+		if !ok {
+			if op == datapath.OpForgetCode {
+				return datapath.CounterSigForget
+			}
+			return datapath.CounterSigRefNoFlow
+		}
+		if uint32(cur.Tm) != sender {
+			return datapath.CounterSigRefForeignTM
+		}
+		switch op {
+		case datapath.OpForgetCode:
+			t.DeleteFlow(k)
+			return datapath.CounterSigForget
+		case datapath.OpMirrorCode:
+			cur.Flags |= datapath.FlowMirror
+			t.UpdateFlow(k, cur)
+			return datapath.CounterSigMirror
+		}
+		timeout := binary.BigEndian.Uint32(v[40:])
+		if timeout == 0 {
+			t.DeleteFlow(k)
+		} else {
+			cur.Timeout = capTimeout(timeout)
+			t.UpdateFlow(k, cur)
+		}
+		return datapath.CounterSigAge
+	case datapath.OpRelateCode:
+		parent, ok1 := wireKey(v[0:40])
+		second, ok2 := wireKey(v[40:80])
+		if !ok1 || !ok2 {
+			return datapath.CounterSigRefBadKey
+		}
+		mask := uint32(v[80])
+		tm := be16(v[82:])
+		if tm != datapath.SigTMSelf && uint32(tm) != sender {
+			return datapath.CounterSigRefForeignTM
+		}
+		known := false
+		for _, m := range t.Masks() {
+			if m == 0 {
+				break
+			}
+			if m == mask {
+				known = true
+			}
+		}
+		if !known {
+			return datapath.CounterSigRefBadMask
+		}
+		pf, ok := t.Flow(parent)
+		if !ok {
+			return datapath.CounterSigRefNoFlow
+		}
+		if uint32(pf.Tm) != sender {
+			return datapath.CounterSigRefForeignTM
+		}
+		sk := datapath.SecondKey{Key: MaskKey(second, mask), Mask: mask}
+		sv := datapath.Second{LastSeen: t.Now(), Timeout: binary.BigEndian.Uint32(v[84:]), Tm: uint16(sender), Parent: parent}
+		if !t.PutSecond(sk, sv) {
+			return datapath.CounterSigRefTableFull
+		}
+		return datapath.CounterSigRelate
+	}
+	return datapath.CounterSigRefUnknownOp
+}
+
+// modelTables are the model's maps as Tables.
+type modelTables struct{ m *Model }
+
+func (t modelTables) Flow(k Key) (datapath.Flow, bool)  { f, ok := t.m.Flows[k]; return f, ok }
+func (t modelTables) PutFlow(k Key, f datapath.Flow)    { t.m.Flows[k] = f }
+func (t modelTables) UpdateFlow(k Key, f datapath.Flow) { t.m.Flows[k] = f }
+func (t modelTables) DeleteFlow(k Key)                  { delete(t.m.Flows, k) }
+func (t modelTables) Now() uint32                       { return t.m.Now }
+func (t modelTables) Masks() []uint32                   { return t.m.Masks[:] }
+func (t modelTables) TMUsable(idx uint32) bool {
+	if idx >= uint32(len(t.m.TMs)) {
+		return false
+	}
+	f := t.m.TMs[idx].Flags
+	return f&datapath.TMReady != 0 && f&datapath.TMDisabled == 0
+}
+func (t modelTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
+	if _, ok := t.m.SecondKeys[k]; !ok && len(t.m.SecondKeys) >= t.m.MaxSecond {
+		return false
+	}
+	t.m.SecondKeys[k] = v
+	return true
+}
+
+// signal mirrors sy_signal: trust checks, then the message, then a frame is
+// consumed or a shim stripped (stripped true: the packet goes on).
+func (p *packet) signal(ifc *datapath.Iface, sender *uint32) (datapath.Verdict, bool) {
+	d := p.data
+	if ifc == nil || ifc.Role != datapath.RoleInternal {
+		return p.count(datapath.CounterSigRefExternal, datapath.Drop), false
+	}
+	if sender == nil {
+		return p.count(datapath.CounterSigRefUnknownMAC, datapath.Drop), false
+	}
+	dst := [6]uint8(d[0:6])
+	if dst != ifc.Mac && dst != p.m.Settings.SignalMcast {
+		return p.count(datapath.CounterSigRefNotForUs, datapath.Drop), false
+	}
+	msg, refused, ok := CheckMessage(d[14:])
+	if !ok {
+		return p.count(refused, datapath.Drop), false
+	}
+	for _, c := range msg.Apply(modelTables{p.m}, *sender) {
+		p.count(c, 0)
+	}
+	if !msg.Shim {
+		return p.count(datapath.CounterSigFrame, datapath.Drop), false
+	}
+	// Remove [EtherType][header][TLVs], keeping the MACs.
+	strip := 2 + msg.Len
+	p.data = append(d[:12:12], d[12+strip:]...)
+	p.count(datapath.CounterSigShim, 0)
+	return 0, true
+}
