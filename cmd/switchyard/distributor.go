@@ -83,6 +83,10 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) err
 		l.Close()
 		return err
 	}
+	if err := d.StartControl(ctx); err != nil {
+		l.Close()
+		return err
+	}
 	go func() {
 		if err := api.Serve(ctx, l, api.Handler(d, log)); err != nil {
 			log.Error("admin API", "error", err)

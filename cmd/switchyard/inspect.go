@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -116,6 +117,20 @@ func printStats(w io.Writer, st api.Stats) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Name, c.Packets, c.Bytes)
 	}
 	tw.Flush()
+	if len(st.UDPSignals) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "UDP SIGNALS\tCOUNT")
+		names := make([]string, 0, len(st.UDPSignals))
+		for n := range st.UDPSignals {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(tw, "%s\t%d\n", n, st.UDPSignals[n])
+		}
+		tw.Flush()
+	}
 }
 
 func newFlowsCmd() *cobra.Command {
@@ -146,7 +161,7 @@ func newFlowsCmd() *cobra.Command {
 			enc := json.NewEncoder(w)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			if !asJSON {
-				fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tVLAN\tSERVICE\tTM\tORIGIN\tIDLE")
+				fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tVLAN\tSERVICE\tTM\tORIGIN\tPARENT\tIDLE")
 			}
 			n := 0
 			err = c.Flows(cmd.Context(), f, func(fl api.Flow) error {
@@ -154,8 +169,8 @@ func newFlowsCmd() *cobra.Command {
 				if asJSON {
 					return enc.Encode(fl)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.1fs\n", fl.Proto, fl.Src, fl.Dst, fl.VLAN,
-					fl.Service, fl.TM, strings.Join(fl.Origin, ","), fl.IdleSeconds)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%.0fs\n", fl.Proto, fl.Src, fl.Dst, fl.VLAN,
+					fl.Service, fl.TM, strings.Join(fl.Origin, ","), fl.Parent, fl.IdleSeconds)
 				if n%4096 == 0 {
 					return tw.Flush() // keep memory flat on big tables
 				}

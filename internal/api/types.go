@@ -34,6 +34,9 @@ type Stats struct {
 	// FlowsCountedAt is when the active-flow counts were last computed (the
 	// flow table is walked at most every few seconds).
 	FlowsCountedAt string `json:"flows_counted_at"`
+	// UDPSignals count the UDP signal transport's messages and ops: applied
+	// (udp_sig_*) and refused by reason (udp_refused_*, udp_sig_refused_*).
+	UDPSignals map[string]uint64 `json:"udp_signals,omitempty"`
 }
 
 // ServiceStats are one service's counters.
@@ -76,15 +79,23 @@ type Counter struct {
 
 // Flow is one flow-table entry.
 type Flow struct {
-	Proto       string   `json:"proto"`
-	Src         string   `json:"src"`
-	Dst         string   `json:"dst"`
-	VLAN        uint16   `json:"vlan,omitempty"`
-	TM          string   `json:"tm"`
-	TMIndex     uint16   `json:"tm_index"`
-	Service     string   `json:"service,omitempty"`
-	Origin      []string `json:"origin"`
-	IdleSeconds float64  `json:"idle_seconds"`
+	Proto   string `json:"proto"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	VLAN    uint16 `json:"vlan,omitempty"`
+	TM      string `json:"tm"`
+	TMIndex uint16 `json:"tm_index"`
+	Service string `json:"service,omitempty"`
+	// Origin says where the entry came from: selected, memorized, learned,
+	// second-key; mirror when a TM asked for it to be mirrored.
+	Origin []string `json:"origin"`
+	// Parent is, for an entry made by a second key, the flow that related
+	// it ("persistence" for a service's persistence key).
+	Parent      string  `json:"parent,omitempty"`
+	IdleSeconds float64 `json:"idle_seconds"`
+	// TimeoutSeconds is the entry's own idle timeout (0: the default).
+	TimeoutSeconds uint16 `json:"timeout_seconds,omitempty"`
+	TCPState       string `json:"tcp_state,omitempty"`
 }
 
 // FlowFilter selects flows; zero fields match everything.

@@ -34,7 +34,91 @@ const (
 	// MaxTrafficManagers is the largest number of traffic managers a
 	// distributor can address (a TM index fits in a byte).
 	MaxTrafficManagers = 255
+
+	// Idle timeouts, in seconds.
+	DefaultTCPTimeout        = 900
+	DefaultTCPClosingTimeout = 60
+	DefaultUDPTimeout        = 300
+	DefaultOtherTimeout      = 60
+	DefaultSecondKeyTimeout  = 300
+	MinTimeout               = 1
+	MaxTimeout               = 604800 // a week
+
+	// Second-key tables.
+	DefaultSecondKeyMaxEntries = 65536
+	MaxSecondKeyMaxEntries     = 10000000
+	// MaxSecondKeyMasks is SY_MAX_MASKS of bpf/switchyard.h.
+	MaxSecondKeyMasks = 6
+
+	// MaxPersistenceTimeout is the largest services[].persistence.timeout, in
+	// seconds (a day).
+	MaxPersistenceTimeout = 86400
+
+	// MinSignalKeyLen is the shortest traffic_managers[].signal_key, in bytes.
+	MinSignalKeyLen = 16
+
+	// DefaultSignalMulticastMAC is the default signals.multicast_mac.
+	DefaultSignalMulticastMAC = "03:53:59:47:00:01"
 )
+
+// Field names of second-key masks (second_keys.masks,
+// services[].persistence.mask).
+const (
+	FieldVLAN  = "vlan"
+	FieldProto = "proto"
+	FieldSrc   = "src"
+	FieldDst   = "dst"
+	FieldSport = "sport"
+	FieldDport = "dport"
+)
+
+// fieldNames are the mask fields, in the order of their bits.
+var fieldNames = []string{FieldVLAN, FieldProto, FieldSrc, FieldDst, FieldSport, FieldDport}
+
+// fieldBits are the values of enum sy_field in bpf/switchyard.h.
+var fieldBits = map[string]uint32{
+	FieldVLAN:  0x1,
+	FieldProto: 0x2,
+	FieldSrc:   0x4,
+	FieldDst:   0x8,
+	FieldSport: 0x10,
+	FieldDport: 0x20,
+}
+
+// MaskBits returns the bits of a second-key mask: the OR of its fields' bits
+// (vlan=0x1, proto=0x2, src=0x4, dst=0x8, sport=0x10, dport=0x20: the values of
+// enum sy_field in bpf/switchyard.h). Unknown field names add no bit; a
+// validated configuration has none.
+func MaskBits(fields []string) uint32 {
+	var bits uint32
+	for _, f := range fields {
+		bits |= fieldBits[f]
+	}
+	return bits
+}
+
+// DefaultSecondKeyMasks returns (a fresh copy of) the default
+// second_keys.masks: [proto, src, dst, dport], [proto, dst, dport],
+// [proto, src, dst], [src].
+func DefaultSecondKeyMasks() [][]string {
+	return [][]string{
+		{FieldProto, FieldSrc, FieldDst, FieldDport},
+		{FieldProto, FieldDst, FieldDport},
+		{FieldProto, FieldSrc, FieldDst},
+		{FieldSrc},
+	}
+}
+
+// DefaultPersistenceMask returns (a fresh copy of) the default
+// services[].persistence.mask: [proto, src, dst, dport].
+func DefaultPersistenceMask() []string {
+	return []string{FieldProto, FieldSrc, FieldDst, FieldDport}
+}
+
+// DefaultMulticastMAC returns (a fresh copy of) DefaultSignalMulticastMAC.
+func DefaultMulticastMAC() net.HardwareAddr {
+	return net.HardwareAddr{0x03, 0x53, 0x59, 0x47, 0x00, 0x01}
+}
 
 // Interface roles.
 const (
@@ -73,6 +157,10 @@ type Config struct {
 	Selection       Selection        `yaml:"selection"`
 	TrafficManagers []TrafficManager `yaml:"traffic_managers"`
 	Services        []Service        `yaml:"services"`
+	Timeouts        Timeouts         `yaml:"timeouts"`
+	SecondKeys      SecondKeys       `yaml:"second_keys"`
+	Learning        Learning         `yaml:"learning"`
+	Signals         Signals          `yaml:"signals"`
 }
 
 // Distributor describes this distributor and its interfaces.
@@ -108,6 +196,57 @@ type FlowTable struct {
 	MaxFlows uint32 `yaml:"max_flows"`
 }
 
+// Timeouts are idle timeouts in seconds: a flow-table entry idle longer is
+// removed by the sweeper. Each is 1..604800 (a week).
+type Timeouts struct {
+	// TCP: TCP flows; default 900.
+	TCP uint32 `yaml:"tcp"`
+	// TCPClosing: TCP flows after a FIN or RST from the client; default 60.
+	TCPClosing uint32 `yaml:"tcp_closing"`
+	// UDP: UDP flows; default 300.
+	UDP uint32 `yaml:"udp"`
+	// Other: flows of other protocols; default 60.
+	Other uint32 `yaml:"other"`
+	// SecondKey: second-key entries whose signal gave no timeout; default 300.
+	SecondKey uint32 `yaml:"second_key"`
+}
+
+// SecondKeys configures the second-key tables (one per mask, checked in
+// order): used by RELATE signals, source persistence and fallbacks.
+type SecondKeys struct {
+	// Masks are the second-key masks, most specific first; each a list of
+	// field names from vlan, proto, src, dst, sport, dport (see the Field*
+	// constants and MaskBits): at least one field, no duplicates within a
+	// mask, no duplicate masks (the same set of fields in another order is
+	// the same mask), 1..6 masks. Default: DefaultSecondKeyMasks().
+	Masks [][]string `yaml:"masks"`
+	// MaxEntries is the size of each second-key table; default 65536,
+	// 1..10000000.
+	MaxEntries uint32 `yaml:"max_entries"`
+}
+
+// Learning configures the flows the distributor learns from its TMs' own
+// traffic.
+type Learning struct {
+	// SNATAddresses are source addresses the TMs share for server-side
+	// connections: a SYN or first UDP packet a TM sends from one of them (or
+	// from its own address) memorizes the reverse flow to that TM. Unicast,
+	// no duplicates, not a VIP nor a TM address.
+	SNATAddresses []netip.Addr `yaml:"snat_addresses"`
+}
+
+// Signals configures the signal transports.
+type Signals struct {
+	// MulticastMAC: signal frames sent to this MAC are accepted by every
+	// distributor on the segment. Default DefaultSignalMulticastMAC; must be
+	// a multicast MAC (lowest bit of the first octet set), not the broadcast
+	// MAC.
+	MulticastMAC net.HardwareAddr `yaml:"multicast_mac"`
+	// UDPListen is the address:port of the authenticated UDP control
+	// transport (netip.ParseAddrPort form, port 1..65535); empty = off.
+	UDPListen string `yaml:"udp_listen"`
+}
+
 // Selection configures the selection of a TM for new flows.
 type Selection struct {
 	// TableSize is the size of each service's Maglev lookup table: a prime in
@@ -133,6 +272,10 @@ type TrafficManager struct {
 	// MAC, if set, is the TM's static MAC address; neighbour resolution is
 	// then skipped for this TM.
 	MAC net.HardwareAddr `yaml:"mac"`
+	// SignalKey is the HMAC-SHA256 key of this TM's UDP control messages,
+	// written hex-encoded in the file, at least 16 bytes (32 hex digits).
+	// Optional: a TM without one cannot use UDP control.
+	SignalKey []byte `yaml:"signal_key"`
 }
 
 // Service is a VIP (address, port or all ports, protocol) with a pool of TMs.
@@ -151,6 +294,21 @@ type Service struct {
 	// TrafficManagers is the service's pool: ids of traffic_managers entries,
 	// at least one, no duplicates.
 	TrafficManagers []string `yaml:"traffic_managers"`
+	// Persistence, if set, keeps a client's new flows on the TM of its
+	// previous ones; nil = none.
+	Persistence *Persistence `yaml:"persistence"`
+}
+
+// Persistence sends a client's new flows to the TM its previous one went to,
+// while the client keeps coming within Timeout (like IPVS persistence
+// templates).
+type Persistence struct {
+	// Timeout is in seconds, 1..86400. Required.
+	Timeout uint32 `yaml:"timeout"`
+	// Mask is the fields that identify "the same client": default
+	// DefaultPersistenceMask() ([proto, src, dst, dport]); must be one of
+	// second_keys.masks (as a set of fields).
+	Mask []string `yaml:"mask"`
 }
 
 // Error is one problem in a configuration: where it is (Source, Line, Path),
@@ -289,6 +447,46 @@ func (c *Config) ApplyDefaults() {
 		if tm.State == "" {
 			tm.State = StateActive
 		}
+	}
+	for i := range c.Services {
+		if p := c.Services[i].Persistence; p != nil && p.Mask == nil {
+			p.Mask = DefaultPersistenceMask()
+		}
+	}
+	t := &c.Timeouts
+	for _, f := range []struct {
+		v   *uint32
+		def uint32
+	}{
+		{&t.TCP, DefaultTCPTimeout},
+		{&t.TCPClosing, DefaultTCPClosingTimeout},
+		{&t.UDP, DefaultUDPTimeout},
+		{&t.Other, DefaultOtherTimeout},
+		{&t.SecondKey, DefaultSecondKeyTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if c.SecondKeys.Masks == nil {
+		c.SecondKeys.Masks = DefaultSecondKeyMasks()
+	}
+	if c.SecondKeys.MaxEntries == 0 {
+		c.SecondKeys.MaxEntries = DefaultSecondKeyMaxEntries
+	}
+	if c.Signals.MulticastMAC == nil {
+		c.Signals.MulticastMAC = DefaultMulticastMAC()
+	}
+}
+
+// DefaultTimeouts returns the default timeouts.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		TCP:        DefaultTCPTimeout,
+		TCPClosing: DefaultTCPClosingTimeout,
+		UDP:        DefaultUDPTimeout,
+		Other:      DefaultOtherTimeout,
+		SecondKey:  DefaultSecondKeyTimeout,
 	}
 }
 

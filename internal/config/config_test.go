@@ -129,6 +129,218 @@ func TestFull(t *testing.T) {
 	if !all || !web {
 		t.Errorf("an all-ports and a port-80 service on one VIP should coexist: %+v", c.Services)
 	}
+	if want := (Timeouts{TCP: 3600, TCPClosing: 30, UDP: 120, Other: 60, SecondKey: 600}); c.Timeouts != want {
+		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
+	}
+	if got := fmt.Sprint(c.SecondKeys.Masks); got != "[[proto src dst dport] [proto dst dport] [proto src dst] [src]]" || c.SecondKeys.MaxEntries != 262144 {
+		t.Errorf("second_keys = %+v", c.SecondKeys)
+	}
+	if got := fmt.Sprint(c.Learning.SNATAddresses); got != "[10.1.0.200 2001:db8:1::200]" {
+		t.Errorf("snat_addresses = %s", got)
+	}
+	if c.Signals.MulticastMAC.String() != "03:53:59:47:00:01" || c.Signals.UDPListen != "10.1.0.2:7946" {
+		t.Errorf("signals = %+v", c.Signals)
+	}
+	if tm2, _ := c.TM("tm2"); fmt.Sprintf("%x", tm2.SignalKey) != "000102030405060708090a0b0c0d0e0f" {
+		t.Errorf("tm2 signal_key = %x", tm2.SignalKey)
+	}
+	for _, s := range c.Services {
+		switch {
+		case s.Name == "web-tls":
+			if p := s.Persistence; p == nil || p.Timeout != 1800 || strings.Join(p.Mask, ",") != "proto,src,dst" {
+				t.Errorf("web-tls persistence = %+v", p)
+			}
+		case s.Persistence != nil:
+			t.Errorf("%s persistence = %+v, want none", s.Name, s.Persistence)
+		}
+	}
+}
+
+// TestNewKeyDefaults checks the defaults of timeouts, second_keys, learning,
+// signals, signal_key and persistence, from Parse and from ApplyDefaults.
+func TestNewKeyDefaults(t *testing.T) {
+	check := func(t *testing.T, c *Config) {
+		t.Helper()
+		if want := (Timeouts{TCP: 900, TCPClosing: 60, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
+			t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
+		}
+		if got := fmt.Sprint(c.SecondKeys.Masks); got != "[[proto src dst dport] [proto dst dport] [proto src dst] [src]]" {
+			t.Errorf("masks = %s", got)
+		}
+		if c.SecondKeys.MaxEntries != 65536 {
+			t.Errorf("max_entries = %d", c.SecondKeys.MaxEntries)
+		}
+		if c.Learning.SNATAddresses != nil {
+			t.Errorf("snat_addresses = %v", c.Learning.SNATAddresses)
+		}
+		if c.Signals.MulticastMAC.String() != "03:53:59:47:00:01" || c.Signals.UDPListen != "" {
+			t.Errorf("signals = %+v", c.Signals)
+		}
+		for _, tm := range c.TrafficManagers {
+			if tm.SignalKey != nil {
+				t.Errorf("%s signal_key = %x", tm.ID, tm.SignalKey)
+			}
+		}
+	}
+	c, err := Parse([]byte(minimal), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, c)
+	if c.Services[0].Persistence != nil {
+		t.Errorf("persistence = %+v, want nil", c.Services[0].Persistence)
+	}
+	// Defaults are fresh copies: changing one config does not change another.
+	c.SecondKeys.Masks[0][0] = "vlan"
+	c.Signals.MulticastMAC[5] = 9
+	c, err = Parse([]byte(minimal), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, c)
+
+	// Empty values count as omitted.
+	c, err = Parse([]byte(minimal+"timeouts:\nsecond_keys:\nlearning:\nsignals:\n"), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, c)
+
+	// Keys set next to omitted ones; persistence mask default; a mask's
+	// field order does not matter for persistence.
+	src := edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 60}\n") + `  - name: dns
+    vip: 10.0.0.53
+    protocol: udp
+    traffic_managers: [tm1]
+    persistence: {timeout: 300, mask: [dst, src, proto]}
+timeouts: {tcp: 100}
+second_keys: {max_entries: 1024}
+signals: {udp_listen: "[2001:db8::2]:7946"}
+`
+	c, err = Parse([]byte(src), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Timeouts{TCP: 100, TCPClosing: 60, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
+		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
+	}
+	if len(c.SecondKeys.Masks) != 4 || c.SecondKeys.MaxEntries != 1024 {
+		t.Errorf("second_keys = %+v", c.SecondKeys)
+	}
+	if c.Signals.MulticastMAC.String() != "03:53:59:47:00:01" || c.Signals.UDPListen != "[2001:db8::2]:7946" {
+		t.Errorf("signals = %+v", c.Signals)
+	}
+	if p := c.Services[0].Persistence; p == nil || p.Timeout != 60 || strings.Join(p.Mask, ",") != "proto,src,dst,dport" {
+		t.Errorf("web persistence = %+v", p)
+	}
+	if p := c.Services[1].Persistence; p == nil || p.Timeout != 300 || MaskBits(p.Mask) != MaskBits([]string{"proto", "src", "dst"}) {
+		t.Errorf("dns persistence = %+v", p)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+
+	// ApplyDefaults fills the same defaults in a config built in Go.
+	c = &Config{
+		Distributor:     Distributor{ID: "d1", Interfaces: []Interface{{Name: "eth0", Role: RoleExternal}}},
+		TrafficManagers: []TrafficManager{{ID: "tm1", Address: netip.MustParseAddr("10.1.0.1")}},
+		Services: []Service{{Name: "web", VIP: netip.MustParseAddr("10.0.0.1"), Protocol: ProtocolTCP,
+			TrafficManagers: []string{"tm1"}, Persistence: &Persistence{Timeout: 60}}},
+	}
+	c.ApplyDefaults()
+	check(t, c)
+	if p := c.Services[0].Persistence; strings.Join(p.Mask, ",") != "proto,src,dst,dport" {
+		t.Errorf("persistence mask = %v", p.Mask)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate after ApplyDefaults: %v", err)
+	}
+}
+
+func TestMaskBits(t *testing.T) {
+	for _, tc := range []struct {
+		fields []string
+		want   uint32
+	}{
+		{nil, 0},
+		{[]string{"vlan"}, 0x1},
+		{[]string{"proto"}, 0x2},
+		{[]string{"src"}, 0x4},
+		{[]string{"dst"}, 0x8},
+		{[]string{"sport"}, 0x10},
+		{[]string{"dport"}, 0x20},
+		{[]string{"proto", "src", "dst", "dport"}, 0x2e},
+		{[]string{"dport", "dst", "src", "proto"}, 0x2e},
+		{[]string{"vlan", "proto", "src", "dst", "sport", "dport"}, 0x3f},
+		{[]string{"src", "nonsense"}, 0x4},
+	} {
+		if got := MaskBits(tc.fields); got != tc.want {
+			t.Errorf("MaskBits(%v) = %#x, want %#x", tc.fields, got, tc.want)
+		}
+	}
+}
+
+// TestMaskBitsMatchHeader checks the field bits and the mask limit against
+// enum sy_field and SY_MAX_MASKS in bpf/switchyard.h.
+func TestMaskBitsMatchHeader(t *testing.T) {
+	h, err := os.ReadFile("../../bpf/switchyard.h")
+	if err != nil {
+		t.Skip(err)
+	}
+	for name, bit := range fieldBits {
+		re := regexp.MustCompile(`\bSY_FIELD_` + strings.ToUpper(name) + `\s*=\s*(0x[0-9a-fA-F]+|\d+)`)
+		m := re.FindSubmatch(h)
+		if m == nil {
+			t.Errorf("SY_FIELD_%s not found in bpf/switchyard.h", strings.ToUpper(name))
+			continue
+		}
+		var v uint32
+		if _, err := fmt.Sscan(string(m[1]), &v); err != nil || v != bit {
+			t.Errorf("SY_FIELD_%s = %s, config has %#x", strings.ToUpper(name), m[1], bit)
+		}
+	}
+	if m := regexp.MustCompile(`\bSY_MAX_MASKS\s*=\s*(\d+)`).FindSubmatch(h); m == nil {
+		t.Error("SY_MAX_MASKS not found in bpf/switchyard.h")
+	} else if string(m[1]) != fmt.Sprint(MaxSecondKeyMasks) {
+		t.Errorf("SY_MAX_MASKS = %s, config has %d", m[1], MaxSecondKeyMasks)
+	}
+	if len(fieldNames) != len(fieldBits) {
+		t.Errorf("fieldNames %v and fieldBits %v differ", fieldNames, fieldBits)
+	}
+}
+
+// TestNoCascade checks that a bad mask or a bad key reports one error, not
+// errors in what depends on it.
+func TestNoCascade(t *testing.T) {
+	for name, src := range map[string]string{
+		"bad masks entry": edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 60, mask: [src, dst]}\n") +
+			"second_keys:\n  masks: [[src, dst], [src, bogus]]\n",
+		"masks not a list": edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 60, mask: [src, dst]}\n") +
+			"second_keys:\n  masks: 5\n",
+		"persistence mask not a list": edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 60, mask: src}\n"),
+		"bad mac":                     minimal + "signals: {multicast_mac: nope}\n",
+		"bad snat":                    minimal + "learning: {snat_addresses: [nope]}\n",
+		"bad vip":                     edit(t, "vip: 10.0.0.100", "vip: nope") + "learning: {snat_addresses: [10.0.0.100]}\n",
+	} {
+		_, err := Parse([]byte(src), "config.yaml")
+		if n := len(Errors(err)); n != 1 {
+			t.Errorf("%s: %d errors, want 1:\n%v", name, n, err)
+		}
+	}
+}
+
+// TestSignalKeySecret checks that errors about a signal key do not quote it.
+func TestSignalKeySecret(t *testing.T) {
+	for _, key := range []string{"s3cr3ts3cr3ts3cr3ts3cr3ts3cr3tzz", "5ec2e7"} {
+		src := edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, signal_key: "+key+"}")
+		_, err := Parse([]byte(src), "config.yaml")
+		if err == nil {
+			t.Fatalf("key %s accepted", key)
+		}
+		if strings.Contains(err.Error(), key) {
+			t.Errorf("error quotes the key: %v", err)
+		}
+	}
 }
 
 // TestDocExamples parses every complete example of docs/config.md.
@@ -327,7 +539,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -340,6 +552,138 @@ func TestBadConfigs(t *testing.T) {
 			return edit(t, "traffic_managers:\n", "traffic_managers:\n"+b.String())
 		},
 			8, "traffic_managers", []string{`258 traffic managers are too many (expected at most 255)`}, 0},
+		// timeouts (minimal has 16 lines: appended sections start at line 17)
+		{"timeout 0", func(t *testing.T) string { return minimal + "timeouts:\n  tcp: 0\n" },
+			18, "timeouts.tcp", []string{`config.yaml:18: timeouts.tcp: 0 is out of range (expected 1..604800 seconds)`}, 0},
+		{"timeout too long", func(t *testing.T) string { return minimal + "timeouts:\n  udp: 60\n  tcp_closing: 604801\n" },
+			19, "timeouts.tcp_closing", []string{`604801 is out of range (expected 1..604800 seconds)`}, 0},
+		{"timeout a string", func(t *testing.T) string { return minimal + "timeouts:\n  other: 5m\n" },
+			18, "timeouts.other", []string{`got the string "5m" (expected an integer, 1..604800 seconds)`}, 0},
+		{"second_key timeout negative", func(t *testing.T) string { return minimal + "timeouts:\n  second_key: -1\n" },
+			18, "timeouts.second_key", []string{`-1 is out of range (expected 1..604800 seconds)`}, 0},
+		{"timeouts unknown key", func(t *testing.T) string { return minimal + "timeouts:\n  syn: 10\n" },
+			18, "timeouts.syn", []string{`unknown key "syn" in timeouts; expected one of: tcp, tcp_closing, udp, other, second_key`}, 0},
+		{"timeouts a list", func(t *testing.T) string { return minimal + "timeouts: [900]\n" },
+			17, "timeouts", []string{`got a list (expected a mapping with keys tcp, tcp_closing, udp, other, second_key)`}, 0},
+		// second_keys
+		{"mask unknown field", func(t *testing.T) string {
+			return minimal + "second_keys:\n  masks:\n    - [proto, src]\n    - [src, port]\n"
+		},
+			20, "second_keys.masks[1][1]", []string{`config.yaml:20: second_keys.masks[1][1]: "port" is not a field (expected one of vlan, proto, src, dst, sport, dport)`}, 0},
+		{"mask duplicate field", func(t *testing.T) string { return minimal + "second_keys:\n  masks:\n    - [src, dst, src]\n" },
+			19, "second_keys.masks[0][2]", []string{`"src" is already in the mask at second_keys.masks[0][0] (expected each field once)`}, 0},
+		{"mask empty", func(t *testing.T) string { return minimal + "second_keys:\n  masks:\n    - [src]\n    - []\n" },
+			20, "second_keys.masks[1]", []string{`empty list (expected a list of at least one field from vlan, proto, src, dst, sport, dport`}, 0},
+		{"mask not a list", func(t *testing.T) string { return minimal + "second_keys:\n  masks:\n    - src\n" },
+			19, "second_keys.masks[0]", []string{`got the string "src" (expected a list of at least one field`}, 0},
+		{"mask field not a string", func(t *testing.T) string { return minimal + "second_keys:\n  masks:\n    - [src, [dst]]\n" },
+			19, "second_keys.masks[0][1]", []string{`got a list (expected one of vlan, proto, src, dst, sport, dport)`}, 0},
+		{"duplicate mask", func(t *testing.T) string {
+			return minimal + "second_keys:\n  masks:\n    - [src, dst]\n    - [dst, src]\n"
+		},
+			20, "second_keys.masks[1]", []string{`[dst, src] is the same mask as second_keys.masks[0] [src, dst] (expected each mask once; the order of fields does not matter)`}, 0},
+		{"too many masks", func(t *testing.T) string {
+			return minimal + "second_keys:\n  masks: [[vlan], [proto], [src], [dst], [sport], [dport], [src, dst]]\n"
+		},
+			18, "second_keys.masks", []string{`7 masks are too many (expected at most 6)`}, 0},
+		{"no masks", func(t *testing.T) string { return minimal + "second_keys:\n  masks: []\n" },
+			18, "second_keys.masks", []string{`empty list (expected a list of 1..6 masks`}, 0},
+		{"masks not a list", func(t *testing.T) string { return minimal + "second_keys:\n  masks: src\n" },
+			18, "second_keys.masks", []string{`got the string "src" (expected a list of 1..6 masks`}, 0},
+		{"max_entries 0", func(t *testing.T) string { return minimal + "second_keys:\n  max_entries: 0\n" },
+			18, "second_keys.max_entries", []string{`0 is out of range (expected 1..10000000)`}, 0},
+		{"max_entries too big", func(t *testing.T) string { return minimal + "second_keys:\n  max_entries: 10000001\n" },
+			18, "second_keys.max_entries", []string{`10000001 is out of range (expected 1..10000000)`}, 0},
+		{"second_keys unknown key", func(t *testing.T) string { return minimal + "second_keys:\n  mask: [[src]]\n" },
+			18, "second_keys.mask", []string{`unknown key "mask" in second_keys; expected one of: masks, max_entries`}, 0},
+		// learning
+		{"snat multicast", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: [10.1.0.200, 224.0.0.5]\n" },
+			18, "learning.snat_addresses[1]", []string{`config.yaml:18: learning.snat_addresses[1]: 224.0.0.5 is a multicast address (expected an IPv4 or IPv6 unicast address that is neither a VIP nor a traffic manager address)`}, 0},
+		{"snat is a vip", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses:\n    - 10.0.0.100\n" },
+			19, "learning.snat_addresses[0]", []string{`10.0.0.100 is the VIP of services[0] "web" (expected an IPv4 or IPv6 unicast address`}, 0},
+		{"snat is a tm address", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: [10.1.0.11]\n" },
+			18, "learning.snat_addresses[0]", []string{`10.1.0.11 is the address of traffic_managers[0] "tm1", which learning covers anyway (expected`}, 0},
+		{"snat duplicate", func(t *testing.T) string {
+			return minimal + "learning:\n  snat_addresses:\n    - 10.1.0.200\n    - 2001:db8::200\n    - 10.1.0.200\n"
+		},
+			21, "learning.snat_addresses[2]", []string{`10.1.0.200 is already listed at learning.snat_addresses[0] (expected each address once)`}, 0},
+		{"snat not an address", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: [10.1.0.300]\n" },
+			18, "learning.snat_addresses[0]", []string{`"10.1.0.300" is not an IP address (expected an IPv4 or IPv6 unicast address`}, 0},
+		{"snat not a list", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: 10.1.0.200\n" },
+			18, "learning.snat_addresses", []string{`got the string "10.1.0.200" (expected a list of IPv4 or IPv6 unicast addresses)`}, 0},
+		{"learning unknown key", func(t *testing.T) string { return minimal + "learning:\n  snat: [10.1.0.200]\n" },
+			18, "learning.snat", []string{`unknown key "snat" in learning; expected one of: snat_addresses`}, 0},
+		// signals
+		{"signal mac unicast", func(t *testing.T) string { return minimal + "signals:\n  multicast_mac: \"02:00:00:00:00:01\"\n" },
+			18, "signals.multicast_mac", []string{`02:00:00:00:00:01 is a unicast MAC address (expected a multicast MAC address of six hex octets, lowest bit of the first octet set`}, 0},
+		{"signal mac broadcast", func(t *testing.T) string { return minimal + "signals:\n  multicast_mac: ff:ff:ff:ff:ff:ff\n" },
+			18, "signals.multicast_mac", []string{`ff:ff:ff:ff:ff:ff is the broadcast MAC address (expected a multicast MAC address`}, 0},
+		{"signal mac invalid", func(t *testing.T) string { return minimal + "signals:\n  multicast_mac: 03:53:59\n" },
+			18, "signals.multicast_mac", []string{`"03:53:59" is not a MAC address (expected a multicast MAC address`}, 0},
+		{"udp_listen without port", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: 10.1.0.2\n" },
+			18, "signals.udp_listen", []string{`"10.1.0.2" is not an IP address with port (expected ADDRESS:PORT with a port in 1..65535`}, 0},
+		{"udp_listen host name", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: localhost:7946\n" },
+			18, "signals.udp_listen", []string{`"localhost:7946" is not an IP address with port`}, 0},
+		{"udp_listen port 0", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: 10.1.0.2:0\n" },
+			18, "signals.udp_listen", []string{`port 0 in "10.1.0.2:0" (expected ADDRESS:PORT with a port in 1..65535`}, 0},
+		{"udp_listen multicast", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: 239.1.1.1:7946\n" },
+			18, "signals.udp_listen", []string{`239.1.1.1 is a multicast address (expected ADDRESS:PORT`}, 0},
+		{"signals unknown key", func(t *testing.T) string { return minimal + "signals:\n  key: abc\n" },
+			18, "signals.key", []string{`unknown key "key" in signals; expected one of: multicast_mac, udp_listen`}, 0},
+		// traffic_managers[].signal_key
+		{"signal_key not hex", func(t *testing.T) string {
+			return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, signal_key: 00112233445566778899aabbccddeeXX}")
+		},
+			9, "traffic_managers[0].signal_key", []string{`config.yaml:9: traffic_managers[0].signal_key: not a hex string (expected a key of at least 16 bytes, written as at least 32 hex digits)`}, 0},
+		{"signal_key odd length", func(t *testing.T) string {
+			return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, signal_key: 00112233445566778899aabbccddeeff0}")
+		},
+			9, "traffic_managers[0].signal_key", []string{`not a hex string (expected a key of at least 16 bytes`}, 0},
+		{"signal_key short", func(t *testing.T) string {
+			return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, signal_key: \"0011223344556677\"}")
+		},
+			9, "traffic_managers[0].signal_key", []string{`the key is 8 bytes long (expected a key of at least 16 bytes, written as at least 32 hex digits)`}, 0},
+		{"signal_key a list", func(t *testing.T) string {
+			return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, signal_key: [1]}")
+		},
+			9, "traffic_managers[0].signal_key", []string{`got a list (expected a key of at least 16 bytes`}, 0},
+		// services[].persistence (inserted as line 17, after the pool)
+		{"persistence without timeout", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {mask: [proto, src, dst, dport]}\n")
+		},
+			17, "services[0].persistence.timeout", []string{`config.yaml:17: services[0].persistence.timeout: missing (expected 1..86400 seconds)`}, 0},
+		{"persistence empty", func(t *testing.T) string { return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {}\n") },
+			17, "services[0].persistence.timeout", []string{`missing (expected 1..86400 seconds)`}, 0},
+		{"persistence timeout too long", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence:\n      timeout: 86401\n")
+		},
+			18, "services[0].persistence.timeout", []string{`86401 is out of range (expected 1..86400 seconds)`}, 0},
+		{"persistence timeout 0", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 0}\n")
+		},
+			17, "services[0].persistence.timeout", []string{`0 is out of range (expected 1..86400 seconds)`}, 0},
+		{"persistence mask not configured", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence:\n      timeout: 600\n      mask: [proto, src]\n")
+		},
+			19, "services[0].persistence.mask", []string{`config.yaml:19: services[0].persistence.mask: [proto, src] is not one of second_keys.masks (configured: [proto, src, dst, dport], [proto, dst, dport], [proto, src, dst], [src]; expected one of them, or add it to second_keys.masks)`}, 0},
+		{"persistence mask not in custom masks", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 600}\n") + "second_keys:\n  masks: [[src, dst], [src]]\n"
+		},
+			17, "services[0].persistence.mask", []string{`[proto, src, dst, dport] is not one of second_keys.masks (configured: [src, dst], [src];`}, 0},
+		{"persistence mask unknown field", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 600, mask: [proto, source]}\n")
+		},
+			17, "services[0].persistence.mask[1]", []string{`"source" is not a field (expected one of vlan, proto, src, dst, sport, dport)`}, 0},
+		{"persistence mask empty", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 600, mask: []}\n")
+		},
+			17, "services[0].persistence.mask", []string{`empty list (expected a list of at least one field`}, 0},
+		{"persistence unknown key", func(t *testing.T) string {
+			return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 600, ttl: 5}\n")
+		},
+			17, "services[0].persistence.ttl", []string{`unknown key "ttl" in services[0].persistence; expected one of: timeout, mask`}, 0},
+		{"persistence not a mapping", func(t *testing.T) string { return edit(t, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: 600\n") },
+			17, "services[0].persistence", []string{`got the integer 600 (expected a mapping with keys timeout, mask)`}, 0},
 		{"yaml syntax", func(t *testing.T) string { return edit(t, "[tm1, tm2]", "[tm1, tm2") },
 			16, "", []string{`config.yaml:16: invalid YAML: did not find expected ',' or ']'`}, 0},
 		{"two documents", func(t *testing.T) string { return minimal + "---\nfoo: 1\n" },
@@ -485,6 +829,49 @@ func TestValidateProgrammatic(t *testing.T) {
 	}
 }
 
+func TestValidateProgrammaticNewKeys(t *testing.T) {
+	base := func() *Config {
+		c := &Config{
+			Distributor:     Distributor{ID: "d1", Interfaces: []Interface{{Name: "eth0", Role: RoleExternal}}},
+			TrafficManagers: []TrafficManager{{ID: "tm1", Address: netip.MustParseAddr("10.1.0.1")}},
+			Services: []Service{{Name: "web", VIP: netip.MustParseAddr("10.0.0.1"), Protocol: ProtocolTCP,
+				TrafficManagers: []string{"tm1"}}},
+		}
+		c.ApplyDefaults()
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		modify func(c *Config)
+		want   string
+	}{
+		{"timeout 0", func(c *Config) { c.Timeouts.UDP = 0 }, `timeouts.udp: 0 is out of range (expected 1..604800 seconds)`},
+		{"short key", func(c *Config) { c.TrafficManagers[0].SignalKey = []byte("short") },
+			`traffic_managers[0].signal_key: the key is 5 bytes long (expected a key of at least 16 bytes`},
+		{"empty masks", func(c *Config) { c.SecondKeys.Masks = [][]string{} }, `second_keys.masks: empty list`},
+		{"nil mask", func(c *Config) { c.SecondKeys.Masks = [][]string{{"src"}, nil} }, `second_keys.masks[1]: missing (expected a list of at least one field`},
+		{"empty field", func(c *Config) { c.SecondKeys.Masks = [][]string{{"src", ""}} }, `second_keys.masks[0][1]: "" is not a field`},
+		{"max entries", func(c *Config) { c.SecondKeys.MaxEntries = MaxSecondKeyMaxEntries + 1 }, `second_keys.max_entries: 10000001 is out of range`},
+		{"unicast mac", func(c *Config) { c.Signals.MulticastMAC = net.HardwareAddr{2, 0, 0, 0, 0, 1} }, `signals.multicast_mac: 02:00:00:00:00:01 is a unicast MAC address`},
+		{"short mac", func(c *Config) { c.Signals.MulticastMAC = net.HardwareAddr{3, 0} }, `signals.multicast_mac: "03:00" is not a MAC address`},
+		{"snat invalid", func(c *Config) { c.Learning.SNATAddresses = []netip.Addr{{}} }, `learning.snat_addresses[0]: missing (expected an IPv4 or IPv6 unicast address`},
+		{"persistence without timeout", func(c *Config) { c.Services[0].Persistence = &Persistence{Mask: []string{"src"}} },
+			`services[0].persistence.timeout: missing (expected 1..86400 seconds)`},
+		{"persistence without mask", func(c *Config) { c.Services[0].Persistence = &Persistence{Timeout: 5} },
+			`services[0].persistence.mask: missing (expected a list of at least one field`},
+	} {
+		c := base()
+		if err := c.Validate(); err != nil {
+			t.Fatalf("base: %v", err)
+		}
+		tc.modify(c)
+		err := c.Validate()
+		if err == nil || len(Errors(err)) != 1 || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want one error starting %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 func TestIsPrime(t *testing.T) {
 	for n, want := range map[uint32]bool{1021: true, 1024: false, 65537: true, 131071: true, 65536: false, 1000003: true, 999999: false, 2: true, 1: false, 9: false} {
 		if isPrime(n) != want {
@@ -500,6 +887,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("distributor: {id: d1, interfaces: [{name: e, role: external}]}\ntraffic_managers: [{id: a, address: '::1', mac: 'ff'}]\n"))
 	f.Add([]byte("a: [\n b"))
 	f.Add([]byte("---\n---\n"))
+	f.Add([]byte(minimal + "second_keys: {masks: [[src, dst], [dst, src]], max_entries: 7}\nlearning: {snat_addresses: [10.1.0.11]}\nsignals: {multicast_mac: '01:00:5e:00:00:01', udp_listen: ':1'}\ntimeouts: {tcp: 1}\n"))
+	f.Add([]byte(strings.Replace(minimal, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 9, mask: [src]}\n", 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if (c == nil) == (err == nil) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,13 +18,18 @@ import (
 
 // Keys of each mapping, in the order they are listed in errors.
 var (
-	topKeys         = []string{"distributor", "flow_table", "selection", "traffic_managers", "services"}
+	topKeys         = []string{"distributor", "flow_table", "selection", "traffic_managers", "services", "timeouts", "second_keys", "learning", "signals"}
 	distributorKeys = []string{"id", "interfaces", "api", "xdp_mode"}
 	interfaceKeys   = []string{"name", "role"}
 	flowTableKeys   = []string{"max_flows"}
 	selectionKeys   = []string{"table_size", "max_services"}
-	tmKeys          = []string{"id", "address", "weight", "state", "mac"}
-	serviceKeys     = []string{"name", "vip", "port", "protocol", "traffic_managers"}
+	tmKeys          = []string{"id", "address", "weight", "state", "mac", "signal_key"}
+	serviceKeys     = []string{"name", "vip", "port", "protocol", "traffic_managers", "persistence"}
+	persistenceKeys = []string{"timeout", "mask"}
+	timeoutsKeys    = []string{"tcp", "tcp_closing", "udp", "other", "second_key"}
+	secondKeysKeys  = []string{"masks", "max_entries"}
+	learningKeys    = []string{"snat_addresses"}
+	signalsKeys     = []string{"multicast_mac", "udp_listen"}
 )
 
 // offByOne are YAML parser errors whose line go.yaml.in/yaml/v3 reports 0-based.
@@ -274,6 +280,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		Distributor: Distributor{XDPMode: XDPModeAuto},
 		FlowTable:   FlowTable{MaxFlows: DefaultMaxFlows},
 		Selection:   Selection{TableSize: DefaultTableSize, MaxServices: DefaultMaxServices},
+		Timeouts:    DefaultTimeouts(),
+		SecondKeys:  SecondKeys{Masks: DefaultSecondKeyMasks(), MaxEntries: DefaultSecondKeyMaxEntries},
+		Signals:     Signals{MulticastMAC: DefaultMulticastMAC()},
 	}
 	m := d.mapping(root, "", topKeys)
 	if n := m["distributor"]; n != nil {
@@ -313,7 +322,82 @@ func (d *decoder) config(root *yaml.Node) *Config {
 			c.Services[i] = d.service(it, index("services", i))
 		}
 	}
+	if n := m["timeouts"]; n != nil {
+		tm := d.mapping(n, "timeouts", timeoutsKeys)
+		t := &c.Timeouts
+		for _, f := range []struct {
+			key string
+			v   *uint32
+		}{{"tcp", &t.TCP}, {"tcp_closing", &t.TCPClosing}, {"udp", &t.UDP}, {"other", &t.Other}, {"second_key", &t.SecondKey}} {
+			if n := tm[f.key]; n != nil {
+				v, _ := d.uint(n, "timeouts."+f.key, MinTimeout, MaxTimeout, timeoutExpected)
+				*f.v = uint32(v)
+			}
+		}
+	}
+	if n := m["second_keys"]; n != nil {
+		sm := d.mapping(n, "second_keys", secondKeysKeys)
+		if n := sm["masks"]; n != nil {
+			const p = "second_keys.masks"
+			items, ok := d.sequence(n, p, masksExpected)
+			if ok {
+				c.SecondKeys.Masks = make([][]string, len(items))
+			}
+			for i, it := range items {
+				c.SecondKeys.Masks[i] = d.mask(it, index(p, i))
+			}
+		}
+		if n := sm["max_entries"]; n != nil {
+			v, _ := d.uint(n, "second_keys.max_entries", 1, MaxSecondKeyMaxEntries, maxEntriesExpected)
+			c.SecondKeys.MaxEntries = uint32(v)
+		}
+	}
+	if n := m["learning"]; n != nil {
+		lm := d.mapping(n, "learning", learningKeys)
+		if n := lm["snat_addresses"]; n != nil {
+			const p = "learning.snat_addresses"
+			items, ok := d.sequence(n, p, snatListExpected)
+			if ok {
+				c.Learning.SNATAddresses = make([]netip.Addr, len(items))
+			}
+			for i, it := range items {
+				c.Learning.SNATAddresses[i], _ = d.addr(it, index(p, i), snatExpected)
+			}
+		}
+	}
+	if n := m["signals"]; n != nil {
+		sm := d.mapping(n, "signals", signalsKeys)
+		if n := sm["multicast_mac"]; n != nil {
+			const p = "signals.multicast_mac"
+			c.Signals.MulticastMAC = nil
+			if s, ok := d.str(n, p, multicastMACExpected); ok {
+				hw, err := net.ParseMAC(s)
+				if err != nil || len(hw) != 6 {
+					d.errorf(n, p, "%q is not a MAC address (expected %s)", s, multicastMACExpected)
+				} else {
+					c.Signals.MulticastMAC = hw
+				}
+			}
+		}
+		if n := sm["udp_listen"]; n != nil {
+			c.Signals.UDPListen, _ = d.str(n, "signals.udp_listen", udpListenExpected)
+		}
+	}
 	return c
+}
+
+// mask decodes a second-key mask: a list of field names, checked by the
+// validator. A mask that is not a list decodes as nil.
+func (d *decoder) mask(n *yaml.Node, path string) []string {
+	items, ok := d.sequence(n, path, maskExpected)
+	if !ok {
+		return nil
+	}
+	fields := make([]string, len(items))
+	for i, it := range items {
+		fields[i], _ = d.str(it, index(path, i), fieldExpected)
+	}
+	return fields
 }
 
 func (d *decoder) distributor(n *yaml.Node, dist *Distributor) {
@@ -374,6 +458,21 @@ func (d *decoder) trafficManager(n *yaml.Node, path string) TrafficManager {
 			}
 		}
 	}
+	if n := m["signal_key"]; n != nil {
+		p := path + ".signal_key"
+		if s, ok := d.str(n, p, signalKeyExpected); ok {
+			// The key is a secret: errors do not quote it.
+			key, err := hex.DecodeString(s)
+			switch {
+			case err != nil:
+				d.errorf(n, p, "not a hex string (expected %s)", signalKeyExpected)
+			case len(key) < MinSignalKeyLen:
+				d.errorf(n, p, "the key is %d bytes long (expected %s)", len(key), signalKeyExpected)
+			default:
+				tm.SignalKey = key
+			}
+		}
+	}
 	return tm
 }
 
@@ -401,6 +500,18 @@ func (d *decoder) service(n *yaml.Node, path string) Service {
 		}
 		for i, it := range items {
 			s.TrafficManagers[i], _ = d.str(it, index(p, i), "a traffic manager id")
+		}
+	}
+	if n := m["persistence"]; n != nil {
+		p := path + ".persistence"
+		s.Persistence = &Persistence{Mask: DefaultPersistenceMask()}
+		pm := d.mapping(n, p, persistenceKeys)
+		if n := pm["timeout"]; n != nil {
+			v, _ := d.uint(n, p+".timeout", 1, MaxPersistenceTimeout, persistenceTimeoutExpected)
+			s.Persistence.Timeout = uint32(v)
+		}
+		if n := pm["mask"]; n != nil {
+			s.Persistence.Mask = d.mask(n, p+".mask")
 		}
 	}
 	return s

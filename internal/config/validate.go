@@ -28,6 +28,18 @@ const (
 	portExpected        = "0..65535; 0 or omitted means all ports"
 	protocolExpected    = "tcp or udp"
 	poolExpected        = "a list of at least one traffic manager id"
+
+	timeoutExpected            = "1..604800 seconds"
+	fieldExpected              = "one of vlan, proto, src, dst, sport, dport"
+	maskExpected               = "a list of at least one field from vlan, proto, src, dst, sport, dport, each at most once"
+	masksExpected              = "a list of 1..6 masks, most specific first, each a list of fields from vlan, proto, src, dst, sport, dport"
+	maxEntriesExpected         = "1..10000000"
+	snatExpected               = "an IPv4 or IPv6 unicast address that is neither a VIP nor a traffic manager address"
+	snatListExpected           = "a list of IPv4 or IPv6 unicast addresses"
+	multicastMACExpected       = "a multicast MAC address of six hex octets, lowest bit of the first octet set, not ff:ff:ff:ff:ff:ff, e.g. 03:53:59:47:00:01"
+	udpListenExpected          = "ADDRESS:PORT with a port in 1..65535, e.g. 10.1.0.2:7946 or [2001:db8::2]:7946; omit it to turn UDP control off"
+	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
+	persistenceTimeoutExpected = "1..86400 seconds"
 )
 
 // validator checks a decoded Config. With lines (from Parse) its errors carry
@@ -114,7 +126,178 @@ func (v *validator) config(c *Config) {
 	if n := len(c.Services); maxServicesOK && !v.suppressed("selection.max_services") && n > int(c.Selection.MaxServices) {
 		v.errorf("services", "%d services are more than selection.max_services allows (expected at most %d; raise selection.max_services)", n, c.Selection.MaxServices)
 	}
-	v.services(c.Services, c.TrafficManagers)
+	v.timeouts(c.Timeouts)
+	masksOK := v.secondKeys(c.SecondKeys)
+	v.services(c.Services, c.TrafficManagers, c.SecondKeys.Masks, masksOK)
+	v.learning(c.Learning, c.TrafficManagers, c.Services)
+	v.signals(c.Signals)
+}
+
+func (v *validator) timeouts(t Timeouts) {
+	for _, f := range []struct {
+		key string
+		val uint32
+	}{{"tcp", t.TCP}, {"tcp_closing", t.TCPClosing}, {"udp", t.UDP}, {"other", t.Other}, {"second_key", t.SecondKey}} {
+		if f.val < MinTimeout || f.val > MaxTimeout {
+			v.errorf("timeouts."+f.key, "%d is out of range (expected %s)", f.val, timeoutExpected)
+		}
+	}
+}
+
+// mask checks a second-key mask and reports whether it is valid (and had no
+// decoding error).
+func (v *validator) mask(path string, fields []string) bool {
+	switch {
+	case fields == nil:
+		v.errorf(path, "missing (expected %s)", maskExpected)
+		return false
+	case len(fields) == 0:
+		v.errorf(path, "empty list (expected %s)", maskExpected)
+		return false
+	}
+	ok := true
+	seen := map[string]int{}
+	for i, f := range fields {
+		p := index(path, i)
+		if _, known := fieldBits[f]; !known {
+			v.errorf(p, "%q is not a field (expected %s)", f, fieldExpected)
+			ok = false
+			continue
+		}
+		if j, dup := seen[f]; dup {
+			v.errorf(p, "%q is already in the mask at %s (expected each field once)", f, index(path, j))
+			ok = false
+			continue
+		}
+		seen[f] = i
+	}
+	return ok && !v.badUnder(path)
+}
+
+// formatMask writes a mask as in YAML flow style: [proto, src].
+func formatMask(fields []string) string {
+	return "[" + strings.Join(fields, ", ") + "]"
+}
+
+// secondKeys checks second_keys and reports whether its masks are all valid.
+func (v *validator) secondKeys(sk SecondKeys) bool {
+	const root = "second_keys.masks"
+	ok := true
+	switch {
+	case sk.Masks == nil:
+		v.errorf(root, "missing (expected %s)", masksExpected)
+		ok = false
+	case len(sk.Masks) == 0:
+		v.errorf(root, "empty list (expected %s)", masksExpected)
+		ok = false
+	case len(sk.Masks) > MaxSecondKeyMasks:
+		v.errorf(root, "%d masks are too many (expected at most %d)", len(sk.Masks), MaxSecondKeyMasks)
+		ok = false
+	}
+	seen := map[uint32]int{}
+	for i, m := range sk.Masks {
+		p := index(root, i)
+		if !v.mask(p, m) {
+			ok = false
+			continue
+		}
+		bits := MaskBits(m)
+		if j, dup := seen[bits]; dup {
+			v.errorf(p, "%s is the same mask as %s %s (expected each mask once; the order of fields does not matter)", formatMask(m), index(root, j), formatMask(sk.Masks[j]))
+			ok = false
+			continue
+		}
+		seen[bits] = i
+	}
+	if n := sk.MaxEntries; n < 1 || n > MaxSecondKeyMaxEntries {
+		v.errorf("second_keys.max_entries", "%d is out of range (expected %s)", n, maxEntriesExpected)
+	}
+	return ok && !v.badUnder(root)
+}
+
+func (v *validator) persistence(path string, p *Persistence, masks [][]string, masksOK bool) {
+	switch {
+	case p.Timeout == 0:
+		v.errorf(path+".timeout", "missing (expected %s)", persistenceTimeoutExpected)
+	case p.Timeout > MaxPersistenceTimeout:
+		v.errorf(path+".timeout", "%d is out of range (expected %s)", p.Timeout, persistenceTimeoutExpected)
+	}
+	mp := path + ".mask"
+	if !v.mask(mp, p.Mask) || !masksOK {
+		return
+	}
+	bits := MaskBits(p.Mask)
+	configured := make([]string, len(masks))
+	for i, m := range masks {
+		if MaskBits(m) == bits {
+			return
+		}
+		configured[i] = formatMask(m)
+	}
+	v.errorf(mp, "%s is not one of second_keys.masks (configured: %s; expected one of them, or add it to second_keys.masks)", formatMask(p.Mask), strings.Join(configured, ", "))
+}
+
+func (v *validator) learning(l Learning, tms []TrafficManager, svcs []Service) {
+	const root = "learning.snat_addresses"
+	vips := map[netip.Addr]int{}
+	for i, s := range svcs {
+		if _, ok := vips[s.VIP]; !ok && s.VIP.IsValid() {
+			vips[s.VIP] = i
+		}
+	}
+	tmAddr := map[netip.Addr]int{}
+	for i, tm := range tms {
+		if _, ok := tmAddr[tm.Address]; !ok && tm.Address.IsValid() {
+			tmAddr[tm.Address] = i
+		}
+	}
+	seen := map[netip.Addr]int{}
+	for i, a := range l.SNATAddresses {
+		p := index(root, i)
+		if msg := addrProblem(a); msg != "" {
+			v.errorf(p, "%s (expected %s)", msg, snatExpected)
+			continue
+		}
+		if j, ok := vips[a]; ok {
+			v.errorf(p, "%s is the VIP of %s %q (expected %s)", a, index("services", j), svcs[j].Name, snatExpected)
+			continue
+		}
+		if j, ok := tmAddr[a]; ok {
+			v.errorf(p, "%s is the address of %s %q, which learning covers anyway (expected %s)", a, index("traffic_managers", j), tms[j].ID, snatExpected)
+			continue
+		}
+		if j, dup := seen[a]; dup {
+			v.errorf(p, "%s is already listed at %s (expected each address once)", a, index(root, j))
+			continue
+		}
+		seen[a] = i
+	}
+}
+
+func (v *validator) signals(s Signals) {
+	const macPath = "signals.multicast_mac"
+	switch mac := s.MulticastMAC; {
+	case mac == nil:
+		v.errorf(macPath, "missing (expected %s)", multicastMACExpected)
+	case len(mac) != 6:
+		v.errorf(macPath, "%q is not a MAC address (expected %s)", mac.String(), multicastMACExpected)
+	case mac[0]&1 == 0:
+		v.errorf(macPath, "%s is a unicast MAC address (expected %s)", mac, multicastMACExpected)
+	case string(mac) == "\xff\xff\xff\xff\xff\xff":
+		v.errorf(macPath, "%s is the broadcast MAC address (expected %s)", mac, multicastMACExpected)
+	}
+	if s.UDPListen != "" {
+		const p = "signals.udp_listen"
+		ap, err := netip.ParseAddrPort(s.UDPListen)
+		switch {
+		case err != nil:
+			v.errorf(p, "%q is not an IP address with port (expected %s)", s.UDPListen, udpListenExpected)
+		case ap.Port() == 0:
+			v.errorf(p, "port 0 in %q (expected %s)", s.UDPListen, udpListenExpected)
+		case ap.Addr().IsMulticast():
+			v.errorf(p, "%s is a multicast address (expected %s)", ap.Addr(), udpListenExpected)
+		}
+	}
 }
 
 func (v *validator) distributor(d *Distributor) {
@@ -230,6 +413,9 @@ func (v *validator) trafficManagers(tms []TrafficManager) {
 				}
 			}
 		}
+		if tm.SignalKey != nil && len(tm.SignalKey) < MinSignalKeyLen {
+			v.errorf(p+".signal_key", "the key is %d bytes long (expected %s)", len(tm.SignalKey), signalKeyExpected)
+		}
 	}
 }
 
@@ -239,7 +425,7 @@ type serviceKey struct {
 	proto string
 }
 
-func (v *validator) services(svcs []Service, tms []TrafficManager) {
+func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]string, masksOK bool) {
 	const root = "services"
 	defined := make([]string, 0, len(tms))
 	known := map[string]bool{}
@@ -337,6 +523,9 @@ func (v *validator) services(svcs []Service, tms []TrafficManager) {
 				continue
 			}
 			seen[id] = j
+		}
+		if s.Persistence != nil {
+			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 	}
 }

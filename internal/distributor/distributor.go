@@ -50,11 +50,12 @@ type serviceID struct {
 }
 
 type svcSlot struct {
-	id    serviceID
-	name  string
-	index uint32
-	table []uint32 // the ring as last written
-	pool  []string // TM ids in the ring as last written
+	id      serviceID
+	name    string
+	index   uint32
+	table   []uint32 // the ring as last written
+	pool    []string // TM ids in the ring as last written
+	written *datapath.Service
 }
 
 type iface struct {
@@ -81,7 +82,10 @@ type Daemon struct {
 	nextTM     uint32
 	svcs       map[serviceID]*svcSlot
 	vipCounts  map[datapath.VIPKey]uint32
+	senders    map[[6]uint8]uint32        // signal senders as written
+	learnSrcs  map[datapath.VIPKey]uint32 // learning sources as written
 	flowCounts *flowCounts
+	udp        *udpControl
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -93,6 +97,8 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		tms:       map[string]*tmSlot{},
 		svcs:      map[serviceID]*svcSlot{},
 		vipCounts: map[datapath.VIPKey]uint32{},
+		senders:   map[[6]uint8]uint32{},
+		learnSrcs: map[datapath.VIPKey]uint32{},
 	}
 	for _, ic := range cfg.Distributor.Interfaces {
 		l, err := netlink.LinkByName(ic.Name)
@@ -105,6 +111,7 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		MaxFlows:    cfg.FlowTable.MaxFlows,
 		RingSize:    cfg.Selection.TableSize,
 		MaxServices: cfg.Selection.MaxServices,
+		MaxSecond:   cfg.SecondKeys.MaxEntries,
 	})
 	if err != nil {
 		return nil, err
@@ -157,15 +164,39 @@ func (d *Daemon) Close() error {
 	return d.dp.Close()
 }
 
-// Run keeps TM MACs resolved and the flow counts fresh until ctx is done.
+// StartControl starts the UDP signal transport, when configured.
+func (d *Daemon) StartControl(ctx context.Context) error {
+	d.mu.Lock()
+	addr := d.cfg.Signals.UDPListen
+	d.mu.Unlock()
+	if addr == "" {
+		return nil
+	}
+	return d.startUDP(ctx, addr)
+}
+
+// sweepEvery is how often idle entries are removed.
+const sweepEvery = 5 * time.Second
+
+// Run keeps the data path's clock ticking, TM MACs resolved, and idle
+// entries swept, until ctx is done.
 func (d *Daemon) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(lastSweep) >= sweepEvery {
+			lastSweep = time.Now()
+			if nf, ns, err := d.sweep(); err != nil {
+				d.log.Error("sweep idle entries", "error", err)
+			} else if nf+ns > 0 {
+				d.log.Debug("swept idle entries", "flows", nf, "second_keys", ns)
+			}
 		}
 		if err := d.dp.SetNow(d.now()); err != nil {
 			d.log.Error("set the data path clock", "error", err)
@@ -227,6 +258,12 @@ func (d *Daemon) reloadable(next *config.Config) error {
 	}
 	if next.Selection != cur.Selection {
 		errs = append(errs, errors.New("selection changed: restart to resize the Maglev tables"))
+	}
+	if next.SecondKeys.MaxEntries != cur.SecondKeys.MaxEntries {
+		errs = append(errs, errors.New("second_keys.max_entries changed: restart to resize the second-key table"))
+	}
+	if next.Signals.UDPListen != cur.Signals.UDPListen {
+		errs = append(errs, errors.New("signals.udp_listen changed: restart to move the UDP signal transport"))
 	}
 	return errors.Join(errs...)
 }
@@ -290,6 +327,9 @@ func (d *Daemon) apply(cfg *config.Config) error {
 			return err
 		}
 	}
+	if err := d.writeSignalState(cfg); err != nil {
+		return err
+	}
 
 	// Services: stable indexes by (VIP, port, protocol).
 	want := map[serviceID]config.Service{}
@@ -322,12 +362,18 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		if err := d.writeRing(s, sc, cfg.Selection.TableSize); err != nil {
 			return fmt.Errorf("service %s: %w", sc.Name, err)
 		}
-		if !ok {
-			if err := d.dp.SetService(serviceKey(id), datapath.Service{Index: s.index}); err != nil {
+		v := datapath.Service{Index: s.index}
+		if p := sc.Persistence; p != nil {
+			v.PersistMask = config.MaskBits(p.Mask)
+			v.PersistTimeout = p.Timeout
+		}
+		if s.written == nil || *s.written != v {
+			if err := d.dp.SetService(serviceKey(id), v); err != nil {
 				return fmt.Errorf("service %s: %w", sc.Name, err)
 			}
-			d.svcs[id] = s
+			s.written = &v
 		}
+		d.svcs[id] = s
 	}
 
 	// VIPs: an address is a VIP while a service uses it.
@@ -355,6 +401,66 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		d.loadedAt = time.Now()
 	}
 	return nil
+}
+
+// writeSignalState programs who may signal (TM MACs), where learning
+// applies (TM and shared SNAT addresses), the second-key masks and the
+// signal multicast MAC.
+func (d *Daemon) writeSignalState(cfg *config.Config) error {
+	senders := map[[6]uint8]uint32{}
+	learn := map[datapath.VIPKey]uint32{}
+	for _, s := range d.tms {
+		if !s.present {
+			continue
+		}
+		if len(s.mac) == 6 {
+			senders[[6]uint8(s.mac)] = s.index
+		}
+		learn[vipKey(s.cfg.Address)] = s.index
+	}
+	for _, a := range cfg.Learning.SNATAddresses {
+		learn[vipKey(a)] = datapath.TMAny
+	}
+	for mac := range d.senders {
+		if _, ok := senders[mac]; !ok {
+			if err := d.dp.DeleteSender(mac); err != nil {
+				return err
+			}
+		}
+	}
+	for mac, idx := range senders {
+		if cur, ok := d.senders[mac]; !ok || cur != idx {
+			if err := d.dp.SetSender(mac, idx); err != nil {
+				return err
+			}
+		}
+	}
+	d.senders = senders
+	for k := range d.learnSrcs {
+		if _, ok := learn[k]; !ok {
+			if err := d.dp.DeleteLearnSource(k); err != nil {
+				return err
+			}
+		}
+	}
+	for k, owner := range learn {
+		if cur, ok := d.learnSrcs[k]; !ok || cur != owner {
+			if err := d.dp.SetLearnSource(k, owner); err != nil {
+				return err
+			}
+		}
+	}
+	d.learnSrcs = learn
+	var masks []uint32
+	for _, m := range cfg.SecondKeys.Masks {
+		masks = append(masks, config.MaskBits(m))
+	}
+	if err := d.dp.SetMasks(masks); err != nil {
+		return err
+	}
+	var st datapath.Settings
+	copy(st.SignalMcast[:], cfg.Signals.MulticastMAC)
+	return d.dp.SetSettings(st)
 }
 
 func sameMAC(a, b net.HardwareAddr) bool { return a.String() == b.String() }

@@ -119,6 +119,9 @@ func (d *Daemon) Stats() (api.Stats, error) {
 		st.TrafficManagers = append(st.TrafficManagers, ts)
 	}
 	sort.Slice(st.TrafficManagers, func(i, j int) bool { return st.TrafficManagers[i].Index < st.TrafficManagers[j].Index })
+	if d.udp != nil {
+		st.UDPSignals = d.udp.Counters()
+	}
 	for i, c := range counters {
 		st.Counters = append(st.Counters, api.Counter{
 			Name: datapath.CounterName(datapath.Counter(i)), Drop: datapath.IsDrop(datapath.Counter(i)),
@@ -145,13 +148,41 @@ func (d *Daemon) names() (svcs map[uint16]string, tms map[uint16]string) {
 // origins names an entry's flags.
 func origins(flags uint16) []string {
 	var o []string
-	if flags&datapath.FlowSelected != 0 {
-		o = append(o, "selected")
+	for _, f := range []struct {
+		bit  uint16
+		name string
+	}{
+		{datapath.FlowSelected, "selected"},
+		{datapath.FlowMemorized, "memorized"},
+		{datapath.FlowLearned, "learned"},
+		{datapath.FlowSecondKey, "second-key"},
+		{datapath.FlowMirror, "mirror"},
+	} {
+		if flags&f.bit != 0 {
+			o = append(o, f.name)
+		}
 	}
 	if len(o) == 0 {
 		o = append(o, "unknown")
 	}
 	return o
+}
+
+// parent finds the flow that related a second-key entry: the second key
+// it matched holds it.
+func (d *Daemon) parent(k datapath.FlowKey, e datapath.Flow) string {
+	if e.Flags&datapath.FlowSecondKey == 0 {
+		return ""
+	}
+	mask := uint32(e.Mask)
+	s, err := d.dp.LookupSecondKey(datapath.SecondKey{Key: flow.MaskKey(k, mask), Mask: mask})
+	if err != nil {
+		return "(second key expired)"
+	}
+	if s.Parent == (datapath.FlowKey{}) {
+		return "persistence"
+	}
+	return flow.String(s.Parent)
 }
 
 // WalkFlows implements api.Backend.
@@ -173,17 +204,30 @@ func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 			idle = float64(now - e.LastSeen)
 		}
 		return fn(api.Flow{
-			Proto:       flow.ProtoName(k.Proto),
-			Src:         addrPort(flow.Src(k), flow.SrcPort(k)),
-			Dst:         addrPort(flow.Dst(k), flow.DstPort(k)),
-			VLAN:        k.Vlan,
-			TM:          tms[e.Tm],
-			TMIndex:     e.Tm,
-			Service:     svcs[e.Svc],
-			Origin:      origins(e.Flags),
-			IdleSeconds: idle,
+			Proto:          flow.ProtoName(k.Proto),
+			Src:            addrPort(flow.Src(k), flow.SrcPort(k)),
+			Dst:            addrPort(flow.Dst(k), flow.DstPort(k)),
+			VLAN:           k.Vlan,
+			TM:             tms[e.Tm],
+			TMIndex:        e.Tm,
+			Service:        svcs[e.Svc],
+			Origin:         origins(e.Flags),
+			Parent:         d.parent(k, e),
+			IdleSeconds:    idle,
+			TimeoutSeconds: e.Timeout,
+			TCPState:       tcpState(k, e),
 		})
 	})
 }
 
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
+
+func tcpState(k datapath.FlowKey, e datapath.Flow) string {
+	if k.Proto != flow.ProtoTCP {
+		return ""
+	}
+	if e.TcpState == datapath.TCPClosing {
+		return "closing"
+	}
+	return "open"
+}

@@ -34,6 +34,12 @@ type ConfigOptions struct {
 	IPv6     bool              // also services on the IPv6 VIP
 	Extra    string            // appended to the services list verbatim
 	APIPath  string            // unix socket path
+	// SNAT lists the topology's shared SNAT addresses for learning.
+	SNAT bool
+	// SignalKeys are hex HMAC keys of TMs for the UDP control transport.
+	SignalKeys map[string]string
+	// UDPListen is the UDP control transport's address ("" = off).
+	UDPListen string
 }
 
 // TMAddr4 returns the IPv4 address of a TM host's eth0.
@@ -81,7 +87,16 @@ func Config(topo *netlab.Topology, o ConfigOptions) string {
 		if s, ok := o.States[id]; ok {
 			fmt.Fprintf(&b, ", state: %s", s)
 		}
+		if k, ok := o.SignalKeys[id]; ok {
+			fmt.Fprintf(&b, ", signal_key: %q", k)
+		}
 		b.WriteString("}\n")
+	}
+	if o.SNAT {
+		fmt.Fprintf(&b, "learning:\n  snat_addresses: [%s, %s]\n", topo.SNAT4, topo.SNAT6)
+	}
+	if o.UDPListen != "" {
+		fmt.Fprintf(&b, "signals:\n  udp_listen: %q\n", o.UDPListen)
 	}
 	b.WriteString("services:\n")
 	poolList := "[" + strings.Join(pool, ", ") + "]"
