@@ -40,6 +40,8 @@ type ConfigOptions struct {
 	SignalKeys map[string]string
 	// UDPListen is the UDP control transport's address ("" = off).
 	UDPListen string
+	// Tail is appended to the config verbatim (top-level keys).
+	Tail string
 }
 
 // TMAddr4 returns the IPv4 address of a TM host's eth0.
@@ -110,6 +112,7 @@ func Config(topo *netlab.Topology, o ConfigOptions) string {
 		svc("echo6", topo.VIP6, o.UDPPort, "udp")
 	}
 	b.WriteString(o.Extra)
+	b.WriteString(o.Tail)
 	return b.String()
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
@@ -270,5 +272,113 @@ func TestBadConfig(t *testing.T) {
 	}
 	if d.Exited() {
 		t.Fatalf("daemon exited after a bad reload:\n%s", d.Output())
+	}
+}
+
+// TestIdleFlowsAge checks that the sweeper removes entries idle longer than
+// their timeout, and keeps busy ones.
+func TestIdleFlowsAge(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	d := startDist(t, e, lab.ConfigOptions{Tail: "timeouts: {udp: 2, tcp: 600, tcp_closing: 1}\n"})
+	rep := runLoad(t, e, false, loadgen.Options{UDPFlows: 6, KeepAlive: 2, Interval: 20 * time.Millisecond}, time.Second)
+	if rep.Errors != 0 {
+		t.Fatalf("errors: %v", rep.ErrorSamples)
+	}
+	count := func() (udp, tcp int) {
+		err := d.API.Flows(context.Background(), api.FlowFilter{}, func(f api.Flow) error {
+			switch f.Proto {
+			case "udp":
+				udp++
+			case "tcp":
+				tcp++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return udp, tcp
+	}
+	udp, tcp := count()
+	if udp != 6 || tcp == 0 {
+		t.Fatalf("after the load: %d UDP and %d TCP entries, want 6 UDP and some TCP", udp, tcp)
+	}
+	// UDP entries idle for more than 2 s go at the next sweep (every 5 s);
+	// the keep-alive connections were closed by the client (FIN: closing,
+	// 1 s) and go too.
+	waitFor(t, 15*time.Second, "idle entries to be swept", func() bool {
+		udp, tcp := count()
+		return udp == 0 && tcp == 0
+	})
+}
+
+// TestInspectionCommands runs `switchyard stats` and `switchyard flows`
+// against a running distributor.
+func TestInspectionCommands(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	startDist(t, e, lab.ConfigOptions{})
+	runLoad(t, e, false, loadgen.Options{KeepAlive: 3, UDPFlows: 2, Interval: 20 * time.Millisecond}, time.Second)
+	apiAddr := "unix:" + lab.APIPath(e.Dir, e.Topo.Distributors[0])
+	run := func(args ...string) string {
+		out, err := exec.Command(e.Bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("switchyard %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	st := run("stats", "--api", apiAddr)
+	for _, want := range []string{"SERVICE", "web", "echo", "tm1", "tm2", "fwd_new", "fwd_hit"} {
+		if !strings.Contains(st, want) {
+			t.Errorf("stats output lacks %q:\n%s", want, st)
+		}
+	}
+	fl := run("flows", "--api", apiAddr, "--service", "echo")
+	if !strings.Contains(fl, "udp") || !strings.Contains(fl, "selected") || !strings.Contains(fl, "2 flows") {
+		t.Errorf("flows --service echo:\n%s", fl)
+	}
+	if strings.Contains(fl, "tcp ") {
+		t.Errorf("flows --service echo lists TCP flows:\n%s", fl)
+	}
+	js := run("flows", "--api", apiAddr, "--json", "--limit", "1")
+	if n := strings.Count(strings.TrimSpace(js), "\n") + 1; n != 1 || !strings.HasPrefix(js, "{") {
+		t.Errorf("flows --json --limit 1 printed %d lines:\n%s", n, js)
+	}
+	out, err := exec.Command(e.Bin, "stats", "--api", "unix:/nonexistent/x.sock").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is the distributor running") {
+		t.Errorf("stats against no distributor: %v\n%s", err, out)
+	}
+}
+
+// TestTMMACChange: when a TM's MAC changes (and it announces it, with
+// arp_notify), the distributor follows within seconds.
+func TestTMMACChange(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1})
+	d := startDist(t, e, lab.ConfigOptions{})
+	h := e.Topo.TMs[0]
+	if err := h.NS.Sysctl("net.ipv4.conf.eth0.arp_notify", "1"); err != nil {
+		t.Fatal(err)
+	}
+	newMAC := net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0x99}
+	err := h.NS.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetHardwareAddr(l, newMAC)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the distributor to learn the new MAC", func() bool {
+		for _, tm := range stats(t, d).TrafficManagers {
+			if tm.ID == h.Name {
+				return tm.MAC == newMAC.String()
+			}
+		}
+		return false
+	})
+	rep := runLoad(t, e, false, loadgen.Options{Short: 2, UDPFlows: 2, Interval: 10 * time.Millisecond}, time.Second)
+	if rep.Errors != 0 || rep.Requests == 0 {
+		t.Fatalf("after the MAC change: %d requests, %d errors %v", rep.Requests, rep.Errors, rep.ErrorSamples)
 	}
 }
