@@ -100,7 +100,12 @@ func (e *Env) Config(o ConfigOptions) string {
 
 // StartDistributor runs a distributor with cfg on the first distributor host.
 func (e *Env) StartDistributor(ctx context.Context, cfg string) (*Distributor, error) {
-	d, err := StartDistributor(ctx, e.Topo.Distributors[0], e.Bin, e.Dir, cfg)
+	return e.StartDistributorOn(ctx, e.Topo.Distributors[0], cfg)
+}
+
+// StartDistributorOn runs a distributor with cfg on host h.
+func (e *Env) StartDistributorOn(ctx context.Context, h *netlab.Host, cfg string) (*Distributor, error) {
+	d, err := StartDistributor(ctx, h, e.Bin, e.Dir, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -642,3 +642,28 @@ func TestSpoofedSignals(t *testing.T) {
 		t.Fatalf("the flow went to %s (%v), want tm1", got, err)
 	}
 }
+
+// TestMulticastSignalReachesEveryDistributor: one signal frame to the
+// signal multicast MAC is applied by every distributor on the segment.
+func TestMulticastSignalReachesEveryDistributor(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 2, TMs: 2})
+	var ds []*lab.Distributor
+	for i, h := range e.Topo.Distributors {
+		cfg := e.Config(lab.ConfigOptions{ID: h.Name, APIPath: lab.APIPath(e.Dir, h)})
+		d, err := e.StartDistributorOn(context.Background(), h, cfg)
+		if err != nil {
+			t.Fatalf("distributor %d: %v", i+1, err)
+		}
+		ds = append(ds, d)
+	}
+	src := netip.AddrPortFrom(e.Topo.Clients[0].Links["eth0"].Addr4.Addr(), 36000)
+	vip := netip.AddrPortFrom(e.Topo.VIP4, 80)
+	key := signal.Key{Src: src.Addr(), Dst: vip.Addr(), SrcPort: src.Port(), DstPort: 80, Proto: flow.ProtoTCP}
+	sendFrame(t, e.Topo.TMs[1], net.HardwareAddr{0x03, 0x53, 0x59, 0x47, 0x00, 0x01}, signal.Memorize{Key: key})
+	for _, d := range ds {
+		waitFor(t, 5*time.Second, "the memorized entry on "+d.Host.Name, func() bool {
+			f, ok := flowOf(t, d, src, vip)
+			return ok && f.TM == "tm2"
+		})
+	}
+}
