@@ -83,6 +83,17 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 		return flows, 0, err
 	}
 	for _, k := range deadSecond {
+		v, err := d.dp.LookupSecondKey(k)
+		if err != nil {
+			continue
+		}
+		to := v.Timeout
+		if to == 0 {
+			to = t.SecondKey
+		}
+		if !idle(now, v.LastSeen, to) {
+			continue
+		}
 		if err := d.dp.DeleteSecondKey(k); err == nil {
 			seconds++
 		}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/switchyard/switchyard/internal/api"
@@ -22,13 +21,11 @@ type flowCounts struct {
 	byTM    map[uint16]uint64
 }
 
-var flowCountsMu sync.Mutex
-
 // counts returns the per-service and per-TM entry counts, walking the table
 // when the last count is too old.
 func (d *Daemon) counts() (*flowCounts, error) {
-	flowCountsMu.Lock()
-	defer flowCountsMu.Unlock()
+	d.countsMu.Lock()
+	defer d.countsMu.Unlock()
 	if d.flowCounts != nil && time.Since(d.flowCounts.at) < flowCountsMaxAge {
 		return d.flowCounts, nil
 	}
