@@ -84,7 +84,7 @@ type Daemon struct {
 	vipCounts  map[datapath.VIPKey]uint32
 	senders    map[[6]uint8]uint32        // signal senders as written
 	learnSrcs  map[datapath.VIPKey]uint32 // learning sources as written
-	countsMu   sync.Mutex // serializes flow-table walks for counts
+	countsMu   sync.Mutex                 // serializes flow-table walks for counts
 	flowCounts *flowCounts
 	udp        *udpControl
 }
