@@ -382,3 +382,64 @@ func TestTMMACChange(t *testing.T) {
 		t.Fatalf("after the MAC change: %d requests, %d errors %v", rep.Requests, rep.Errors, rep.ErrorSamples)
 	}
 }
+
+// TestStopDetaches checks that SIGTERM leaves no XDP program on any
+// interface.
+func TestStopDetaches(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1})
+	d := startDist(t, e, lab.ConfigOptions{})
+	attached := func() []string {
+		var names []string
+		err := e.Topo.Distributors[0].NS.Do(func() error {
+			for _, n := range []string{"ext0", "int0", "srv0"} {
+				l, err := netlink.LinkByName(n)
+				if err != nil {
+					return err
+				}
+				if x := l.Attrs().Xdp; x != nil && x.Attached {
+					names = append(names, n)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	if got := attached(); len(got) != 3 {
+		t.Fatalf("XDP attached on %v, want ext0, int0, srv0", got)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, d.Output())
+	}
+	if got := attached(); len(got) != 0 {
+		t.Fatalf("XDP still attached on %v after SIGTERM", got)
+	}
+	if !strings.Contains(d.Output(), "detached") {
+		t.Errorf("no detach message in the output:\n%s", d.Output())
+	}
+}
+
+// TestPersistence: with persistence, a client's new connections follow its
+// first one to the same TM, whatever their source ports.
+func TestPersistence(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 2, Distributors: 1, TMs: 4})
+	pool := "[tm1, tm2, tm3, tm4]"
+	startDist(t, e, lab.ConfigOptions{HTTPPort: 8080,
+		Extra: "  - {name: sticky, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: " + pool + ", persistence: {timeout: 60}}\n"})
+	vip := netip.AddrPortFrom(e.Topo.VIP4, 80)
+	for _, c := range e.Topo.Clients {
+		seen := map[string]int{}
+		for range 15 {
+			id, err := getFrom(c, 0, vip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[id]++
+		}
+		if len(seen) != 1 {
+			t.Errorf("%s's connections went to %v, want one TM", c.Name, seen)
+		}
+	}
+}
