@@ -31,6 +31,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd())
-	root.AddCommand(newLabCmd(), newTMCmd())
+	root.AddCommand(newLabCmd(), newTMCmd(), newBenchCmd())
 	return root
 }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchyard/switchyard/internal/lab"
+)
+
+func newBenchCmd() *cobra.Command {
+	o := lab.BenchOptions{}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput and connection rate with and without the distributor in the path",
+		Long: `Measure, in network namespaces on this host (needs root), the same traffic
+from a client to the VIP on one TM over two paths, in the same run:
+
+  direct      no XDP program; the distributor namespace's kernel routes the
+              VIP to the TM (route VIP/32 via the TM's address)
+  switchyard  the distributor runs there and its XDP program sends the
+              client's packets to the TM
+
+  c1 ──ext bridge── d1 ──int bridge── tm1     (veth pairs, MTU 1500)
+
+The TM's replies go back through d1's kernel on both paths (direct server
+return), so the client→TM direction is the one the distributor forwards.
+
+Measurements, each for --duration on each path, --rounds times (the order of
+the paths alternates per round):
+  - TCP throughput client→TM with 1 and 8 streams: iperf3 client in c1,
+    iperf3 server bound to the VIP in tm1, receiver's rate (--reverse adds
+    TM→client, where only the ACKs cross XDP);
+  - new TCP connections per second: --workers workers each doing one short
+    HTTP request per new connection to the reference TM, without pause.
+
+The report has every round's values, the medians, and the ratio
+switchyard/direct per round and of the medians; the target is ≥ 0.9. It
+needs iperf3 (apt-get install iperf3). Ctrl-C stops everything and removes
+the namespaces.`,
+		Example: `  sudo switchyard bench
+  sudo switchyard bench --duration 10s --rounds 5
+  sudo switchyard bench --json > bench.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return errors.New("bench needs root: it creates network namespaces and attaches XDP programs")
+			}
+			var err error
+			if o.Bin, err = os.Executable(); err != nil {
+				return fmt.Errorf("find own binary for the distributor: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				out = cmd.ErrOrStderr()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			res, err := lab.RunBench(ctx, o, out)
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					return errors.New("bench: interrupted; distributor and load stopped, namespaces removed")
+				}
+				return fmt.Errorf("bench: %w", err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement (iperf3: whole seconds)")
+	f.IntVar(&o.Rounds, "rounds", 3, "rounds of every measurement on each path")
+	f.IntVar(&o.Workers, "workers", 8, "concurrent workers of the connection-rate measurement")
+	f.BoolVar(&o.Reverse, "reverse", false, "also measure throughput TM→client")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON on stdout (progress and table go to stderr)")
+	return cmd
+}
