@@ -333,6 +333,7 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *ke
 		sv.last_seen = sy_now;
 		sv.timeout = svc->persist_timeout;
 		sv.tm = idx;
+		sv.svc = svc->index;
 		bpf_map_update_elem(&second_keys, &sk, &sv, BPF_ANY);
 	}
 
@@ -396,6 +397,10 @@ static __noinline int sy_try_second(struct xdp_md *ctx, const struct sy_flow_key
 {
 	int i;
 
+	/* Second keys steer new flows to VIPs only: a TM must not be able to
+	 * pull in traffic for the host or anyone else. */
+	if (!sy_is_vip(key))
+		return 0;
 	for (i = 0; i < SY_MAX_MASKS; i++) {
 		__u32 mi = i, idx;
 		__u32 *mask = bpf_map_lookup_elem(&masks, &mi);
@@ -414,6 +419,8 @@ static __noinline int sy_try_second(struct xdp_md *ctx, const struct sy_flow_key
 		idx = s->tm;
 		tm = bpf_map_lookup_elem(&tms, &idx);
 		if (!tm || !(tm->flags & SY_TM_READY) || (tm->flags & SY_TM_DISABLED))
+			continue;
+		if (s->svc != SY_SVC_NONE && (tm->flags & SY_TM_DRAINING))
 			continue;
 		if (s->last_seen != sy_now)
 			s->last_seen = sy_now;
@@ -533,10 +540,16 @@ static __noinline int sy_from_tm(const struct sy_flow_key *key, int has_ports, _
 	rev.vlan = key->vlan;
 	rev.proto = key->proto;
 	rev.family = key->family;
-	if (key->proto == IPPROTO_UDP) {
-		cur = bpf_map_lookup_elem(&flows, &rev);
-		if (cur && cur->tm == sender)
+	cur = bpf_map_lookup_elem(&flows, &rev);
+	if (cur && cur->tcp_state != SY_TCP_CLOSING) {
+		/* Already the sender's (learned, or memorized by a shim on this
+		 * very packet): keep it. Another TM's live flow: never taken. */
+		if (cur->tm == sender)
 			goto pass;
+		if (sy_tm_usable(cur->tm)) {
+			sy_count(SY_C_LEARN_CONFLICT, len, 0);
+			goto pass;
+		}
 	}
 	entry.last_seen = sy_now;
 	entry.tm = sender;
@@ -593,7 +606,10 @@ static __always_inline __u32 sy_op_memorize(const struct sy_op_memorize *m, __u3
 	if (bpf_ntohs(m->flags) & SY_MEMORIZE_F_MIRROR)
 		e.flags |= SY_FLOW_MIRROR;
 	e.timeout = timeout > 0xffff ? 0xffff : timeout;
-	bpf_map_update_elem(&flows, &k, &e, BPF_ANY);
+	/* NOEXIST when there was no entry: a flow another CPU selected
+	 * meanwhile is not overwritten. */
+	if (bpf_map_update_elem(&flows, &k, &e, cur ? BPF_ANY : BPF_NOEXIST))
+		return SY_C_SIG_REF_FOREIGN_TM;
 	return SY_C_SIG_MEMORIZE;
 }
 
@@ -629,6 +645,7 @@ static __always_inline __u32 sy_op_own(__u8 op, const struct sy_wire_key *w, __u
 static __always_inline __u32 sy_op_relate(struct sy_sig_scratch *x, __u32 sender)
 {
 	const struct sy_op_relate *r = &x->v.r;
+	struct sy_second *cur;
 	struct sy_flow *pf;
 	__u16 tm = bpf_ntohs(r->tm);
 	__u32 mask = r->mask;
@@ -660,9 +677,13 @@ static __always_inline __u32 sy_op_relate(struct sy_sig_scratch *x, __u32 sender
 		return SY_C_SIG_REF_FOREIGN_TM;
 	sy_mask_key(&x->sk.key, &x->second, mask);
 	x->sk.mask = mask;
+	cur = bpf_map_lookup_elem(&second_keys, &x->sk);
+	if (cur && cur->tm != sender && sy_tm_usable(cur->tm))
+		return SY_C_SIG_REF_FOREIGN_TM;
 	x->sv.last_seen = sy_now;
 	x->sv.timeout = bpf_ntohl(r->timeout);
 	x->sv.tm = sender;
+	x->sv.svc = SY_SVC_NONE;
 	x->sv.parent = x->parent;
 	if (bpf_map_update_elem(&second_keys, &x->sk, &x->sv, BPF_ANY))
 		return SY_C_SIG_REF_TABLE_FULL;
@@ -822,6 +843,18 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 
 		__builtin_memcpy(mk.mac, eth->h_source, ETH_ALEN);
 		sender = bpf_map_lookup_elem(&tm_by_mac, &mk);
+		if (sender) {
+			/* A TM's MAC counts only on the TM's own interface:
+			 * a host elsewhere cannot borrow it. */
+			__u32 idx = *sender;
+			struct sy_tm *stm = bpf_map_lookup_elem(&tms, &idx);
+
+			if (!stm || stm->ifindex != ifindex) {
+				if (eth->h_proto == bpf_htons(SY_ETH_P_SIGNAL))
+					return sy_count(SY_C_SIG_REF_WRONG_PORT, len, XDP_DROP);
+				sender = NULL;
+			}
+		}
 	}
 	if (eth->h_proto == bpf_htons(SY_ETH_P_SIGNAL)) {
 		int r = sy_signal(ctx, ifc, sender, len);

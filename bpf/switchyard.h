@@ -117,7 +117,7 @@ struct sy_second {
 	__u32 last_seen; /* seconds of sy_now */
 	__u32 timeout;   /* idle timeout in seconds; 0: the default */
 	__u16 tm;
-	__u16 flags;     /* reserved */
+	__u16 svc;       /* persistence: the service that made it; RELATE: SY_SVC_NONE */
 	__u32 pad;
 	struct sy_flow_key parent; /* the flow that related it (zero: persistence) */
 };
@@ -133,6 +133,7 @@ struct sy_vip_key {
 enum sy_tm_flags {
 	SY_TM_READY = 0x1,    /* MAC and egress known: can forward */
 	SY_TM_DISABLED = 0x2, /* forced out: its flows are re-selected */
+	SY_TM_DRAINING = 0x4, /* keeps its flows, gets no new ones (persistence included) */
 };
 
 struct sy_tm {
@@ -302,6 +303,8 @@ enum sy_counter {
 	SY_C_SIG_REF_NO_FLOW,   /* op refused: the flow does not exist */
 	SY_C_SIG_REF_BAD_MASK,  /* op refused: mask not configured */
 	SY_C_SIG_REF_TABLE_FULL, /* op refused: second-key table full */
+	SY_C_LEARN_CONFLICT,    /* not learned: the reverse key is another TM's live flow */
+	SY_C_SIG_REF_WRONG_PORT, /* refused: a TM's MAC on another interface than its own */
 	SY_C_MAX,
 };
 

@@ -168,7 +168,9 @@ const (
 	benchSyCounterSY_C_SIG_REF_NO_FLOW     benchSyCounter = 43
 	benchSyCounterSY_C_SIG_REF_BAD_MASK    benchSyCounter = 44
 	benchSyCounterSY_C_SIG_REF_TABLE_FULL  benchSyCounter = 45
-	benchSyCounterSY_C_MAX                 benchSyCounter = 46
+	benchSyCounterSY_C_LEARN_CONFLICT      benchSyCounter = 46
+	benchSyCounterSY_C_SIG_REF_WRONG_PORT  benchSyCounter = 47
+	benchSyCounterSY_C_MAX                 benchSyCounter = 48
 )
 
 type benchSyCounterVal struct {
@@ -218,7 +220,7 @@ type benchSySecond struct {
 	LastSeen uint32
 	Timeout  uint32
 	Tm       uint16
-	Flags    uint16
+	Svc      uint16
 	Pad      uint32
 	Parent   benchSyFlowKey
 }

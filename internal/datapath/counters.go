@@ -51,6 +51,8 @@ const (
 	CounterSigRefNoFlow     = sySyCounterSY_C_SIG_REF_NO_FLOW
 	CounterSigRefBadMask    = sySyCounterSY_C_SIG_REF_BAD_MASK
 	CounterSigRefTableFull  = sySyCounterSY_C_SIG_REF_TABLE_FULL
+	CounterLearnConflict    = sySyCounterSY_C_LEARN_CONFLICT
+	CounterSigRefWrongPort  = sySyCounterSY_C_SIG_REF_WRONG_PORT
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -103,6 +105,8 @@ var counterNames = [...]string{
 	CounterSigRefNoFlow:     "sig_refused_no_flow",
 	CounterSigRefBadMask:    "sig_refused_bad_mask",
 	CounterSigRefTableFull:  "sig_refused_table_full",
+	CounterLearnConflict:    "learn_conflict",
+	CounterSigRefWrongPort:  "sig_refused_wrong_port",
 }
 
 // CounterName returns the operator-facing name of c.
@@ -117,4 +121,6 @@ func CounterName(c Counter) string {
 func IsDrop(c Counter) bool { return c >= CounterDropTruncEth && c <= CounterDropNoEgress }
 
 // IsSignalRefusal reports whether c counts refused signals or ops.
-func IsSignalRefusal(c Counter) bool { return c >= CounterSigRefExternal && int(c) < NumCounters }
+func IsSignalRefusal(c Counter) bool {
+	return c >= CounterSigRefExternal && c <= CounterSigRefTableFull || c == CounterSigRefWrongPort
+}

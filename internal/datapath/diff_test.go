@@ -65,9 +65,9 @@ const (
 var (
 	ourMAC   = [6]uint8{2, 0, 0, 0, 0, 1} // the generator's destination MAC
 	mcastMAC = [6]uint8{3, 0x53, 0x59, 0x47, 0, 1}
-	// Generated source MACs end in 2..5: 2 is TM 0, 3 TM 1, 4 the disabled
-	// TM 4, 5 nobody.
-	senderMACs = map[[6]uint8]uint32{{2, 0, 0, 0, 0, 2}: 0, {2, 0, 0, 0, 0, 3}: 1, {2, 0, 0, 0, 0, 4}: 4}
+	// Generated source MACs end in 2..6: 2 is TM 0, 3 TM 1, 4 the disabled
+	// TM 4, 5 nobody, 6 TM 2, whose interface is not lo (a borrowed MAC).
+	senderMACs = map[[6]uint8]uint32{{2, 0, 0, 0, 0, 2}: 0, {2, 0, 0, 0, 0, 3}: 1, {2, 0, 0, 0, 0, 4}: 4, {2, 0, 0, 0, 0, 6}: 2}
 	testMasks  = []uint32{
 		datapath.FieldProto | datapath.FieldSrc | datapath.FieldDst | datapath.FieldDstPort,
 		datapath.FieldProto | datapath.FieldDst | datapath.FieldDstPort,
@@ -155,20 +155,22 @@ func (f *fixture) flow(t testing.TB, k flow.Key, e datapath.Flow) {
 
 // standard sets up services, TMs in every state and a few odd flows.
 func (f *fixture) standard(t testing.TB) {
-	// TM 0 redirects (devmap key 2 → lo), TM 1 leaves by XDP_TX (its
-	// interface is the ingress), TM 2's interface is not in the devmap,
-	// TM 3 has no MAC yet, TM 4 is disabled.
+	// TMs 0 and 1 are behind lo (XDP_TX: the ingress), TM 2 redirects
+	// (devmap key 2 → lo), TM 3 has no MAC yet, TM 4 is disabled, TM 5's
+	// interface is not in the devmap, TM 6 is draining.
 	if err := f.dp.SetTxPort(2, loIfindex); err != nil {
 		t.Fatal(err)
 	}
 	f.model.TxPorts[2] = loIfindex
-	f.tm(t, 0, 2, datapath.TMReady)
+	f.tm(t, 0, loIfindex, datapath.TMReady)
 	f.tm(t, 1, loIfindex, datapath.TMReady)
-	f.tm(t, 2, 77, datapath.TMReady)
+	f.tm(t, 2, 2, datapath.TMReady)
 	f.tm(t, 3, 2, 0)
-	f.tm(t, 4, 2, datapath.TMReady|datapath.TMDisabled)
+	f.tm(t, 4, loIfindex, datapath.TMReady|datapath.TMDisabled)
+	f.tm(t, 5, 77, datapath.TMReady)
+	f.tm(t, 6, loIfindex, datapath.TMReady|datapath.TMDraining)
 
-	all := []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 2}, {Index: 2, Name: "tm2", Weight: 1}, {Index: 3, Name: "tm3", Weight: 1}}
+	all := []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 2}, {Index: 2, Name: "tm2", Weight: 1}, {Index: 3, Name: "tm3", Weight: 1}, {Index: 5, Name: "tm5", Weight: 1}}
 	good := []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 1}}
 	f.service(t, vip4a, 80, flow.ProtoTCP, 0, all)
 	f.service(t, vip4a, 0, flow.ProtoUDP, 1, good)
@@ -203,6 +205,21 @@ func (f *fixture) standard(t testing.TB) {
 		f.model.LearnSrcs[vk] = owner
 	}
 	f.setRole(t, roleExternal)
+
+	// Second keys on the draining TM 6: its persistence key is skipped, its
+	// related (RELATE) key still used.
+	for _, c := range []struct {
+		src string
+		svc uint16
+	}{{"10.0.1.11", 5}, {"10.0.1.12", datapath.SvcNone}} {
+		k := flow.MakeKey(netip.MustParseAddr(c.src), vip4b, 0, 80, flow.ProtoTCP, 0)
+		sk := datapath.SecondKey{Key: flow.MaskKey(k, testMasks[0]), Mask: testMasks[0]}
+		sv := datapath.Second{LastSeen: 1, Tm: 6, Svc: c.svc}
+		if err := f.dp.PutSecondKey(sk, sv); err != nil {
+			t.Fatal(err)
+		}
+		f.model.SecondKeys[sk] = sv
+	}
 
 	// Flows whose TM is disabled, not ready, or out of range.
 	c4 := netip.MustParseAddr("10.0.1.11")
@@ -305,7 +322,7 @@ func (f *fixture) compareTables(t *testing.T) {
 
 func signalOptions(g *flowtest.Generator) flowtest.SignalOptions {
 	var src [][6]byte
-	for i := range 4 {
+	for i := range 5 {
 		src = append(src, [6]byte{2, 0, 0, 0, 0, byte(2 + i)})
 	}
 	return flowtest.SignalOptions{

@@ -96,6 +96,7 @@ func TestSignalCases(t *testing.T) {
 		}},
 		{"unknown MAC", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 5}, signal.Memorize{Key: k2}), datapath.CounterSigRefUnknownMAC, nil},
 		{"not for us", frame(t, [6]uint8{2, 9, 9, 9, 9, 9}, tm0MAC, signal.Memorize{Key: k2}), datapath.CounterSigRefNotForUs, nil},
+		{"a TM's MAC on another interface", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 6}, signal.Memorize{Key: k2}), datapath.CounterSigRefWrongPort, nil},
 	}
 	good := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2})
 	bad := func(mut func(b []byte) []byte) []byte { return mut(append([]byte(nil), good...)) }
@@ -192,6 +193,27 @@ func TestShim(t *testing.T) {
 	}
 	if e, ok := f.model.Flows[fkey(k)]; !ok || e.Tm != 0 {
 		t.Fatalf("memorize in the shim not applied: %+v", e)
+	}
+
+	// A TM's SYN to a server carrying "the reverse of me is mine, for 77 s":
+	// learning must not overwrite what the shim just memorized.
+	syn := flowtest.Packet{DstMAC: ourMAC, SrcMAC: tm0MAC, Src: netip.MustParseAddr("10.0.1.11"), Dst: netip.MustParseAddr("10.2.0.11"),
+		Proto: 6, SrcPort: 41000, DstPort: 443, TCPFlags: flowtest.SYN}
+	rev := skey("10.2.0.11", "10.0.1.11", 443, 41000)
+	shimmed, err = signal.Shim(syn.Bytes(), signal.Message{Ops: []signal.Op{signal.Memorize{Key: rev, Timeout: 77 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.check(t, 0, shimmed)
+	if e := f.model.Flows[fkey(rev)]; e.Tm != 0 || e.Flags != datapath.FlowMemorized || e.Timeout != 77 {
+		t.Fatalf("reverse key after the shimmed SYN: %+v", e)
+	}
+	// Another TM's SYN on the same 5-tuple does not take it.
+	syn.SrcMAC = tm1MAC
+	before := f.model.Counters[datapath.CounterLearnConflict].Packets
+	f.check(t, 0, syn.Bytes())
+	if e := f.model.Flows[fkey(rev)]; e.Tm != 0 || f.model.Counters[datapath.CounterLearnConflict].Packets != before+1 {
+		t.Fatalf("another TM's SYN took the flow: %+v", e)
 	}
 	f.compareTables(t)
 }

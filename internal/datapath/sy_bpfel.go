@@ -163,7 +163,9 @@ const (
 	sySyCounterSY_C_SIG_REF_NO_FLOW     sySyCounter = 43
 	sySyCounterSY_C_SIG_REF_BAD_MASK    sySyCounter = 44
 	sySyCounterSY_C_SIG_REF_TABLE_FULL  sySyCounter = 45
-	sySyCounterSY_C_MAX                 sySyCounter = 46
+	sySyCounterSY_C_LEARN_CONFLICT      sySyCounter = 46
+	sySyCounterSY_C_SIG_REF_WRONG_PORT  sySyCounter = 47
+	sySyCounterSY_C_MAX                 sySyCounter = 48
 )
 
 type sySyCounterVal struct {
@@ -292,7 +294,7 @@ type sySySecond struct {
 	LastSeen uint32
 	Timeout  uint32
 	Tm       uint16
-	Flags    uint16
+	Svc      uint16
 	Pad      uint32
 	Parent   sySyFlowKey
 }
@@ -404,6 +406,7 @@ type sySyTmFlags uint32
 const (
 	sySyTmFlagsSY_TM_READY    sySyTmFlags = 1
 	sySyTmFlagsSY_TM_DISABLED sySyTmFlags = 2
+	sySyTmFlagsSY_TM_DRAINING sySyTmFlags = 4
 )
 
 type sySyTraffic struct {

@@ -90,6 +90,7 @@ const (
 
 	TMReady    = uint32(sySyTmFlagsSY_TM_READY)
 	TMDisabled = uint32(sySyTmFlagsSY_TM_DISABLED)
+	TMDraining = uint32(sySyTmFlagsSY_TM_DRAINING)
 
 	RoleExternal = uint32(sySyRoleSY_ROLE_EXTERNAL)
 	RoleInternal = uint32(sySyRoleSY_ROLE_INTERNAL)

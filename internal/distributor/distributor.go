@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -185,22 +186,27 @@ func (d *Daemon) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	lastSweep := time.Now()
+	var sweeping atomic.Bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if time.Since(lastSweep) >= sweepEvery {
-			lastSweep = time.Now()
-			if nf, ns, err := d.sweep(); err != nil {
-				d.log.Error("sweep idle entries", "error", err)
-			} else if nf+ns > 0 {
-				d.log.Debug("swept idle entries", "flows", nf, "second_keys", ns)
-			}
-		}
 		if err := d.dp.SetNow(d.now()); err != nil {
 			d.log.Error("set the data path clock", "error", err)
+		}
+		// The sweep walks the whole table: never let it hold up the clock.
+		if time.Since(lastSweep) >= sweepEvery && sweeping.CompareAndSwap(false, true) {
+			lastSweep = time.Now()
+			go func() {
+				defer sweeping.Store(false)
+				if nf, ns, err := d.sweep(); err != nil {
+					d.log.Error("sweep idle entries", "error", err)
+				} else if nf+ns > 0 {
+					d.log.Debug("swept idle entries", "flows", nf, "second_keys", ns)
+				}
+			}()
 		}
 		d.mu.Lock()
 		if d.resolveAll() {
@@ -294,10 +300,19 @@ func vipKey(a netip.Addr) datapath.VIPKey {
 // the data path consistent at every step: TMs, then rings, then service
 // keys, then VIPs; removals the other way round.
 func (d *Daemon) apply(cfg *config.Config) error {
-	// TMs: stable indexes by id.
+	// TMs: stable indexes by id. Removals first, so that their indexes
+	// count as free if the new ones need them.
 	seen := map[string]bool{}
 	for _, tc := range cfg.TrafficManagers {
 		seen[tc.ID] = true
+	}
+	for id, s := range d.tms {
+		if !seen[id] && s.present {
+			s.present = false
+			d.log.Info("traffic manager removed from config: its flows will be re-selected", "tm", id)
+		}
+	}
+	for _, tc := range cfg.TrafficManagers {
 		s, ok := d.tms[tc.ID]
 		if !ok {
 			idx, err := d.allocTM()
@@ -316,12 +331,6 @@ func (d *Daemon) apply(cfg *config.Config) error {
 			d.resolve(s)
 		}
 		s.cfg = tc
-	}
-	for id, s := range d.tms {
-		if !seen[id] && s.present {
-			s.present = false
-			d.log.Info("traffic manager removed from config: its flows will be re-selected", "tm", id)
-		}
 	}
 	for id, s := range d.tms {
 		if err := d.writeTM(id, s); err != nil {
@@ -377,6 +386,10 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		d.svcs[id] = s
 	}
 
+	if err := d.prunePersistence(); err != nil {
+		return err
+	}
+
 	// VIPs: an address is a VIP while a service uses it.
 	counts := map[datapath.VIPKey]uint32{}
 	for id := range want {
@@ -409,15 +422,25 @@ func (d *Daemon) apply(cfg *config.Config) error {
 // signal multicast MAC.
 func (d *Daemon) writeSignalState(cfg *config.Config) error {
 	senders := map[[6]uint8]uint32{}
+	owners := map[[6]uint8][]string{}
 	learn := map[datapath.VIPKey]uint32{}
-	for _, s := range d.tms {
-		if !s.present {
+	for id, s := range d.tms {
+		if !s.present || s.cfg.State == config.StateDisabled {
 			continue
 		}
 		if len(s.mac) == 6 {
 			senders[[6]uint8(s.mac)] = s.index
+			owners[[6]uint8(s.mac)] = append(owners[[6]uint8(s.mac)], id)
 		}
 		learn[vipKey(s.cfg.Address)] = s.index
+	}
+	// Two TMs behind one MAC cannot be told apart: neither may signal.
+	for mac, ids := range owners {
+		if len(ids) > 1 {
+			delete(senders, mac)
+			slices.Sort(ids)
+			d.log.Error("traffic managers share a MAC; their signals are refused", "mac", net.HardwareAddr(mac[:]), "tms", ids)
+		}
 	}
 	for _, a := range cfg.Learning.SNATAddresses {
 		learn[vipKey(a)] = datapath.TMAny
@@ -464,6 +487,35 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 	return d.dp.SetSettings(st)
 }
 
+// prunePersistence removes persistence keys whose TM is no longer eligible
+// for their service (drained, removed from the pool, not ready), so that a
+// returning client is selected afresh. RELATE keys stay: a drained TM keeps
+// its flows and what they relate.
+func (d *Daemon) prunePersistence() error {
+	eligible := map[uint16]map[uint16]bool{}
+	for _, s := range d.svcs {
+		m := map[uint16]bool{}
+		for _, id := range s.pool {
+			m[uint16(d.tms[id].index)] = true
+		}
+		eligible[uint16(s.index)] = m
+	}
+	var stale []datapath.SecondKey
+	err := d.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {
+		if v.Svc != datapath.SvcNone && !eligible[v.Svc][v.Tm] {
+			stale = append(stale, k)
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		_ = d.dp.DeleteSecondKey(k)
+	}
+	return nil
+}
+
 func sameMAC(a, b net.HardwareAddr) bool { return a.String() == b.String() }
 
 // allocTM returns a never-used index while there is one, so that a removed
@@ -505,6 +557,9 @@ func (d *Daemon) writeTM(id string, s *tmSlot) error {
 	}
 	if !s.present || s.cfg.State == config.StateDisabled {
 		e.Flags |= datapath.TMDisabled
+	}
+	if s.cfg.State == config.StateDraining {
+		e.Flags |= datapath.TMDraining
 	}
 	if s.written != nil && *s.written == e {
 		return nil

@@ -156,6 +156,10 @@ func (t dpTables) Masks() []uint32 {
 	}
 	return out
 }
+func (t dpTables) Second(k datapath.SecondKey) (datapath.Second, bool) {
+	v, err := t.d.dp.LookupSecondKey(k)
+	return v, err == nil
+}
 func (t dpTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
 	return t.d.dp.PutSecondKey(k, v) == nil
 }

@@ -128,6 +128,12 @@ func (p *packet) process() datapath.Verdict {
 	if hasIfc && ifc.Role == datapath.RoleInternal {
 		if idx, ok := p.m.TMByMAC[[6]uint8(p.data[6:12])]; ok {
 			sender = &idx
+			if tm := p.tm(idx); tm == nil || tm.Ifindex != p.ingress {
+				if be16(p.data[12:]) == datapath.EtherTypeSignal {
+					return p.count(datapath.CounterSigRefWrongPort, datapath.Drop)
+				}
+				sender = nil
+			}
 		}
 	}
 	if be16(p.data[12:]) == datapath.EtherTypeSignal {
@@ -357,8 +363,12 @@ func (p *packet) hit(k *Key, tcpFlags uint8, verdictCounter datapath.Counter) (d
 	return p.forward(tm), hitDone
 }
 
-// second tries the configured second keys after an exact miss.
+// second tries the configured second keys after an exact miss (for VIPs
+// only).
 func (p *packet) second(k *Key) (datapath.Verdict, bool) {
+	if !p.isVIP(k) {
+		return 0, false
+	}
 	for _, mask := range p.m.Masks {
 		if mask == 0 {
 			break
@@ -371,6 +381,9 @@ func (p *packet) second(k *Key) (datapath.Verdict, bool) {
 		idx := uint32(s.Tm)
 		tm := p.tm(idx)
 		if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
+			continue
+		}
+		if s.Svc != datapath.SvcNone && tm.Flags&datapath.TMDraining != 0 {
 			continue
 		}
 		s.LastSeen = p.m.Now
@@ -434,8 +447,12 @@ func (p *packet) fromTM(k *Key, hasPorts bool, tcpFlags uint8, sender uint32) da
 			return
 		}
 		rev := Reverse(*k)
-		if k.Proto == ProtoUDP {
-			if cur, ok := p.m.Flows[rev]; ok && uint32(cur.Tm) == sender {
+		if cur, ok := p.m.Flows[rev]; ok && cur.TcpState != datapath.TCPClosing {
+			if uint32(cur.Tm) == sender {
+				return
+			}
+			if (modelTables{p.m}).TMUsable(uint32(cur.Tm)) {
+				p.count(datapath.CounterLearnConflict, 0)
 				return
 			}
 		}
@@ -481,7 +498,7 @@ func (p *packet) selectTM(k *Key, verdictCounter datapath.Counter) datapath.Verd
 	if svc.PersistMask != 0 {
 		sk := datapath.SecondKey{Key: MaskKey(*k, svc.PersistMask), Mask: svc.PersistMask}
 		if _, ok := p.m.SecondKeys[sk]; ok || len(p.m.SecondKeys) < p.m.MaxSecond {
-			p.m.SecondKeys[sk] = datapath.Second{LastSeen: p.m.Now, Timeout: svc.PersistTimeout, Tm: uint16(idx)}
+			p.m.SecondKeys[sk] = datapath.Second{LastSeen: p.m.Now, Timeout: svc.PersistTimeout, Tm: uint16(idx), Svc: uint16(svc.Index)}
 		}
 	}
 	p.svcTraffic(svc.Index, true)

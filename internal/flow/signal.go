@@ -19,6 +19,7 @@ type Tables interface {
 	Masks() []uint32
 	// PutSecond writes a second key; false when the table is full.
 	PutSecond(k datapath.SecondKey, v datapath.Second) bool
+	Second(k datapath.SecondKey) (datapath.Second, bool)
 	Now() uint32
 }
 
@@ -226,7 +227,11 @@ func ApplyOp(t Tables, op uint8, v []byte, sender uint32) datapath.Counter {
 			return datapath.CounterSigRefForeignTM
 		}
 		sk := datapath.SecondKey{Key: MaskKey(second, mask), Mask: mask}
-		sv := datapath.Second{LastSeen: t.Now(), Timeout: binary.BigEndian.Uint32(v[84:]), Tm: uint16(sender), Parent: parent}
+		if cur, ok := t.Second(sk); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
+			return datapath.CounterSigRefForeignTM
+		}
+		sv := datapath.Second{LastSeen: t.Now(), Timeout: binary.BigEndian.Uint32(v[84:]), Tm: uint16(sender),
+			Svc: datapath.SvcNone, Parent: parent}
 		if !t.PutSecond(sk, sv) {
 			return datapath.CounterSigRefTableFull
 		}
@@ -250,6 +255,10 @@ func (t modelTables) TMUsable(idx uint32) bool {
 	}
 	f := t.m.TMs[idx].Flags
 	return f&datapath.TMReady != 0 && f&datapath.TMDisabled == 0
+}
+func (t modelTables) Second(k datapath.SecondKey) (datapath.Second, bool) {
+	v, ok := t.m.SecondKeys[k]
+	return v, ok
 }
 func (t modelTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
 	if _, ok := t.m.SecondKeys[k]; !ok && len(t.m.SecondKeys) >= t.m.MaxSecond {

@@ -426,10 +426,10 @@ func TestStopDetaches(t *testing.T) {
 func TestPersistence(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 2, Distributors: 1, TMs: 4})
 	pool := "[tm1, tm2, tm3, tm4]"
-	startDist(t, e, lab.ConfigOptions{HTTPPort: 8080,
-		Extra: "  - {name: sticky, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: " + pool + ", persistence: {timeout: 60}}\n"})
+	extra := "  - {name: sticky, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: " + pool + ", persistence: {timeout: 60}}\n"
+	d := startDist(t, e, lab.ConfigOptions{HTTPPort: 8080, Extra: extra})
 	vip := netip.AddrPortFrom(e.Topo.VIP4, 80)
-	for _, c := range e.Topo.Clients {
+	sticky := func(c *netlab.Host) string {
 		seen := map[string]int{}
 		for range 15 {
 			id, err := getFrom(c, 0, vip)
@@ -439,7 +439,30 @@ func TestPersistence(t *testing.T) {
 			seen[id]++
 		}
 		if len(seen) != 1 {
-			t.Errorf("%s's connections went to %v, want one TM", c.Name, seen)
+			t.Fatalf("%s's connections went to %v, want one TM", c.Name, seen)
 		}
+		for id := range seen {
+			return id
+		}
+		return ""
+	}
+	first := sticky(e.Topo.Clients[0])
+	sticky(e.Topo.Clients[1])
+
+	// Draining the client's TM ends its persistence: the client's new
+	// connections go to one other TM.
+	if err := d.Reload(e.Config(lab.ConfigOptions{HTTPPort: 8080, Extra: extra, States: map[string]string{first: "draining"}})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, first+" draining", func() bool {
+		for _, tm := range stats(t, d).TrafficManagers {
+			if tm.ID == first {
+				return tm.State == "draining"
+			}
+		}
+		return false
+	})
+	if now := sticky(e.Topo.Clients[0]); now == first {
+		t.Fatalf("client still sent to drained %s", first)
 	}
 }

@@ -171,7 +171,7 @@ func (g *Generator) Describe() Packet {
 	v4 := r.IntN(2) == 0
 	p := Packet{
 		DstMAC:  [6]byte{2, 0, 0, 0, 0, 1},
-		SrcMAC:  [6]byte{2, 0, 0, 0, 0, byte(r.IntN(4) + 2)},
+		SrcMAC:  [6]byte{2, 0, 0, 0, 0, byte(r.IntN(5) + 2)},
 		Src:     g.addr(g.Clients, v4),
 		SrcPort: uint16(1024 + r.IntN(8)), // few ports: flows repeat
 		DstPort: pick(r, g.Ports),
