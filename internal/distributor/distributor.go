@@ -487,6 +487,35 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 	return d.dp.SetSettings(st)
 }
 
+// clearTM removes every flow and second key of TM index idx.
+func (d *Daemon) clearTM(idx uint32) error {
+	var flows []datapath.FlowKey
+	if err := d.dp.WalkFlows(func(k datapath.FlowKey, f datapath.Flow) bool {
+		if uint32(f.Tm) == idx {
+			flows = append(flows, k)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range flows {
+		_ = d.dp.DeleteFlow(k)
+	}
+	var seconds []datapath.SecondKey
+	if err := d.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {
+		if uint32(v.Tm) == idx {
+			seconds = append(seconds, k)
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range seconds {
+		_ = d.dp.DeleteSecondKey(k)
+	}
+	return nil
+}
+
 // prunePersistence removes persistence keys whose TM is no longer eligible
 // for their service (drained, removed from the pool, not ready), so that a
 // returning client is selected afresh. RELATE keys stay: a drained TM keeps
@@ -527,6 +556,11 @@ func (d *Daemon) allocTM() (uint32, error) {
 	}
 	for id, s := range d.tms {
 		if !s.present {
+			// Whatever still points at the old TM must not pass to the
+			// newcomer.
+			if err := d.clearTM(s.index); err != nil {
+				return 0, err
+			}
 			delete(d.tms, id)
 			return s.index, nil
 		}
