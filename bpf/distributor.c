@@ -113,8 +113,8 @@ struct {
 } settings SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_IFINDEX);
 	__type(key, __u32); /* ifindex */
 	__type(value, struct sy_iface);
 } ifaces SEC(".maps");
@@ -147,28 +147,6 @@ struct {
 	__type(value, struct sy_traffic);
 } tm_stats SEC(".maps");
 
-/* Room for signal processing: the ops are too big for the BPF stack on top
- * of the packet path's own frame. */
-struct sy_sig_scratch {
-	union {
-		struct sy_op_memorize m;
-		struct sy_op_key k;
-		struct sy_op_relate r;
-		struct sy_op_age a;
-	} v;
-	struct sy_flow_key parent;
-	struct sy_flow_key second;
-	struct sy_skey sk;
-	struct sy_second sv;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sy_sig_scratch);
-} sig_scratch SEC(".maps");
-
 /* linux/icmp.h drags in libc's socket headers, which do not build for BPF. */
 struct sy_icmphdr {
 	__u8 type;
@@ -192,6 +170,30 @@ struct sy_vlan_hdr {
 	__be16 tci;
 	__be16 proto;
 };
+
+/* Room for big locals of the signal path and of persistence: the BPF stack
+ * is shared by every frame of a call chain (512 bytes in all). */
+struct sy_sig_scratch {
+	union {
+		struct sy_op_memorize m;
+		struct sy_op_key k;
+		struct sy_op_relate r;
+		struct sy_op_age a;
+	} v;
+	struct sy_flow_key parent;
+	struct sy_flow_key second;
+	struct sy_skey sk;
+	struct sy_second sv;
+	struct sy_sig_hdr h;
+	__u8 macs[12];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sy_sig_scratch);
+} sig_scratch SEC(".maps");
 
 static __always_inline int sy_count(__u32 c, __u64 bytes, int verdict)
 {
@@ -303,8 +305,6 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *ke
 	struct sy_tm *tm;
 	__u32 slot, *tmidx, idx;
 
-	if (!sy_is_vip(key))
-		return sy_count(SY_C_PASS_NOT_VIP, len, XDP_PASS);
 	svc = sy_service(key);
 	if (!svc)
 		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
@@ -325,16 +325,22 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *ke
 	bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
 
 	if (svc->persist_mask) {
-		struct sy_skey sk = {};
-		struct sy_second sv = {};
+		/* The scratch, not the stack: it is shared with the caller's
+		 * frame. */
+		__u32 zero = 0;
+		struct sy_sig_scratch *x = bpf_map_lookup_elem(&sig_scratch, &zero);
 
-		sy_mask_key(&sk.key, key, svc->persist_mask);
-		sk.mask = svc->persist_mask;
-		sv.last_seen = sy_now;
-		sv.timeout = svc->persist_timeout;
-		sv.tm = idx;
-		sv.svc = svc->index;
-		bpf_map_update_elem(&second_keys, &sk, &sv, BPF_ANY);
+		if (x) {
+			__builtin_memset(&x->sk, 0, sizeof(x->sk));
+			__builtin_memset(&x->sv, 0, sizeof(x->sv));
+			sy_mask_key(&x->sk.key, key, svc->persist_mask);
+			x->sk.mask = svc->persist_mask;
+			x->sv.last_seen = sy_now;
+			x->sv.timeout = svc->persist_timeout;
+			x->sv.tm = idx;
+			x->sv.svc = svc->index;
+			bpf_map_update_elem(&second_keys, &x->sk, &x->sv, BPF_ANY);
+		}
 	}
 
 	sy_traffic_add(&svc_stats, svc->index, len, 1);
@@ -392,15 +398,13 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 
 /* After an exact miss: the configured second keys, most specific first. A
  * hit memorizes the exact key to the second key's TM. */
-static __noinline int sy_try_second(struct xdp_md *ctx, const struct sy_flow_key *key, __u64 len,
+static __always_inline int sy_try_second(struct xdp_md *ctx, const struct sy_flow_key *key, __u64 len,
 				     int *out)
 {
 	int i;
 
-	/* Second keys steer new flows to VIPs only: a TM must not be able to
-	 * pull in traffic for the host or anyone else. */
-	if (!sy_is_vip(key))
-		return 0;
+	/* Called for VIPs only: second keys must not let a TM pull in traffic
+	 * for the host or anyone else. */
 	for (i = 0; i < SY_MAX_MASKS; i++) {
 		__u32 mi = i, idx;
 		__u32 *mask = bpf_map_lookup_elem(&masks, &mi);
@@ -510,7 +514,7 @@ other:
  * TM before the packet leaves, so that the first reply already finds it. The
  * packet itself goes to the kernel.
  */
-static __noinline int sy_from_tm(const struct sy_flow_key *key, int has_ports, __u8 tcpflags,
+static __always_inline int sy_from_tm(const struct sy_flow_key *key, int has_ports, __u8 tcpflags,
 				      __u32 sender, __u64 len)
 {
 	struct sy_vip_key src = {};
@@ -606,6 +610,17 @@ static __always_inline __u32 sy_op_memorize(const struct sy_op_memorize *m, __u3
 	if (bpf_ntohs(m->flags) & SY_MEMORIZE_F_MIRROR)
 		e.flags |= SY_FLOW_MIRROR;
 	e.timeout = timeout > 0xffff ? 0xffff : timeout;
+	if (cur && cur->tm == sender) {
+		/* The sender's own entry: rewrite it in place. An LRU update
+		 * would take a fresh element and free the old (~250 ns). */
+		cur->last_seen = e.last_seen;
+		cur->svc = e.svc;
+		cur->flags = e.flags;
+		cur->tcp_state = e.tcp_state;
+		cur->mask = e.mask;
+		cur->timeout = e.timeout;
+		return SY_C_SIG_MEMORIZE;
+	}
 	/* NOEXIST when there was no entry: a flow another CPU selected
 	 * meanwhile is not overwritten. */
 	if (bpf_map_update_elem(&flows, &k, &e, cur ? BPF_ANY : BPF_NOEXIST))
@@ -721,10 +736,8 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc, 
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct sy_sig_scratch *x;
-	struct sy_sig_hdr h;
 	struct sy_settings *st;
-	__u32 zero = 0, off, end, mlen, who;
-	__u8 macs[12];
+	__u32 zero = 0, off, end, mlen, who, count;
 	int i, shim;
 
 	if ((void *)(eth + 1) > data_end)
@@ -737,14 +750,20 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc, 
 	st = bpf_map_lookup_elem(&settings, &zero);
 	if (!sy_mac_eq(eth->h_dest, ifc->mac) && !(st && sy_mac_eq(eth->h_dest, st->signal_mcast)))
 		return sy_count(SY_C_SIG_REF_NOT_FOR_US, len, XDP_DROP);
-	if (bpf_xdp_load_bytes(ctx, ETH_HLEN, &h, sizeof(h)))
+	/* Big locals live in a per-CPU scratch: the BPF stack is shared with
+	 * the packet path's frame. */
+	x = bpf_map_lookup_elem(&sig_scratch, &zero);
+	if (!x)
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
-	if (h.version != SY_SIG_VERSION)
+	if (bpf_xdp_load_bytes(ctx, ETH_HLEN, &x->h, sizeof(x->h)))
+		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
+	if (x->h.version != SY_SIG_VERSION)
 		return sy_count(SY_C_SIG_REF_VERSION, len, XDP_DROP);
-	if (h.count == 0 || h.count > SY_SIG_MAX_OPS)
+	count = x->h.count;
+	if (count == 0 || count > SY_SIG_MAX_OPS)
 		return sy_count(SY_C_SIG_REF_COUNT, len, XDP_DROP);
-	mlen = bpf_ntohs(h.length);
-	shim = bpf_ntohs(h.flags) & SY_SIG_F_SHIM;
+	mlen = bpf_ntohs(x->h.length);
+	shim = bpf_ntohs(x->h.flags) & SY_SIG_F_SHIM;
 	end = ETH_HLEN + SY_SIG_HDR_LEN + mlen;
 	if (end + (shim ? 2 : 0) > len)
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
@@ -754,7 +773,7 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc, 
 		struct sy_tlv t;
 		__u32 size;
 
-		if (i >= h.count)
+		if (i >= count)
 			break;
 		if (off + SY_SIG_TLV_HDR_LEN > end || bpf_xdp_load_bytes(ctx, off, &t, sizeof(t)))
 			return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
@@ -771,14 +790,11 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc, 
 		return sy_count(SY_C_SIG_REF_BAD_LENGTH, len, XDP_DROP);
 
 	off = ETH_HLEN + SY_SIG_HDR_LEN;
-	x = bpf_map_lookup_elem(&sig_scratch, &zero);
-	if (!x)
-		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
 	for (i = 0; i < SY_SIG_MAX_OPS; i++) {
 		struct sy_tlv t;
 		__u32 c = SY_C_SIG_REF_TRUNCATED;
 
-		if (i >= h.count)
+		if (i >= count)
 			break;
 		if (bpf_xdp_load_bytes(ctx, off, &t, sizeof(t)))
 			return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
@@ -812,11 +828,11 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc, 
 		return sy_count(SY_C_SIG_FRAME, len, XDP_DROP);
 
 	/* Strip [EtherType][header][TLVs]: move the MACs forward over them. */
-	if (bpf_xdp_load_bytes(ctx, 0, macs, sizeof(macs)))
+	if (bpf_xdp_load_bytes(ctx, 0, x->macs, sizeof(x->macs)))
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
 	if (bpf_xdp_adjust_head(ctx, 2 + SY_SIG_HDR_LEN + mlen))
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
-	if (bpf_xdp_store_bytes(ctx, 0, macs, sizeof(macs)))
+	if (bpf_xdp_store_bytes(ctx, 0, x->macs, sizeof(x->macs)))
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
 	sy_count(SY_C_SIG_SHIM, len, 0);
 	return SY_SHIM_STRIPPED;
@@ -990,6 +1006,9 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 	hit = sy_hit(ctx, &key, tcpflags, len, SY_C_FWD_HIT, &out);
 	if (hit == SY_HIT_DONE)
 		return out;
+	/* Second keys and selection are for VIPs only. */
+	if (!sy_is_vip(&key))
+		return sy_count(SY_C_PASS_NOT_VIP, len, XDP_PASS);
 	if (sy_try_second(ctx, &key, len, &out))
 		return out;
 	return sy_select(ctx, &key, len, hit == SY_HIT_RESELECT ? SY_C_FWD_RESELECT : SY_C_FWD_NEW);

@@ -15,6 +15,7 @@
  */
 enum sy_limits {
 	SY_MAX_TMS = 256,      /* TM indexes are 0..SY_MAX_TMS-1 */
+	SY_MAX_IFINDEX = 16384, /* interfaces are an array by ifindex: a load, not a hash */
 	SY_MAX_VLAN_TAGS = 2,
 	SY_MAX_IPV6_EXT = 4,   /* extension headers walked before giving up */
 };
@@ -143,7 +144,7 @@ struct sy_tm {
 	__u32 flags;     /* SY_TM_* */
 };
 
-/* Interface roles, keyed by ifindex. */
+/* Interface roles, indexed by ifindex (role 0: not ours). */
 enum sy_role {
 	SY_ROLE_EXTERNAL = 1,
 	SY_ROLE_INTERNAL = 2,

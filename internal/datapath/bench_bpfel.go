@@ -257,6 +257,15 @@ type benchSySigScratch struct {
 	Second benchSyFlowKey
 	Sk     benchSySkey
 	Sv     benchSySecond
+	H      struct {
+		_        structs.HostLayout
+		Version  uint8
+		Count    uint8
+		Length   uint16
+		Flags    uint16
+		Reserved uint16
+	}
+	Macs [12]uint8
 }
 
 type benchSySkey struct {

@@ -254,6 +254,9 @@ func (d *Datapath) TM(idx uint32) (TM, error) {
 // SetIface records an interface's role and MAC and makes it a redirect
 // target.
 func (d *Datapath) SetIface(ifindex uint32, role uint32, mac [6]uint8) error {
+	if ifindex >= uint32(MaxIfindex) {
+		return fmt.Errorf("interface index %d: the data path handles indexes below %d", ifindex, MaxIfindex)
+	}
 	if err := d.maps().Ifaces.Put(ifindex, Iface{Role: role, Mac: mac}); err != nil {
 		return fmt.Errorf("write interface %d: %w", ifindex, err)
 	}
@@ -262,8 +265,11 @@ func (d *Datapath) SetIface(ifindex uint32, role uint32, mac [6]uint8) error {
 
 // DeleteIface forgets an interface's role.
 func (d *Datapath) DeleteIface(ifindex uint32) error {
-	if err := d.maps().Ifaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete interface %d: %w", ifindex, err)
+	if ifindex >= uint32(MaxIfindex) {
+		return nil
+	}
+	if err := d.maps().Ifaces.Put(ifindex, Iface{}); err != nil {
+		return fmt.Errorf("clear interface %d: %w", ifindex, err)
 	}
 	return nil
 }

@@ -237,6 +237,7 @@ type sySyLimits uint32
 
 const (
 	sySyLimitsSY_MAX_TMS       sySyLimits = 256
+	sySyLimitsSY_MAX_IFINDEX   sySyLimits = 16384
 	sySyLimitsSY_MAX_VLAN_TAGS sySyLimits = 2
 	sySyLimitsSY_MAX_IPV6EXT   sySyLimits = 4
 )
@@ -357,6 +358,8 @@ type sySySigScratch struct {
 	Second sySyFlowKey
 	Sk     sySySkey
 	Sv     sySySecond
+	H      sySySigHdr
+	Macs   [12]uint8
 }
 
 type sySySkey struct {

@@ -45,7 +45,8 @@ type (
 
 // Constants of the C header.
 const (
-	MaxTMs = int(sySyLimitsSY_MAX_TMS)
+	MaxTMs     = int(sySyLimitsSY_MAX_TMS)
+	MaxIfindex = int(sySyLimitsSY_MAX_IFINDEX)
 
 	FamilyIPv4 = uint8(sySyFamilySY_AF_INET)
 	FamilyIPv6 = uint8(sySyFamilySY_AF_INET6)

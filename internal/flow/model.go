@@ -288,6 +288,9 @@ func (p *packet) process() datapath.Verdict {
 	if res == hitDone {
 		return v
 	}
+	if !p.isVIP(&key) {
+		return p.count(datapath.CounterPassNotVIP, datapath.Pass)
+	}
 	if v, ok := p.second(&key); ok {
 		return v
 	}
@@ -364,11 +367,8 @@ func (p *packet) hit(k *Key, tcpFlags uint8, verdictCounter datapath.Counter) (d
 }
 
 // second tries the configured second keys after an exact miss (for VIPs
-// only).
+// only: the caller checked).
 func (p *packet) second(k *Key) (datapath.Verdict, bool) {
-	if !p.isVIP(k) {
-		return 0, false
-	}
 	for _, mask := range p.m.Masks {
 		if mask == 0 {
 			break
@@ -478,9 +478,6 @@ func (p *packet) service(k *Key) (datapath.Service, bool) {
 }
 
 func (p *packet) selectTM(k *Key, verdictCounter datapath.Counter) datapath.Verdict {
-	if !p.isVIP(k) {
-		return p.count(datapath.CounterPassNotVIP, datapath.Pass)
-	}
 	svc, ok := p.service(k)
 	if !ok {
 		return p.count(datapath.CounterPassNoService, datapath.Pass)
