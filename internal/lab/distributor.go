@@ -42,6 +42,8 @@ type ConfigOptions struct {
 	UDPListen string
 	// Tail is appended to the config verbatim (top-level keys).
 	Tail string
+	// TMAddr6 gives the TMs by their IPv6 addresses (resolved by NDP).
+	TMAddr6 bool
 }
 
 // TMAddr4 returns the IPv4 address of a TM host's eth0.
@@ -82,7 +84,11 @@ func Config(topo *netlab.Topology, o ConfigOptions) string {
 	b.WriteString("traffic_managers:\n")
 	for _, id := range tms {
 		h := byName[id]
-		fmt.Fprintf(&b, "  - {id: %s, address: %s", id, TMAddr4(h))
+		addr := TMAddr4(h)
+		if o.TMAddr6 {
+			addr = h.Links["eth0"].Addr6.Addr()
+		}
+		fmt.Fprintf(&b, "  - {id: %s, address: %s", id, addr)
 		if w, ok := o.Weights[id]; ok {
 			fmt.Fprintf(&b, ", weight: %d", w)
 		}

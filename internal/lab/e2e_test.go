@@ -86,6 +86,19 @@ func runLoad(t *testing.T, e *lab.Env, ipv6 bool, o loadgen.Options, d time.Dura
 	return rep
 }
 
+// TestIPv6TMAddresses: TMs configured by IPv6 address (MACs by NDP) serve
+// both VIPs.
+func TestIPv6TMAddresses(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	startDist(t, e, lab.ConfigOptions{IPv6: true, TMAddr6: true})
+	for _, v6 := range []bool{false, true} {
+		rep := runLoad(t, e, v6, loadgen.Options{KeepAlive: 4, Short: 2, UDPFlows: 4, Interval: 5 * time.Millisecond}, 2*time.Second)
+		if rep.Errors != 0 || rep.FlowsMoved != 0 || len(rep.PerTM) != 2 {
+			t.Fatalf("ipv6 VIP %v: errors %d %v, moved %d, TMs %v", v6, rep.Errors, rep.ErrorSamples, rep.FlowsMoved, rep.PerTM)
+		}
+	}
+}
+
 func TestTCPAndUDPToVIP(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		name := "ipv4"
