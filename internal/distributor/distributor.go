@@ -445,34 +445,12 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 	for _, a := range cfg.Learning.SNATAddresses {
 		learn[vipKey(a)] = datapath.TMAny
 	}
-	for mac := range d.senders {
-		if _, ok := senders[mac]; !ok {
-			if err := d.dp.DeleteSender(mac); err != nil {
-				return err
-			}
-		}
-	}
-	for mac, idx := range senders {
-		if cur, ok := d.senders[mac]; !ok || cur != idx {
-			if err := d.dp.SetSender(mac, idx); err != nil {
-				return err
-			}
-		}
+	if err := syncTable(d.senders, senders, d.dp.SetSender, d.dp.DeleteSender); err != nil {
+		return err
 	}
 	d.senders = senders
-	for k := range d.learnSrcs {
-		if _, ok := learn[k]; !ok {
-			if err := d.dp.DeleteLearnSource(k); err != nil {
-				return err
-			}
-		}
-	}
-	for k, owner := range learn {
-		if cur, ok := d.learnSrcs[k]; !ok || cur != owner {
-			if err := d.dp.SetLearnSource(k, owner); err != nil {
-				return err
-			}
-		}
+	if err := syncTable(d.learnSrcs, learn, d.dp.SetLearnSource, d.dp.DeleteLearnSource); err != nil {
+		return err
 	}
 	d.learnSrcs = learn
 	var masks []uint32
@@ -541,6 +519,26 @@ func (d *Daemon) prunePersistence() error {
 	}
 	for _, k := range stale {
 		_ = d.dp.DeleteSecondKey(k)
+	}
+	return nil
+}
+
+// syncTable makes a data-path table go from cur to want, writing only the
+// entries that differ.
+func syncTable[K comparable](cur, want map[K]uint32, put func(K, uint32) error, del func(K) error) error {
+	for k := range cur {
+		if _, ok := want[k]; !ok {
+			if err := del(k); err != nil {
+				return err
+			}
+		}
+	}
+	for k, v := range want {
+		if old, ok := cur[k]; !ok || old != v {
+			if err := put(k, v); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
