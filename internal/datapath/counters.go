@@ -119,8 +119,3 @@ func CounterName(c Counter) string {
 
 // IsDrop reports whether c counts dropped packets.
 func IsDrop(c Counter) bool { return c >= CounterDropTruncEth && c <= CounterDropNoEgress }
-
-// IsSignalRefusal reports whether c counts refused signals or ops.
-func IsSignalRefusal(c Counter) bool {
-	return c >= CounterSigRefExternal && c <= CounterSigRefTableFull || c == CounterSigRefWrongPort
-}

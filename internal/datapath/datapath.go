@@ -92,12 +92,6 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
 	return nil
 }
 
-// Options returns the options the data path was loaded with.
-func (d *Datapath) Options() Options { return d.opts }
-
-// Program returns the XDP program.
-func (d *Datapath) Program() *ebpf.Program { return d.objs.SwitchyardXdp }
-
 // AttachMode says how to attach the program.
 type AttachMode string
 
@@ -242,13 +236,6 @@ func (d *Datapath) SetTM(idx uint32, tm TM) error {
 		return fmt.Errorf("write TM %d: %w", idx, err)
 	}
 	return nil
-}
-
-// TM reads a TM's forwarding entry.
-func (d *Datapath) TM(idx uint32) (TM, error) {
-	var tm TM
-	err := d.maps().Tms.Lookup(idx, &tm)
-	return tm, err
 }
 
 // SetIface records an interface's role and MAC and makes it a redirect
@@ -471,6 +458,3 @@ func (d *Datapath) PutFlow(k FlowKey, f Flow) error {
 func (d *Datapath) DeleteFlow(k FlowKey) error {
 	return d.maps().Flows.Delete(k)
 }
-
-// FlowsMap exposes the flow table for batch operations.
-func (d *Datapath) FlowsMap() *ebpf.Map { return d.maps().Flows }
