@@ -2,6 +2,7 @@ package flow
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/switchyard/switchyard/internal/datapath"
 )
@@ -23,17 +24,25 @@ type Tables interface {
 	Now() uint32
 }
 
-// opSize is the value size of each op (sy_op_size).
+// Op value sizes, from the structs bpf2go generated from bpf/switchyard.h.
+var (
+	sizeMemorize = binary.Size(datapath.OpMemorize{})
+	sizeKeyOp    = binary.Size(datapath.OpKey{})
+	sizeRelate   = binary.Size(datapath.OpRelate{})
+	sizeAge      = binary.Size(datapath.OpAge{})
+)
+
+// opSize is the value size of each op (sy_op_size), 0 for an unknown op.
 func opSize(op uint8) int {
 	switch op {
 	case datapath.OpMemorizeCode:
-		return 48
+		return sizeMemorize
 	case datapath.OpForgetCode, datapath.OpMirrorCode:
-		return 40
+		return sizeKeyOp
 	case datapath.OpRelateCode:
-		return 88
+		return sizeRelate
 	case datapath.OpAgeCode:
-		return 44
+		return sizeAge
 	}
 	return 0
 }
@@ -108,29 +117,33 @@ func (m Message) Apply(t Tables, sender uint32) []datapath.Counter {
 	return out
 }
 
+// decode reads an op's value: the wire format is big-endian, so the fields
+// of the generated struct come out in host order.
+func decode[T any](v []byte) T {
+	var op T
+	if _, err := binary.Decode(v, binary.BigEndian, &op); err != nil {
+		panic(fmt.Sprintf("flow: op value of %d bytes for %T: %v", len(v), op, err)) // CheckMessage checked the size
+	}
+	return op
+}
+
 // wireKey converts a key of the wire format (sy_wire_key), refusing
 // families other than 4 and 6 and IPv4 addresses with stray bytes.
-func wireKey(b []byte) (Key, bool) {
+func wireKey(w datapath.WireKey) (Key, bool) {
 	var k Key
-	fam := b[39]
-	switch fam {
+	switch w.Family {
 	case datapath.FamilyIPv4:
-		for _, x := range append(b[4:16:16], b[20:32]...) {
-			if x != 0 {
-				return k, false
-			}
+		if [12]uint8(w.Src[4:]) != [12]uint8{} || [12]uint8(w.Dst[4:]) != [12]uint8{} {
+			return k, false
 		}
 	case datapath.FamilyIPv6:
 	default:
 		return k, false
 	}
-	copy(k.Src[:], b[0:16])
-	copy(k.Dst[:], b[16:32])
-	k.Sport = le16(b[32:])
-	k.Dport = le16(b[34:])
-	k.Vlan = be16(b[36:]) & 0x0fff
-	k.Proto = b[38]
-	k.Family = fam
+	k.Src, k.Dst = w.Src, w.Dst
+	k.Sport, k.Dport = htons(w.Sport), htons(w.Dport)
+	k.Vlan = w.Vlan & 0x0fff
+	k.Proto, k.Family = w.Proto, w.Family
 	return k, true
 }
 
@@ -141,72 +154,80 @@ func capTimeout(t uint32) uint16 {
 	return uint16(t)
 }
 
+// own applies FORGET, MIRROR and AGE, which act on an existing flow of
+// the sender.
+func own(t Tables, op uint8, w datapath.WireKey, timeout uint32, sender uint32) datapath.Counter {
+	k, ok := wireKey(w)
+	if !ok {
+		return datapath.CounterSigRefBadKey
+	}
+	cur, ok := t.Flow(k)
+	if !ok {
+		if op == datapath.OpForgetCode {
+			return datapath.CounterSigForget
+		}
+		return datapath.CounterSigRefNoFlow
+	}
+	if uint32(cur.Tm) != sender {
+		return datapath.CounterSigRefForeignTM
+	}
+	switch op {
+	case datapath.OpForgetCode:
+		t.DeleteFlow(k)
+		return datapath.CounterSigForget
+	case datapath.OpMirrorCode:
+		cur.Flags |= datapath.FlowMirror
+		t.UpdateFlow(k, cur)
+		return datapath.CounterSigMirror
+	}
+	if timeout == 0 {
+		t.DeleteFlow(k)
+	} else {
+		cur.Timeout = capTimeout(timeout)
+		t.UpdateFlow(k, cur)
+	}
+	return datapath.CounterSigAge
+}
+
 // ApplyOp applies one op (its value bytes v, of the op's size) for sender,
 // with the XDP program's semantics, and returns its outcome counter.
 func ApplyOp(t Tables, op uint8, v []byte, sender uint32) datapath.Counter {
 	switch op {
 	case datapath.OpMemorizeCode:
-		k, ok := wireKey(v)
+		m := decode[datapath.OpMemorize](v)
+		k, ok := wireKey(m.Key)
 		if !ok {
 			return datapath.CounterSigRefBadKey
 		}
-		tm := be16(v[40:])
-		if tm != datapath.SigTMSelf && uint32(tm) != sender {
+		if m.Tm != datapath.SigTMSelf && uint32(m.Tm) != sender {
 			return datapath.CounterSigRefForeignTM
 		}
 		if cur, ok := t.Flow(k); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
 			return datapath.CounterSigRefForeignTM
 		}
 		f := datapath.Flow{LastSeen: t.Now(), Tm: uint16(sender), Svc: datapath.SvcNone, Flags: datapath.FlowMemorized,
-			Timeout: capTimeout(binary.BigEndian.Uint32(v[44:]))}
-		if be16(v[42:])&datapath.MemorizeMirror != 0 {
+			Timeout: capTimeout(m.Timeout)}
+		if m.Flags&datapath.MemorizeMirror != 0 {
 			f.Flags |= datapath.FlowMirror
 		}
 		t.PutFlow(k, f)
 		return datapath.CounterSigMemorize
-	case datapath.OpForgetCode, datapath.OpMirrorCode, datapath.OpAgeCode:
-		k, ok := wireKey(v)
-		if !ok {
-			return datapath.CounterSigRefBadKey
-		}
-		cur, ok := t.Flow(k)
-		if !ok {
-			if op == datapath.OpForgetCode {
-				return datapath.CounterSigForget
-			}
-			return datapath.CounterSigRefNoFlow
-		}
-		if uint32(cur.Tm) != sender {
-			return datapath.CounterSigRefForeignTM
-		}
-		switch op {
-		case datapath.OpForgetCode:
-			t.DeleteFlow(k)
-			return datapath.CounterSigForget
-		case datapath.OpMirrorCode:
-			cur.Flags |= datapath.FlowMirror
-			t.UpdateFlow(k, cur)
-			return datapath.CounterSigMirror
-		}
-		timeout := binary.BigEndian.Uint32(v[40:])
-		if timeout == 0 {
-			t.DeleteFlow(k)
-		} else {
-			cur.Timeout = capTimeout(timeout)
-			t.UpdateFlow(k, cur)
-		}
-		return datapath.CounterSigAge
+	case datapath.OpForgetCode, datapath.OpMirrorCode:
+		return own(t, op, decode[datapath.OpKey](v).Key, 0, sender)
+	case datapath.OpAgeCode:
+		a := decode[datapath.OpAge](v)
+		return own(t, op, a.Key, a.Timeout, sender)
 	case datapath.OpRelateCode:
-		parent, ok1 := wireKey(v[0:40])
-		second, ok2 := wireKey(v[40:80])
+		r := decode[datapath.OpRelate](v)
+		parent, ok1 := wireKey(r.Parent)
+		second, ok2 := wireKey(r.Second)
 		if !ok1 || !ok2 {
 			return datapath.CounterSigRefBadKey
 		}
-		mask := uint32(v[80])
-		tm := be16(v[82:])
-		if tm != datapath.SigTMSelf && uint32(tm) != sender {
+		if r.Tm != datapath.SigTMSelf && uint32(r.Tm) != sender {
 			return datapath.CounterSigRefForeignTM
 		}
+		mask := uint32(r.Mask)
 		known := false
 		for _, m := range t.Masks() {
 			if m == 0 {
@@ -230,8 +251,7 @@ func ApplyOp(t Tables, op uint8, v []byte, sender uint32) datapath.Counter {
 		if cur, ok := t.Second(sk); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
 			return datapath.CounterSigRefForeignTM
 		}
-		sv := datapath.Second{LastSeen: t.Now(), Timeout: binary.BigEndian.Uint32(v[84:]), Tm: uint16(sender),
-			Svc: datapath.SvcNone, Parent: parent}
+		sv := datapath.Second{LastSeen: t.Now(), Timeout: r.Timeout, Tm: uint16(sender), Svc: datapath.SvcNone, Parent: parent}
 		if !t.PutSecond(sk, sv) {
 			return datapath.CounterSigRefTableFull
 		}
