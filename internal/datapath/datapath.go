@@ -349,22 +349,21 @@ func (d *Datapath) LookupSecondKey(k SecondKey) (Second, error) {
 	return v, err
 }
 
-// DeleteSecondKey removes a second-key entry.
-func (d *Datapath) DeleteSecondKey(k SecondKey) error {
-	return d.maps().SecondKeys.Delete(k)
-}
-
 // WalkSecondKeys calls fn for each second-key entry until fn returns false.
 func (d *Datapath) WalkSecondKeys(fn func(SecondKey, Second) bool) error {
-	var k SecondKey
-	var v Second
-	it := d.maps().SecondKeys.Iterate()
-	for it.Next(&k, &v) {
-		if !fn(k, v) {
-			return nil
-		}
+	if err := walk(d.maps().SecondKeys, fn); err != nil {
+		return fmt.Errorf("walk second keys: %w", err)
 	}
-	return it.Err()
+	return nil
+}
+
+// DeleteSecondKeysWhere is DeleteFlowsWhere for the second-key table.
+func (d *Datapath) DeleteSecondKeysWhere(match func(SecondKey, Second) bool, limit int) (int, error) {
+	n, err := deleteWhere(d.maps().SecondKeys, match, limit)
+	if err != nil {
+		return n, fmt.Errorf("delete second keys: %w", err)
+	}
+	return n, nil
 }
 
 // Counters returns the global counters summed over CPUs.
@@ -422,12 +421,33 @@ func (d *Datapath) ResetTraffic(svc bool, idx uint32) error {
 // memory. The table changes while it is walked: an entry may be missed or
 // seen twice.
 func (d *Datapath) WalkFlows(fn func(FlowKey, Flow) bool) error {
+	if err := walk(d.maps().Flows, fn); err != nil {
+		return fmt.Errorf("walk flow table: %w", err)
+	}
+	return nil
+}
+
+// DeleteFlowsWhere deletes up to limit entries (0: no limit) for which match
+// holds, and returns how many it deleted. Each is looked up again and
+// matched just before it is deleted, so an entry the data path changed
+// meanwhile (refreshed, say) is kept.
+func (d *Datapath) DeleteFlowsWhere(match func(FlowKey, Flow) bool, limit int) (int, error) {
+	n, err := deleteWhere(d.maps().Flows, match, limit)
+	if err != nil {
+		return n, fmt.Errorf("delete flows: %w", err)
+	}
+	return n, nil
+}
+
+// walk reads a hash map in batches and calls fn for each entry until fn
+// returns false.
+func walk[K, V any](m *ebpf.Map, fn func(K, V) bool) error {
 	const batch = 4096
-	keys := make([]FlowKey, batch)
-	vals := make([]Flow, batch)
+	keys := make([]K, batch)
+	vals := make([]V, batch)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := d.maps().Flows.BatchLookup(&cursor, keys, vals, nil)
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
 			if !fn(keys[i], vals[i]) {
 				return nil
@@ -437,9 +457,37 @@ func (d *Datapath) WalkFlows(fn func(FlowKey, Flow) bool) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("walk flow table: %w", err)
+			return err
 		}
 	}
+}
+
+// deleteWhere collects the keys that match during one walk, then deletes
+// those that still match.
+func deleteWhere[K, V any](m *ebpf.Map, match func(K, V) bool, limit int) (int, error) {
+	var keys []K
+	err := walk(m, func(k K, v V) bool {
+		if match(k, v) {
+			keys = append(keys, k)
+		}
+		return limit == 0 || len(keys) < limit
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		var v V
+		if err := m.Lookup(k, &v); err != nil || !match(k, v) {
+			continue
+		}
+		if err := m.Delete(k); err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // LookupFlow returns the entry for k.

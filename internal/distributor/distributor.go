@@ -467,31 +467,11 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 
 // clearTM removes every flow and second key of TM index idx.
 func (d *Daemon) clearTM(idx uint32) error {
-	var flows []datapath.FlowKey
-	if err := d.dp.WalkFlows(func(k datapath.FlowKey, f datapath.Flow) bool {
-		if uint32(f.Tm) == idx {
-			flows = append(flows, k)
-		}
-		return true
-	}); err != nil {
+	if _, err := d.dp.DeleteFlowsWhere(func(_ datapath.FlowKey, f datapath.Flow) bool { return uint32(f.Tm) == idx }, 0); err != nil {
 		return err
 	}
-	for _, k := range flows {
-		_ = d.dp.DeleteFlow(k)
-	}
-	var seconds []datapath.SecondKey
-	if err := d.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {
-		if uint32(v.Tm) == idx {
-			seconds = append(seconds, k)
-		}
-		return true
-	}); err != nil {
-		return err
-	}
-	for _, k := range seconds {
-		_ = d.dp.DeleteSecondKey(k)
-	}
-	return nil
+	_, err := d.dp.DeleteSecondKeysWhere(func(_ datapath.SecondKey, v datapath.Second) bool { return uint32(v.Tm) == idx }, 0)
+	return err
 }
 
 // prunePersistence removes persistence keys whose TM is no longer eligible
@@ -507,20 +487,10 @@ func (d *Daemon) prunePersistence() error {
 		}
 		eligible[uint16(s.index)] = m
 	}
-	var stale []datapath.SecondKey
-	err := d.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {
-		if v.Svc != datapath.SvcNone && !eligible[v.Svc][v.Tm] {
-			stale = append(stale, k)
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range stale {
-		_ = d.dp.DeleteSecondKey(k)
-	}
-	return nil
+	_, err := d.dp.DeleteSecondKeysWhere(func(_ datapath.SecondKey, v datapath.Second) bool {
+		return v.Svc != datapath.SvcNone && !eligible[v.Svc][v.Tm]
+	}, 0)
+	return err
 }
 
 // syncTable makes a data-path table go from cur to want, writing only the

@@ -1,10 +1,6 @@
 package distributor
 
 import (
-	"errors"
-
-	"github.com/cilium/ebpf"
-
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -37,66 +33,30 @@ func idle(now, last, timeout uint32) bool {
 	return now > last && now-last > timeout
 }
 
+// secondTimeout is how long second key v may stay idle.
+func secondTimeout(t config.Timeouts, v datapath.Second) uint32 {
+	if v.Timeout != 0 {
+		return v.Timeout
+	}
+	return t.SecondKey
+}
+
 // sweep removes flow-table entries and second keys idle longer than their
 // timeouts. An entry refreshed by the data path between the walk and the
-// delete is kept: it is looked up again first.
+// delete is kept (DeleteFlowsWhere matches again just before deleting).
 func (d *Daemon) sweep() (flows, seconds int, err error) {
 	d.mu.Lock()
 	t := d.cfg.Timeouts
 	d.mu.Unlock()
 	now := d.now()
-
-	var dead []datapath.FlowKey
-	err = d.dp.WalkFlows(func(k datapath.FlowKey, f datapath.Flow) bool {
-		if idle(now, f.LastSeen, idleTimeout(t, k, f)) {
-			dead = append(dead, k)
-		}
-		return len(dead) < maxSweep
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, k := range dead {
-		f, err := d.dp.LookupFlow(k)
-		if err != nil || !idle(now, f.LastSeen, idleTimeout(t, k, f)) {
-			continue
-		}
-		if err := d.dp.DeleteFlow(k); err == nil {
-			flows++
-		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return flows, 0, err
-		}
-	}
-
-	var deadSecond []datapath.SecondKey
-	err = d.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {
-		to := v.Timeout
-		if to == 0 {
-			to = t.SecondKey
-		}
-		if idle(now, v.LastSeen, to) {
-			deadSecond = append(deadSecond, k)
-		}
-		return len(deadSecond) < maxSweep
-	})
+	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
+		return idle(now, f.LastSeen, idleTimeout(t, k, f))
+	}, maxSweep)
 	if err != nil {
 		return flows, 0, err
 	}
-	for _, k := range deadSecond {
-		v, err := d.dp.LookupSecondKey(k)
-		if err != nil {
-			continue
-		}
-		to := v.Timeout
-		if to == 0 {
-			to = t.SecondKey
-		}
-		if !idle(now, v.LastSeen, to) {
-			continue
-		}
-		if err := d.dp.DeleteSecondKey(k); err == nil {
-			seconds++
-		}
-	}
-	return flows, seconds, nil
+	seconds, err = d.dp.DeleteSecondKeysWhere(func(_ datapath.SecondKey, v datapath.Second) bool {
+		return idle(now, v.LastSeen, secondTimeout(t, v))
+	}, maxSweep)
+	return flows, seconds, err
 }
