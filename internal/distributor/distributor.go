@@ -325,12 +325,12 @@ func (d *Daemon) apply(cfg *config.Config) error {
 				return fmt.Errorf("traffic manager %s: reset counters: %w", tc.ID, err)
 			}
 		}
-		if !s.present || !sameMAC(s.cfg.MAC, tc.MAC) || s.cfg.Address != tc.Address {
-			s.cfg = tc
-			s.present = true
+		// A new, returning or readdressed TM is resolved at once.
+		resolve := !s.present || !sameMAC(s.cfg.MAC, tc.MAC) || s.cfg.Address != tc.Address
+		s.cfg, s.present = tc, true
+		if resolve {
 			d.resolve(s)
 		}
-		s.cfg = tc
 	}
 	for id, s := range d.tms {
 		if err := d.writeTM(id, s); err != nil {

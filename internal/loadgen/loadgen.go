@@ -284,20 +284,16 @@ func (r *Run) tm(id string) *tmCounts {
 	return c
 }
 
-func (r *Run) errorf(format string, a ...any) {
-	r.nErrors.Add(1)
-	r.mu.Lock()
-	if len(r.samples) < maxSamples {
-		r.samples = append(r.samples, fmt.Sprintf(format, a...))
-	}
-	r.mu.Unlock()
-}
+func (r *Run) errorf(format string, a ...any) { r.note(&r.nErrors, &r.samples, format, a...) }
 
-func (r *Run) moved(format string, a ...any) {
-	r.nMoved.Add(1)
+func (r *Run) moved(format string, a ...any) { r.note(&r.nMoved, &r.moves, format, a...) }
+
+// note counts an event and keeps its message while there are few.
+func (r *Run) note(n *atomic.Uint64, samples *[]string, format string, a ...any) {
+	n.Add(1)
 	r.mu.Lock()
-	if len(r.moves) < maxSamples {
-		r.moves = append(r.moves, fmt.Sprintf(format, a...))
+	if len(*samples) < maxSamples {
+		*samples = append(*samples, fmt.Sprintf(format, a...))
 	}
 	r.mu.Unlock()
 }
