@@ -98,16 +98,13 @@ func (f *fixture) setRole(t testing.TB, role int) {
 
 func (f *fixture) service(t testing.TB, vip netip.Addr, port uint16, proto uint8, idx uint32, backends []selector.Backend) {
 	t.Helper()
-	k := flow.MakeKey(vip, vip, 0, port, proto, 0)
-	var sk datapath.ServiceKey
-	sk.Addr, sk.Port, sk.Proto, sk.Family = k.Dst, k.Dport, k.Proto, k.Family
+	sk := flow.ServiceKey(vip, port, proto)
 	svc := datapath.Service{Index: idx}
 	if err := f.dp.SetService(sk, svc); err != nil {
 		t.Fatal(err)
 	}
 	f.model.Services[sk] = svc
-	var vk datapath.VIPKey
-	vk.Addr, vk.Family = k.Dst, k.Family
+	vk := flow.AddrKey(vip)
 	f.model.VIPs[vk]++
 	if err := f.dp.SetVIP(vk, f.model.VIPs[vk]); err != nil {
 		t.Fatal(err)
@@ -125,9 +122,7 @@ func (f *fixture) service(t testing.TB, vip netip.Addr, port uint16, proto uint8
 // persist turns on source persistence for a service set up by service.
 func (f *fixture) persist(t testing.TB, vip netip.Addr, port uint16, proto uint8, mask, timeout uint32) {
 	t.Helper()
-	k := flow.MakeKey(vip, vip, 0, port, proto, 0)
-	var sk datapath.ServiceKey
-	sk.Addr, sk.Port, sk.Proto, sk.Family = k.Dst, k.Dport, k.Proto, k.Family
+	sk := flow.ServiceKey(vip, port, proto)
 	svc := f.model.Services[sk]
 	svc.PersistMask, svc.PersistTimeout = mask, timeout
 	if err := f.dp.SetService(sk, svc); err != nil {
@@ -197,8 +192,7 @@ func (f *fixture) standard(t testing.TB) {
 		f.model.TMByMAC[mac] = idx
 	}
 	for addr, owner := range map[string]uint32{"10.0.1.11": datapath.TMAny, "fd00:1::11": 0, "10.0.1.12": 1} {
-		k := flow.MakeKey(netip.MustParseAddr(addr), netip.MustParseAddr(addr), 0, 0, 0, 0)
-		vk := datapath.VIPKey{Addr: k.Dst, Family: k.Family}
+		vk := flow.AddrKey(netip.MustParseAddr(addr))
 		if err := f.dp.SetLearnSource(vk, owner); err != nil {
 			t.Fatal(err)
 		}

@@ -282,19 +282,7 @@ func protoNumber(p string) uint8 {
 	return flow.ProtoTCP
 }
 
-func serviceKey(id serviceID) datapath.ServiceKey {
-	k := flow.MakeKey(id.vip, id.vip, 0, id.port, id.proto, 0)
-	var sk datapath.ServiceKey
-	sk.Addr, sk.Port, sk.Proto, sk.Family = k.Dst, k.Dport, k.Proto, k.Family
-	return sk
-}
-
-func vipKey(a netip.Addr) datapath.VIPKey {
-	k := flow.MakeKey(a, a, 0, 0, 0, 0)
-	var vk datapath.VIPKey
-	vk.Addr, vk.Family = k.Dst, k.Family
-	return vk
-}
+func serviceKey(id serviceID) datapath.ServiceKey { return flow.ServiceKey(id.vip, id.port, id.proto) }
 
 // apply makes the data path match cfg. Called with d.mu held. Order keeps
 // the data path consistent at every step: TMs, then rings, then service
@@ -393,7 +381,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	// VIPs: an address is a VIP while a service uses it.
 	counts := map[datapath.VIPKey]uint32{}
 	for id := range want {
-		counts[vipKey(id.vip)]++
+		counts[flow.AddrKey(id.vip)]++
 	}
 	for k, n := range counts {
 		if d.vipCounts[k] != n {
@@ -432,7 +420,7 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 			senders[[6]uint8(s.mac)] = s.index
 			owners[[6]uint8(s.mac)] = append(owners[[6]uint8(s.mac)], id)
 		}
-		learn[vipKey(s.cfg.Address)] = s.index
+		learn[flow.AddrKey(s.cfg.Address)] = s.index
 	}
 	// Two TMs behind one MAC cannot be told apart: neither may signal.
 	for mac, ids := range owners {
@@ -443,7 +431,7 @@ func (d *Daemon) writeSignalState(cfg *config.Config) error {
 		}
 	}
 	for _, a := range cfg.Learning.SNATAddresses {
-		learn[vipKey(a)] = datapath.TMAny
+		learn[flow.AddrKey(a)] = datapath.TMAny
 	}
 	if err := syncTable(d.senders, senders, d.dp.SetSender, d.dp.DeleteSender); err != nil {
 		return err

@@ -41,6 +41,19 @@ func MakeKey(src, dst netip.Addr, sport, dport uint16, proto uint8, vlan uint16)
 	return k
 }
 
+// ServiceKey is the key of the service on vip, port (0: all ports) and
+// protocol.
+func ServiceKey(vip netip.Addr, port uint16, proto uint8) datapath.ServiceKey {
+	k := MakeKey(vip, vip, 0, port, proto, 0)
+	return datapath.ServiceKey{Addr: k.Dst, Port: k.Dport, Proto: k.Proto, Family: k.Family}
+}
+
+// AddrKey is an address as the VIP set and the learning sources key it.
+func AddrKey(a netip.Addr) datapath.VIPKey {
+	k := MakeKey(a, a, 0, 0, 0, 0)
+	return datapath.VIPKey{Addr: k.Dst, Family: k.Family}
+}
+
 func family(a netip.Addr) uint8 {
 	if a.Unmap().Is4() {
 		return datapath.FamilyIPv4

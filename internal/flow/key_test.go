@@ -41,13 +41,8 @@ func TestKeyFromWire(t *testing.T) {
 	m := NewModel(251, 2, 0)
 	vip := netip.MustParseAddr("10.0.0.100")
 	client := netip.MustParseAddr("10.0.1.11")
-	k := MakeKey(vip, vip, 0, 80, ProtoTCP, 0)
-	var sk datapath.ServiceKey
-	sk.Addr, sk.Port, sk.Proto, sk.Family = k.Dst, k.Dport, k.Proto, k.Family
-	m.Services[sk] = datapath.Service{Index: 0}
-	var vk datapath.VIPKey
-	vk.Addr, vk.Family = k.Dst, k.Family
-	m.VIPs[vk] = 1
+	m.Services[ServiceKey(vip, 80, ProtoTCP)] = datapath.Service{Index: 0}
+	m.VIPs[AddrKey(vip)] = 1
 	m.TMs[3] = datapath.TM{Mac: [6]uint8{2, 0, 0, 0, 0, 3}, Ifindex: 1, Flags: datapath.TMReady}
 	for i := range m.RingSize {
 		m.Rings[i] = 3
@@ -107,13 +102,8 @@ func FuzzModel(f *testing.F) {
 	f.Add(flowtest.Packet{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), Proto: ProtoUDP, IPv6Ext: []uint8{0, 43}}.Bytes())
 	f.Add([]byte{})
 	m := NewModel(13, 1, 0)
-	k := MakeKey(vip, vip, 0, 0, ProtoTCP, 0)
-	var vk datapath.VIPKey
-	vk.Addr, vk.Family = k.Dst, k.Family
-	m.VIPs[vk] = 1
-	var sk datapath.ServiceKey
-	sk.Addr, sk.Proto, sk.Family = k.Dst, k.Proto, k.Family
-	m.Services[sk] = datapath.Service{}
+	m.VIPs[AddrKey(vip)] = 1
+	m.Services[ServiceKey(vip, 0, ProtoTCP)] = datapath.Service{}
 	m.TMs[0] = datapath.TM{Flags: datapath.TMReady, Ifindex: 1}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		v, out := m.Process(pkt, 1)
