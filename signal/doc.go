@@ -12,9 +12,10 @@
 //   - UDP control datagrams (SealUDP, UDPSender), authenticated with
 //     HMAC-SHA256, for TMs that are not on the distributor's segment.
 //
-// The wire format is defined once, in bpf/switchyard.h; this package is a
-// hand-written encoding of it (TM software must not need the XDP objects),
-// and a test checks its sizes and offsets against the compiled object's BTF.
+// The wire format is defined once, in bpf/switchyard.h. This package
+// encodes and decodes it through Go structs that mirror the C structs field
+// by field (TM software must not need the XDP objects), and a test checks
+// every one of them, and the constants, against the compiled object's BTF.
 // docs/signals.md specifies the format for implementations in other
 // languages.
 //

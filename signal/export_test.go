@@ -1,42 +1,28 @@
 package signal
 
-// WireStruct is the Go encoding's idea of one C wire struct, for the test
-// that compares it with the BTF of the compiled XDP object.
-type WireStruct struct {
-	Size    int
-	Members map[string][2]int // name → offset, size
+// WireStructs maps every wire struct of bpf/switchyard.h to the Go struct
+// this package encodes and decodes it through, for the test that compares
+// them with the BTF of the compiled XDP object.
+var WireStructs = map[string]any{
+	"sy_sig_hdr":     wireHdr{},
+	"sy_tlv":         wireTLV{},
+	"sy_wire_key":    wireKey{},
+	"sy_op_memorize": wireMemorize{},
+	"sy_op_key":      wireKeyOp{},
+	"sy_op_relate":   wireRelate{},
+	"sy_op_age":      wireAge{},
 }
 
-// WireLayout lists every wire struct of bpf/switchyard.h as encoded here.
-var WireLayout = map[string]WireStruct{
-	"sy_sig_hdr": {hdrLen, map[string][2]int{
-		"version": {hdrOffVer, 1}, "count": {hdrOffCnt, 1}, "length": {hdrOffLen, 2},
-		"flags": {hdrOffFlg, 2}, "reserved": {hdrOffRsv, 2},
-	}},
-	"sy_tlv": {tlvHdrLen, map[string][2]int{"op": {tlvOffOp, 1}, "len": {tlvOffLen, 1}}},
-	"sy_wire_key": {keyLen, map[string][2]int{
-		"src": {keyOffSrc, 16}, "dst": {keyOffDst, 16}, "sport": {keyOffSport, 2},
-		"dport": {keyOffDport, 2}, "vlan": {keyOffVLAN, 2}, "proto": {keyOffProto, 1},
-		"family": {keyOffFamily, 1},
-	}},
-	"sy_op_memorize": {memorizeLen, map[string][2]int{
-		"key": {memorizeOffKey, keyLen}, "tm": {memorizeOffTM, 2},
-		"flags": {memorizeOffFlags, 2}, "timeout": {memorizeOffTimeout, 4},
-	}},
-	"sy_op_key": {keyOpLen, map[string][2]int{"key": {keyOpOffKey, keyLen}}},
-	"sy_op_relate": {relateLen, map[string][2]int{
-		"parent": {relateOffParent, keyLen}, "second": {relateOffSecond, keyLen},
-		"mask": {relateOffMask, 1}, "pad": {relateOffPad, 1}, "tm": {relateOffTM, 2},
-		"timeout": {relateOffTimeout, 4},
-	}},
-	"sy_op_age": {ageLen, map[string][2]int{"key": {ageOffKey, keyLen}, "timeout": {ageOffTimeout, 4}}},
-}
+// OpSize is the value size this package expects for an op code; -1 for an
+// op it does not know.
+func OpSize(code uint8) int { return opSize(code) }
 
-// WireEnums lists the enum values of bpf/switchyard.h that the encoding uses.
+// WireEnums lists the enum values of bpf/switchyard.h that the encoding
+// uses: all of each enum, so a value added in C and not here fails the test.
 var WireEnums = map[string]map[string]uint64{
 	"sy_sig_consts": {
-		"SY_SIG_VERSION": Version, "SY_SIG_MAX_OPS": MaxOps, "SY_SIG_HDR_LEN": hdrLen,
-		"SY_SIG_TLV_HDR_LEN": tlvHdrLen, "SY_SIG_TM_SELF": uint64(Self),
+		"SY_SIG_VERSION": Version, "SY_SIG_MAX_OPS": MaxOps, "SY_SIG_HDR_LEN": uint64(hdrLen),
+		"SY_SIG_TLV_HDR_LEN": uint64(tlvHdrLen), "SY_SIG_TM_SELF": uint64(Self),
 	},
 	"sy_sig_flags":      {"SY_SIG_F_SHIM": flagShim},
 	"sy_memorize_flags": {"SY_MEMORIZE_F_MIRROR": memorizeFlagMirror},

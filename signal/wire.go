@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
+	"unsafe"
 )
 
 // Wire constants. They mirror bpf/switchyard.h (enum sy_sig_consts,
@@ -29,51 +31,106 @@ const (
 	MaxTimeout = math.MaxUint32 * time.Second
 )
 
-// Sizes and offsets of the wire structs (bytes). Exported through the test
-// that compares them with the C structs; keep them in sync with
-// bpf/switchyard.h.
+// The wire structs: Go mirrors of the C structs of bpf/switchyard.h, field
+// by field in the same order, named as in C (case aside). The wire is
+// big-endian, so every multi-byte field is encoded and decoded with
+// binary.BigEndian; explicit pads and reserved fields are fields, so that
+// Unmarshal can check they are zero. btf_test.go checks each struct against
+// the BTF of the compiled XDP object: size, and every field's name, offset,
+// size and type (multi-byte C fields must be __be*).
+type (
+	// wireHdr is struct sy_sig_hdr.
+	wireHdr struct {
+		Version  uint8
+		Count    uint8
+		Length   uint16 // bytes of TLVs
+		Flags    uint16
+		Reserved uint16
+	}
+	// wireTLV is struct sy_tlv.
+	wireTLV struct {
+		Op  uint8
+		Len uint8 // bytes of value: the op's size
+	}
+	// wireKey is struct sy_wire_key.
+	wireKey struct {
+		Src    [16]byte // IPv4: first 4 bytes, rest zero
+		Dst    [16]byte
+		Sport  uint16
+		Dport  uint16
+		VLAN   uint16
+		Proto  uint8
+		Family uint8
+	}
+	// wireMemorize is struct sy_op_memorize.
+	wireMemorize struct {
+		Key     wireKey
+		TM      uint16
+		Flags   uint16
+		Timeout uint32 // seconds
+	}
+	// wireKeyOp is struct sy_op_key (FORGET, MIRROR).
+	wireKeyOp struct {
+		Key wireKey
+	}
+	// wireRelate is struct sy_op_relate.
+	wireRelate struct {
+		Parent  wireKey
+		Second  wireKey
+		Mask    uint8
+		Pad     uint8
+		TM      uint16
+		Timeout uint32 // seconds
+	}
+	// wireAge is struct sy_op_age.
+	wireAge struct {
+		Key     wireKey
+		Timeout uint32 // seconds
+	}
+)
+
+// Encoded sizes of the wire structs (bytes).
+var (
+	hdrLen      = binary.Size(wireHdr{})
+	tlvHdrLen   = binary.Size(wireTLV{})
+	memorizeLen = binary.Size(wireMemorize{})
+	keyOpLen    = binary.Size(wireKeyOp{})
+	relateLen   = binary.Size(wireRelate{})
+	ageLen      = binary.Size(wireAge{})
+)
+
+// Offsets of the fields that refusals point at. The wire structs have no
+// implicit padding in Go either (btf_test.go checks that the Go size equals
+// the encoded size), so their Go offsets are their wire offsets.
 const (
-	hdrLen    = 8 // struct sy_sig_hdr
-	hdrOffVer = 0
-	hdrOffCnt = 1
-	hdrOffLen = 2
-	hdrOffFlg = 4
-	hdrOffRsv = 6
+	hdrOffVer = int(unsafe.Offsetof(wireHdr{}.Version))
+	hdrOffCnt = int(unsafe.Offsetof(wireHdr{}.Count))
+	hdrOffLen = int(unsafe.Offsetof(wireHdr{}.Length))
+	hdrOffFlg = int(unsafe.Offsetof(wireHdr{}.Flags))
+	hdrOffRsv = int(unsafe.Offsetof(wireHdr{}.Reserved))
 
-	tlvHdrLen = 2 // struct sy_tlv
-	tlvOffOp  = 0
-	tlvOffLen = 1
+	tlvOffOp  = int(unsafe.Offsetof(wireTLV{}.Op))
+	tlvOffLen = int(unsafe.Offsetof(wireTLV{}.Len))
 
-	keyLen       = 40 // struct sy_wire_key
-	keyOffSrc    = 0
-	keyOffDst    = 16
-	keyOffSport  = 32
-	keyOffDport  = 34
-	keyOffVLAN   = 36
-	keyOffProto  = 38
-	keyOffFamily = 39
+	keyOffSrc    = int(unsafe.Offsetof(wireKey{}.Src))
+	keyOffDst    = int(unsafe.Offsetof(wireKey{}.Dst))
+	keyOffFamily = int(unsafe.Offsetof(wireKey{}.Family))
 
-	memorizeLen        = 48 // struct sy_op_memorize
-	memorizeOffKey     = 0
-	memorizeOffTM      = 40
-	memorizeOffFlags   = 42
-	memorizeOffTimeout = 44
+	memorizeOffKey     = int(unsafe.Offsetof(wireMemorize{}.Key))
+	memorizeOffFlags   = int(unsafe.Offsetof(wireMemorize{}.Flags))
+	memorizeOffTimeout = int(unsafe.Offsetof(wireMemorize{}.Timeout))
 
-	keyOpLen    = 40 // struct sy_op_key (FORGET, MIRROR)
-	keyOpOffKey = 0
+	keyOpOffKey = int(unsafe.Offsetof(wireKeyOp{}.Key))
 
-	relateLen        = 88 // struct sy_op_relate
-	relateOffParent  = 0
-	relateOffSecond  = 40
-	relateOffMask    = 80
-	relateOffPad     = 81
-	relateOffTM      = 82
-	relateOffTimeout = 84
+	relateOffParent = int(unsafe.Offsetof(wireRelate{}.Parent))
+	relateOffSecond = int(unsafe.Offsetof(wireRelate{}.Second))
+	relateOffPad    = int(unsafe.Offsetof(wireRelate{}.Pad))
 
-	ageLen        = 44 // struct sy_op_age
-	ageOffKey     = 0
-	ageOffTimeout = 40
+	ageOffKey = int(unsafe.Offsetof(wireAge{}.Key))
+)
 
+// Flags and families (enum sy_sig_flags, sy_memorize_flags, sy_family).
+const (
 	flagShim           = 0x1 // SY_SIG_F_SHIM
 	memorizeFlagMirror = 0x1 // SY_MEMORIZE_F_MIRROR
 
@@ -296,100 +353,122 @@ func (m Message) appendTo(b []byte, flags uint16) ([]byte, error) {
 	if size < 0 {
 		return nil, errors.New("signal: unknown op type")
 	}
-	start := len(b)
-	b = append(b, make([]byte, size)...)
-	out := b[start:]
-	out[hdrOffVer] = Version
-	out[hdrOffCnt] = uint8(len(m.Ops))
-	binary.BigEndian.PutUint16(out[hdrOffLen:], uint16(size-hdrLen))
-	binary.BigEndian.PutUint16(out[hdrOffFlg:], flags)
-	off := hdrLen
+	b = slices.Grow(b, size)
+	b, err := appendWire(b, &wireHdr{
+		Version: Version,
+		Count:   uint8(len(m.Ops)),
+		Length:  uint16(size - hdrLen),
+		Flags:   flags,
+	})
+	if err != nil {
+		return nil, err
+	}
 	for i, op := range m.Ops {
 		c := opCode(op)
-		out[off+tlvOffOp] = c
-		out[off+tlvOffLen] = uint8(opSize(c))
-		v := out[off+tlvHdrLen : off+tlvHdrLen+opSize(c)]
-		if err := encodeOp(v, op); err != nil {
+		w, err := wireOp(op)
+		if err != nil {
 			return nil, fmt.Errorf("signal: op %d: %w", i, err)
 		}
-		off += tlvHdrLen + opSize(c)
+		if b, err = appendWire(b, &wireTLV{Op: c, Len: uint8(opSize(c))}); err != nil {
+			return nil, err
+		}
+		if b, err = appendWire(b, w); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
 
-func encodeOp(v []byte, op Op) error {
+// appendWire appends the big-endian encoding of a wire struct.
+func appendWire(b []byte, w any) ([]byte, error) {
+	b, err := binary.Append(b, binary.BigEndian, w)
+	if err != nil {
+		// Only a type that is not fixed-size fails: a bug here, not bad input.
+		return nil, fmt.Errorf("signal: encode %T: %w", w, err)
+	}
+	return b, nil
+}
+
+// wireOp returns the wire struct of op (a pointer, for appendWire).
+func wireOp(op Op) (any, error) {
 	switch o := op.(type) {
 	case *Memorize:
 		if o == nil {
-			return errors.New("nil op")
+			return nil, errors.New("nil op")
 		}
-		return encodeOp(v, *o)
+		return wireOp(*o)
 	case *Forget:
 		if o == nil {
-			return errors.New("nil op")
+			return nil, errors.New("nil op")
 		}
-		return encodeOp(v, *o)
+		return wireOp(*o)
 	case *Mirror:
 		if o == nil {
-			return errors.New("nil op")
+			return nil, errors.New("nil op")
 		}
-		return encodeOp(v, *o)
+		return wireOp(*o)
 	case *Relate:
 		if o == nil {
-			return errors.New("nil op")
+			return nil, errors.New("nil op")
 		}
-		return encodeOp(v, *o)
+		return wireOp(*o)
 	case *Age:
 		if o == nil {
-			return errors.New("nil op")
+			return nil, errors.New("nil op")
 		}
-		return encodeOp(v, *o)
+		return wireOp(*o)
 	case Memorize:
-		if err := putKey(v[memorizeOffKey:], o.Key); err != nil {
-			return err
+		k, err := o.Key.wire()
+		if err != nil {
+			return nil, err
 		}
-		binary.BigEndian.PutUint16(v[memorizeOffTM:], wireTM(o.TM, o.tmZero))
-		var fl uint16
-		if o.Mirror {
-			fl |= memorizeFlagMirror
-		}
-		binary.BigEndian.PutUint16(v[memorizeOffFlags:], fl)
 		s, err := seconds(o.Timeout, MaxMemorizeTimeout)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		binary.BigEndian.PutUint32(v[memorizeOffTimeout:], s)
+		w := &wireMemorize{Key: k, TM: wireTM(o.TM, o.tmZero), Timeout: s}
+		if o.Mirror {
+			w.Flags |= memorizeFlagMirror
+		}
+		return w, nil
 	case Forget:
-		return putKey(v[keyOpOffKey:], o.Key)
+		k, err := o.Key.wire()
+		if err != nil {
+			return nil, err
+		}
+		return &wireKeyOp{Key: k}, nil
 	case Mirror:
-		return putKey(v[keyOpOffKey:], o.Key)
+		k, err := o.Key.wire()
+		if err != nil {
+			return nil, err
+		}
+		return &wireKeyOp{Key: k}, nil
 	case Relate:
-		if err := putKey(v[relateOffParent:], o.Parent); err != nil {
-			return fmt.Errorf("parent: %w", err)
+		p, err := o.Parent.wire()
+		if err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
 		}
-		if err := putKey(v[relateOffSecond:], o.Second); err != nil {
-			return fmt.Errorf("second: %w", err)
+		sk, err := o.Second.wire()
+		if err != nil {
+			return nil, fmt.Errorf("second: %w", err)
 		}
-		v[relateOffMask] = uint8(o.Mask)
-		binary.BigEndian.PutUint16(v[relateOffTM:], wireTM(o.TM, o.tmZero))
 		s, err := seconds(o.Timeout, MaxTimeout)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		binary.BigEndian.PutUint32(v[relateOffTimeout:], s)
+		return &wireRelate{Parent: p, Second: sk, Mask: uint8(o.Mask), TM: wireTM(o.TM, o.tmZero), Timeout: s}, nil
 	case Age:
-		if err := putKey(v[ageOffKey:], o.Key); err != nil {
-			return err
+		k, err := o.Key.wire()
+		if err != nil {
+			return nil, err
 		}
 		s, err := seconds(o.Timeout, MaxTimeout)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		binary.BigEndian.PutUint32(v[ageOffTimeout:], s)
-	default:
-		return errors.New("unknown op type")
+		return &wireAge{Key: k, Timeout: s}, nil
 	}
-	return nil
+	return nil, errors.New("unknown op type")
 }
 
 func wireTM(tm uint16, zero bool) uint16 {
@@ -409,31 +488,24 @@ func seconds(d, limit time.Duration) (uint32, error) {
 	return uint32((d + time.Second - 1) / time.Second), nil
 }
 
-func putKey(v []byte, k Key) error {
+// wire returns the wire form of the key: IPv4-mapped addresses as IPv4,
+// zones dropped, an invalid address as zeros.
+func (k Key) wire() (wireKey, error) {
 	src, dst := k.Src.Unmap().WithZone(""), k.Dst.Unmap().WithZone("")
-	var fam uint8
+	w := wireKey{Sport: k.SrcPort, Dport: k.DstPort, VLAN: k.VLAN, Proto: k.Proto}
 	switch {
 	case src.IsValid() && dst.IsValid() && src.Is4() != dst.Is4():
-		return fmt.Errorf("key mixes address families (%v, %v)", k.Src, k.Dst)
+		return wireKey{}, fmt.Errorf("key mixes address families (%v, %v)", k.Src, k.Dst)
 	case src.IsValid():
-		fam = famOf(src)
+		w.Family = famOf(src)
 	case dst.IsValid():
-		fam = famOf(dst)
+		w.Family = famOf(dst)
 	default:
-		return errors.New("key has no address (set Src or Dst, unspecified for a wildcard)")
+		return wireKey{}, errors.New("key has no address (set Src or Dst, unspecified for a wildcard)")
 	}
-	if src.IsValid() {
-		putAddr(v[keyOffSrc:keyOffSrc+16], src)
-	}
-	if dst.IsValid() {
-		putAddr(v[keyOffDst:keyOffDst+16], dst)
-	}
-	binary.BigEndian.PutUint16(v[keyOffSport:], k.SrcPort)
-	binary.BigEndian.PutUint16(v[keyOffDport:], k.DstPort)
-	binary.BigEndian.PutUint16(v[keyOffVLAN:], k.VLAN)
-	v[keyOffProto] = k.Proto
-	v[keyOffFamily] = fam
-	return nil
+	putAddr(&w.Src, src)
+	putAddr(&w.Dst, dst)
+	return w, nil
 }
 
 func famOf(a netip.Addr) uint8 {
@@ -443,14 +515,15 @@ func famOf(a netip.Addr) uint8 {
 	return famINET6
 }
 
-func putAddr(v []byte, a netip.Addr) {
-	if a.Is4() {
+// putAddr writes a into v: 4 bytes for IPv4, 16 for IPv6, none if invalid.
+func putAddr(v *[16]byte, a netip.Addr) {
+	switch {
+	case a.Is4():
 		b := a.As4()
-		copy(v, b[:])
-		return
+		copy(v[:], b[:])
+	case a.Is6():
+		*v = a.As16()
 	}
-	b := a.As16()
-	copy(v, b[:])
 }
 
 // Unmarshal decodes one message from the start of b and returns the bytes
@@ -465,48 +538,60 @@ func Unmarshal(b []byte) (m Message, rest []byte, err error) {
 	return m, rest, err
 }
 
-func unmarshal(b []byte) (m Message, flags uint16, rest []byte, err error) {
-	if len(b) < hdrLen {
-		return Message{}, 0, nil, refuse(ReasonTruncated, len(b))
+// decodeWire decodes the wire struct w (a pointer) from the start of v;
+// base is v's offset in the input, for the refusal.
+func decodeWire(v []byte, w any, base int) error {
+	if _, err := binary.Decode(v, binary.BigEndian, w); err != nil {
+		// Callers check the length first; what is left is a short buffer.
+		return refuse(ReasonTruncated, base+len(v))
 	}
-	if b[hdrOffVer] != Version {
+	return nil
+}
+
+func unmarshal(b []byte) (m Message, flags uint16, rest []byte, err error) {
+	var h wireHdr
+	if err := decodeWire(b, &h, 0); err != nil {
+		return Message{}, 0, nil, err
+	}
+	if h.Version != Version {
 		return Message{}, 0, nil, refuse(ReasonVersion, hdrOffVer)
 	}
-	count := int(b[hdrOffCnt])
+	count := int(h.Count)
 	if count < 1 || count > MaxOps {
 		return Message{}, 0, nil, refuse(ReasonCount, hdrOffCnt)
 	}
-	length := int(binary.BigEndian.Uint16(b[hdrOffLen:]))
-	flags = binary.BigEndian.Uint16(b[hdrOffFlg:])
-	if flags&^flagShim != 0 {
+	if h.Flags&^flagShim != 0 {
 		return Message{}, 0, nil, refuse(ReasonReserved, hdrOffFlg)
 	}
-	if binary.BigEndian.Uint16(b[hdrOffRsv:]) != 0 {
+	if h.Reserved != 0 {
 		return Message{}, 0, nil, refuse(ReasonReserved, hdrOffRsv)
 	}
-	if len(b) < hdrLen+length {
+	end := hdrLen + int(h.Length)
+	if len(b) < end {
 		return Message{}, 0, nil, refuse(ReasonTruncated, len(b))
 	}
-	end := hdrLen + length
 	off := hdrLen
 	ops := make([]Op, 0, count)
 	for i := 0; i < count; i++ {
 		if off+tlvHdrLen > end {
 			return Message{}, 0, nil, refuse(ReasonBadLength, hdrOffLen)
 		}
-		code, l := b[off+tlvOffOp], int(b[off+tlvOffLen])
-		size := opSize(code)
+		var t wireTLV
+		if err := decodeWire(b[off:end], &t, off); err != nil {
+			return Message{}, 0, nil, err
+		}
+		size := opSize(t.Op)
 		if size < 0 {
 			return Message{}, 0, nil, refuse(ReasonUnknownOp, off+tlvOffOp)
 		}
-		if l != size {
+		if int(t.Len) != size {
 			return Message{}, 0, nil, refuse(ReasonBadLength, off+tlvOffLen)
 		}
 		vo := off + tlvHdrLen
 		if vo+size > end {
 			return Message{}, 0, nil, refuse(ReasonBadLength, hdrOffLen)
 		}
-		op, err := decodeOp(code, b[vo:vo+size], vo)
+		op, err := decodeOp(t.Op, b[vo:vo+size], vo)
 		if err != nil {
 			return Message{}, 0, nil, err
 		}
@@ -516,34 +601,41 @@ func unmarshal(b []byte) (m Message, flags uint16, rest []byte, err error) {
 	if off != end {
 		return Message{}, 0, nil, refuse(ReasonBadLength, hdrOffLen)
 	}
-	return Message{Ops: ops}, flags, b[end:], nil
+	return Message{Ops: ops}, h.Flags, b[end:], nil
 }
 
+// decodeOp decodes the value v of an op (exactly its size) at offset base.
 func decodeOp(code uint8, v []byte, base int) (Op, error) {
 	switch code {
 	case opMemorize:
-		k, err := getKey(v[memorizeOffKey:], base+memorizeOffKey)
+		var w wireMemorize
+		if err := decodeWire(v, &w, base); err != nil {
+			return nil, err
+		}
+		k, err := w.Key.key(base + memorizeOffKey)
 		if err != nil {
 			return nil, err
 		}
-		fl := binary.BigEndian.Uint16(v[memorizeOffFlags:])
-		if fl&^memorizeFlagMirror != 0 {
+		if w.Flags&^memorizeFlagMirror != 0 {
 			return nil, refuse(ReasonReserved, base+memorizeOffFlags)
 		}
-		tm := binary.BigEndian.Uint16(v[memorizeOffTM:])
-		to := time.Duration(binary.BigEndian.Uint32(v[memorizeOffTimeout:])) * time.Second
+		to := time.Duration(w.Timeout) * time.Second
 		if to > MaxMemorizeTimeout {
 			return nil, refuse(ReasonBadTimeout, base+memorizeOffTimeout)
 		}
 		return Memorize{
 			Key:     k,
-			TM:      tm,
-			tmZero:  tm == 0,
-			Mirror:  fl&memorizeFlagMirror != 0,
+			TM:      w.TM,
+			tmZero:  w.TM == 0,
+			Mirror:  w.Flags&memorizeFlagMirror != 0,
 			Timeout: to,
 		}, nil
 	case opForget, opMirror:
-		k, err := getKey(v[keyOpOffKey:], base+keyOpOffKey)
+		var w wireKeyOp
+		if err := decodeWire(v, &w, base); err != nil {
+			return nil, err
+		}
+		k, err := w.Key.key(base + keyOpOffKey)
 		if err != nil {
 			return nil, err
 		}
@@ -552,50 +644,56 @@ func decodeOp(code uint8, v []byte, base int) (Op, error) {
 		}
 		return Mirror{Key: k}, nil
 	case opRelate:
-		p, err := getKey(v[relateOffParent:], base+relateOffParent)
+		var w wireRelate
+		if err := decodeWire(v, &w, base); err != nil {
+			return nil, err
+		}
+		p, err := w.Parent.key(base + relateOffParent)
 		if err != nil {
 			return nil, err
 		}
-		s, err := getKey(v[relateOffSecond:], base+relateOffSecond)
+		s, err := w.Second.key(base + relateOffSecond)
 		if err != nil {
 			return nil, err
 		}
-		if v[relateOffPad] != 0 {
+		if w.Pad != 0 {
 			return nil, refuse(ReasonReserved, base+relateOffPad)
 		}
-		tm := binary.BigEndian.Uint16(v[relateOffTM:])
 		return Relate{
 			Parent:  p,
 			Second:  s,
-			Mask:    Field(v[relateOffMask]),
-			TM:      tm,
-			tmZero:  tm == 0,
-			Timeout: time.Duration(binary.BigEndian.Uint32(v[relateOffTimeout:])) * time.Second,
+			Mask:    Field(w.Mask),
+			TM:      w.TM,
+			tmZero:  w.TM == 0,
+			Timeout: time.Duration(w.Timeout) * time.Second,
 		}, nil
 	case opAge:
-		k, err := getKey(v[ageOffKey:], base+ageOffKey)
+		var w wireAge
+		if err := decodeWire(v, &w, base); err != nil {
+			return nil, err
+		}
+		k, err := w.Key.key(base + ageOffKey)
 		if err != nil {
 			return nil, err
 		}
-		return Age{Key: k, Timeout: time.Duration(binary.BigEndian.Uint32(v[ageOffTimeout:])) * time.Second}, nil
+		return Age{Key: k, Timeout: time.Duration(w.Timeout) * time.Second}, nil
 	}
 	return nil, refuse(ReasonUnknownOp, base-tlvHdrLen)
 }
 
-func getKey(v []byte, base int) (Key, error) {
-	var k Key
-	switch v[keyOffFamily] {
+// key checks and converts a wire key found at offset base.
+func (w wireKey) key(base int) (Key, error) {
+	k := Key{SrcPort: w.Sport, DstPort: w.Dport, VLAN: w.VLAN, Proto: w.Proto}
+	switch w.Family {
 	case famINET:
-		for i := 4; i < 16; i++ {
-			if v[keyOffSrc+i] != 0 || v[keyOffDst+i] != 0 {
-				return Key{}, refuse(ReasonBadKey, base+keyOffSrc)
-			}
+		if !allZero(w.Src[4:]) || !allZero(w.Dst[4:]) {
+			return Key{}, refuse(ReasonBadKey, base+keyOffSrc)
 		}
-		k.Src = netip.AddrFrom4([4]byte(v[keyOffSrc : keyOffSrc+4]))
-		k.Dst = netip.AddrFrom4([4]byte(v[keyOffDst : keyOffDst+4]))
+		k.Src = netip.AddrFrom4([4]byte(w.Src[:4]))
+		k.Dst = netip.AddrFrom4([4]byte(w.Dst[:4]))
 	case famINET6:
-		k.Src = netip.AddrFrom16([16]byte(v[keyOffSrc : keyOffSrc+16]))
-		k.Dst = netip.AddrFrom16([16]byte(v[keyOffDst : keyOffDst+16]))
+		k.Src = netip.AddrFrom16(w.Src)
+		k.Dst = netip.AddrFrom16(w.Dst)
 		if k.Src.Is4In6() {
 			return Key{}, refuse(ReasonBadKey, base+keyOffSrc)
 		}
@@ -605,9 +703,14 @@ func getKey(v []byte, base int) (Key, error) {
 	default:
 		return Key{}, refuse(ReasonBadKey, base+keyOffFamily)
 	}
-	k.SrcPort = binary.BigEndian.Uint16(v[keyOffSport:])
-	k.DstPort = binary.BigEndian.Uint16(v[keyOffDport:])
-	k.VLAN = binary.BigEndian.Uint16(v[keyOffVLAN:])
-	k.Proto = v[keyOffProto]
 	return k, nil
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }

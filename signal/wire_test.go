@@ -11,6 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+)
+
+// Offsets of fields only the tests look at.
+const (
+	memorizeOffTM = int(unsafe.Offsetof(wireMemorize{}.TM))
+	relateOffTM   = int(unsafe.Offsetof(wireRelate{}.TM))
+	ageOffTimeout = int(unsafe.Offsetof(wireAge{}.Timeout))
 )
 
 var (
@@ -182,7 +190,7 @@ func TestRefusals(t *testing.T) {
 		{"count too low", ReasonBadLength, 2, func(b []byte) []byte { b[1] = 1; return b }},
 		{"unknown op 0", ReasonUnknownOp, hdrLen, func(b []byte) []byte { b[hdrLen] = 0; return b }},
 		{"unknown op 6", ReasonUnknownOp, rt, func(b []byte) []byte { b[rt] = 6; return b }},
-		{"tlv len", ReasonBadLength, hdrLen + 1, func(b []byte) []byte { b[hdrLen+1] = keyOpLen; return b }},
+		{"tlv len", ReasonBadLength, hdrLen + 1, func(b []byte) []byte { b[hdrLen+1] = byte(keyOpLen); return b }},
 		{"op swapped", ReasonBadLength, hdrLen + 1, func(b []byte) []byte { b[hdrLen] = opForget; return b }},
 		{"family 0", ReasonBadKey, mo + keyOffFamily, func(b []byte) []byte { b[mo+keyOffFamily] = 0; return b }},
 		{"family 5", ReasonBadKey, ro + relateOffSecond + keyOffFamily, func(b []byte) []byte { b[ro+relateOffSecond+keyOffFamily] = 5; return b }},
