@@ -285,7 +285,7 @@ func (f *fixture) compareTables(t *testing.T) {
 	if n != len(f.model.SecondKeys) {
 		t.Errorf("second keys: XDP %d entries, model %d", n, len(f.model.SecondKeys))
 	}
-	counters, err := f.dp.Counters()
+	counters, err := f.dp.ReadCounters()
 	if err != nil {
 		t.Fatal(err)
 	}
