@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -119,13 +120,15 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 		u.count("udp_refused_unknown_tm")
 		return
 	}
+	// A shim needs the EtherType after its TLVs, which a datagram does not
+	// carry: refuse it as such before CheckMessage calls it truncated.
+	if len(raw) >= datapath.SigHeaderLen && binary.BigEndian.Uint16(raw[4:])&datapath.SigFlagShim != 0 {
+		u.count("udp_refused_" + signal.ReasonNotShim)
+		return
+	}
 	m, refused, ok := flow.CheckMessage(raw)
 	if !ok {
 		u.count("udp_" + datapath.CounterName(refused))
-		return
-	}
-	if m.Shim {
-		u.count("udp_refused_" + signal.ReasonNotShim)
 		return
 	}
 	if m.Len != len(raw) {
