@@ -77,8 +77,8 @@ func (t tee) SetSettings(s datapath.Settings) error {
 func (t tee) SetNow(sec uint32) error {
 	return t.both("set clock", func(x datapath.Tables) error { return x.SetNow(sec) })
 }
-func (t tee) ReadNow() (uint32, error)                           { return t.dp.ReadNow() }
-func (t tee) ReadCounters() ([]datapath.CounterValue, error)     { return t.dp.ReadCounters() }
+func (t tee) ReadNow() (uint32, error)                            { return t.dp.ReadNow() }
+func (t tee) ReadCounters() ([]datapath.CounterValue, error)      { return t.dp.ReadCounters() }
 func (t tee) ServiceTraffic(idx uint32) (datapath.Traffic, error) { return t.dp.ServiceTraffic(idx) }
 func (t tee) TMTraffic(idx uint32) (datapath.Traffic, error)      { return t.dp.TMTraffic(idx) }
 func (t tee) ResetTraffic(svc bool, idx uint32) error {
