@@ -321,6 +321,10 @@ func TestReload(t *testing.T) {
 	// fresh ones are left.
 	h.reload(t, tms("{id: tm2, address: 10.1.0.12}", "{id: tm4, address: 10.1.0.14}"), fmt.Sprintf(web, "tm2, tm4"))
 	i4 := h.index(t, "tm4")
+	wantFlows("remove")
+	if h.index(t, "tm2") != i2 {
+		t.Fatalf("tm2 moved from index %d to %d", i2, h.index(t, "tm2"))
+	}
 	if i4 == i1 || i4 == i2 || i4 == i3 {
 		t.Fatalf("tm4 got index %d, in use or retired (%d %d %d)", i4, i1, i2, i3)
 	}
