@@ -71,40 +71,12 @@ func appendHMAC(b, key []byte) []byte {
 // the sequence number: keep a ReplayWindow per TM and call Accept after
 // OpenUDP succeeds.
 func OpenUDP(b []byte, keyFor func(tmID string) ([]byte, bool)) (tmID string, seq uint64, m Message, err error) {
-	if len(b) < 6 {
-		return "", 0, Message{}, refuse(ReasonTruncated, len(b))
+	id, seq, msg, err := AuthenticateUDP(b, keyFor)
+	if err != nil {
+		return "", 0, Message{}, err
 	}
-	if string(b[:4]) != udpMagic {
-		return "", 0, Message{}, refuse(ReasonMagic, 0)
-	}
-	if b[4] != udpVersion {
-		return "", 0, Message{}, refuse(ReasonVersion, 4)
-	}
-	n := int(b[5])
-	if n < 1 || n > udpMaxID {
-		return "", 0, Message{}, refuse(ReasonBadID, 5)
-	}
-	body := 6 + n + 8
-	if len(b) < body+hdrLen+udpMACLen {
-		return "", 0, Message{}, refuse(ReasonTruncated, len(b))
-	}
-	id := string(b[6 : 6+n])
-	key, ok := keyFor(id)
-	if !ok {
-		return "", 0, Message{}, refuse(ReasonUnknownTM, 6)
-	}
-	if len(key) < udpMinKeyLen {
-		// An empty or short key would let anyone forge datagrams.
-		return "", 0, Message{}, refuse(ReasonAuth, len(b)-udpMACLen)
-	}
-	signed := b[:len(b)-udpMACLen]
-	mac := hmac.New(sha256.New, key)
-	mac.Write(signed)
-	if !hmac.Equal(mac.Sum(nil), b[len(signed):]) {
-		return "", 0, Message{}, refuse(ReasonAuth, len(signed))
-	}
-	seq = binary.BigEndian.Uint64(b[6+n:])
-	m, flags, rest, err := unmarshal(signed[body:])
+	body := 6 + len(id) + 8
+	m, flags, rest, err := unmarshal(msg)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -119,6 +91,47 @@ func OpenUDP(b []byte, keyFor func(tmID string) ([]byte, bool)) (tmID string, se
 		return "", 0, Message{}, refuse(ReasonBadLength, body+hdrOffLen)
 	}
 	return id, seq, m, nil
+}
+
+// AuthenticateUDP verifies a control datagram like OpenUDP but does not
+// decode its message: it returns the authenticated message bytes (header
+// and TLVs, within b) for a receiver that checks and applies them itself,
+// as the distributor does with the checks of its XDP program. Refusals are
+// *Error (magic, version, bad_id, unknown_tm, auth, truncated).
+func AuthenticateUDP(b []byte, keyFor func(tmID string) ([]byte, bool)) (tmID string, seq uint64, msg []byte, err error) {
+	if len(b) < 6 {
+		return "", 0, nil, refuse(ReasonTruncated, len(b))
+	}
+	if string(b[:4]) != udpMagic {
+		return "", 0, nil, refuse(ReasonMagic, 0)
+	}
+	if b[4] != udpVersion {
+		return "", 0, nil, refuse(ReasonVersion, 4)
+	}
+	n := int(b[5])
+	if n < 1 || n > udpMaxID {
+		return "", 0, nil, refuse(ReasonBadID, 5)
+	}
+	body := 6 + n + 8
+	if len(b) < body+hdrLen+udpMACLen {
+		return "", 0, nil, refuse(ReasonTruncated, len(b))
+	}
+	id := string(b[6 : 6+n])
+	key, ok := keyFor(id)
+	if !ok {
+		return "", 0, nil, refuse(ReasonUnknownTM, 6)
+	}
+	if len(key) < udpMinKeyLen {
+		// An empty or short key would let anyone forge datagrams.
+		return "", 0, nil, refuse(ReasonAuth, len(b)-udpMACLen)
+	}
+	signed := b[:len(b)-udpMACLen]
+	mac := hmac.New(sha256.New, key)
+	mac.Write(signed)
+	if !hmac.Equal(mac.Sum(nil), b[len(signed):]) {
+		return "", 0, nil, refuse(ReasonAuth, len(signed))
+	}
+	return id, binary.BigEndian.Uint64(b[6+n:]), signed[body:], nil
 }
 
 // UDPSender sends authenticated control datagrams to a distributor. Its

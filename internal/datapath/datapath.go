@@ -366,8 +366,8 @@ func (d *Datapath) DeleteSecondKeysWhere(match func(SecondKey, Second) bool, lim
 	return n, nil
 }
 
-// Counters returns the global counters summed over CPUs.
-func (d *Datapath) Counters() ([]CounterValue, error) {
+// ReadCounters returns the global counters summed over CPUs.
+func (d *Datapath) ReadCounters() ([]CounterValue, error) {
 	out := make([]CounterValue, NumCounters)
 	var per []CounterValue
 	for i := range out {
@@ -497,7 +497,7 @@ func (d *Datapath) LookupFlow(k FlowKey) (Flow, error) {
 	return f, err
 }
 
-// PutFlow writes a flow entry (tests, benchmarks, and later mirroring).
+// PutFlow writes a flow entry whether or not the key has one (BPF_ANY).
 func (d *Datapath) PutFlow(k FlowKey, f Flow) error {
 	return d.maps().Flows.Put(k, f)
 }

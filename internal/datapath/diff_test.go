@@ -14,10 +14,12 @@ import (
 	"github.com/switchyard/switchyard/signal"
 )
 
-// fixture is a data path and a model configured identically.
+// fixture is a data path and a model configured identically: every entry
+// is written once, through the seam, into both (tables, a tee).
 type fixture struct {
-	dp    *datapath.Datapath
-	model *flow.Model
+	dp     *datapath.Datapath
+	model  *flow.Model
+	tables datapath.Tables
 }
 
 const (
@@ -43,16 +45,22 @@ func newFixture(t testing.TB) *fixture {
 	t.Cleanup(func() { dp.Close() })
 	f := &fixture{dp: dp, model: flow.NewModel(testRing, testServices, 7)}
 	f.model.MaxSecond = testSecond
+	f.tables = tee{dp: dp, model: f.model}
 	f.setNow(t, 1000)
 	return f
 }
 
-func (f *fixture) setNow(t testing.TB, now uint32) {
+// must fails the test on a write's error.
+func must(t testing.TB, err error) {
 	t.Helper()
-	if err := f.dp.SetNow(now); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.model.Now = now
+}
+
+func (f *fixture) setNow(t testing.TB, now uint32) {
+	t.Helper()
+	must(t, f.tables.SetNow(now))
 }
 
 // Roles the test gives lo (the only interface a test run can name).
@@ -79,44 +87,26 @@ var (
 func (f *fixture) setRole(t testing.TB, role int) {
 	t.Helper()
 	if role == roleNone {
-		delete(f.model.Ifaces, loIfindex)
-		if err := f.dp.DeleteIface(loIfindex); err != nil {
-			t.Fatal(err)
-		}
+		must(t, f.tables.DeleteIface(loIfindex))
 		return
 	}
 	r := datapath.RoleExternal
 	if role == roleInternal {
 		r = datapath.RoleInternal
 	}
-	if err := f.dp.SetIface(loIfindex, r, ourMAC); err != nil {
-		t.Fatal(err)
-	}
-	f.model.Ifaces[loIfindex] = datapath.Iface{Role: r, Mac: ourMAC}
-	f.model.TxPorts[loIfindex] = loIfindex
+	must(t, f.tables.SetIface(loIfindex, r, ourMAC))
 }
 
 func (f *fixture) service(t testing.TB, vip netip.Addr, port uint16, proto uint8, idx uint32, backends []selector.Backend) {
 	t.Helper()
-	sk := flow.ServiceKey(vip, port, proto)
-	svc := datapath.Service{Index: idx}
-	if err := f.dp.SetService(sk, svc); err != nil {
-		t.Fatal(err)
-	}
-	f.model.Services[sk] = svc
-	vk := flow.AddrKey(vip)
-	f.model.VIPs[vk]++
-	if err := f.dp.SetVIP(vk, f.model.VIPs[vk]); err != nil {
-		t.Fatal(err)
-	}
 	table, err := selector.Maglev(backends, testRing)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.dp.WriteRing(idx, table, nil); err != nil {
-		t.Fatal(err)
-	}
-	copy(f.model.Rings[idx*testRing:], table)
+	must(t, f.tables.WriteRing(idx, table, nil))
+	must(t, f.tables.SetService(flow.ServiceKey(vip, port, proto), datapath.Service{Index: idx}))
+	vk := flow.AddrKey(vip)
+	must(t, f.tables.SetVIP(vk, f.model.VIPs[vk]+1))
 }
 
 // persist turns on source persistence for a service set up by service.
@@ -125,27 +115,18 @@ func (f *fixture) persist(t testing.TB, vip netip.Addr, port uint16, proto uint8
 	sk := flow.ServiceKey(vip, port, proto)
 	svc := f.model.Services[sk]
 	svc.PersistMask, svc.PersistTimeout = mask, timeout
-	if err := f.dp.SetService(sk, svc); err != nil {
-		t.Fatal(err)
-	}
-	f.model.Services[sk] = svc
+	must(t, f.tables.SetService(sk, svc))
 }
 
 func (f *fixture) tm(t testing.TB, idx uint32, ifindex uint32, flags uint32) {
 	t.Helper()
 	tm := datapath.TM{Mac: [6]uint8{0x02, 0xaa, 0, 0, 0, uint8(idx)}, SrcMac: [6]uint8{0x02, 0xdd, 0, 0, 0, 1}, Ifindex: ifindex, Flags: flags}
-	if err := f.dp.SetTM(idx, tm); err != nil {
-		t.Fatal(err)
-	}
-	f.model.TMs[idx] = tm
+	must(t, f.tables.SetTM(idx, tm))
 }
 
 func (f *fixture) flow(t testing.TB, k flow.Key, e datapath.Flow) {
 	t.Helper()
-	if err := f.dp.PutFlow(k, e); err != nil {
-		t.Fatal(err)
-	}
-	f.model.Flows[k] = e
+	must(t, f.tables.PutFlow(k, e))
 }
 
 // standard sets up services, TMs in every state and a few odd flows.
@@ -153,10 +134,7 @@ func (f *fixture) standard(t testing.TB) {
 	// TMs 0 and 1 are behind lo (XDP_TX: the ingress), TM 2 redirects
 	// (devmap key 2 → lo), TM 3 has no MAC yet, TM 4 is disabled, TM 5's
 	// interface is not in the devmap, TM 6 is draining.
-	if err := f.dp.SetTxPort(2, loIfindex); err != nil {
-		t.Fatal(err)
-	}
-	f.model.TxPorts[2] = loIfindex
+	must(t, f.tables.SetTxPort(2, loIfindex))
 	f.tm(t, 0, loIfindex, datapath.TMReady)
 	f.tm(t, 1, loIfindex, datapath.TMReady)
 	f.tm(t, 2, 2, datapath.TMReady)
@@ -176,27 +154,13 @@ func (f *fixture) standard(t testing.TB) {
 	f.persist(t, vip4b, 80, flow.ProtoTCP, testMasks[0], 300)
 
 	// Signals and learning.
-	if err := f.dp.SetMasks(testMasks); err != nil {
-		t.Fatal(err)
-	}
-	copy(f.model.Masks[:], testMasks)
-	st := datapath.Settings{SignalMcast: mcastMAC}
-	if err := f.dp.SetSettings(st); err != nil {
-		t.Fatal(err)
-	}
-	f.model.Settings = st
+	must(t, f.tables.SetMasks(testMasks))
+	must(t, f.tables.SetSettings(datapath.Settings{SignalMcast: mcastMAC}))
 	for mac, idx := range senderMACs {
-		if err := f.dp.SetSender(mac, idx); err != nil {
-			t.Fatal(err)
-		}
-		f.model.TMByMAC[mac] = idx
+		must(t, f.tables.SetSender(mac, idx))
 	}
 	for addr, owner := range map[string]uint32{"10.0.1.11": datapath.TMAny, "fd00:1::11": 0, "10.0.1.12": 1} {
-		vk := flow.AddrKey(netip.MustParseAddr(addr))
-		if err := f.dp.SetLearnSource(vk, owner); err != nil {
-			t.Fatal(err)
-		}
-		f.model.LearnSrcs[vk] = owner
+		must(t, f.tables.SetLearnSource(flow.AddrKey(netip.MustParseAddr(addr)), owner))
 	}
 	f.setRole(t, roleExternal)
 
@@ -208,11 +172,7 @@ func (f *fixture) standard(t testing.TB) {
 	}{{"10.0.1.11", 5}, {"10.0.1.12", datapath.SvcNone}} {
 		k := flow.MakeKey(netip.MustParseAddr(c.src), vip4b, 0, 80, flow.ProtoTCP, 0)
 		sk := datapath.SecondKey{Key: flow.MaskKey(k, testMasks[0]), Mask: testMasks[0]}
-		sv := datapath.Second{LastSeen: 1, Tm: 6, Svc: c.svc}
-		if err := f.dp.PutSecondKey(sk, sv); err != nil {
-			t.Fatal(err)
-		}
-		f.model.SecondKeys[sk] = sv
+		must(t, f.tables.PutSecondKey(sk, datapath.Second{LastSeen: 1, Tm: 6, Svc: c.svc}))
 	}
 
 	// Flows whose TM is disabled, not ready, or out of range.
@@ -285,7 +245,7 @@ func (f *fixture) compareTables(t *testing.T) {
 	if n != len(f.model.SecondKeys) {
 		t.Errorf("second keys: XDP %d entries, model %d", n, len(f.model.SecondKeys))
 	}
-	counters, err := f.dp.Counters()
+	counters, err := f.dp.ReadCounters()
 	if err != nil {
 		t.Fatal(err)
 	}

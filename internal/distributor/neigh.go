@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"time"
@@ -27,7 +28,7 @@ func (d *Daemon) resolveAll() bool {
 			continue
 		}
 		mac, ifindex := s.mac.String(), s.ifindex
-		d.resolve(s)
+		d.res.resolve(s)
 		if s.mac.String() != mac || s.ifindex != ifindex {
 			changed = true
 		}
@@ -35,12 +36,19 @@ func (d *Daemon) resolveAll() bool {
 	return changed
 }
 
+// netResolver resolves TMs through the kernel: the routing table for the
+// egress interface, the neighbour table (probed when not fresh) for the MAC.
+type netResolver struct {
+	log    *slog.Logger
+	ifaces []iface
+}
+
 // resolve finds the TM's egress interface from the routing table and its MAC
 // from the config or the neighbour table, probing when the entry is missing
 // or not fresh. A MAC once learned is kept until another replaces it: XDP
 // forwarding bypasses the neighbour table, so its entries go stale by
 // themselves.
-func (d *Daemon) resolve(s *tmSlot) {
+func (d *netResolver) resolve(s *tmSlot) {
 	addr := s.cfg.Address
 	routes, err := netlink.RouteGet(addr.AsSlice())
 	if err != nil || len(routes) == 0 {
@@ -96,7 +104,7 @@ func (d *Daemon) resolve(s *tmSlot) {
 	}
 }
 
-func (d *Daemon) notReady(s *tmSlot, reason string) {
+func (d *netResolver) notReady(s *tmSlot, reason string) {
 	if s.reason != reason {
 		d.log.Warn("traffic manager not ready", "tm", s.cfg.ID, "reason", reason)
 	}
@@ -116,10 +124,10 @@ func probe(ip net.IP) {
 	_, _ = c.Write(nil)
 }
 
-// now is the data path's clock: whole seconds of CLOCK_MONOTONIC. The
-// daemon writes it into the program every second (sy_now); entries carry
-// it as their last-seen time.
-func (d *Daemon) now() uint32 {
+// monotonicSeconds is the data path's clock: whole seconds of
+// CLOCK_MONOTONIC. The daemon writes it into the program every second
+// (sy_now); entries carry it as their last-seen time.
+func monotonicSeconds() uint32 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint32(ts.Sec)

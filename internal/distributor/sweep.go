@@ -48,7 +48,7 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	d.mu.Lock()
 	t := d.cfg.Timeouts
 	d.mu.Unlock()
-	now := d.now()
+	now := d.clock()
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
 		return idle(now, f.LastSeen, idleTimeout(t, k, f))
 	}, maxSweep)

@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -9,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/signal"
@@ -18,7 +18,8 @@ import (
 // udpControl is the authenticated UDP transport for TMs that are not on the
 // distributor's segment. Messages are verified (HMAC-SHA256 under the TM's
 // key, replay window), then checked and applied exactly like signals in
-// XDP, by the same code as the model (flow.CheckMessage, ApplyOp).
+// XDP, by the same code as the model (flow.CheckMessage, ApplyOp), through
+// the data-path seam.
 type udpControl struct {
 	conn    *net.UDPConn
 	mu      sync.Mutex
@@ -77,6 +78,10 @@ func (d *Daemon) startUDP(ctx context.Context, addr string) error {
 	return nil
 }
 
+// handleUDP authenticates a control datagram, then checks and applies its
+// message once, with the XDP program's checks (flow.CheckMessage) and ops
+// (flow.ApplyOp) over the data-path seam. A datagram carries only header and
+// TLVs: a shim flag or bytes after the TLVs are refused.
 func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 	keyFor := func(id string) ([]byte, bool) {
 		d.mu.Lock()
@@ -87,7 +92,7 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 		}
 		return tc.SignalKey, true
 	}
-	id, seq, msg, err := signal.OpenUDP(b, keyFor)
+	id, seq, raw, err := signal.AuthenticateUDP(b, keyFor)
 	if err != nil {
 		u.count("udp_refused_" + signal.ReasonOf(err))
 		return
@@ -106,14 +111,19 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 	d.mu.Lock()
 	s, ok := d.tms[id]
 	present := ok && s.present
+	var sender uint32
+	if present {
+		sender = s.index
+	}
 	d.mu.Unlock()
 	if !present {
 		u.count("udp_refused_unknown_tm")
 		return
 	}
-	raw, err := msg.Marshal()
-	if err != nil {
-		u.count("udp_refused_malformed")
+	// A shim needs the EtherType after its TLVs, which a datagram does not
+	// carry: refuse it as such before CheckMessage calls it truncated.
+	if len(raw) >= datapath.SigHeaderLen && binary.BigEndian.Uint16(raw[4:])&datapath.SigFlagShim != 0 {
+		u.count("udp_refused_" + signal.ReasonNotShim)
 		return
 	}
 	m, refused, ok := flow.CheckMessage(raw)
@@ -121,45 +131,20 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 		u.count("udp_" + datapath.CounterName(refused))
 		return
 	}
-	for _, c := range m.Apply(dpTables{d}, s.index) {
+	if m.Len != len(raw) {
+		u.count("udp_refused_" + signal.ReasonBadLength)
+		return
+	}
+	counters, errs := m.ApplyAll(d.dp, sender)
+	for _, c := range counters {
 		u.count("udp_" + datapath.CounterName(c))
 	}
+	for _, err := range errs {
+		// The op's outcome is unknown: not counted as applied.
+		u.count(udpWriteFailed)
+		d.log.Warn("UDP signal: data-path write failed", "tm", id, "error", err)
+	}
 }
 
-// dpTables are the data path's maps as flow.Tables.
-type dpTables struct{ d *Daemon }
-
-func (t dpTables) Flow(k flow.Key) (datapath.Flow, bool) {
-	f, err := t.d.dp.LookupFlow(k)
-	return f, err == nil
-}
-func (t dpTables) PutFlow(k flow.Key, f datapath.Flow)    { _ = t.d.dp.PutFlow(k, f) }
-func (t dpTables) UpdateFlow(k flow.Key, f datapath.Flow) { _ = t.d.dp.PutFlow(k, f) }
-func (t dpTables) DeleteFlow(k flow.Key)                  { _ = t.d.dp.DeleteFlow(k) }
-func (t dpTables) Now() uint32                            { return t.d.now() }
-func (t dpTables) TMUsable(idx uint32) bool {
-	t.d.mu.Lock()
-	defer t.d.mu.Unlock()
-	for _, s := range t.d.tms {
-		if s.index == idx {
-			return s.present && s.ready() && s.cfg.State != config.StateDisabled
-		}
-	}
-	return false
-}
-func (t dpTables) Masks() []uint32 {
-	t.d.mu.Lock()
-	defer t.d.mu.Unlock()
-	var out []uint32
-	for _, m := range t.d.cfg.SecondKeys.Masks {
-		out = append(out, config.MaskBits(m))
-	}
-	return out
-}
-func (t dpTables) Second(k datapath.SecondKey) (datapath.Second, bool) {
-	v, err := t.d.dp.LookupSecondKey(k)
-	return v, err == nil
-}
-func (t dpTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
-	return t.d.dp.PutSecondKey(k, v) == nil
-}
+// udpWriteFailed counts UDP signal ops whose data-path read or write failed.
+const udpWriteFailed = "udp_write_failed"

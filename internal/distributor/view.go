@@ -73,7 +73,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 	if err != nil {
 		return api.Stats{}, err
 	}
-	counters, err := d.dp.Counters()
+	counters, err := d.dp.ReadCounters()
 	if err != nil {
 		return api.Stats{}, err
 	}
@@ -86,7 +86,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 		FlowsCountedAt: fc.at.UTC().Format(time.RFC3339Nano),
 	}
 	for _, sc := range d.cfg.Services {
-		s := d.svcs[serviceID{vip: sc.VIP.Unmap(), port: sc.Port, proto: protoNumber(sc.Protocol)}]
+		s := d.svcs[idOf(sc)]
 		if s == nil {
 			continue
 		}
@@ -96,7 +96,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 		}
 		st.Services = append(st.Services, api.ServiceStats{
 			Name: sc.Name, VIP: sc.VIP.String(), Port: sc.Port, Protocol: sc.Protocol, Index: s.index,
-			Eligible: append([]string{}, s.pool...),
+			Eligible: d.tmNames(d.written.Pools[s.index]),
 			Packets:  t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.bySvc[uint16(s.index)],
 		})
 	}
@@ -185,7 +185,7 @@ func (d *Daemon) parent(k datapath.FlowKey, e datapath.Flow) string {
 // WalkFlows implements api.Backend.
 func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 	svcs, tms := d.names()
-	now := d.now()
+	now := d.clock()
 	return d.dp.WalkFlows(func(k datapath.FlowKey, e datapath.Flow) bool {
 		if f.Service != "" && svcs[e.Svc] != f.Service {
 			return true

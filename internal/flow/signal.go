@@ -2,27 +2,11 @@ package flow
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/switchyard/switchyard/internal/datapath"
 )
-
-// Tables is what signal ops read and write: the model's maps, or the data
-// path's (the daemon applies UDP-control signals with the same code).
-type Tables interface {
-	Flow(k Key) (datapath.Flow, bool)
-	PutFlow(k Key, f datapath.Flow)
-	DeleteFlow(k Key)
-	// UpdateFlow changes an existing entry in place (flags, timeout).
-	UpdateFlow(k Key, f datapath.Flow)
-	// TMUsable reports whether TM idx is ready and not disabled.
-	TMUsable(idx uint32) bool
-	Masks() []uint32
-	// PutSecond writes a second key; false when the table is full.
-	PutSecond(k datapath.SecondKey, v datapath.Second) bool
-	Second(k datapath.SecondKey) (datapath.Second, bool)
-	Now() uint32
-}
 
 // Op value sizes, from the structs bpf2go generated from bpf/switchyard.h.
 var (
@@ -108,13 +92,28 @@ func CheckMessage(b []byte) (Message, datapath.Counter, bool) {
 }
 
 // Apply applies a checked message's ops in order for sender and returns
-// each op's outcome counter.
-func (m Message) Apply(t Tables, sender uint32) []datapath.Counter {
-	out := make([]datapath.Counter, 0, len(m.ops))
-	for _, tlv := range m.ops {
-		out = append(out, ApplyOp(t, tlv[0], tlv[2:], sender))
-	}
+// each op's outcome counter. An op whose data-path access failed has none:
+// ApplyAll reports those.
+func (m Message) Apply(t datapath.Tables, sender uint32) []datapath.Counter {
+	out, _ := m.ApplyAll(t, sender)
 	return out
+}
+
+// ApplyAll applies a checked message's ops in order for sender through the
+// data-path seam. It returns the outcome counter of each op that reached a
+// decision, and the errors of those whose reads or writes failed.
+func (m Message) ApplyAll(t datapath.Tables, sender uint32) ([]datapath.Counter, []error) {
+	out := make([]datapath.Counter, 0, len(m.ops))
+	var errs []error
+	for _, tlv := range m.ops {
+		c, err := ApplyOp(t, tlv[0], tlv[2:], sender)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, errs
 }
 
 // decode reads an op's value: the wire format is big-endian, so the fields
@@ -154,139 +153,214 @@ func capTimeout(t uint32) uint16 {
 	return uint16(t)
 }
 
+// maxMemorizeTries bounds how often a MEMORIZE re-decides when the entry
+// changed between its read and its conditional write.
+const maxMemorizeTries = 4
+
+// lookupFlow reads k's entry: absent is not an error.
+func lookupFlow(t datapath.Tables, k Key) (datapath.Flow, bool, error) {
+	f, err := t.LookupFlow(k)
+	if errors.Is(err, datapath.ErrKeyNotExist) {
+		return f, false, nil
+	}
+	if err != nil {
+		return f, false, fmt.Errorf("look up flow %s: %w", String(k), err)
+	}
+	return f, true, nil
+}
+
+// tmUsable is sy_tm_usable: TM idx is ready and not disabled (an index
+// outside the table is not).
+func tmUsable(t datapath.Tables, idx uint32) bool {
+	tm, err := t.LookupTM(idx)
+	return err == nil && tm.Flags&datapath.TMReady != 0 && tm.Flags&datapath.TMDisabled == 0
+}
+
 // own applies FORGET, MIRROR and AGE, which act on an existing flow of
-// the sender.
-func own(t Tables, op uint8, w datapath.WireKey, timeout uint32, sender uint32) datapath.Counter {
+// the sender. MIRROR and AGE write the entry back only if it still exists
+// (a flow forgotten meanwhile is not brought back); a packet that refreshes
+// its last-seen time between the read and the write is overwritten by the
+// value read microseconds earlier: the only effect is that the sweeper may
+// remove a flow that was already idle past its timeout one sweep earlier.
+func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender uint32) (datapath.Counter, error) {
 	k, ok := wireKey(w)
 	if !ok {
-		return datapath.CounterSigRefBadKey
+		return datapath.CounterSigRefBadKey, nil
 	}
-	cur, ok := t.Flow(k)
+	cur, ok, err := lookupFlow(t, k)
+	if err != nil {
+		return 0, err
+	}
 	if !ok {
 		if op == datapath.OpForgetCode {
-			return datapath.CounterSigForget
+			return datapath.CounterSigForget, nil
 		}
-		return datapath.CounterSigRefNoFlow
+		return datapath.CounterSigRefNoFlow, nil
 	}
 	if uint32(cur.Tm) != sender {
-		return datapath.CounterSigRefForeignTM
+		return datapath.CounterSigRefForeignTM, nil
 	}
 	switch op {
 	case datapath.OpForgetCode:
-		t.DeleteFlow(k)
-		return datapath.CounterSigForget
+		return datapath.CounterSigForget, deleteFlow(t, k)
 	case datapath.OpMirrorCode:
 		cur.Flags |= datapath.FlowMirror
-		t.UpdateFlow(k, cur)
-		return datapath.CounterSigMirror
+		return datapath.CounterSigMirror, updateFlow(t, k, cur)
 	}
 	if timeout == 0 {
-		t.DeleteFlow(k)
-	} else {
-		cur.Timeout = capTimeout(timeout)
-		t.UpdateFlow(k, cur)
+		return datapath.CounterSigAge, deleteFlow(t, k)
 	}
-	return datapath.CounterSigAge
+	cur.Timeout = capTimeout(timeout)
+	return datapath.CounterSigAge, updateFlow(t, k, cur)
 }
 
-// ApplyOp applies one op (its value bytes v, of the op's size) for sender,
-// with the XDP program's semantics, and returns its outcome counter.
-func ApplyOp(t Tables, op uint8, v []byte, sender uint32) datapath.Counter {
+// deleteFlow deletes k's entry; one already gone is not an error.
+func deleteFlow(t datapath.Tables, k Key) error {
+	if err := t.DeleteFlow(k); err != nil && !errors.Is(err, datapath.ErrKeyNotExist) {
+		return fmt.Errorf("delete flow %s: %w", String(k), err)
+	}
+	return nil
+}
+
+// updateFlow rewrites k's existing entry; one gone meanwhile stays gone.
+func updateFlow(t datapath.Tables, k Key, f datapath.Flow) error {
+	if err := t.UpdateFlow(k, f); err != nil && !errors.Is(err, datapath.ErrKeyNotExist) {
+		return fmt.Errorf("update flow %s: %w", String(k), err)
+	}
+	return nil
+}
+
+// memorize is sy_op_memorize. A new entry is inserted only if the key still
+// has none: a flow another CPU selected between the read and the write is
+// never overwritten; the op decides again on what is there now. The
+// sender's own entry is rewritten whole with last_seen = now, so a
+// concurrent refresh (which writes the same clock) is not lost.
+func memorize(t datapath.Tables, m datapath.OpMemorize, sender uint32) (datapath.Counter, error) {
+	k, ok := wireKey(m.Key)
+	if !ok {
+		return datapath.CounterSigRefBadKey, nil
+	}
+	if m.Tm != datapath.SigTMSelf && uint32(m.Tm) != sender {
+		return datapath.CounterSigRefForeignTM, nil
+	}
+	now, err := t.ReadNow()
+	if err != nil {
+		return 0, err
+	}
+	f := datapath.Flow{LastSeen: now, Tm: uint16(sender), Svc: datapath.SvcNone, Flags: datapath.FlowMemorized,
+		Timeout: capTimeout(m.Timeout)}
+	if m.Flags&datapath.MemorizeMirror != 0 {
+		f.Flags |= datapath.FlowMirror
+	}
+	for range maxMemorizeTries {
+		cur, ok, err := lookupFlow(t, k)
+		if err != nil {
+			return 0, err
+		}
+		if ok && uint32(cur.Tm) != sender && tmUsable(t, uint32(cur.Tm)) {
+			return datapath.CounterSigRefForeignTM, nil
+		}
+		if ok {
+			err = t.UpdateFlow(k, f)
+		} else {
+			err = t.InsertFlow(k, f)
+		}
+		switch {
+		case err == nil:
+			return datapath.CounterSigMemorize, nil
+		case errors.Is(err, datapath.ErrKeyExist), errors.Is(err, datapath.ErrKeyNotExist):
+			continue // the entry came or went meanwhile: decide again
+		default:
+			return 0, fmt.Errorf("memorize flow %s: %w", String(k), err)
+		}
+	}
+	// The entry kept changing under us: refused, as XDP refuses a MEMORIZE
+	// whose insert another CPU beat.
+	return datapath.CounterSigRefForeignTM, nil
+}
+
+// ApplyOp applies one op (its value bytes v, of the op's size) for sender
+// through the data-path seam, with the XDP program's semantics, and returns
+// its outcome counter. An error means a read or write of the data path
+// failed; the op's effect is then unknown.
+func ApplyOp(t datapath.Tables, op uint8, v []byte, sender uint32) (datapath.Counter, error) {
 	switch op {
 	case datapath.OpMemorizeCode:
-		m := decode[datapath.OpMemorize](v)
-		k, ok := wireKey(m.Key)
-		if !ok {
-			return datapath.CounterSigRefBadKey
-		}
-		if m.Tm != datapath.SigTMSelf && uint32(m.Tm) != sender {
-			return datapath.CounterSigRefForeignTM
-		}
-		if cur, ok := t.Flow(k); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
-			return datapath.CounterSigRefForeignTM
-		}
-		f := datapath.Flow{LastSeen: t.Now(), Tm: uint16(sender), Svc: datapath.SvcNone, Flags: datapath.FlowMemorized,
-			Timeout: capTimeout(m.Timeout)}
-		if m.Flags&datapath.MemorizeMirror != 0 {
-			f.Flags |= datapath.FlowMirror
-		}
-		t.PutFlow(k, f)
-		return datapath.CounterSigMemorize
+		return memorize(t, decode[datapath.OpMemorize](v), sender)
 	case datapath.OpForgetCode, datapath.OpMirrorCode:
 		return own(t, op, decode[datapath.OpKey](v).Key, 0, sender)
 	case datapath.OpAgeCode:
 		a := decode[datapath.OpAge](v)
 		return own(t, op, a.Key, a.Timeout, sender)
 	case datapath.OpRelateCode:
-		r := decode[datapath.OpRelate](v)
-		parent, ok1 := wireKey(r.Parent)
-		second, ok2 := wireKey(r.Second)
-		if !ok1 || !ok2 {
-			return datapath.CounterSigRefBadKey
-		}
-		if r.Tm != datapath.SigTMSelf && uint32(r.Tm) != sender {
-			return datapath.CounterSigRefForeignTM
-		}
-		mask := uint32(r.Mask)
-		known := false
-		for _, m := range t.Masks() {
-			if m == 0 {
-				break
-			}
-			if m == mask {
-				known = true
-			}
-		}
-		if !known {
-			return datapath.CounterSigRefBadMask
-		}
-		pf, ok := t.Flow(parent)
-		if !ok {
-			return datapath.CounterSigRefNoFlow
-		}
-		if uint32(pf.Tm) != sender {
-			return datapath.CounterSigRefForeignTM
-		}
-		sk := datapath.SecondKey{Key: MaskKey(second, mask), Mask: mask}
-		if cur, ok := t.Second(sk); ok && uint32(cur.Tm) != sender && t.TMUsable(uint32(cur.Tm)) {
-			return datapath.CounterSigRefForeignTM
-		}
-		sv := datapath.Second{LastSeen: t.Now(), Timeout: r.Timeout, Tm: uint16(sender), Svc: datapath.SvcNone, Parent: parent}
-		if !t.PutSecond(sk, sv) {
-			return datapath.CounterSigRefTableFull
-		}
-		return datapath.CounterSigRelate
+		return relate(t, decode[datapath.OpRelate](v), sender)
 	}
-	return datapath.CounterSigRefUnknownOp
+	return datapath.CounterSigRefUnknownOp, nil
 }
 
-// modelTables are the model's maps as Tables.
-type modelTables struct{ m *Model }
+// relate is sy_op_relate.
+func relate(t datapath.Tables, r datapath.OpRelate, sender uint32) (datapath.Counter, error) {
+	parent, ok1 := wireKey(r.Parent)
+	second, ok2 := wireKey(r.Second)
+	if !ok1 || !ok2 {
+		return datapath.CounterSigRefBadKey, nil
+	}
+	if r.Tm != datapath.SigTMSelf && uint32(r.Tm) != sender {
+		return datapath.CounterSigRefForeignTM, nil
+	}
+	mask := uint32(r.Mask)
+	masks, err := t.ReadMasks()
+	if err != nil {
+		return 0, err
+	}
+	known := false
+	for _, m := range masks {
+		if m == 0 {
+			break
+		}
+		if m == mask {
+			known = true
+		}
+	}
+	if !known {
+		return datapath.CounterSigRefBadMask, nil
+	}
+	pf, ok, err := lookupFlow(t, parent)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return datapath.CounterSigRefNoFlow, nil
+	}
+	if uint32(pf.Tm) != sender {
+		return datapath.CounterSigRefForeignTM, nil
+	}
+	sk := datapath.SecondKey{Key: MaskKey(second, mask), Mask: mask}
+	cur, err := t.LookupSecondKey(sk)
+	if err == nil && uint32(cur.Tm) != sender && tmUsable(t, uint32(cur.Tm)) {
+		return datapath.CounterSigRefForeignTM, nil
+	}
+	if err != nil && !errors.Is(err, datapath.ErrKeyNotExist) {
+		return 0, fmt.Errorf("look up second key: %w", err)
+	}
+	now, err := t.ReadNow()
+	if err != nil {
+		return 0, err
+	}
+	sv := datapath.Second{LastSeen: now, Timeout: r.Timeout, Tm: uint16(sender), Svc: datapath.SvcNone, Parent: parent}
+	// As in XDP, a failed write is a full table.
+	if t.PutSecondKey(sk, sv) != nil {
+		return datapath.CounterSigRefTableFull, nil
+	}
+	return datapath.CounterSigRelate, nil
+}
 
-func (t modelTables) Flow(k Key) (datapath.Flow, bool)  { f, ok := t.m.Flows[k]; return f, ok }
-func (t modelTables) PutFlow(k Key, f datapath.Flow)    { t.m.Flows[k] = f }
-func (t modelTables) UpdateFlow(k Key, f datapath.Flow) { t.m.Flows[k] = f }
-func (t modelTables) DeleteFlow(k Key)                  { delete(t.m.Flows, k) }
-func (t modelTables) Now() uint32                       { return t.m.Now }
-func (t modelTables) Masks() []uint32                   { return t.m.Masks[:] }
-func (t modelTables) TMUsable(idx uint32) bool {
-	if idx >= uint32(len(t.m.TMs)) {
-		return false
-	}
-	f := t.m.TMs[idx].Flags
-	return f&datapath.TMReady != 0 && f&datapath.TMDisabled == 0
-}
-func (t modelTables) Second(k datapath.SecondKey) (datapath.Second, bool) {
-	v, ok := t.m.SecondKeys[k]
-	return v, ok
-}
-func (t modelTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
-	if _, ok := t.m.SecondKeys[k]; !ok && len(t.m.SecondKeys) >= t.m.MaxSecond {
-		return false
-	}
-	t.m.SecondKeys[k] = v
-	return true
-}
+// modelTables are the model's maps as the seam, for the model's own signal
+// path (the model implements the seam itself).
+type modelTables struct{ *Model }
+
+// TMUsable reports whether TM idx is ready and not disabled.
+func (t modelTables) TMUsable(idx uint32) bool { return tmUsable(t.Model, idx) }
 
 // signal mirrors sy_signal: trust checks, then the message, then a frame is
 // consumed or a shim stripped (stripped true: the packet goes on).
