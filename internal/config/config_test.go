@@ -72,6 +72,7 @@ func TestIPv6(t *testing.T) {
   id: d6
   interfaces: [{name: ext0, role: external}, {name: int0, role: internal}]
   api: "[::1]:9100"
+  api_token_file: /etc/switchyard/d6.token
 traffic_managers:
   - {id: tm1, address: 2001:db8:1::11}
   - {id: tm2, address: "2001:db8:1::12", mac: "02:00:00:00:00:12"}
@@ -104,11 +105,13 @@ services:
 }
 
 func TestFull(t *testing.T) {
-	c, err := Load("testdata/full.yaml")
+	// Parse, not Load: the token file full.yaml names is not on this machine
+	// (TestAPITokenFile tests Load's file checks).
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "testdata/full.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.XDPMode != "native" {
+	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.APITokenFile != "/etc/switchyard/edge-d1.token" || c.Distributor.XDPMode != "native" {
 		t.Errorf("distributor = %+v", c.Distributor)
 	}
 	if c.FlowTable.MaxFlows != 4000000 || c.Selection.TableSize != 131071 || c.Selection.MaxServices != 16 {
@@ -489,7 +492,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -543,7 +546,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {
