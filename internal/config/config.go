@@ -19,6 +19,8 @@ import (
 	"os"
 	"reflect"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Defaults and limits.
@@ -456,6 +458,9 @@ func parse(data []byte, source string, files bool) (*Config, error) {
 	if perr != nil {
 		return nil, perr
 	}
+	if root.Kind != yaml.MappingNode {
+		return nil, &Error{Source: source, Line: root.Line, Msg: fmt.Sprintf("the document is %s (expected a mapping with keys %s)", describe(root), strings.Join(keysOf(configType), ", "))}
+	}
 	errs := &errList{}
 	d := &decoder{src: source, errs: errs, lines: map[string]int{"": root.Line}, given: map[string]bool{}}
 	c := &Config{}
@@ -470,6 +475,26 @@ func parse(data []byte, source string, files bool) (*Config, error) {
 		return nil, errs.err(source)
 	}
 	return c, nil
+}
+
+// ParseServices decodes a YAML list of services, the items of a config's
+// services key, with the limits and decoding errors of Parse. It applies no
+// defaults and does not validate the services (that needs the whole
+// config): it is for tools and tests that add services to a Config built in
+// Go, which they then validate or marshal.
+func ParseServices(data []byte, source string) ([]Service, error) {
+	root, perr := parseYAML(data, source)
+	if perr != nil {
+		return nil, perr
+	}
+	errs := &errList{}
+	d := &decoder{src: source, errs: errs, lines: map[string]int{}, given: map[string]bool{}}
+	var svcs []Service
+	d.value(root, reflect.ValueOf(&svcs).Elem(), "services", "services")
+	if errs.total > 0 {
+		return nil, errs.err(source)
+	}
+	return svcs, nil
 }
 
 // Validate checks a complete configuration (with defaults applied: see

@@ -45,7 +45,7 @@ func emptyMsg() string {
 	return "empty config (expected a mapping with keys " + strings.Join(keysOf(configType), ", ") + ")"
 }
 
-// parseYAML parses data into its root node, which must be a mapping, after
+// parseYAML parses data into its root node, which must not be empty, after
 // checking that data is text and that its aliases do not expand past
 // MaxNodes. It never panics.
 func parseYAML(data []byte, source string) (root *yaml.Node, err error) {
@@ -87,9 +87,6 @@ func parseYAML(data []byte, source string) (root *yaml.Node, err error) {
 	root = resolve(root)
 	if isNull(root) {
 		return nil, &Error{Source: source, Line: root.Line, Msg: emptyMsg()}
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, &Error{Source: source, Line: root.Line, Msg: fmt.Sprintf("the document is %s (expected a mapping with keys %s)", describe(root), strings.Join(keysOf(configType), ", "))}
 	}
 	return root, nil
 }
