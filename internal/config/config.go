@@ -400,7 +400,21 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parse(data, path, true)
+	return parse(data, path, &validator{files: true})
+}
+
+// Check loads the file at path like Load and also checks the host, for
+// `switchyard distributor --check`: every distributor.interfaces[].name must
+// name an interface that exists, which linkExists (in practice
+// netlink.LinkByName, in the distributor's network namespace) reports with
+// a nil error. A missing interface is one more error with its line, among
+// the others.
+func Check(path string, linkExists func(name string) error) (*Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return parse(data, path, &validator{files: true, links: linkExists})
 }
 
 // readConfig reads a regular file of at most MaxFileSize bytes.
@@ -450,10 +464,12 @@ func describeMode(m os.FileMode) string {
 // MaxErrors of them, then a count of the rest). Parse reads no files: Load
 // also checks distributor.api_token_file.
 func Parse(data []byte, source string) (*Config, error) {
-	return parse(data, source, false)
+	return parse(data, source, &validator{})
 }
 
-func parse(data []byte, source string, files bool) (*Config, error) {
+// parse decodes and validates data; v says what the validation also checks
+// beyond the file (files, interfaces).
+func parse(data []byte, source string, v *validator) (*Config, error) {
 	root, perr := parseYAML(data, source)
 	if perr != nil {
 		return nil, perr
@@ -469,7 +485,7 @@ func parse(data []byte, source string, files bool) (*Config, error) {
 		d.errorf(root, "distributor", "missing (expected a mapping with keys %s)", strings.Join(keysOf(reflect.TypeOf(Distributor{})), ", "))
 	}
 	c.setDefaults(func(path string, zero bool) bool { return !d.given[path] })
-	v := &validator{src: source, lines: d.lines, marks: d.marks, errs: errs, files: files}
+	v.src, v.lines, v.marks, v.errs = source, d.lines, d.marks, errs
 	v.config(c)
 	if errs.total > 0 {
 		return nil, errs.err(source)

@@ -56,6 +56,8 @@ type validator struct {
 	marks
 	errs  *errList
 	files bool
+	// links, if set, reports whether a network interface exists.
+	links func(name string) error
 }
 
 func parent(path string) string {
@@ -323,6 +325,11 @@ func (v *validator) distributor(d *Distributor) {
 				v.errorf(p+".name", "%q is already used by %s (expected unique interface names)", it.Name, index(ifs, j))
 			} else {
 				names[it.Name] = i
+				if v.links != nil {
+					if err := v.links(it.Name); err != nil {
+						v.errorf(p+".name", "no interface %q on this host: %v (expected an existing network interface of the distributor's network namespace)", it.Name, err)
+					}
+				}
 			}
 		}
 		switch it.Role {
