@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -892,19 +893,40 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("---\n---\n"))
 	f.Add([]byte(minimal + "second_keys: {masks: [[src, dst], [dst, src]], max_entries: 7}\nlearning: {snat_addresses: [10.1.0.11]}\nsignals: {multicast_mac: '01:00:5e:00:00:01', udp_listen: ':1'}\ntimeouts: {tcp: 1}\n"))
 	f.Add([]byte(strings.Replace(minimal, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 9, mask: [src]}\n", 1)))
+	f.Add([]byte(aliasBomb(3)))
+	f.Add([]byte(wideBomb(3, 3)))
+	f.Add([]byte("a: &x {b: *x}\n"))
+	f.Add([]byte(minimal[:40] + "\x00\xff" + minimal[40:]))
+	f.Add([]byte(strings.Replace(minimal, "  id: d1\n", "  id: d1\n  api: 127.0.0.1:9\n  api_token_file: /t\n", 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if (c == nil) == (err == nil) {
 			t.Fatalf("Parse returned config %v and error %v", c, err)
 		}
 		if err != nil {
-			if len(Errors(err)) == 0 {
+			es := Errors(err)
+			if len(es) == 0 {
 				t.Fatalf("error %v holds no *Error", err)
+			}
+			if len(es) > MaxErrors+1 {
+				t.Fatalf("%d errors, more than MaxErrors and a count", len(es))
 			}
 			return
 		}
 		if err := c.Validate(); err != nil {
 			t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
+		}
+		// What Parse accepts, Marshal writes back to the same Config.
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		back, err := Parse(out, "marshalled.yaml")
+		if err != nil {
+			t.Fatalf("Parse of Marshal output: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(back, c) {
+			t.Fatalf("round trip differs:\n got %+v\nwant %+v\n%s", back, c, out)
 		}
 	})
 }
