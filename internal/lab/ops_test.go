@@ -267,6 +267,26 @@ func TestBadConfig(t *testing.T) {
 	if !strings.Contains(st.LastReloadError, "traffic_managers[0].weight") {
 		t.Fatalf("reload error not reported: %q", st.LastReloadError)
 	}
+
+	// An alias bomb: 30 KB that expand to 4 million nodes. Refused at once,
+	// without the memory its expansion would take.
+	var bomb strings.Builder
+	bomb.WriteString(e.Config(lab.ConfigOptions{}))
+	bomb.WriteString("  - &s {name: x, vip: 10.0.0.1, protocol: tcp, traffic_managers: [")
+	for i := range 1000 {
+		fmt.Fprintf(&bomb, "t%d, ", i)
+	}
+	bomb.WriteString("t]}\n" + strings.Repeat("  - *s\n", 4000))
+	if err := d.Reload(bomb.String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the refused alias bomb", func() bool {
+		st, err := d.API.Status(context.Background())
+		return err == nil && st.Reloads == 2
+	})
+	if st, err = d.API.Status(context.Background()); err != nil || !strings.Contains(st.LastReloadError, "YAML nodes") {
+		t.Fatalf("alias bomb: reload error %q, %v", st.LastReloadError, err)
+	}
 	rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 4, Short: 2, Interval: 10 * time.Millisecond}, 2*time.Second)
 	if rep.Errors != 0 || len(rep.PerTM) != 2 {
 		t.Fatalf("after a refused reload: %d errors %v, TMs %v", rep.Errors, rep.ErrorSamples, rep.PerTM)
