@@ -307,6 +307,9 @@ func fieldByKey(t reflect.Type, key string) (int, bool) {
 type errList struct {
 	errs  []*Error
 	total int
+	// cutoff: once MaxErrors errors are kept, an error after this line
+	// cannot be among the first; 0 until then.
+	cutoff int
 }
 
 func (l *errList) add(e *Error) {
@@ -315,7 +318,18 @@ func (l *errList) add(e *Error) {
 	if len(l.errs) >= 4*MaxErrors {
 		sortErrors(l.errs)
 		l.errs = l.errs[:MaxErrors]
+		l.cutoff = l.errs[MaxErrors-1].Line
 	}
+}
+
+// dropped reports whether an error at line will not be reported, and if so
+// counts it: callers then skip formatting it.
+func (l *errList) dropped(line int) bool {
+	if l.cutoff > 0 && line > l.cutoff {
+		l.total++
+		return true
+	}
+	return false
 }
 
 // err returns nil, the only error, or an errors.Join of the first MaxErrors
@@ -365,8 +379,10 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	d.errs.add(&Error{Source: d.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
 	d.mark(path)
+	if !d.errs.dropped(line) {
+		d.errs.add(&Error{Source: d.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
 }
 
 func join(path, key string) string {

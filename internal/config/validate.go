@@ -101,7 +101,9 @@ func (v *validator) errorf(path, format string, args ...any) {
 	if v.suppressed(path) {
 		return
 	}
-	v.errs.add(&Error{Source: v.src, Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	if line := v.line(path); !v.errs.dropped(line) {
+		v.errs.add(&Error{Source: v.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
 }
 
 func (v *validator) config(c *Config) {
