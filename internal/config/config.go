@@ -1,11 +1,18 @@
 // Package config defines the distributor's YAML configuration: its schema,
 // defaults and validation.
 //
-// Parse and Load decode the YAML through yaml.Node so that every error carries
-// the line it is about. All problems found in a file are reported at once: the
-// returned error is either a single *Error or an errors.Join of several, one
-// per line; use errors.As to get at the first *Error, or Errors to get all of
-// them.
+// The Config structs are the schema: their yaml tags name the keys, their
+// field types say how values decode (decode.go walks the YAML tree along
+// them), the leaves table says what each field expects, setDefaults holds
+// every default, and RestartNeeded the keys a reload may not change. Marshal
+// writes a Config back in the form Parse reads.
+//
+// Parse and Load decode through yaml.Node so that every error carries the
+// line it is about. All problems found in a file are reported at once (up
+// to MaxErrors): the returned error is either a single *Error or an
+// errors.Join of several, one per line; use errors.As to get at the first
+// *Error, or Errors to get all of them. Input is bounded (MaxFileSize,
+// MaxNodes), so that no file can exhaust the daemon that reloads it.
 //
 // The operator's reference for the file format is docs/config.md.
 package config
@@ -469,7 +476,14 @@ func Parse(data []byte, source string) (*Config, error) {
 
 // parse decodes and validates data; v says what the validation also checks
 // beyond the file (files, interfaces).
-func parse(data []byte, source string, v *validator) (*Config, error) {
+func parse(data []byte, source string, v *validator) (c *Config, err error) {
+	// A bug here must not take down a running daemon that reloads a file:
+	// it becomes an error (FuzzParse looks for such bugs).
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, &Error{Source: source, Msg: fmt.Sprintf("internal error while reading the config (please report it): %v", r)}
+		}
+	}()
 	root, perr := parseYAML(data, source)
 	if perr != nil {
 		return nil, perr
@@ -479,7 +493,7 @@ func parse(data []byte, source string, v *validator) (*Config, error) {
 	}
 	errs := &errList{}
 	d := &decoder{src: source, errs: errs, lines: map[string]int{"": root.Line}, given: map[string]bool{}}
-	c := &Config{}
+	c = &Config{}
 	d.mapping(root, reflect.ValueOf(c).Elem(), "", "")
 	if !d.given["distributor"] && !d.bad["distributor"] {
 		d.errorf(root, "distributor", "missing (expected a mapping with keys %s)", strings.Join(keysOf(reflect.TypeOf(Distributor{})), ", "))

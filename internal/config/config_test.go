@@ -911,6 +911,9 @@ func FuzzParse(f *testing.F) {
 			if len(es) > MaxErrors+1 {
 				t.Fatalf("%d errors, more than MaxErrors and a count", len(es))
 			}
+			if strings.Contains(err.Error(), "internal error") {
+				t.Fatalf("Parse panicked: %v", err)
+			}
 			return
 		}
 		if err := c.Validate(); err != nil {
