@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
 
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
@@ -36,25 +37,34 @@ detaches the program from every interface and exits.
 
 Config reference: docs/config.md.`,
 		Example: `  switchyard distributor --config /etc/switchyard/d1.yaml
-  switchyard distributor --config d1.yaml --check   # validate only`,
+  switchyard distributor --config d1.yaml --check   # validate only (and check the interfaces exist)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
 				return errors.New("--config is required")
 			}
+			if check {
+				// --check also checks the host: the interfaces must exist here.
+				cfg, err := config.Check(cfgPath, func(name string) error {
+					_, err := netlink.LinkByName(name)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (%d services, %d traffic managers, %d interfaces present)\n",
+					cfgPath, len(cfg.Services), len(cfg.TrafficManagers), len(cfg.Distributor.Interfaces))
+				return nil
+			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
 				return err
-			}
-			if check {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (%d services, %d traffic managers)\n", cfgPath, len(cfg.Services), len(cfg.TrafficManagers))
-				return nil
 			}
 			return runDistributor(cmd.Context(), cfgPath, cfg)
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
-	cmd.Flags().BoolVar(&check, "check", false, "validate the config and exit")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the config, check that its interfaces exist, and exit")
 	return cmd
 }
 

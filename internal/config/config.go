@@ -1,11 +1,18 @@
 // Package config defines the distributor's YAML configuration: its schema,
 // defaults and validation.
 //
-// Parse and Load decode the YAML through yaml.Node so that every error carries
-// the line it is about. All problems found in a file are reported at once: the
-// returned error is either a single *Error or an errors.Join of several, one
-// per line; use errors.As to get at the first *Error, or Errors to get all of
-// them.
+// The Config structs are the schema: their yaml tags name the keys, their
+// field types say how values decode (decode.go walks the YAML tree along
+// them), the leaves table says what each field expects, setDefaults holds
+// every default, and RestartNeeded the keys a reload may not change. Marshal
+// writes a Config back in the form Parse reads.
+//
+// Parse and Load decode through yaml.Node so that every error carries the
+// line it is about. All problems found in a file are reported at once (up
+// to MaxErrors): the returned error is either a single *Error or an
+// errors.Join of several, one per line; use errors.As to get at the first
+// *Error, or Errors to get all of them. Input is bounded (MaxFileSize,
+// MaxNodes), so that no file can exhaust the daemon that reloads it.
 //
 // The operator's reference for the file format is docs/config.md.
 package config
@@ -13,10 +20,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Defaults and limits.
@@ -175,6 +186,12 @@ type Distributor struct {
 	// address "127.0.0.1:PORT" / "[::1]:PORT". The admin API is local-only:
 	// other TCP addresses are refused. Default "unix:/run/switchyard/<id>.sock".
 	API string `yaml:"api"`
+	// APITokenFile is the file holding the admin API's bearer token: an
+	// absolute path. Required when API is a TCP address; optional with a
+	// unix socket (the socket is mode 0600: the file system guards it). Load
+	// checks that it is a regular file, not readable or writable by group or
+	// others, of 1..4096 bytes; see ReadAPIToken.
+	APITokenFile string `yaml:"api_token_file"`
 	// XDPMode is "auto" (default: native, falling back to generic with a log
 	// line), "native" or "generic".
 	XDPMode string `yaml:"xdp_mode"`
@@ -381,113 +398,206 @@ func joinErrors(errs []*Error) error {
 	return errors.Join(es...)
 }
 
-// Load reads and parses the configuration file at path; see Parse.
+// Load reads and parses the configuration file at path (see Parse), and
+// checks the files it names (distributor.api_token_file). It reads at most
+// MaxFileSize bytes and refuses anything but a regular file (a FIFO or
+// /dev/zero would never end).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return parse(data, path, &validator{files: true})
+}
+
+// Check loads the file at path like Load and also checks the host, for
+// `switchyard distributor --check`: every distributor.interfaces[].name must
+// name an interface that exists, which linkExists (in practice
+// netlink.LinkByName, in the distributor's network namespace) reports with
+// a nil error. A missing interface is one more error with its line, among
+// the others.
+func Check(path string, linkExists func(name string) error) (*Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return parse(data, path, &validator{files: true, links: linkExists})
+}
+
+// readConfig reads a regular file of at most MaxFileSize bytes.
+func readConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &Error{Source: path, Msg: fmt.Sprintf("not a regular file but %s (expected a YAML file)", describeMode(fi.Mode()))}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, &Error{Source: path, Msg: fmt.Sprintf("the file is larger than %d bytes (expected at most %d bytes, MaxFileSize)", MaxFileSize, MaxFileSize)}
+	}
+	return data, nil
+}
+
+// describeMode names the type of a file that is not regular.
+func describeMode(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file (" + m.Type().String() + ")"
 }
 
 // Parse decodes a YAML configuration, applies the defaults of omitted keys and
 // validates the result. source names the data in errors (usually its file
-// name). On error it returns a nil Config and every problem found.
+// name). On error it returns a nil Config and every problem found (at most
+// MaxErrors of them, then a count of the rest). Parse reads no files: Load
+// also checks distributor.api_token_file.
 func Parse(data []byte, source string) (*Config, error) {
+	return parse(data, source, &validator{})
+}
+
+// parse decodes and validates data; v says what the validation also checks
+// beyond the file (files, interfaces).
+func parse(data []byte, source string, v *validator) (c *Config, err error) {
+	// A bug here must not take down a running daemon that reloads a file:
+	// it becomes an error (FuzzParse looks for such bugs).
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, &Error{Source: source, Msg: fmt.Sprintf("internal error while reading the config (please report it): %v", r)}
+		}
+	}()
 	root, perr := parseYAML(data, source)
 	if perr != nil {
 		return nil, perr
 	}
-	d := &decoder{src: source, lines: map[string]int{"": root.Line}, bad: map[string]bool{}}
-	c := d.config(root)
-	v := &validator{src: source, lines: d.lines, bad: d.bad}
+	if root.Kind != yaml.MappingNode {
+		return nil, &Error{Source: source, Line: root.Line, Msg: fmt.Sprintf("the document is %s (expected a mapping with keys %s)", describe(root), strings.Join(keysOf(configType), ", "))}
+	}
+	errs := &errList{}
+	d := &decoder{src: source, errs: errs, lines: map[string]int{"": root.Line}, given: map[string]bool{}}
+	c = &Config{}
+	d.mapping(root, reflect.ValueOf(c).Elem(), "", "")
+	if !d.given["distributor"] && !d.bad["distributor"] {
+		d.errorf(root, "distributor", "missing (expected a mapping with keys %s)", strings.Join(keysOf(reflect.TypeOf(Distributor{})), ", "))
+	}
+	c.setDefaults(func(path string, zero bool) bool { return !d.given[path] })
+	v.src, v.lines, v.marks, v.errs = source, d.lines, d.marks, errs
 	v.config(c)
-	errs := append(d.errs, v.errs...)
-	if len(errs) > 0 {
-		sortErrors(errs)
-		return nil, joinErrors(errs)
+	if errs.total > 0 {
+		return nil, errs.err(source)
 	}
 	return c, nil
 }
 
+// ParseServices decodes a YAML list of services, the items of a config's
+// services key, with the limits and decoding errors of Parse. It applies no
+// defaults and does not validate the services (that needs the whole
+// config): it is for tools and tests that add services to a Config built in
+// Go, which they then validate or marshal.
+func ParseServices(data []byte, source string) ([]Service, error) {
+	root, perr := parseYAML(data, source)
+	if perr != nil {
+		return nil, perr
+	}
+	errs := &errList{}
+	d := &decoder{src: source, errs: errs, lines: map[string]int{}, given: map[string]bool{}}
+	var svcs []Service
+	d.value(root, reflect.ValueOf(&svcs).Elem(), "services", "services")
+	if errs.total > 0 {
+		return nil, errs.err(source)
+	}
+	return svcs, nil
+}
+
 // Validate checks a complete configuration (with defaults applied: see
 // ApplyDefaults) and returns every problem found, or nil. Errors from
-// Validate carry paths but no lines; Parse validates with lines.
+// Validate carry paths but no lines; Parse validates with lines. Validate
+// reads no files.
 func (c *Config) Validate() error {
-	v := &validator{}
+	v := &validator{errs: &errList{}}
 	v.config(c)
-	return joinErrors(v.errs)
+	return v.errs.err("")
 }
 
 // ApplyDefaults sets every zero-valued optional field of c to its default.
-// Parse does this itself, only for omitted keys (an explicit 0 weight is an
-// error, not a request for the default); ApplyDefaults is for configurations
-// built in Go.
+// Parse applies the same defaults, only to omitted keys (an explicit 0 weight
+// is an error, not a request for the default); ApplyDefaults is for
+// configurations built in Go.
 func (c *Config) ApplyDefaults() {
-	if c.Distributor.API == "" && c.Distributor.ID != "" {
-		c.Distributor.API = DefaultAPI(c.Distributor.ID)
+	c.setDefaults(func(_ string, zero bool) bool { return zero })
+}
+
+// setDefaults is the one place that knows the defaults. omitted reports
+// whether the field at a key path (zero: whether it holds its zero value)
+// was left out and takes its default.
+func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
+	str := func(path string, v *string, def string) {
+		if omitted(path, *v == "") {
+			*v = def
+		}
 	}
-	if c.Distributor.XDPMode == "" {
-		c.Distributor.XDPMode = XDPModeAuto
+	num := func(path string, v *uint32, def uint32) {
+		if omitted(path, *v == 0) {
+			*v = def
+		}
 	}
-	if c.FlowTable.MaxFlows == 0 {
-		c.FlowTable.MaxFlows = DefaultMaxFlows
+	// The default API socket is named after the id; without a valid id there
+	// is none (the id's error says why).
+	if validID(c.Distributor.ID) {
+		str("distributor.api", &c.Distributor.API, DefaultAPI(c.Distributor.ID))
 	}
-	if c.Selection.TableSize == 0 {
-		c.Selection.TableSize = DefaultTableSize
-	}
-	if c.Selection.MaxServices == 0 {
-		c.Selection.MaxServices = DefaultMaxServices
-	}
+	str("distributor.xdp_mode", &c.Distributor.XDPMode, XDPModeAuto)
+	num("flow_table.max_flows", &c.FlowTable.MaxFlows, DefaultMaxFlows)
+	num("selection.table_size", &c.Selection.TableSize, DefaultTableSize)
+	num("selection.max_services", &c.Selection.MaxServices, DefaultMaxServices)
 	for i := range c.TrafficManagers {
-		tm := &c.TrafficManagers[i]
-		if tm.Weight == 0 {
-			tm.Weight = DefaultWeight
-		}
-		if tm.State == "" {
-			tm.State = StateActive
-		}
+		tm, p := &c.TrafficManagers[i], index("traffic_managers", i)
+		num(p+".weight", &tm.Weight, DefaultWeight)
+		str(p+".state", &tm.State, StateActive)
 	}
 	for i := range c.Services {
-		if p := c.Services[i].Persistence; p != nil && p.Mask == nil {
+		if p := c.Services[i].Persistence; p != nil && omitted(index("services", i)+".persistence.mask", p.Mask == nil) {
 			p.Mask = DefaultPersistenceMask()
 		}
 	}
 	t := &c.Timeouts
-	for _, f := range []struct {
-		v   *uint32
-		def uint32
-	}{
-		{&t.TCP, DefaultTCPTimeout},
-		{&t.TCPClosing, DefaultTCPClosingTimeout},
-		{&t.UDP, DefaultUDPTimeout},
-		{&t.Other, DefaultOtherTimeout},
-		{&t.SecondKey, DefaultSecondKeyTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = f.def
-		}
-	}
-	if c.SecondKeys.Masks == nil {
+	num("timeouts.tcp", &t.TCP, DefaultTCPTimeout)
+	num("timeouts.tcp_closing", &t.TCPClosing, DefaultTCPClosingTimeout)
+	num("timeouts.udp", &t.UDP, DefaultUDPTimeout)
+	num("timeouts.other", &t.Other, DefaultOtherTimeout)
+	num("timeouts.second_key", &t.SecondKey, DefaultSecondKeyTimeout)
+	if omitted("second_keys.masks", c.SecondKeys.Masks == nil) {
 		c.SecondKeys.Masks = DefaultSecondKeyMasks()
 	}
-	if c.SecondKeys.MaxEntries == 0 {
-		c.SecondKeys.MaxEntries = DefaultSecondKeyMaxEntries
-	}
-	if c.Signals.MulticastMAC == nil {
+	num("second_keys.max_entries", &c.SecondKeys.MaxEntries, DefaultSecondKeyMaxEntries)
+	if omitted("signals.multicast_mac", c.Signals.MulticastMAC == nil) {
 		c.Signals.MulticastMAC = DefaultMulticastMAC()
 	}
 }
 
 // DefaultTimeouts returns the default timeouts.
 func DefaultTimeouts() Timeouts {
-	return Timeouts{
-		TCP:        DefaultTCPTimeout,
-		TCPClosing: DefaultTCPClosingTimeout,
-		UDP:        DefaultUDPTimeout,
-		Other:      DefaultOtherTimeout,
-		SecondKey:  DefaultSecondKeyTimeout,
-	}
+	var c Config
+	c.ApplyDefaults()
+	return c.Timeouts
 }
 
 // DefaultAPI is the admin API address used when distributor.api is omitted.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -72,6 +73,7 @@ func TestIPv6(t *testing.T) {
   id: d6
   interfaces: [{name: ext0, role: external}, {name: int0, role: internal}]
   api: "[::1]:9100"
+  api_token_file: /etc/switchyard/d6.token
 traffic_managers:
   - {id: tm1, address: 2001:db8:1::11}
   - {id: tm2, address: "2001:db8:1::12", mac: "02:00:00:00:00:12"}
@@ -104,11 +106,13 @@ services:
 }
 
 func TestFull(t *testing.T) {
-	c, err := Load("testdata/full.yaml")
+	// Parse, not Load: the token file full.yaml names is not on this machine
+	// (TestAPITokenFile tests Load's file checks).
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "testdata/full.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.XDPMode != "native" {
+	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.APITokenFile != "/etc/switchyard/edge-d1.token" || c.Distributor.XDPMode != "native" {
 		t.Errorf("distributor = %+v", c.Distributor)
 	}
 	if c.FlowTable.MaxFlows != 4000000 || c.Selection.TableSize != 131071 || c.Selection.MaxServices != 16 {
@@ -489,7 +493,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -543,7 +547,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, xdp_mode)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {
@@ -889,19 +893,43 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("---\n---\n"))
 	f.Add([]byte(minimal + "second_keys: {masks: [[src, dst], [dst, src]], max_entries: 7}\nlearning: {snat_addresses: [10.1.0.11]}\nsignals: {multicast_mac: '01:00:5e:00:00:01', udp_listen: ':1'}\ntimeouts: {tcp: 1}\n"))
 	f.Add([]byte(strings.Replace(minimal, "[tm1, tm2]\n", "[tm1, tm2]\n    persistence: {timeout: 9, mask: [src]}\n", 1)))
+	f.Add([]byte(aliasBomb(3)))
+	f.Add([]byte(wideBomb(3, 3)))
+	f.Add([]byte("a: &x {b: *x}\n"))
+	f.Add([]byte(minimal[:40] + "\x00\xff" + minimal[40:]))
+	f.Add([]byte(strings.Replace(minimal, "  id: d1\n", "  id: d1\n  api: 127.0.0.1:9\n  api_token_file: /t\n", 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if (c == nil) == (err == nil) {
 			t.Fatalf("Parse returned config %v and error %v", c, err)
 		}
 		if err != nil {
-			if len(Errors(err)) == 0 {
+			es := Errors(err)
+			if len(es) == 0 {
 				t.Fatalf("error %v holds no *Error", err)
+			}
+			if len(es) > MaxErrors+1 {
+				t.Fatalf("%d errors, more than MaxErrors and a count", len(es))
+			}
+			if strings.Contains(err.Error(), "internal error") {
+				t.Fatalf("Parse panicked: %v", err)
 			}
 			return
 		}
 		if err := c.Validate(); err != nil {
 			t.Fatalf("Parse accepted a config that Validate refuses: %v", err)
+		}
+		// What Parse accepts, Marshal writes back to the same Config.
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		back, err := Parse(out, "marshalled.yaml")
+		if err != nil {
+			t.Fatalf("Parse of Marshal output: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(back, c) {
+			t.Fatalf("round trip differs:\n got %+v\nwant %+v\n%s", back, c, out)
 		}
 	})
 }

@@ -8,28 +8,31 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// Keys of each mapping, in the order they are listed in errors.
-var (
-	topKeys         = []string{"distributor", "flow_table", "selection", "traffic_managers", "services", "timeouts", "second_keys", "learning", "signals"}
-	distributorKeys = []string{"id", "interfaces", "api", "xdp_mode"}
-	interfaceKeys   = []string{"name", "role"}
-	flowTableKeys   = []string{"max_flows"}
-	selectionKeys   = []string{"table_size", "max_services"}
-	tmKeys          = []string{"id", "address", "weight", "state", "mac", "signal_key"}
-	serviceKeys     = []string{"name", "vip", "port", "protocol", "traffic_managers", "persistence"}
-	persistenceKeys = []string{"timeout", "mask"}
-	timeoutsKeys    = []string{"tcp", "tcp_closing", "udp", "other", "second_key"}
-	secondKeysKeys  = []string{"masks", "max_entries"}
-	learningKeys    = []string{"snat_addresses"}
-	signalsKeys     = []string{"multicast_mac", "udp_listen"}
+// Limits on what Load and Parse accept. They bound the memory and time a
+// configuration file can cost, whoever wrote it: the daemon reloads on SIGHUP
+// and must survive any file.
+const (
+	// MaxFileSize is the largest configuration file, in bytes (1 MiB: a
+	// config with 255 TMs and 1024 services is about 200 KB).
+	MaxFileSize = 1 << 20
+	// MaxNodes is the largest number of YAML nodes a file may hold, counting
+	// each use of an alias as a copy of what it names. 400,000 allows 1024
+	// services that each name 255 TMs through an alias, and refuses alias
+	// bombs ("billion laughs") before they are expanded.
+	MaxNodes = 400_000
+	// MaxErrors is the number of errors reported; the rest are counted.
+	MaxErrors = 50
 )
 
 // offByOne are YAML parser errors whose line go.yaml.in/yaml/v3 reports 0-based.
@@ -37,19 +40,31 @@ var offByOne = []string{"did not find expected", "found a tab character that vio
 
 var yamlLineRE = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
-// parseYAML parses data into its root node, which must be a mapping. It never
-// panics.
+// emptyMsg is the error for a file without a document.
+func emptyMsg() string {
+	return "empty config (expected a mapping with keys " + strings.Join(keysOf(configType), ", ") + ")"
+}
+
+// parseYAML parses data into its root node, which must not be empty, after
+// checking that data is text and that its aliases do not expand past
+// MaxNodes. It never panics.
 func parseYAML(data []byte, source string) (root *yaml.Node, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			root, err = nil, &Error{Source: source, Msg: fmt.Sprintf("invalid YAML: %v", r)}
 		}
 	}()
+	if len(data) > MaxFileSize {
+		return nil, &Error{Source: source, Msg: fmt.Sprintf("the file is larger than %d bytes (expected at most %d bytes, MaxFileSize)", MaxFileSize, MaxFileSize)}
+	}
+	if e := checkText(data, source); e != nil {
+		return nil, e
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &Error{Source: source, Msg: "empty config (expected a mapping with keys " + strings.Join(topKeys, ", ") + ")"}
+			return nil, &Error{Source: source, Msg: emptyMsg()}
 		}
 		return nil, yamlError(err, source)
 	}
@@ -59,21 +74,76 @@ func parseYAML(data []byte, source string) (root *yaml.Node, err error) {
 	} else if !errors.Is(err, io.EOF) {
 		return nil, yamlError(err, source)
 	}
+	if e := countNodes(&doc, source); e != nil {
+		return nil, e
+	}
 	root = &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return nil, &Error{Source: source, Msg: "empty config (expected a mapping with keys " + strings.Join(topKeys, ", ") + ")"}
+			return nil, &Error{Source: source, Msg: emptyMsg()}
 		}
 		root = root.Content[0]
 	}
 	root = resolve(root)
 	if isNull(root) {
-		return nil, &Error{Source: source, Line: root.Line, Msg: "empty config (expected a mapping with keys " + strings.Join(topKeys, ", ") + ")"}
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, &Error{Source: source, Line: root.Line, Msg: fmt.Sprintf("the document is %s (expected a mapping with keys %s)", describe(root), strings.Join(topKeys, ", "))}
+		return nil, &Error{Source: source, Line: root.Line, Msg: emptyMsg()}
 	}
 	return root, nil
+}
+
+// checkText refuses data that is not UTF-8 text or holds a control character
+// YAML forbids, with the line of the first offending byte (the YAML parser's
+// own errors for these carry no line).
+func checkText(data []byte, source string) *Error {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return &Error{Source: source, Line: line, Msg: fmt.Sprintf("byte 0x%02x at offset %d is not UTF-8 (expected a UTF-8 text file)", data[i], i)}
+		case r == '\n':
+			line++
+		case r == '\t' || r == '\r':
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 && r != 0x85 || r == 0xfffe || r == 0xffff:
+			return &Error{Source: source, Line: line, Msg: fmt.Sprintf("control character %U at offset %d (expected printable text)", r, i)}
+		}
+		i += size
+	}
+	return nil
+}
+
+// countNodes counts the nodes of the tree under n, each alias counting as a
+// copy of the node it names, and refuses trees above MaxNodes or with an
+// alias inside the node it names. It stops counting at the limit, so an
+// alias bomb costs at most MaxNodes steps.
+func countNodes(n *yaml.Node, source string) *Error {
+	count := 0
+	open := map[*yaml.Node]bool{} // anchors being expanded: a cycle
+	var walk func(n *yaml.Node) *Error
+	walk = func(n *yaml.Node) *Error {
+		count++
+		if count > MaxNodes {
+			return &Error{Source: source, Line: n.Line, Msg: fmt.Sprintf("more than %d YAML nodes, counting each use of an alias as a copy (expected at most %d, MaxNodes; is this an alias bomb?)", MaxNodes, MaxNodes)}
+		}
+		if n.Kind == yaml.AliasNode {
+			if n.Alias == nil {
+				return &Error{Source: source, Line: n.Line, Msg: "an alias to nothing (expected an alias to an anchor)"}
+			}
+			if open[n.Alias] {
+				return &Error{Source: source, Line: n.Line, Msg: fmt.Sprintf("the alias *%s is inside the node it names (expected an alias to a complete node)", n.Value)}
+			}
+			open[n.Alias] = true
+			defer delete(open, n.Alias)
+			return walk(n.Alias)
+		}
+		for _, c := range n.Content {
+			if e := walk(c); e != nil {
+				return e
+			}
+		}
+		return nil
+	}
+	return walk(n)
 }
 
 func yamlError(err error, source string) *Error {
@@ -92,7 +162,8 @@ func yamlError(err error, source string) *Error {
 	return &Error{Source: source, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
-// resolve follows aliases to the node they name.
+// resolve follows an alias to the node it names (countNodes has refused
+// cycles).
 func resolve(n *yaml.Node) *yaml.Node {
 	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
 		n = n.Alias
@@ -131,14 +202,176 @@ func describe(n *yaml.Node) string {
 	return "an unexpected YAML node"
 }
 
-// decoder turns the YAML tree into a Config, applying defaults for omitted
-// keys. It records the line of every path it sees, and the paths it reported
-// errors for, so that validation neither repeats nor cascades from them.
+// The schema is the Config struct: its yaml tags name the keys, its field
+// types say how a value decodes, and leaves says what each field expects.
+
+var (
+	configType = reflect.TypeOf(Config{})
+	addrType   = reflect.TypeOf(netip.Addr{})
+	macType    = reflect.TypeOf(net.HardwareAddr{})
+	bytesType  = reflect.TypeOf([]byte{})
+)
+
+// leaf is what a scalar field expects: the text of "(expected ...)" and, for
+// integers, the range the decoder accepts (the validator checks the same
+// ranges for configurations built in Go).
+type leaf struct {
+	expected string
+	min, max uint64
+}
+
+// leaves are the scalar fields and lists of the schema by key path, list
+// indices written "[]". TestLeavesCoverSchema checks that every field has one.
+var leaves = map[string]leaf{
+	"distributor.id":                 {expected: idExpected},
+	"distributor.interfaces":         {expected: interfacesExpected},
+	"distributor.interfaces[].name":  {expected: ifNameExpected},
+	"distributor.interfaces[].role":  {expected: roleExpected},
+	"distributor.api":                {expected: apiExpected},
+	"distributor.api_token_file":     {expected: apiTokenFileExpected},
+	"distributor.xdp_mode":           {expected: xdpModeExpected},
+	"flow_table.max_flows":           {expected: maxFlowsExpected, min: MinMaxFlows, max: MaxMaxFlows},
+	"selection.table_size":           {expected: tableSizeExpected, max: 1<<32 - 1},
+	"selection.max_services":         {expected: maxServicesExpected, min: 1, max: MaxMaxServices},
+	"traffic_managers":               {expected: "a list of traffic managers"},
+	"traffic_managers[].id":          {expected: idExpected},
+	"traffic_managers[].address":     {expected: tmAddressExpected},
+	"traffic_managers[].weight":      {expected: weightExpected, min: 1, max: MaxWeight},
+	"traffic_managers[].state":       {expected: stateExpected},
+	"traffic_managers[].mac":         {expected: macExpected},
+	"traffic_managers[].signal_key":  {expected: signalKeyExpected},
+	"services":                       {expected: "a list of services"},
+	"services[].name":                {expected: serviceNameExpected},
+	"services[].vip":                 {expected: vipExpected},
+	"services[].port":                {expected: portExpected, max: 65535},
+	"services[].protocol":            {expected: protocolExpected},
+	"services[].traffic_managers":    {expected: poolExpected},
+	"services[].traffic_managers[]":  {expected: "a traffic manager id"},
+	"services[].persistence.timeout": {expected: persistenceTimeoutExpected, min: 1, max: MaxPersistenceTimeout},
+	"services[].persistence.mask":    {expected: maskExpected},
+	"services[].persistence.mask[]":  {expected: fieldExpected},
+	"timeouts.tcp":                   {expected: timeoutExpected, min: MinTimeout, max: MaxTimeout},
+	"timeouts.tcp_closing":           {expected: timeoutExpected, min: MinTimeout, max: MaxTimeout},
+	"timeouts.udp":                   {expected: timeoutExpected, min: MinTimeout, max: MaxTimeout},
+	"timeouts.other":                 {expected: timeoutExpected, min: MinTimeout, max: MaxTimeout},
+	"timeouts.second_key":            {expected: timeoutExpected, min: MinTimeout, max: MaxTimeout},
+	"second_keys.masks":              {expected: masksExpected},
+	"second_keys.masks[]":            {expected: maskExpected},
+	"second_keys.masks[][]":          {expected: fieldExpected},
+	"second_keys.max_entries":        {expected: maxEntriesExpected, min: 1, max: MaxSecondKeyMaxEntries},
+	"learning.snat_addresses":        {expected: snatListExpected},
+	"learning.snat_addresses[]":      {expected: snatExpected},
+	"signals.multicast_mac":          {expected: multicastMACExpected},
+	"signals.udp_listen":             {expected: udpListenExpected},
+}
+
+var keyCache sync.Map // reflect.Type → []string
+
+// keysOf returns the keys of a struct type, in field order: its yaml tags.
+func keysOf(t reflect.Type) []string {
+	if k, ok := keyCache.Load(t); ok {
+		return k.([]string)
+	}
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		if k := yamlKey(t.Field(i)); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	keyCache.Store(t, keys)
+	return keys
+}
+
+// yamlKey is the key of a struct field: the name in its yaml tag.
+func yamlKey(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// fieldByKey returns the index of the field of struct type t with the given key.
+func fieldByKey(t reflect.Type, key string) (int, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if yamlKey(t.Field(i)) == key {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// errList collects errors, keeping the MaxErrors first by line (and order
+// of discovery within a line) and counting the rest. Adding is amortized
+// O(log MaxErrors): however many errors a file has, it keeps few.
+type errList struct {
+	errs  []*Error
+	total int
+	// cutoff: once MaxErrors errors are kept, an error after this line
+	// cannot be among the first; 0 until then.
+	cutoff int
+}
+
+func (l *errList) add(e *Error) {
+	l.total++
+	l.errs = append(l.errs, e)
+	if len(l.errs) >= 4*MaxErrors {
+		sortErrors(l.errs)
+		l.errs = l.errs[:MaxErrors]
+		l.cutoff = l.errs[MaxErrors-1].Line
+	}
+}
+
+// dropped reports whether an error at line will not be reported, and if so
+// counts it: callers then skip formatting it.
+func (l *errList) dropped(line int) bool {
+	if l.cutoff > 0 && line > l.cutoff {
+		l.total++
+		return true
+	}
+	return false
+}
+
+// err returns nil, the only error, or an errors.Join of the first MaxErrors
+// and, if there were more, one saying how many were left out.
+func (l *errList) err(source string) error {
+	sortErrors(l.errs)
+	if len(l.errs) > MaxErrors {
+		l.errs = l.errs[:MaxErrors]
+	}
+	errs := l.errs
+	if more := l.total - len(errs); more > 0 {
+		errs = append(errs[:len(errs):len(errs)], &Error{Source: source, Msg: fmt.Sprintf("and %d more errors (reporting the first %d, MaxErrors)", more, MaxErrors)})
+	}
+	return joinErrors(errs)
+}
+
+// decoder decodes the YAML tree into a Config, driven by the Config type.
+// It records the line of every key and list item and which keys were given
+// (for the defaults of the others), and the paths it reported errors for,
+// so that validation neither repeats nor cascades from them.
 type decoder struct {
 	src   string
-	errs  []*Error
+	errs  *errList
 	lines map[string]int
+	given map[string]bool
+	marks
+}
+
+// marks are the paths with an error, and every ancestor of one.
+type marks struct {
 	bad   map[string]bool
+	below map[string]bool // some descendant is bad
+}
+
+func (m *marks) mark(path string) {
+	if m.bad == nil {
+		m.bad, m.below = map[string]bool{}, map[string]bool{}
+	}
+	m.bad[path] = true
+	for p := parent(path); p != "" && !m.below[p]; p = parent(p) {
+		m.below[p] = true
+	}
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -146,8 +379,10 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
-	d.errs = append(d.errs, &Error{Source: d.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
-	d.bad[path] = true
+	d.mark(path)
+	if !d.errs.dropped(line) {
+		d.errs.add(&Error{Source: d.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
 }
 
 func join(path, key string) string {
@@ -158,35 +393,115 @@ func join(path, key string) string {
 }
 
 func index(path string, i int) string {
-	return fmt.Sprintf("%s[%d]", path, i)
+	return path + "[" + strconv.Itoa(i) + "]"
 }
 
-// mapping checks that n is a mapping whose keys are all in allowed, without
-// duplicates, and returns its non-null values by key.
-func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[string]*yaml.Node {
+// expected is what the field at schema path spath expects.
+func expected(spath string) leaf {
+	if l, ok := leaves[spath]; ok {
+		return l
+	}
+	return leaf{expected: "a value of the documented form (see docs/config.md)"}
+}
+
+// value decodes n into v. path is the key path (services[1].vip); spath the
+// same without indices (services[].vip), to look up leaves.
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path, spath string) {
 	n = resolve(n)
+	exp := expected(spath)
+	switch t := v.Type(); {
+	case t == addrType:
+		if s, ok := d.str(n, path, exp.expected); ok {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				d.errorf(n, path, "%q is not an IP address (expected %s)", s, exp.expected)
+				return
+			}
+			v.Set(reflect.ValueOf(a))
+		}
+	case t == macType:
+		if s, ok := d.str(n, path, exp.expected); ok {
+			hw, err := net.ParseMAC(s)
+			if err != nil || len(hw) != 6 {
+				d.errorf(n, path, "%q is not a MAC address (expected %s)", s, exp.expected)
+				return
+			}
+			v.Set(reflect.ValueOf(hw))
+		}
+	case t == bytesType:
+		if s, ok := d.str(n, path, exp.expected); ok {
+			// The bytes are a key, a secret: errors do not quote it.
+			key, err := hex.DecodeString(s)
+			switch {
+			case err != nil:
+				d.errorf(n, path, "not a hex string (expected %s)", exp.expected)
+			case len(key) < MinSignalKeyLen:
+				d.errorf(n, path, "the key is %d bytes long (expected %s)", len(key), exp.expected)
+			default:
+				v.SetBytes(key)
+			}
+		}
+	case t.Kind() == reflect.String:
+		if s, ok := d.str(n, path, exp.expected); ok {
+			v.SetString(s)
+		}
+	case t.Kind() == reflect.Uint16 || t.Kind() == reflect.Uint32:
+		if u, ok := d.uint(n, path, exp); ok {
+			v.SetUint(u)
+		}
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		p := reflect.New(t.Elem())
+		if d.mapping(n, p.Elem(), path, spath) {
+			v.Set(p)
+		}
+	case t.Kind() == reflect.Struct:
+		d.mapping(n, v, path, spath)
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, path, "got %s (expected %s)", describe(n), exp.expected)
+			return
+		}
+		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		for i, it := range n.Content {
+			p := index(path, i)
+			d.lines[p] = it.Line
+			d.value(it, s.Index(i), p, spath+"[]")
+		}
+		v.Set(s)
+	default:
+		// A field type the decoder does not know: a programming error that
+		// TestLeavesCoverSchema catches.
+		d.errorf(n, path, "cannot decode into %s (expected %s)", t, exp.expected)
+	}
+}
+
+// mapping decodes a mapping into the struct v: every key must be a field's
+// yaml tag, once. It reports whether n was a mapping.
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path, spath string) bool {
+	t := v.Type()
+	keys := keysOf(t)
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, path, "got %s (expected a mapping with keys %s)", describe(n), strings.Join(allowed, ", "))
-		return nil
+		d.errorf(n, path, "got %s (expected a mapping with keys %s)", describe(n), strings.Join(keys, ", "))
+		return false
 	}
 	where := "the top level"
 	if path != "" {
 		where = path
 	}
-	out := map[string]*yaml.Node{}
-	seen := map[string]int{}
+	seen := make(map[string]int, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), n.Content[i+1]
+		k, val := resolve(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, path, "a key is %s (expected one of: %s)", describe(k), strings.Join(allowed, ", "))
+			d.errorf(k, path, "a key is %s (expected one of: %s)", describe(k), strings.Join(keys, ", "))
 			continue
 		}
 		key := k.Value
 		kpath := join(path, key)
-		if !contains(allowed, key) {
-			d.errs = append(d.errs, &Error{Source: d.src, Line: k.Line, Path: kpath, bare: true,
-				Msg: fmt.Sprintf("unknown key %q in %s; expected one of: %s", key, where, strings.Join(allowed, ", "))})
-			d.bad[kpath] = true
+		f, ok := fieldByKey(t, key)
+		if !ok {
+			d.errs.add(&Error{Source: d.src, Line: k.Line, Path: kpath, bare: true,
+				Msg: fmt.Sprintf("unknown key %q in %s; expected one of: %s", key, where, strings.Join(keys, ", "))})
+			d.mark(kpath)
 			continue
 		}
 		if first, dup := seen[key]; dup {
@@ -195,33 +510,18 @@ func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[strin
 		}
 		seen[key] = k.Line
 		d.lines[kpath] = k.Line
-		if v = resolve(v); !isNull(v) {
-			out[key] = v
+		if val = resolve(val); isNull(val) {
+			continue
 		}
+		d.given[kpath] = true
+		d.value(val, v.Field(f), kpath, join(spath, key))
 	}
-	return out
-}
-
-// sequence checks that n is a list and returns its items, recording the line
-// of each.
-func (d *decoder) sequence(n *yaml.Node, path, expected string) ([]*yaml.Node, bool) {
-	n = resolve(n)
-	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, path, "got %s (expected %s)", describe(n), expected)
-		return nil, false
-	}
-	items := make([]*yaml.Node, len(n.Content))
-	for i, it := range n.Content {
-		d.lines[index(path, i)] = it.Line
-		items[i] = resolve(it)
-	}
-	return items, true
+	return true
 }
 
 // str decodes a string. Plain integers and numbers are taken as their text
 // (an id may be "1"); booleans, null, lists and mappings are errors.
 func (d *decoder) str(n *yaml.Node, path, expected string) (string, bool) {
-	n = resolve(n)
 	if n.Kind == yaml.ScalarNode {
 		switch n.ShortTag() {
 		case "!!str", "!!int", "!!float":
@@ -232,298 +532,29 @@ func (d *decoder) str(n *yaml.Node, path, expected string) (string, bool) {
 	return "", false
 }
 
-// uint decodes an integer in lo..hi; expected describes the range.
-func (d *decoder) uint(n *yaml.Node, path string, lo, hi uint64, expected string) (uint64, bool) {
-	n = resolve(n)
+// uint decodes an integer in l.min..l.max.
+func (d *decoder) uint(n *yaml.Node, path string, l leaf) (uint64, bool) {
 	if n.Kind == yaml.ScalarNode {
 		switch n.ShortTag() {
 		case "!!int":
 			var i int64
-			if err := n.Decode(&i); err == nil {
-				if i < 0 || uint64(i) < lo || uint64(i) > hi {
-					d.errorf(n, path, "%s is out of range (expected %s)", n.Value, expected)
-					return 0, false
-				}
-				return uint64(i), true
+			if err := n.Decode(&i); err != nil || i < 0 || uint64(i) < l.min || uint64(i) > l.max {
+				d.errorf(n, path, "%s is out of range (expected %s)", n.Value, l.expected)
+				return 0, false
 			}
-			d.errorf(n, path, "%s is out of range (expected %s)", n.Value, expected)
-			return 0, false
+			return uint64(i), true
 		case "!!float":
 			if strings.Trim(n.Value, "+0123456789_") == "" {
 				// An integer too large for YAML's integer type.
-				d.errorf(n, path, "%s is out of range (expected %s)", n.Value, expected)
+				d.errorf(n, path, "%s is out of range (expected %s)", n.Value, l.expected)
 				return 0, false
 			}
-			d.errorf(n, path, "%s is not an integer (expected %s)", n.Value, expected)
+			d.errorf(n, path, "%s is not an integer (expected %s)", n.Value, l.expected)
 			return 0, false
 		}
 	}
-	d.errorf(n, path, "got %s (expected an integer, %s)", describe(n), expected)
+	d.errorf(n, path, "got %s (expected an integer, %s)", describe(n), l.expected)
 	return 0, false
-}
-
-func (d *decoder) addr(n *yaml.Node, path, expected string) (netip.Addr, bool) {
-	s, ok := d.str(n, path, expected)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		d.errorf(n, path, "%q is not an IP address (expected %s)", s, expected)
-		return netip.Addr{}, false
-	}
-	return a, true
-}
-
-func (d *decoder) config(root *yaml.Node) *Config {
-	c := &Config{
-		Distributor: Distributor{XDPMode: XDPModeAuto},
-		FlowTable:   FlowTable{MaxFlows: DefaultMaxFlows},
-		Selection:   Selection{TableSize: DefaultTableSize, MaxServices: DefaultMaxServices},
-		Timeouts:    DefaultTimeouts(),
-		SecondKeys:  SecondKeys{Masks: DefaultSecondKeyMasks(), MaxEntries: DefaultSecondKeyMaxEntries},
-		Signals:     Signals{MulticastMAC: DefaultMulticastMAC()},
-	}
-	m := d.mapping(root, "", topKeys)
-	if n := m["distributor"]; n != nil {
-		d.distributor(n, &c.Distributor)
-	} else {
-		d.errorf(root, "distributor", "missing (expected a mapping with keys %s)", strings.Join(distributorKeys, ", "))
-	}
-	if n := m["flow_table"]; n != nil {
-		fm := d.mapping(n, "flow_table", flowTableKeys)
-		if n := fm["max_flows"]; n != nil {
-			v, _ := d.uint(n, "flow_table.max_flows", MinMaxFlows, MaxMaxFlows, maxFlowsExpected)
-			c.FlowTable.MaxFlows = uint32(v)
-		}
-	}
-	if n := m["selection"]; n != nil {
-		sm := d.mapping(n, "selection", selectionKeys)
-		if n := sm["table_size"]; n != nil {
-			v, _ := d.uint(n, "selection.table_size", 0, 1<<32-1, tableSizeExpected)
-			c.Selection.TableSize = uint32(v)
-		}
-		if n := sm["max_services"]; n != nil {
-			v, _ := d.uint(n, "selection.max_services", 1, MaxMaxServices, maxServicesExpected)
-			c.Selection.MaxServices = uint32(v)
-		}
-	}
-	if n := m["traffic_managers"]; n != nil {
-		items, _ := d.sequence(n, "traffic_managers", "a list of traffic managers")
-		c.TrafficManagers = make([]TrafficManager, len(items))
-		for i, it := range items {
-			c.TrafficManagers[i] = d.trafficManager(it, index("traffic_managers", i))
-		}
-	}
-	if n := m["services"]; n != nil {
-		items, _ := d.sequence(n, "services", "a list of services")
-		c.Services = make([]Service, len(items))
-		for i, it := range items {
-			c.Services[i] = d.service(it, index("services", i))
-		}
-	}
-	if n := m["timeouts"]; n != nil {
-		tm := d.mapping(n, "timeouts", timeoutsKeys)
-		t := &c.Timeouts
-		for _, f := range []struct {
-			key string
-			v   *uint32
-		}{{"tcp", &t.TCP}, {"tcp_closing", &t.TCPClosing}, {"udp", &t.UDP}, {"other", &t.Other}, {"second_key", &t.SecondKey}} {
-			if n := tm[f.key]; n != nil {
-				v, _ := d.uint(n, "timeouts."+f.key, MinTimeout, MaxTimeout, timeoutExpected)
-				*f.v = uint32(v)
-			}
-		}
-	}
-	if n := m["second_keys"]; n != nil {
-		sm := d.mapping(n, "second_keys", secondKeysKeys)
-		if n := sm["masks"]; n != nil {
-			const p = "second_keys.masks"
-			items, ok := d.sequence(n, p, masksExpected)
-			if ok {
-				c.SecondKeys.Masks = make([][]string, len(items))
-			}
-			for i, it := range items {
-				c.SecondKeys.Masks[i] = d.mask(it, index(p, i))
-			}
-		}
-		if n := sm["max_entries"]; n != nil {
-			v, _ := d.uint(n, "second_keys.max_entries", 1, MaxSecondKeyMaxEntries, maxEntriesExpected)
-			c.SecondKeys.MaxEntries = uint32(v)
-		}
-	}
-	if n := m["learning"]; n != nil {
-		lm := d.mapping(n, "learning", learningKeys)
-		if n := lm["snat_addresses"]; n != nil {
-			const p = "learning.snat_addresses"
-			items, ok := d.sequence(n, p, snatListExpected)
-			if ok {
-				c.Learning.SNATAddresses = make([]netip.Addr, len(items))
-			}
-			for i, it := range items {
-				c.Learning.SNATAddresses[i], _ = d.addr(it, index(p, i), snatExpected)
-			}
-		}
-	}
-	if n := m["signals"]; n != nil {
-		sm := d.mapping(n, "signals", signalsKeys)
-		if n := sm["multicast_mac"]; n != nil {
-			const p = "signals.multicast_mac"
-			c.Signals.MulticastMAC = nil
-			if s, ok := d.str(n, p, multicastMACExpected); ok {
-				hw, err := net.ParseMAC(s)
-				if err != nil || len(hw) != 6 {
-					d.errorf(n, p, "%q is not a MAC address (expected %s)", s, multicastMACExpected)
-				} else {
-					c.Signals.MulticastMAC = hw
-				}
-			}
-		}
-		if n := sm["udp_listen"]; n != nil {
-			c.Signals.UDPListen, _ = d.str(n, "signals.udp_listen", udpListenExpected)
-		}
-	}
-	return c
-}
-
-// mask decodes a second-key mask: a list of field names, checked by the
-// validator. A mask that is not a list decodes as nil.
-func (d *decoder) mask(n *yaml.Node, path string) []string {
-	items, ok := d.sequence(n, path, maskExpected)
-	if !ok {
-		return nil
-	}
-	fields := make([]string, len(items))
-	for i, it := range items {
-		fields[i], _ = d.str(it, index(path, i), fieldExpected)
-	}
-	return fields
-}
-
-func (d *decoder) distributor(n *yaml.Node, dist *Distributor) {
-	m := d.mapping(n, "distributor", distributorKeys)
-	if n := m["id"]; n != nil {
-		dist.ID, _ = d.str(n, "distributor.id", idExpected)
-	}
-	if n := m["interfaces"]; n != nil {
-		items, _ := d.sequence(n, "distributor.interfaces", interfacesExpected)
-		dist.Interfaces = make([]Interface, len(items))
-		for i, it := range items {
-			p := index("distributor.interfaces", i)
-			im := d.mapping(it, p, interfaceKeys)
-			if n := im["name"]; n != nil {
-				dist.Interfaces[i].Name, _ = d.str(n, p+".name", ifNameExpected)
-			}
-			if n := im["role"]; n != nil {
-				dist.Interfaces[i].Role, _ = d.str(n, p+".role", roleExpected)
-			}
-		}
-	}
-	if n := m["api"]; n != nil {
-		dist.API, _ = d.str(n, "distributor.api", apiExpected)
-	} else if validID(dist.ID) {
-		dist.API = DefaultAPI(dist.ID)
-	} else {
-		// No default without a valid id; the id's error says why.
-		d.bad["distributor.api"] = true
-	}
-	if n := m["xdp_mode"]; n != nil {
-		dist.XDPMode, _ = d.str(n, "distributor.xdp_mode", xdpModeExpected)
-	}
-}
-
-func (d *decoder) trafficManager(n *yaml.Node, path string) TrafficManager {
-	tm := TrafficManager{Weight: DefaultWeight, State: StateActive}
-	m := d.mapping(n, path, tmKeys)
-	if n := m["id"]; n != nil {
-		tm.ID, _ = d.str(n, path+".id", idExpected)
-	}
-	if n := m["address"]; n != nil {
-		tm.Address, _ = d.addr(n, path+".address", tmAddressExpected)
-	}
-	if n := m["weight"]; n != nil {
-		v, _ := d.uint(n, path+".weight", 1, MaxWeight, weightExpected)
-		tm.Weight = uint32(v)
-	}
-	if n := m["state"]; n != nil {
-		tm.State, _ = d.str(n, path+".state", stateExpected)
-	}
-	if n := m["mac"]; n != nil {
-		if s, ok := d.str(n, path+".mac", macExpected); ok {
-			hw, err := net.ParseMAC(s)
-			if err != nil || len(hw) != 6 {
-				d.errorf(n, path+".mac", "%q is not a MAC address (expected %s)", s, macExpected)
-			} else {
-				tm.MAC = hw
-			}
-		}
-	}
-	if n := m["signal_key"]; n != nil {
-		p := path + ".signal_key"
-		if s, ok := d.str(n, p, signalKeyExpected); ok {
-			// The key is a secret: errors do not quote it.
-			key, err := hex.DecodeString(s)
-			switch {
-			case err != nil:
-				d.errorf(n, p, "not a hex string (expected %s)", signalKeyExpected)
-			case len(key) < MinSignalKeyLen:
-				d.errorf(n, p, "the key is %d bytes long (expected %s)", len(key), signalKeyExpected)
-			default:
-				tm.SignalKey = key
-			}
-		}
-	}
-	return tm
-}
-
-func (d *decoder) service(n *yaml.Node, path string) Service {
-	var s Service
-	m := d.mapping(n, path, serviceKeys)
-	if n := m["name"]; n != nil {
-		s.Name, _ = d.str(n, path+".name", serviceNameExpected)
-	}
-	if n := m["vip"]; n != nil {
-		s.VIP, _ = d.addr(n, path+".vip", vipExpected)
-	}
-	if n := m["port"]; n != nil {
-		v, _ := d.uint(n, path+".port", 0, 65535, portExpected)
-		s.Port = uint16(v)
-	}
-	if n := m["protocol"]; n != nil {
-		s.Protocol, _ = d.str(n, path+".protocol", protocolExpected)
-	}
-	if n := m["traffic_managers"]; n != nil {
-		p := path + ".traffic_managers"
-		items, ok := d.sequence(n, p, poolExpected)
-		if ok {
-			s.TrafficManagers = make([]string, len(items))
-		}
-		for i, it := range items {
-			s.TrafficManagers[i], _ = d.str(it, index(p, i), "a traffic manager id")
-		}
-	}
-	if n := m["persistence"]; n != nil {
-		p := path + ".persistence"
-		s.Persistence = &Persistence{Mask: DefaultPersistenceMask()}
-		pm := d.mapping(n, p, persistenceKeys)
-		if n := pm["timeout"]; n != nil {
-			v, _ := d.uint(n, p+".timeout", 1, MaxPersistenceTimeout, persistenceTimeoutExpected)
-			s.Persistence.Timeout = uint32(v)
-		}
-		if n := pm["mask"]; n != nil {
-			s.Persistence.Mask = d.mask(n, p+".mask")
-		}
-	}
-	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sortErrors orders errors by line, keeping the order of discovery within a

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"unicode"
@@ -10,24 +13,25 @@ import (
 
 // What each field expects, as said in errors.
 const (
-	idExpected          = "1..32 characters of a-z, 0-9, '-', '_'"
-	interfacesExpected  = "a list of interfaces, at least one with role external"
-	ifNameExpected      = "an interface name of 1..15 characters without '/', ':' or whitespace"
-	roleExpected        = "external or internal"
-	apiExpected         = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
-	xdpModeExpected     = "auto, native or generic"
-	maxFlowsExpected    = "1024..100000000"
-	tableSizeExpected   = "a prime in 1021..1000003; 65537 and 131071 are prime"
-	maxServicesExpected = "1..1024"
-	tmAddressExpected   = "an IPv4 or IPv6 unicast address"
-	weightExpected      = "1..1000"
-	stateExpected       = "active, draining or disabled"
-	macExpected         = "a unicast MAC address of six hex octets, e.g. 02:00:00:00:00:01"
-	serviceNameExpected = "1..64 characters of A-Z, a-z, 0-9, '.', '-', '_'"
-	vipExpected         = "an IPv4 or IPv6 address"
-	portExpected        = "0..65535; 0 or omitted means all ports"
-	protocolExpected    = "tcp or udp"
-	poolExpected        = "a list of at least one traffic manager id"
+	idExpected           = "1..32 characters of a-z, 0-9, '-', '_'"
+	interfacesExpected   = "a list of interfaces, at least one with role external"
+	ifNameExpected       = "an interface name of 1..15 characters without '/', ':' or whitespace"
+	roleExpected         = "external or internal"
+	apiExpected          = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
+	apiTokenFileExpected = "an absolute path to a file of 1..4096 bytes holding the admin API token, mode 0600 or stricter (no group or other access)"
+	xdpModeExpected      = "auto, native or generic"
+	maxFlowsExpected     = "1024..100000000"
+	tableSizeExpected    = "a prime in 1021..1000003; 65537 and 131071 are prime"
+	maxServicesExpected  = "1..1024"
+	tmAddressExpected    = "an IPv4 or IPv6 unicast address"
+	weightExpected       = "1..1000"
+	stateExpected        = "active, draining or disabled"
+	macExpected          = "a unicast MAC address of six hex octets, e.g. 02:00:00:00:00:01"
+	serviceNameExpected  = "1..64 characters of A-Z, a-z, 0-9, '.', '-', '_'"
+	vipExpected          = "an IPv4 or IPv6 address"
+	portExpected         = "0..65535; 0 or omitted means all ports"
+	protocolExpected     = "tcp or udp"
+	poolExpected         = "a list of at least one traffic manager id"
 
 	timeoutExpected            = "1..604800 seconds"
 	fieldExpected              = "one of vlan, proto, src, dst, sport, dport"
@@ -43,13 +47,17 @@ const (
 )
 
 // validator checks a decoded Config. With lines (from Parse) its errors carry
-// line numbers; paths in bad already have a decoding error, and checks on
-// them or under them are skipped.
+// line numbers; paths marked bad already have a decoding error, and checks on
+// them or under them are skipped. With files (from Load) it also checks the
+// files the config names.
 type validator struct {
 	src   string
 	lines map[string]int
-	bad   map[string]bool
-	errs  []*Error
+	marks
+	errs  *errList
+	files bool
+	// links, if set, reports whether a network interface exists.
+	links func(name string) error
 }
 
 func parent(path string) string {
@@ -74,15 +82,7 @@ func (v *validator) suppressed(path string) bool {
 
 // badUnder reports whether path or anything under it had a decoding error.
 func (v *validator) badUnder(path string) bool {
-	if v.suppressed(path) {
-		return true
-	}
-	for p := range v.bad {
-		if strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") {
-			return true
-		}
-	}
-	return false
+	return v.suppressed(path) || v.below[path]
 }
 
 // line is the line of path, or of its nearest ancestor with one.
@@ -101,7 +101,9 @@ func (v *validator) errorf(path, format string, args ...any) {
 	if v.suppressed(path) {
 		return
 	}
-	v.errs = append(v.errs, &Error{Source: v.src, Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	if line := v.line(path); !v.errs.dropped(line) {
+		v.errs.add(&Error{Source: v.src, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
 }
 
 func (v *validator) config(c *Config) {
@@ -325,6 +327,11 @@ func (v *validator) distributor(d *Distributor) {
 				v.errorf(p+".name", "%q is already used by %s (expected unique interface names)", it.Name, index(ifs, j))
 			} else {
 				names[it.Name] = i
+				if v.links != nil {
+					if err := v.links(it.Name); err != nil {
+						v.errorf(p+".name", "no interface %q on this host: %v (expected an existing network interface of the distributor's network namespace)", it.Name, err)
+					}
+				}
 			}
 		}
 		switch it.Role {
@@ -343,11 +350,17 @@ func (v *validator) distributor(d *Distributor) {
 		v.errorf(ifs, "no interface has role external (expected at least one)")
 	}
 
-	if d.API == "" {
+	switch {
+	case d.API == "" && validID(d.ID):
 		v.errorf("distributor.api", "missing (expected %s)", apiExpected)
-	} else if msg := apiProblem(d.API); msg != "" {
-		v.errorf("distributor.api", "%s", msg)
+	case d.API == "":
+		// No default without a valid id; the id's error says why.
+	default:
+		if msg := apiProblem(d.API); msg != "" {
+			v.errorf("distributor.api", "%s", msg)
+		}
 	}
+	v.apiTokenFile(d)
 
 	switch d.XDPMode {
 	case XDPModeAuto, XDPModeNative, XDPModeGeneric:
@@ -634,4 +647,63 @@ func isPrime(n uint32) bool {
 		}
 	}
 	return true
+}
+
+// apiTokenFile checks distributor.api_token_file: required with a TCP admin
+// API, an absolute path; with files, the file itself (see ReadAPIToken).
+func (v *validator) apiTokenFile(d *Distributor) {
+	const p = "distributor.api_token_file"
+	tcp := d.API != "" && !strings.HasPrefix(d.API, "unix:") && apiProblem(d.API) == ""
+	switch {
+	case d.APITokenFile == "" && tcp && !v.suppressed("distributor.api"):
+		// Said at the line of api: the key that makes the token necessary.
+		v.errs.add(&Error{Source: v.src, Line: v.line("distributor.api"), Path: p,
+			Msg: fmt.Sprintf("missing: the admin API listens on TCP %s, where any local user can connect (expected %s)", d.API, apiTokenFileExpected)})
+	case d.APITokenFile == "":
+	case !strings.HasPrefix(d.APITokenFile, "/") || strings.ContainsRune(d.APITokenFile, 0):
+		v.errorf(p, "%q is not an absolute path (expected %s)", d.APITokenFile, apiTokenFileExpected)
+	case v.files && !v.suppressed(p):
+		if _, err := ReadAPIToken(d.APITokenFile); err != nil {
+			v.errorf(p, "%v (expected %s)", err, apiTokenFileExpected)
+		}
+	}
+}
+
+// MaxAPITokenFileSize is the largest distributor.api_token_file, in bytes.
+const MaxAPITokenFileSize = 4096
+
+// ReadAPIToken reads the admin API token from path, after checking that the
+// file is a regular file (not a FIFO or a device: the read must end), that
+// neither its group nor others may read or write it (mode & 0o077 == 0), and
+// that it holds 1..MaxAPITokenFileSize bytes. The token is the file's content
+// without leading and trailing white space; it must not be empty. Errors name
+// the file but never quote its content.
+func ReadAPIToken(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file but %s", path, describeMode(fi.Mode()))
+	case fi.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("%s has mode %04o: its group or others may access it (chmod 600 %s)", path, fi.Mode().Perm(), path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxAPITokenFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	token := bytes.TrimSpace(data)
+	switch {
+	case len(data) > MaxAPITokenFileSize:
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, MaxAPITokenFileSize)
+	case len(token) == 0:
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return token, nil
 }

@@ -6,7 +6,6 @@ package distributor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -276,32 +275,7 @@ func (d *Daemon) reloadable(next *config.Config) error {
 	d.mu.Lock()
 	cur := d.cfg
 	d.mu.Unlock()
-	var errs []error
-	if next.Distributor.ID != cur.Distributor.ID {
-		errs = append(errs, errors.New("distributor.id changed: restart to change it"))
-	}
-	if !slices.Equal(next.Distributor.Interfaces, cur.Distributor.Interfaces) {
-		errs = append(errs, errors.New("distributor.interfaces changed: restart to change them"))
-	}
-	if next.Distributor.API != cur.Distributor.API {
-		errs = append(errs, errors.New("distributor.api changed: restart to change it"))
-	}
-	if next.Distributor.XDPMode != cur.Distributor.XDPMode {
-		errs = append(errs, errors.New("distributor.xdp_mode changed: restart to change it"))
-	}
-	if next.FlowTable != cur.FlowTable {
-		errs = append(errs, errors.New("flow_table changed: restart to resize the flow table"))
-	}
-	if next.Selection != cur.Selection {
-		errs = append(errs, errors.New("selection changed: restart to resize the Maglev tables"))
-	}
-	if next.SecondKeys.MaxEntries != cur.SecondKeys.MaxEntries {
-		errs = append(errs, errors.New("second_keys.max_entries changed: restart to resize the second-key table"))
-	}
-	if next.Signals.UDPListen != cur.Signals.UDPListen {
-		errs = append(errs, errors.New("signals.udp_listen changed: restart to move the UDP signal transport"))
-	}
-	return errors.Join(errs...)
+	return config.RestartNeeded(cur, next)
 }
 
 // apply makes the data path match cfg: config → indexes (assign) →

@@ -6,18 +6,20 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/netlab"
 )
 
@@ -32,16 +34,23 @@ type ConfigOptions struct {
 	HTTPPort uint16            // default 80
 	UDPPort  uint16            // default 5300
 	IPv6     bool              // also services on the IPv6 VIP
-	Extra    string            // appended to the services list verbatim
-	APIPath  string            // unix socket path
+	// ExtraServices are appended to the services list.
+	ExtraServices []config.Service
+	// Extra is YAML list items appended to the services list, decoded into
+	// services; prefer ExtraServices.
+	Extra   string
+	APIPath string // unix socket path
 	// SNAT lists the topology's shared SNAT addresses for learning.
 	SNAT bool
 	// SignalKeys are hex HMAC keys of TMs for the UDP control transport.
 	SignalKeys map[string]string
 	// UDPListen is the UDP control transport's address ("" = off).
 	UDPListen string
-	// Tail is appended to the config verbatim (top-level keys).
-	Tail string
+	// Timeouts, if set, replace the default idle timeouts (zero fields keep
+	// their defaults).
+	Timeouts *config.Timeouts
+	// Mutate, if set, changes the built config last, before it is written.
+	Mutate func(*config.Config)
 	// TMAddr6 gives the TMs by their IPv6 addresses (resolved by NDP).
 	TMAddr6 bool
 }
@@ -49,8 +58,25 @@ type ConfigOptions struct {
 // TMAddr4 returns the IPv4 address of a TM host's eth0.
 func TMAddr4(h *netlab.Host) netip.Addr { return h.Links["eth0"].Addr4.Addr() }
 
-// Config renders a distributor config for topo.
+// Config renders a distributor config for topo: BuildConfig, marshalled. A
+// config that cannot be built (bad Extra YAML or signal key hex) is a bug in
+// the caller: Config panics with what is wrong.
 func Config(topo *netlab.Topology, o ConfigOptions) string {
+	c, err := BuildConfig(topo, o)
+	if err != nil {
+		panic(fmt.Sprintf("lab: %v", err))
+	}
+	data, err := c.Marshal()
+	if err != nil {
+		panic(fmt.Sprintf("lab: %v", err))
+	}
+	return string(data)
+}
+
+// BuildConfig builds the distributor config for topo. Keys it leaves unset
+// take their defaults when the daemon loads the file; the config is not
+// validated here, so that tests can build bad ones.
+func BuildConfig(topo *netlab.Topology, o ConfigOptions) (*config.Config, error) {
 	if o.ID == "" {
 		o.ID = "d1"
 	}
@@ -77,49 +103,68 @@ func Config(topo *netlab.Topology, o ConfigOptions) string {
 	for _, h := range topo.TMs {
 		byName[h.Name] = h
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "distributor:\n  id: %s\n  api: unix:%s\n  interfaces:\n", o.ID, o.APIPath)
-	b.WriteString("    - {name: ext0, role: external}\n    - {name: int0, role: internal}\n    - {name: srv0, role: external}\n")
-	fmt.Fprintf(&b, "flow_table:\n  max_flows: %d\n", o.MaxFlows)
-	b.WriteString("traffic_managers:\n")
+	c := &config.Config{
+		Distributor: config.Distributor{
+			ID:  o.ID,
+			API: "unix:" + o.APIPath,
+			Interfaces: []config.Interface{
+				{Name: "ext0", Role: config.RoleExternal},
+				{Name: "int0", Role: config.RoleInternal},
+				{Name: "srv0", Role: config.RoleExternal},
+			},
+		},
+		FlowTable: config.FlowTable{MaxFlows: uint32(o.MaxFlows)},
+	}
 	for _, id := range tms {
 		h := byName[id]
-		addr := TMAddr4(h)
+		if h == nil {
+			return nil, fmt.Errorf("traffic manager %q is not a TM of the topology", id)
+		}
+		tm := config.TrafficManager{ID: id, Address: TMAddr4(h), State: o.States[id]}
 		if o.TMAddr6 {
-			addr = h.Links["eth0"].Addr6.Addr()
+			tm.Address = h.Links["eth0"].Addr6.Addr()
 		}
-		fmt.Fprintf(&b, "  - {id: %s, address: %s", id, addr)
 		if w, ok := o.Weights[id]; ok {
-			fmt.Fprintf(&b, ", weight: %d", w)
-		}
-		if s, ok := o.States[id]; ok {
-			fmt.Fprintf(&b, ", state: %s", s)
+			tm.Weight = uint32(w)
 		}
 		if k, ok := o.SignalKeys[id]; ok {
-			fmt.Fprintf(&b, ", signal_key: %q", k)
+			key, err := hex.DecodeString(k)
+			if err != nil {
+				return nil, fmt.Errorf("signal key of %s: %w", id, err)
+			}
+			tm.SignalKey = key
 		}
-		b.WriteString("}\n")
+		c.TrafficManagers = append(c.TrafficManagers, tm)
 	}
 	if o.SNAT {
-		fmt.Fprintf(&b, "learning:\n  snat_addresses: [%s, %s]\n", topo.SNAT4, topo.SNAT6)
+		c.Learning.SNATAddresses = []netip.Addr{topo.SNAT4, topo.SNAT6}
 	}
-	if o.UDPListen != "" {
-		fmt.Fprintf(&b, "signals:\n  udp_listen: %q\n", o.UDPListen)
-	}
-	b.WriteString("services:\n")
-	poolList := "[" + strings.Join(pool, ", ") + "]"
+	c.Signals.UDPListen = o.UDPListen
 	svc := func(name string, vip netip.Addr, port uint16, proto string) {
-		fmt.Fprintf(&b, "  - {name: %s, vip: %s, port: %d, protocol: %s, traffic_managers: %s}\n", name, vip, port, proto, poolList)
+		c.Services = append(c.Services, config.Service{Name: name, VIP: vip, Port: port, Protocol: proto,
+			TrafficManagers: slices.Clone(pool)})
 	}
-	svc("web", topo.VIP4, o.HTTPPort, "tcp")
-	svc("echo", topo.VIP4, o.UDPPort, "udp")
+	svc("web", topo.VIP4, o.HTTPPort, config.ProtocolTCP)
+	svc("echo", topo.VIP4, o.UDPPort, config.ProtocolUDP)
 	if o.IPv6 {
-		svc("web6", topo.VIP6, o.HTTPPort, "tcp")
-		svc("echo6", topo.VIP6, o.UDPPort, "udp")
+		svc("web6", topo.VIP6, o.HTTPPort, config.ProtocolTCP)
+		svc("echo6", topo.VIP6, o.UDPPort, config.ProtocolUDP)
 	}
-	b.WriteString(o.Extra)
-	b.WriteString(o.Tail)
-	return b.String()
+	c.Services = append(c.Services, o.ExtraServices...)
+	if o.Extra != "" {
+		extra, err := config.ParseServices([]byte(o.Extra), "ConfigOptions.Extra")
+		if err != nil {
+			return nil, err
+		}
+		c.Services = append(c.Services, extra...)
+	}
+	if o.Timeouts != nil {
+		c.Timeouts = *o.Timeouts
+	}
+	if o.Mutate != nil {
+		o.Mutate(c)
+	}
+	return c, nil
 }
 
 // Distributor is a `switchyard distributor` process in a namespace.

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
@@ -234,7 +235,7 @@ func TestNonVIPTrafficReachesHost(t *testing.T) {
 // daemon as it was.
 func TestBadConfig(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
-	bad := e.Config(lab.ConfigOptions{Weights: map[string]int{"tm1": 0}})
+	bad := e.Config(lab.ConfigOptions{Weights: map[string]int{"tm1": 1001}})
 
 	// At start: the process exits non-zero and says where and what.
 	path := t.TempDir() + "/bad.yaml"
@@ -266,6 +267,26 @@ func TestBadConfig(t *testing.T) {
 	if !strings.Contains(st.LastReloadError, "traffic_managers[0].weight") {
 		t.Fatalf("reload error not reported: %q", st.LastReloadError)
 	}
+
+	// An alias bomb: 30 KB that expand to 4 million nodes. Refused at once,
+	// without the memory its expansion would take.
+	var bomb strings.Builder
+	bomb.WriteString(e.Config(lab.ConfigOptions{}))
+	bomb.WriteString("  - &s {name: x, vip: 10.0.0.1, protocol: tcp, traffic_managers: [")
+	for i := range 1000 {
+		fmt.Fprintf(&bomb, "t%d, ", i)
+	}
+	bomb.WriteString("t]}\n" + strings.Repeat("  - *s\n", 4000))
+	if err := d.Reload(bomb.String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the refused alias bomb", func() bool {
+		st, err := d.API.Status(context.Background())
+		return err == nil && st.Reloads == 2
+	})
+	if st, err = d.API.Status(context.Background()); err != nil || !strings.Contains(st.LastReloadError, "YAML nodes") {
+		t.Fatalf("alias bomb: reload error %q, %v", st.LastReloadError, err)
+	}
 	rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 4, Short: 2, Interval: 10 * time.Millisecond}, 2*time.Second)
 	if rep.Errors != 0 || len(rep.PerTM) != 2 {
 		t.Fatalf("after a refused reload: %d errors %v, TMs %v", rep.Errors, rep.ErrorSamples, rep.PerTM)
@@ -279,7 +300,7 @@ func TestBadConfig(t *testing.T) {
 // their timeout, and keeps busy ones.
 func TestIdleFlowsAge(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
-	d := startDist(t, e, lab.ConfigOptions{Tail: "timeouts: {udp: 2, tcp: 600, tcp_closing: 1}\n"})
+	d := startDist(t, e, lab.ConfigOptions{Timeouts: &config.Timeouts{UDP: 2, TCP: 600, TCPClosing: 1}})
 	rep := runLoad(t, e, false, loadgen.Options{UDPFlows: 6, KeepAlive: 2, Interval: 20 * time.Millisecond}, time.Second)
 	if rep.Errors != 0 {
 		t.Fatalf("errors: %v", rep.ErrorSamples)
@@ -425,9 +446,9 @@ func TestStopDetaches(t *testing.T) {
 // first one to the same TM, whatever their source ports.
 func TestPersistence(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 2, Distributors: 1, TMs: 4})
-	pool := "[tm1, tm2, tm3, tm4]"
-	extra := "  - {name: sticky, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: " + pool + ", persistence: {timeout: 60}}\n"
-	d := startDist(t, e, lab.ConfigOptions{HTTPPort: 8080, Extra: extra})
+	extra := []config.Service{{Name: "sticky", VIP: e.Topo.VIP4, Port: 80, Protocol: config.ProtocolTCP,
+		TrafficManagers: []string{"tm1", "tm2", "tm3", "tm4"}, Persistence: &config.Persistence{Timeout: 60}}}
+	d := startDist(t, e, lab.ConfigOptions{HTTPPort: 8080, ExtraServices: extra})
 	vip := netip.AddrPortFrom(e.Topo.VIP4, 80)
 	sticky := func(c *netlab.Host) string {
 		seen := map[string]int{}
@@ -451,7 +472,7 @@ func TestPersistence(t *testing.T) {
 
 	// Draining the client's TM ends its persistence: the client's new
 	// connections go to one other TM.
-	if err := d.Reload(e.Config(lab.ConfigOptions{HTTPPort: 8080, Extra: extra, States: map[string]string{first: "draining"}})); err != nil {
+	if err := d.Reload(e.Config(lab.ConfigOptions{HTTPPort: 8080, ExtraServices: extra, States: map[string]string{first: "draining"}})); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, first+" draining", func() bool {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/netlab"
@@ -484,8 +485,8 @@ func TestShimIsTransparent(t *testing.T) {
 // relating TM, whichever the policy would have chosen.
 func TestRelateSteersRelatedConnections(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 2, Distributors: 1, TMs: 4})
-	pool := "[tm1, tm2, tm3, tm4]"
-	d := startDist(t, e, lab.ConfigOptions{Extra: "  - {name: data, vip: 10.0.0.100, port: 2121, protocol: tcp, traffic_managers: " + pool + "}\n"})
+	d := startDist(t, e, lab.ConfigOptions{ExtraServices: []config.Service{{Name: "data", VIP: e.Topo.VIP4, Port: 2121,
+		Protocol: config.ProtocolTCP, TrafficManagers: []string{"tm1", "tm2", "tm3", "tm4"}}}})
 	for _, h := range e.Topo.TMs {
 		s := tm.New(h.Name)
 		if err := h.NS.Do(func() error { return s.ListenHTTP(netip.AddrPortFrom(e.Topo.VIP4, 2121)) }); err != nil {
