@@ -21,6 +21,7 @@ type benchSyBenchBuf struct {
 type benchSyConsts struct {
 	_             structs.HostLayout
 	Limits        uint32
+	Markers       uint32
 	Family        uint32
 	FlowFlags     uint32
 	TmFlags       uint32
