@@ -250,6 +250,14 @@ type sySyMacKey struct {
 	Pad uint16
 }
 
+type sySyMarkers uint32
+
+const (
+	sySyMarkersSY_TM_NONE  sySyMarkers = 4294967295
+	sySyMarkersSY_SVC_NONE sySyMarkers = 65535
+	sySyMarkersSY_TM_ANY   sySyMarkers = 65535
+)
+
 type sySyMemorizeFlags uint32
 
 const (
