@@ -70,7 +70,7 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 	v = sy_parse_eth(ctx, &p, &ifc);
 	if (v != SY_GO_ON)
 		return v;
-	if (p.signal) {
+	if (p.is_signal) {
 		v = sy_signal(ctx, ifc, &p);
 		if (v != SY_GO_ON)
 			return v;
@@ -78,7 +78,7 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 	v = sy_parse(ctx, &p);
 	if (v != SY_GO_ON)
 		return v;
-	if (p.from_tm)
+	if (p.by_tm)
 		return sy_from_tm(&p);
 	v = sy_screen(&p);
 	if (v != SY_GO_ON)

@@ -21,9 +21,9 @@ static __noinline int sy_icmp(struct xdp_md *ctx, const struct sy_pkt *p)
 {
 	int v, reselect = 0;
 
-	if (p->icmp == SY_ICMP_OTHER)
+	if (p->icmp_kind == SY_ICMP_OTHER)
 		return sy_other(p);
-	if (p->icmp == SY_ICMP_INNER) {
+	if (p->icmp_kind == SY_ICMP_INNER) {
 		v = sy_hit(ctx, &p->inner, 0, p->len, SY_C_FWD_ICMP, &reselect);
 		if (v != SY_GO_ON)
 			return v;

@@ -45,7 +45,7 @@ struct sy_vlan_hdr {
 	__be16 proto;
 };
 
-/* What an ICMP packet is to us (sy_pkt.icmp). */
+/* What an ICMP packet is to us (sy_pkt.icmp_kind). */
 enum sy_icmp_kind {
 	SY_ICMP_OTHER = 0, /* not an error we route: the kernel's */
 	SY_ICMP_NO_FLOW,   /* frag needed / too big, but no usable TCP/UDP packet inside */
@@ -57,16 +57,16 @@ struct sy_pkt {
 	struct sy_flow_key key;
 	struct sy_flow_key inner; /* SY_ICMP_INNER: the key of the flow the error is about */
 	__u64 len;                /* bytes, as counted */
-	__u32 sender;             /* from_tm: the TM index of the source MAC */
+	__u32 sender;             /* by_tm: the TM index of the source MAC */
 	__u32 l4off;              /* offset of the L4 header */
-	__u8 from_tm;             /* a TM's MAC on an internal interface, the TM's own */
+	__u8 by_tm;               /* a TM's MAC on an internal interface, the TM's own */
 	__u8 wrong_port;          /* a TM's MAC on an internal interface not the TM's */
-	__u8 signal;              /* EtherType SY_ETH_P_SIGNAL */
+	__u8 is_signal;           /* EtherType SY_ETH_P_SIGNAL */
 	__u8 frag;                /* a fragment (v4 MF or offset, v6 fragment header) */
 	__u8 ports;               /* a whole TCP/UDP header: the key has the ports */
 	__u8 tcp_hdr;             /* 20 bytes of TCP header are there (even with a bad data offset) */
 	__u8 tcpflags;            /* with ports, TCP: the flags byte */
-	__u8 icmp;                /* enum sy_icmp_kind */
+	__u8 icmp_kind;           /* enum sy_icmp_kind */
 };
 
 /* Ethernet and the ingress side: the interface's role and, on an internal
@@ -83,7 +83,7 @@ static __always_inline int sy_parse_eth(struct xdp_md *ctx, struct sy_pkt *p,
 	p->len = data_end - data;
 	if ((void *)(eth + 1) > data_end)
 		return sy_count(SY_C_DROP_TRUNC_ETH, p->len, XDP_DROP);
-	p->signal = eth->h_proto == bpf_htons(SY_ETH_P_SIGNAL);
+	p->is_signal = eth->h_proto == bpf_htons(SY_ETH_P_SIGNAL);
 	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
 	*ifcp = ifc;
 	if (ifc && ifc->role == SY_ROLE_INTERNAL) {
@@ -99,7 +99,7 @@ static __always_inline int sy_parse_eth(struct xdp_md *ctx, struct sy_pkt *p,
 			struct sy_tm *stm = bpf_map_lookup_elem(&tms, &idx);
 
 			if (stm && stm->ifindex == ifindex) {
-				p->from_tm = 1;
+				p->by_tm = 1;
 				p->sender = idx;
 			} else {
 				p->wrong_port = 1;
@@ -285,7 +285,7 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 		}
 	} else if ((l4proto == IPPROTO_ICMP && p->key.family == SY_AF_INET) ||
 		   (l4proto == IPPROTO_ICMPV6 && p->key.family == SY_AF_INET6)) {
-		p->icmp = sy_parse_icmp(ctx, p, l4off);
+		p->icmp_kind = sy_parse_icmp(ctx, p, l4off);
 	}
 	return SY_GO_ON;
 }

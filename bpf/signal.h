@@ -195,7 +195,7 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc,
 		return sy_count(SY_C_SIG_REF_WRONG_PORT, len, XDP_DROP);
 	if (!ifc || ifc->role != SY_ROLE_INTERNAL)
 		return sy_count(SY_C_SIG_REF_EXTERNAL, len, XDP_DROP);
-	if (!p->from_tm)
+	if (!p->by_tm)
 		return sy_count(SY_C_SIG_REF_UNKNOWN_MAC, len, XDP_DROP);
 	who = p->sender;
 	st = bpf_map_lookup_elem(&settings, &zero);

@@ -287,34 +287,3 @@ func (t modelTables) PutSecond(k datapath.SecondKey, v datapath.Second) bool {
 	t.m.SecondKeys[k] = v
 	return true
 }
-
-// signal mirrors sy_signal: trust checks, then the message, then a frame is
-// consumed or a shim stripped (stripped true: the packet goes on).
-func (p *packet) signal(ifc *datapath.Iface, sender *uint32) (datapath.Verdict, bool) {
-	d := p.data
-	if ifc == nil || ifc.Role != datapath.RoleInternal {
-		return p.count(datapath.CounterSigRefExternal, datapath.Drop), false
-	}
-	if sender == nil {
-		return p.count(datapath.CounterSigRefUnknownMAC, datapath.Drop), false
-	}
-	dst := [6]uint8(d[0:6])
-	if dst != ifc.Mac && dst != p.m.Settings.SignalMcast {
-		return p.count(datapath.CounterSigRefNotForUs, datapath.Drop), false
-	}
-	msg, refused, ok := CheckMessage(d[14:])
-	if !ok {
-		return p.count(refused, datapath.Drop), false
-	}
-	for _, c := range msg.Apply(modelTables{p.m}, *sender) {
-		p.count(c, 0)
-	}
-	if !msg.Shim {
-		return p.count(datapath.CounterSigFrame, datapath.Drop), false
-	}
-	// Remove [EtherType][header][TLVs], keeping the MACs.
-	strip := 2 + msg.Len
-	p.data = append(d[:12:12], d[12+strip:]...)
-	p.count(datapath.CounterSigShim, 0)
-	return 0, true
-}
