@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * parse.h: the packet description (struct sy_pkt) and the parsers that fill
- * it. Parsing reads headers and drops only malformed packets; every other
- * decision is a step's, on the description (distributor.c runs the steps).
+ * it. Parsing reads headers; it ends a packet's way only when the packet is
+ * malformed (a drop) or not IP (the kernel's). Every other decision is a
+ * step's, on the description (distributor.c runs the steps).
  */
 #ifndef SY_PARSE_H
 #define SY_PARSE_H
