@@ -19,14 +19,20 @@ static __always_inline int sy_other(const struct sy_pkt *p)
 /* A subprogram: it holds a second copy of sy_hit. */
 static __noinline int sy_icmp(struct xdp_md *ctx, const struct sy_pkt *p)
 {
+	struct sy_sig_scratch *x;
 	int v, reselect = 0;
+	__u32 zero = 0;
 
 	if (p->icmp_kind == SY_ICMP_OTHER)
 		return sy_other(p);
 	if (p->icmp_kind == SY_ICMP_INNER) {
-		v = sy_hit(ctx, &p->inner, 0, p->len, SY_C_FWD_ICMP, &reselect);
-		if (v != SY_GO_ON)
-			return v;
+		/* sy_parse_icmp left the key there; the lookup cannot fail. */
+		x = bpf_map_lookup_elem(&sig_scratch, &zero);
+		if (x) {
+			v = sy_hit(ctx, &x->inner, 0, p->len, SY_C_FWD_ICMP, &reselect);
+			if (v != SY_GO_ON)
+				return v;
+		}
 	}
 	return sy_count(SY_C_PASS_ICMP_NO_FLOW, p->len, XDP_PASS);
 }

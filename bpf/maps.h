@@ -135,8 +135,8 @@ struct {
 	__type(value, struct sy_traffic);
 } tm_stats SEC(".maps");
 
-/* Room for big locals of the signal path and of persistence: the BPF stack
- * is shared by every frame of a call chain (512 bytes in all). */
+/* Room for big locals of the signal path, of persistence and of ICMP: the
+ * BPF stack is shared by every frame of a call chain (512 bytes in all). */
 struct sy_sig_scratch {
 	union {
 		struct sy_op_memorize m;
@@ -150,6 +150,7 @@ struct sy_sig_scratch {
 	struct sy_second sv;
 	struct sy_sig_hdr h;
 	__u8 macs[12];
+	struct sy_flow_key inner; /* sy_parse_icmp → sy_icmp: the key of the flow an ICMP error is about */
 };
 
 /* One entry, key 0: a lookup of it cannot fail, the NULL checks after it

@@ -50,13 +50,12 @@ struct sy_vlan_hdr {
 enum sy_icmp_kind {
 	SY_ICMP_OTHER = 0, /* not an error we route: the kernel's */
 	SY_ICMP_NO_FLOW,   /* frag needed / too big, but no usable TCP/UDP packet inside */
-	SY_ICMP_INNER,     /* frag needed / too big about sy_pkt.inner */
+	SY_ICMP_INNER,     /* frag needed / too big about the key in the scratch's inner */
 };
 
 /* The packet as the steps see it. */
 struct sy_pkt {
 	struct sy_flow_key key;
-	struct sy_flow_key inner; /* SY_ICMP_INNER: the key of the flow the error is about */
 	__u64 len;                /* bytes, as counted */
 	__u32 sender;             /* by_tm: the TM index of the source MAC */
 	__u32 l4off;              /* offset of the L4 header */
@@ -113,17 +112,26 @@ static __always_inline int sy_parse_eth(struct xdp_md *ctx, struct sy_pkt *p,
 /*
  * The ICMP error about one of our flows: "fragmentation needed" (v4) and
  * "packet too big" (v6). The embedded header is the TM's packet towards the
- * client, so its reverse is the flow's key. l4off is an argument, not read
+ * client, so its reverse is the flow's key. That key goes to the scratch's
+ * inner, not to sy_pkt: 40 more bytes in sy_process's frame would break the
+ * stack limit of the benchmark's call chain. l4off is an argument, not read
  * back from p: the verifier keeps its bounds only in a register.
  */
-static __noinline int sy_parse_icmp(struct xdp_md *ctx, struct sy_pkt *p, __u32 l4off)
+static __noinline int sy_parse_icmp(struct xdp_md *ctx, const struct sy_pkt *p, __u32 l4off)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u32 off;
+	struct sy_flow_key *inner;
+	struct sy_sig_scratch *x;
+	__u32 off, zero = 0;
 	__u16 *ports;
 
-	p->inner.vlan = p->key.vlan;
+	x = bpf_map_lookup_elem(&sig_scratch, &zero);
+	if (!x) /* cannot happen (maps.h); the verifier needs the check */
+		return SY_ICMP_NO_FLOW;
+	inner = &x->inner;
+	__builtin_memset(inner, 0, sizeof(*inner));
+	inner->vlan = p->key.vlan;
 	if (p->key.family == SY_AF_INET) {
 		struct sy_icmphdr *ic = data + l4off;
 		struct iphdr *ip;
@@ -136,10 +144,10 @@ static __noinline int sy_parse_icmp(struct xdp_md *ctx, struct sy_pkt *p, __u32 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
 			return SY_ICMP_NO_FLOW;
 		off = l4off + sizeof(*ic) + ip->ihl * 4;
-		__builtin_memcpy(p->inner.src, &ip->daddr, 4);
-		__builtin_memcpy(p->inner.dst, &ip->saddr, 4);
-		p->inner.proto = ip->protocol;
-		p->inner.family = SY_AF_INET;
+		__builtin_memcpy(inner->src, &ip->daddr, 4);
+		__builtin_memcpy(inner->dst, &ip->saddr, 4);
+		inner->proto = ip->protocol;
+		inner->family = SY_AF_INET;
 	} else {
 		struct icmp6hdr *ic = data + l4off;
 		struct ipv6hdr *ip;
@@ -152,20 +160,20 @@ static __noinline int sy_parse_icmp(struct xdp_md *ctx, struct sy_pkt *p, __u32 
 		if ((void *)(ip + 1) > data_end || ip->version != 6)
 			return SY_ICMP_NO_FLOW;
 		off = l4off + sizeof(*ic) + sizeof(*ip);
-		__builtin_memcpy(p->inner.src, &ip->daddr, 16);
-		__builtin_memcpy(p->inner.dst, &ip->saddr, 16);
-		p->inner.proto = ip->nexthdr;
-		p->inner.family = SY_AF_INET6;
+		__builtin_memcpy(inner->src, &ip->daddr, 16);
+		__builtin_memcpy(inner->dst, &ip->saddr, 16);
+		inner->proto = ip->nexthdr;
+		inner->family = SY_AF_INET6;
 	}
-	if (p->inner.proto != IPPROTO_TCP && p->inner.proto != IPPROTO_UDP)
+	if (inner->proto != IPPROTO_TCP && inner->proto != IPPROTO_UDP)
 		return SY_ICMP_NO_FLOW;
 	if (off > 0xffff)
 		return SY_ICMP_NO_FLOW;
 	ports = data + off;
 	if ((void *)(ports + 2) > data_end)
 		return SY_ICMP_NO_FLOW;
-	p->inner.sport = ports[1];
-	p->inner.dport = ports[0];
+	inner->sport = ports[1];
+	inner->dport = ports[0];
 	return SY_ICMP_INNER;
 }
 

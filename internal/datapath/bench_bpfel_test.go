@@ -266,7 +266,8 @@ type benchSySigScratch struct {
 		Flags    uint16
 		Reserved uint16
 	}
-	Macs [12]uint8
+	Macs  [12]uint8
+	Inner benchSyFlowKey
 }
 
 type benchSySkey struct {

@@ -371,6 +371,7 @@ type sySySigScratch struct {
 	Sv     sySySecond
 	H      sySySigHdr
 	Macs   [12]uint8
+	Inner  sySyFlowKey
 }
 
 type sySySkey struct {

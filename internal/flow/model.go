@@ -78,7 +78,7 @@ type packet struct {
 	ingress uint32
 
 	key       Key
-	inner     Key    // icmpInner: the key of the flow the error is about
+	inner     Key    // icmpInner: the key of the flow the error is about (in C, in the scratch)
 	n         uint64 // len: bytes, as counted
 	sender    uint32 // byTM: the TM index of the source MAC
 	l4off     uint32
