@@ -16,11 +16,17 @@
 enum sy_limits {
 	SY_MAX_TMS = 256,      /* TM indexes are 0..SY_MAX_TMS-1 */
 	SY_MAX_IFINDEX = 16384, /* interfaces are an array by ifindex: a load, not a hash */
-	SY_MAX_VLAN_TAGS = 2,
+	SY_MAX_VLAN_TAGS = 2,  /* tags parsed; one more is dropped (SY_C_DROP_VLAN_DEPTH) */
 	SY_MAX_IPV6_EXT = 4,   /* extension headers walked before giving up */
+	SY_RING_SIZE_DEFAULT = 65537, /* Maglev slots per service unless configured (a prime) */
 };
 
-#define SY_TM_NONE 0xffffffff /* an empty Maglev slot (Go: selector.Empty) */
+/* Markers stored in map values where an index would be. */
+enum sy_markers {
+	SY_TM_NONE = 0xffffffff, /* an empty Maglev slot */
+	SY_SVC_NONE = 0xffff,    /* sy_flow.svc, sy_second.svc: flows made by signals, learning or second keys */
+	SY_TM_ANY = 0xffff,      /* learning source shared by every TM (learn_srcs value) */
+};
 
 /* Address families as stored in keys. */
 enum sy_family {
@@ -58,9 +64,6 @@ enum sy_tcp_state {
 	SY_TCP_CLOSING = 1, /* FIN or RST seen: a SYN on this key is a new connection */
 };
 
-/* "No service": flows made by signals, learning or second keys. */
-#define SY_SVC_NONE 0xffff
-
 /*
  * Flow table value. 16 bytes: the table is sized in millions, and each
  * entry already costs 48 bytes of kernel header and a 40-byte key.
@@ -70,7 +73,7 @@ struct sy_flow {
 	__u16 tm;        /* TM index */
 	__u16 svc;       /* service index when the flow was created, or SY_SVC_NONE */
 	__u16 flags;     /* SY_FLOW_* */
-	__u8 tcp_state;  /* reserved for aging */
+	__u8 tcp_state;  /* SY_TCP_*: FIN or RST seen; a SYN then opens a new connection */
 	__u8 mask;       /* SY_FLOW_SECOND_KEY: the fields of the second key */
 	__u16 timeout;   /* idle timeout in seconds; 0: the protocol's default */
 	__u16 pad;
@@ -162,10 +165,6 @@ struct sy_mac_key {
 	__u16 pad;
 };
 
-/* Learning sources: a TM's own address maps to its index, a shared SNAT
- * address to SY_TM_ANY. Keyed by struct sy_vip_key. */
-#define SY_TM_ANY 0xffff
-
 struct sy_settings {
 	__u8 signal_mcast[6]; /* signal frames to this MAC reach every distributor */
 	__u16 pad;
@@ -178,9 +177,8 @@ struct sy_settings {
  * in-band shim (flag SY_SIG_F_SHIM) the original EtherType and payload follow
  * the TLVs. docs/signals.md specifies it for TM developers.
  */
-#define SY_ETH_P_SIGNAL 0x88B5
-
 enum sy_sig_consts {
+	SY_ETH_P_SIGNAL = 0x88B5, /* EtherType of signal frames and shims */
 	SY_SIG_VERSION = 1,
 	SY_SIG_MAX_OPS = 8,
 	SY_SIG_HDR_LEN = 8,
@@ -358,6 +356,7 @@ static __always_inline __u32 sy_hash_key(const struct sy_flow_key *k, __u32 seed
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */
 struct sy_consts {
 	enum sy_limits limits;
+	enum sy_markers markers;
 	enum sy_family family;
 	enum sy_flow_flags flow_flags;
 	enum sy_tm_flags tm_flags;

@@ -3,10 +3,7 @@ package signal_test
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -138,46 +135,6 @@ func TestWireEnumsMatchBTF(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestEtherTypeMatchesC: SY_ETH_P_SIGNAL from the BTF if it is an enum value
-// there, else from the header (a #define does not reach BTF).
-func TestEtherTypeMatchesC(t *testing.T) {
-	spec := loadBTF(t)
-	for typ, err := range spec.All() {
-		if err != nil {
-			t.Fatalf("iterate BTF of %s: %v", bpfObject, err)
-		}
-		e, ok := typ.(*btf.Enum)
-		if !ok {
-			continue
-		}
-		for _, v := range e.Values {
-			if v.Name == "SY_ETH_P_SIGNAL" {
-				if v.Value != signal.EtherType {
-					t.Errorf("enum %s: SY_ETH_P_SIGNAL = %#x, signal.EtherType = %#x", e.Name, v.Value, signal.EtherType)
-				}
-				return
-			}
-		}
-	}
-	src, err := os.ReadFile(bpfHeader)
-	if err != nil {
-		t.Fatalf("SY_ETH_P_SIGNAL is not in the BTF and the header is unreadable: %v", err)
-	}
-	re := regexp.MustCompile(`(?m)^\s*(?:#define\s+SY_ETH_P_SIGNAL\s+|SY_ETH_P_SIGNAL\s*=\s*)(0[xX][0-9a-fA-F]+|[0-9]+)\b`)
-	ms := re.FindAllSubmatch(src, -1)
-	if len(ms) != 1 {
-		t.Fatalf("%s defines SY_ETH_P_SIGNAL %d times, want once", bpfHeader, len(ms))
-	}
-	v, err := strconv.ParseUint(string(ms[0][1]), 0, 16)
-	if err != nil {
-		t.Fatalf("%s: SY_ETH_P_SIGNAL %q: %v", bpfHeader, ms[0][1], err)
-	}
-	if v != signal.EtherType {
-		t.Errorf("%s: SY_ETH_P_SIGNAL = %#x, signal.EtherType = %#x", bpfHeader, v, signal.EtherType)
-	}
-	t.Logf("SY_ETH_P_SIGNAL is not in the BTF of %s; checked %s", bpfObject, bpfHeader)
 }
 
 // TestDiffStructCatches: the comparison fails for the mismatches it is there

@@ -23,6 +23,7 @@ var WireEnums = map[string]map[string]uint64{
 	"sy_sig_consts": {
 		"SY_SIG_VERSION": Version, "SY_SIG_MAX_OPS": MaxOps, "SY_SIG_HDR_LEN": uint64(hdrLen),
 		"SY_SIG_TLV_HDR_LEN": uint64(tlvHdrLen), "SY_SIG_TM_SELF": uint64(Self),
+		"SY_ETH_P_SIGNAL": EtherType,
 	},
 	"sy_sig_flags":      {"SY_SIG_F_SHIM": flagShim},
 	"sy_memorize_flags": {"SY_MEMORIZE_F_MIRROR": memorizeFlagMirror},

@@ -117,5 +117,18 @@ func CounterName(c Counter) string {
 	return "unknown"
 }
 
-// IsDrop reports whether c counts dropped packets.
-func IsDrop(c Counter) bool { return c >= CounterDropTruncEth && c <= CounterDropNoEgress }
+// IsDrop reports whether c counts dropped packets: the drop reasons, and the
+// signal refusals of a whole frame or shim (the packet is dropped, no op
+// applied). Not the per-op refusals (bad_key, foreign_tm, no_flow, bad_mask,
+// table_full): they count ops, and a shim goes on after them. Not sig_frame
+// either: a frame is consumed once applied, not lost. TestIsDrop checks this
+// against what the program does.
+func IsDrop(c Counter) bool {
+	switch c {
+	case CounterSigRefExternal, CounterSigRefUnknownMAC, CounterSigRefNotForUs, CounterSigRefWrongPort,
+		CounterSigRefVersion, CounterSigRefCount, CounterSigRefTruncated, CounterSigRefUnknownOp,
+		CounterSigRefBadLength:
+		return true
+	}
+	return c >= CounterDropTruncEth && c <= CounterDropNoEgress
+}

@@ -13,8 +13,8 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// DefaultRingSize is the default Maglev table size per service.
-const DefaultRingSize = 65537
+// DefaultRingSize is the default Maglev table size per service (SY_RING_SIZE_DEFAULT).
+const DefaultRingSize = uint32(sySyLimitsSY_RING_SIZE_DEFAULT)
 
 // Options size the data path. Zero values take the defaults.
 type Options struct {

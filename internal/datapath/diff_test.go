@@ -193,7 +193,7 @@ func (f *fixture) check(t *testing.T, i int, pkt []byte) datapath.Verdict {
 	if len(pkt) < 14 {
 		// BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet
 		// header (and no driver delivers one); the model's answer for
-		// them is covered by the flow package's own tests.
+		// them is asserted by flow.TestModelShortFrames.
 		if _, _, err := f.dp.TestRun(pkt, loIfindex); err == nil {
 			t.Fatalf("packet %d: a %d-byte test run was accepted", i, len(pkt))
 		}
@@ -334,73 +334,11 @@ func TestDifferential(t *testing.T) {
 	// The generator must have reached every counter, or the test is weaker
 	// than it looks.
 	for i, c := range f.model.Counters {
-		// Frames under 14 bytes cannot be test-run; a full second-key table
-		// depends on the seed: TestSignalCases covers both.
+		// Frames under 14 bytes cannot be test-run (flow.TestModelShortFrames
+		// asserts them); a full second-key table depends on the seed
+		// (TestSignalCases asserts it).
 		if c.Packets == 0 && datapath.Counter(i) != datapath.CounterDropTruncEth && datapath.Counter(i) != datapath.CounterSigRefTableFull {
 			t.Errorf("no generated packet reached counter %s", datapath.CounterName(datapath.Counter(i)))
 		}
 	}
-}
-
-// TestDifferentialCases runs hand-written edge cases through both.
-func TestDifferentialCases(t *testing.T) {
-	f := newFixture(t)
-	f.standard(t)
-	c4 := netip.MustParseAddr("10.0.1.11")
-	c6 := netip.MustParseAddr("fd00:1::11")
-	base := flowtest.Packet{Src: c4, Dst: vip4a, Proto: flow.ProtoTCP, SrcPort: 5000, DstPort: 80, TCPFlags: flowtest.SYN}
-	cases := map[string][]byte{}
-	add := func(name string, p flowtest.Packet) { cases[name] = p.Bytes() }
-	add("tcp syn", base)
-	p := base
-	p.VLANs = []uint16{7}
-	add("one vlan", p)
-	p.VLANs = []uint16{100, 7}
-	add("qinq", p)
-	p = base
-	p.IPv4Options = 40
-	add("ipv4 max options", p)
-	p = base
-	p.Src, p.Dst, p.DstPort = c6, vip6, 443
-	p.IPv6Ext = []uint8{0, 43, 60, 60}
-	add("ipv6 four ext", p)
-	p.IPv6Ext = []uint8{0, 43, 60, 60, 0}
-	add("ipv6 five ext", p)
-	p.IPv6Ext = []uint8{0}
-	p.Fragment = true
-	add("ipv6 fragment", p)
-	p = base
-	p.Fragment = true
-	add("ipv4 fragment", p)
-	p = base
-	p.Proto = flow.ProtoUDP
-	p.DstPort = 9999
-	add("udp all-ports", p)
-	p = base
-	p.Dst = vip4b
-	p.Proto, p.DstPort = flow.ProtoUDP, 53
-	add("empty pool", p)
-	p = base
-	p.SrcPort = 1024
-	add("disabled tm reselect", p)
-	p.SrcPort = 1025
-	add("tm not ready", p)
-	add("icmp frag needed, no flow", flowtest.Packet{Src: netip.MustParseAddr("10.0.1.1"), Dst: vip4a, Proto: flow.ProtoICMP, ICMPType: 3, ICMPCode: 4,
-		Inner: &flowtest.Packet{Src: vip4a, Dst: c4, Proto: flow.ProtoTCP, SrcPort: 80, DstPort: 5000}})
-	for name, pkt := range cases {
-		t.Run(name, func(t *testing.T) {
-			f.check(t, 0, pkt)
-			for cut := range len(pkt) {
-				f.check(t, cut, pkt[:cut])
-			}
-		})
-	}
-	// After "tcp syn", the ICMP error about its flow goes to its TM.
-	icmp := flowtest.Packet{Src: netip.MustParseAddr("10.0.1.1"), Dst: vip4a, Proto: flow.ProtoICMP, ICMPType: 3, ICMPCode: 4,
-		Inner: &flowtest.Packet{Src: vip4a, Dst: c4, Proto: flow.ProtoTCP, SrcPort: 80, DstPort: 5000}}
-	f.check(t, 0, icmp.Bytes())
-	if f.model.Counters[datapath.CounterFwdICMP].Packets == 0 {
-		t.Errorf("ICMP frag-needed about a known flow was not forwarded")
-	}
-	f.compareTables(t)
 }

@@ -1,6 +1,7 @@
 package datapath_test
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
@@ -47,80 +48,86 @@ func TestSignalCases(t *testing.T) {
 	steps := []struct {
 		name    string
 		pkt     []byte
+		verdict datapath.Verdict
 		counter datapath.Counter
 		check   func(t *testing.T)
 	}{
-		{"memorize", frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k1, Timeout: 30 * time.Second}), datapath.CounterSigMemorize, func(t *testing.T) {
+		{"memorize", frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k1, Timeout: 30 * time.Second}), datapath.Drop, datapath.CounterSigMemorize, func(t *testing.T) {
 			e, ok := f.model.Flows[fkey(k1)]
 			if !ok || e.Tm != 0 || e.Flags != datapath.FlowMemorized || e.Timeout != 30 {
 				t.Fatalf("entry %+v (present %v)", e, ok)
 			}
 		}},
-		{"memorize ipv6 to multicast", frame(t, mcastMAC, tm1MAC, signal.Memorize{Key: k6, Mirror: true}), datapath.CounterSigMemorize, func(t *testing.T) {
+		{"memorize ipv6 to multicast", frame(t, mcastMAC, tm1MAC, signal.Memorize{Key: k6, Mirror: true}), datapath.Drop, datapath.CounterSigMemorize, func(t *testing.T) {
 			if e := f.model.Flows[fkey(k6)]; e.Tm != 1 || e.Flags != datapath.FlowMemorized|datapath.FlowMirror {
 				t.Fatalf("entry %+v", e)
 			}
 		}},
-		{"memorize over another TM's flow", frame(t, ourMAC, tm1MAC, signal.Memorize{Key: k1}), datapath.CounterSigRefForeignTM, nil},
-		{"memorize for another TM", frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2, TM: 1}), datapath.CounterSigRefForeignTM, nil},
-		{"mirror", frame(t, ourMAC, tm0MAC, signal.Mirror{Key: k1}), datapath.CounterSigMirror, func(t *testing.T) {
+		{"memorize over another TM's flow", frame(t, ourMAC, tm1MAC, signal.Memorize{Key: k1}), datapath.Drop, datapath.CounterSigRefForeignTM, nil},
+		{"memorize for another TM", frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2, TM: 1}), datapath.Drop, datapath.CounterSigRefForeignTM, nil},
+		{"mirror", frame(t, ourMAC, tm0MAC, signal.Mirror{Key: k1}), datapath.Drop, datapath.CounterSigMirror, func(t *testing.T) {
 			if f.model.Flows[fkey(k1)].Flags&datapath.FlowMirror == 0 {
 				t.Fatal("not marked")
 			}
 		}},
-		{"mirror of no flow", frame(t, ourMAC, tm0MAC, signal.Mirror{Key: k2}), datapath.CounterSigRefNoFlow, nil},
-		{"age", frame(t, ourMAC, tm0MAC, signal.Age{Key: k1, Timeout: 5 * time.Second}), datapath.CounterSigAge, func(t *testing.T) {
+		{"mirror of no flow", frame(t, ourMAC, tm0MAC, signal.Mirror{Key: k2}), datapath.Drop, datapath.CounterSigRefNoFlow, nil},
+		{"age", frame(t, ourMAC, tm0MAC, signal.Age{Key: k1, Timeout: 5 * time.Second}), datapath.Drop, datapath.CounterSigAge, func(t *testing.T) {
 			if f.model.Flows[fkey(k1)].Timeout != 5 {
 				t.Fatal("timeout not set")
 			}
 		}},
-		{"forget another TM's flow", frame(t, ourMAC, tm0MAC, signal.Forget{Key: k6}), datapath.CounterSigRefForeignTM, nil},
+		{"forget another TM's flow", frame(t, ourMAC, tm0MAC, signal.Forget{Key: k6}), datapath.Drop, datapath.CounterSigRefForeignTM, nil},
 		{"relate", frame(t, ourMAC, tm0MAC, signal.Relate{Parent: k1,
 			Second: signal.Key{Src: netip.MustParseAddr("10.0.1.11"), Dst: netip.MustParseAddr("10.0.0.100"), DstPort: 2121, Proto: 6},
-			Mask:   signal.Field(testMasks[0]), Timeout: time.Minute}), datapath.CounterSigRelate, func(t *testing.T) {
+			Mask:   signal.Field(testMasks[0]), Timeout: time.Minute}), datapath.Drop, datapath.CounterSigRelate, func(t *testing.T) {
 			if len(f.model.SecondKeys) == 0 {
 				t.Fatal("no second key")
 			}
 		}},
-		{"relate with an unconfigured mask", frame(t, ourMAC, tm0MAC, signal.Relate{Parent: k1, Second: k2, Mask: signal.FieldDst}), datapath.CounterSigRefBadMask, nil},
-		{"relate to another TM's parent", frame(t, ourMAC, tm0MAC, signal.Relate{Parent: k6, Second: k6, Mask: signal.Field(testMasks[0])}), datapath.CounterSigRefForeignTM, nil},
-		{"forget", frame(t, ourMAC, tm0MAC, signal.Forget{Key: k1}), datapath.CounterSigForget, func(t *testing.T) {
+		{"relate with an unconfigured mask", frame(t, ourMAC, tm0MAC, signal.Relate{Parent: k1, Second: k2, Mask: signal.FieldDst}), datapath.Drop, datapath.CounterSigRefBadMask, nil},
+		{"relate to another TM's parent", frame(t, ourMAC, tm0MAC, signal.Relate{Parent: k6, Second: k6, Mask: signal.Field(testMasks[0])}), datapath.Drop, datapath.CounterSigRefForeignTM, nil},
+		{"forget", frame(t, ourMAC, tm0MAC, signal.Forget{Key: k1}), datapath.Drop, datapath.CounterSigForget, func(t *testing.T) {
 			if _, ok := f.model.Flows[fkey(k1)]; ok {
 				t.Fatal("still there")
 			}
 		}},
-		{"age 0 expires", frame(t, ourMAC, tm1MAC, signal.Age{Key: k6}), datapath.CounterSigAge, func(t *testing.T) {
+		{"age 0 expires", frame(t, ourMAC, tm1MAC, signal.Age{Key: k6}), datapath.Drop, datapath.CounterSigAge, func(t *testing.T) {
 			if _, ok := f.model.Flows[fkey(k6)]; ok {
 				t.Fatal("still there")
 			}
 		}},
-		{"unknown MAC", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 5}, signal.Memorize{Key: k2}), datapath.CounterSigRefUnknownMAC, nil},
-		{"not for us", frame(t, [6]uint8{2, 9, 9, 9, 9, 9}, tm0MAC, signal.Memorize{Key: k2}), datapath.CounterSigRefNotForUs, nil},
-		{"a TM's MAC on another interface", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 6}, signal.Memorize{Key: k2}), datapath.CounterSigRefWrongPort, nil},
+		{"unknown MAC", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 5}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefUnknownMAC, nil},
+		{"not for us", frame(t, [6]uint8{2, 9, 9, 9, 9, 9}, tm0MAC, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefNotForUs, nil},
+		{"a TM's MAC on another interface", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 6}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefWrongPort, nil},
 	}
 	good := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2})
 	bad := func(mut func(b []byte) []byte) []byte { return mut(append([]byte(nil), good...)) }
 	steps = append(steps, []struct {
 		name    string
 		pkt     []byte
+		verdict datapath.Verdict
 		counter datapath.Counter
 		check   func(t *testing.T)
 	}{
-		{"wrong version", bad(func(b []byte) []byte { b[14] = 2; return b }), datapath.CounterSigRefVersion, nil},
-		{"zero count", bad(func(b []byte) []byte { b[15] = 0; return b }), datapath.CounterSigRefCount, nil},
-		{"oversized count", bad(func(b []byte) []byte { b[15] = 9; return b }), datapath.CounterSigRefCount, nil},
-		{"truncated TLVs", bad(func(b []byte) []byte { return b[:len(b)-10] }), datapath.CounterSigRefTruncated, nil},
-		{"truncated header", bad(func(b []byte) []byte { return b[:18] }), datapath.CounterSigRefTruncated, nil},
-		{"unknown op", bad(func(b []byte) []byte { b[22] = 9; return b }), datapath.CounterSigRefUnknownOp, nil},
-		{"TLV length", bad(func(b []byte) []byte { b[23] = 47; return b }), datapath.CounterSigRefBadLength, nil},
-		{"message length", bad(func(b []byte) []byte { b[17] += 4; return append(b, 0, 0, 0, 0) }), datapath.CounterSigRefBadLength, nil},
-		{"bad key family", bad(func(b []byte) []byte { b[24+39] = 5; return b }), datapath.CounterSigRefBadKey, nil},
-		{"ipv4 key with stray bytes", bad(func(b []byte) []byte { b[24+9] = 1; return b }), datapath.CounterSigRefBadKey, nil},
+		{"wrong version", bad(func(b []byte) []byte { b[14] = 2; return b }), datapath.Drop, datapath.CounterSigRefVersion, nil},
+		{"zero count", bad(func(b []byte) []byte { b[15] = 0; return b }), datapath.Drop, datapath.CounterSigRefCount, nil},
+		{"oversized count", bad(func(b []byte) []byte { b[15] = 9; return b }), datapath.Drop, datapath.CounterSigRefCount, nil},
+		{"truncated TLVs", bad(func(b []byte) []byte { return b[:len(b)-10] }), datapath.Drop, datapath.CounterSigRefTruncated, nil},
+		{"truncated header", bad(func(b []byte) []byte { return b[:18] }), datapath.Drop, datapath.CounterSigRefTruncated, nil},
+		{"unknown op", bad(func(b []byte) []byte { b[22] = 9; return b }), datapath.Drop, datapath.CounterSigRefUnknownOp, nil},
+		{"TLV length", bad(func(b []byte) []byte { b[23] = 47; return b }), datapath.Drop, datapath.CounterSigRefBadLength, nil},
+		{"message length", bad(func(b []byte) []byte { b[17] += 4; return append(b, 0, 0, 0, 0) }), datapath.Drop, datapath.CounterSigRefBadLength, nil},
+		{"bad key family", bad(func(b []byte) []byte { b[24+39] = 5; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
+		{"ipv4 key with stray bytes", bad(func(b []byte) []byte { b[24+9] = 1; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
 	}...)
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			before := f.model.Counters[st.counter].Packets
-			f.check(t, 0, st.pkt)
+			v, out := f.run(t, st.pkt)
+			// A frame, applied or refused, is never rewritten.
+			if v != st.verdict || !bytes.Equal(out, st.pkt) {
+				t.Fatalf("%v %x, want %v and the frame unchanged", v, out, st.verdict)
+			}
 			if got := f.model.Counters[st.counter].Packets - before; got != 1 {
 				t.Fatalf("counter %s moved by %d, want 1", datapath.CounterName(st.counter), got)
 			}
@@ -133,7 +140,9 @@ func TestSignalCases(t *testing.T) {
 	// External interface: refused whatever the content.
 	f.setRole(t, roleExternal)
 	before := f.model.Counters[datapath.CounterSigRefExternal].Packets
-	f.check(t, 0, good)
+	if v, out := f.run(t, good); v != datapath.Drop || !bytes.Equal(out, good) {
+		t.Fatalf("signal on an external interface: %v %x, want DROP and the frame unchanged", v, out)
+	}
 	if f.model.Counters[datapath.CounterSigRefExternal].Packets != before+1 {
 		t.Fatalf("signal on an external interface not refused")
 	}
@@ -145,7 +154,12 @@ func TestSignalCases(t *testing.T) {
 	// its TM.
 	rel := flowtest.Packet{DstMAC: ourMAC, Src: netip.MustParseAddr("10.0.1.11"), Dst: netip.MustParseAddr("10.0.0.100"), Proto: 6, SrcPort: 40000, DstPort: 2121, TCPFlags: flowtest.SYN}
 	before = f.model.Counters[datapath.CounterFwdSecondKey].Packets
-	f.check(t, 0, rel.Bytes())
+	relOut := rel.Bytes()
+	copy(relOut[0:6], f.model.TMs[0].Mac[:])
+	copy(relOut[6:12], f.model.TMs[0].SrcMac[:])
+	if v, out := f.run(t, rel.Bytes()); v != datapath.TX || !bytes.Equal(out, relOut) {
+		t.Fatalf("related connection: %v %x, want TX to TM 0 %x", v, out, relOut)
+	}
 	if f.model.Counters[datapath.CounterFwdSecondKey].Packets != before+1 {
 		t.Fatalf("related connection did not use the second key")
 	}

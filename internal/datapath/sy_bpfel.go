@@ -16,6 +16,7 @@ import (
 type sySyConsts struct {
 	_             structs.HostLayout
 	Limits        uint32
+	Markers       uint32
 	Family        uint32
 	FlowFlags     uint32
 	TmFlags       uint32
@@ -236,10 +237,11 @@ type sySyIface struct {
 type sySyLimits uint32
 
 const (
-	sySyLimitsSY_MAX_TMS       sySyLimits = 256
-	sySyLimitsSY_MAX_IFINDEX   sySyLimits = 16384
-	sySyLimitsSY_MAX_VLAN_TAGS sySyLimits = 2
-	sySyLimitsSY_MAX_IPV6EXT   sySyLimits = 4
+	sySyLimitsSY_MAX_TMS           sySyLimits = 256
+	sySyLimitsSY_MAX_IFINDEX       sySyLimits = 16384
+	sySyLimitsSY_MAX_VLAN_TAGS     sySyLimits = 2
+	sySyLimitsSY_MAX_IPV6EXT       sySyLimits = 4
+	sySyLimitsSY_RING_SIZE_DEFAULT sySyLimits = 65537
 )
 
 type sySyMacKey struct {
@@ -247,6 +249,14 @@ type sySyMacKey struct {
 	Mac [6]uint8
 	Pad uint16
 }
+
+type sySyMarkers uint32
+
+const (
+	sySyMarkersSY_TM_NONE  sySyMarkers = 4294967295
+	sySyMarkersSY_SVC_NONE sySyMarkers = 65535
+	sySyMarkersSY_TM_ANY   sySyMarkers = 65535
+)
 
 type sySyMemorizeFlags uint32
 
@@ -315,6 +325,7 @@ type sySySettings struct {
 type sySySigConsts uint32
 
 const (
+	sySySigConstsSY_ETH_P_SIGNAL    sySySigConsts = 34997
 	sySySigConstsSY_SIG_VERSION     sySySigConsts = 1
 	sySySigConstsSY_SIG_MAX_OPS     sySySigConsts = 8
 	sySySigConstsSY_SIG_HDR_LEN     sySySigConsts = 8
@@ -360,6 +371,7 @@ type sySySigScratch struct {
 	Sv     sySySecond
 	H      sySySigHdr
 	Macs   [12]uint8
+	Inner  sySyFlowKey
 }
 
 type sySySkey struct {

@@ -47,6 +47,10 @@ type (
 const (
 	MaxTMs     = int(sySyLimitsSY_MAX_TMS)
 	MaxIfindex = int(sySyLimitsSY_MAX_IFINDEX)
+	// MaxVLANTags is how many VLAN tags the parser takes; one more is a drop.
+	MaxVLANTags = int(sySyLimitsSY_MAX_VLAN_TAGS)
+	// MaxIPv6Ext is how many IPv6 extension headers the parser walks.
+	MaxIPv6Ext = int(sySyLimitsSY_MAX_IPV6EXT)
 
 	FamilyIPv4 = uint8(sySyFamilySY_AF_INET)
 	FamilyIPv6 = uint8(sySyFamilySY_AF_INET6)
@@ -61,9 +65,9 @@ const (
 	TCPClosing = uint8(sySyTcpStateSY_TCP_CLOSING)
 
 	// SvcNone is the service index of flows no service created.
-	SvcNone = 0xffff
+	SvcNone = uint16(sySyMarkersSY_SVC_NONE)
 	// TMAny marks a learning source shared by every TM (SY_TM_ANY).
-	TMAny = 0xffff
+	TMAny = uint32(sySyMarkersSY_TM_ANY)
 
 	FieldVLAN    = uint32(sySyFieldSY_FIELD_VLAN)
 	FieldProto   = uint32(sySyFieldSY_FIELD_PROTO)
@@ -74,7 +78,7 @@ const (
 	FieldAll     = uint32(sySyFieldSY_FIELD_ALL)
 	MaxMasks     = int(sySySecondLimitsSY_MAX_MASKS)
 
-	EtherTypeSignal = 0x88B5
+	EtherTypeSignal = uint16(sySySigConstsSY_ETH_P_SIGNAL)
 	SigVersion      = uint8(sySySigConstsSY_SIG_VERSION)
 	SigMaxOps       = int(sySySigConstsSY_SIG_MAX_OPS)
 	SigHeaderLen    = int(sySySigConstsSY_SIG_HDR_LEN)
@@ -97,5 +101,5 @@ const (
 	RoleInternal = uint32(sySyRoleSY_ROLE_INTERNAL)
 
 	// NoTM marks an empty ring slot (SY_TM_NONE).
-	NoTM = ^uint32(0)
+	NoTM = uint32(sySyMarkersSY_TM_NONE)
 )

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/netlab"
@@ -145,12 +146,12 @@ func policyTM(t *testing.T, n int, src, dst netip.AddrPort) string {
 	for i := range n {
 		backends = append(backends, selector.Backend{Index: uint32(i), Name: fmt.Sprintf("tm%d", i+1), Weight: 1})
 	}
-	table, err := selector.Maglev(backends, selector.DefaultSize)
+	table, err := selector.Maglev(backends, datapath.DefaultRingSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k := flow.MakeKey(src.Addr(), dst.Addr(), src.Port(), dst.Port(), flow.ProtoTCP, 0)
-	return fmt.Sprintf("tm%d", table[flow.Hash(k, 0)%selector.DefaultSize]+1)
+	return fmt.Sprintf("tm%d", table[flow.Hash(k, 0)%datapath.DefaultRingSize]+1)
 }
 
 // TestMemorizeAndForget: a TM memorizes a 5-tuple before its first packet

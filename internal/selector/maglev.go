@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+
+	"github.com/switchyard/switchyard/internal/datapath"
 )
 
-// DefaultSize is the default Maglev lookup table size (prime).
-const DefaultSize = 65537
-
-// Empty marks a slot with no backend (a pool with no eligible TM).
-const Empty = ^uint32(0)
+// Empty marks a slot with no backend (a pool with no eligible TM): the data
+// path's SY_TM_NONE. The default table size is datapath.DefaultRingSize.
+const Empty = datapath.NoTM
 
 // Backend is one eligible TM of a pool.
 type Backend struct {

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/switchyard/switchyard/internal/datapath"
 )
 
 // pool returns n backends of weight 1 named tm-0..tm-(n-1), with Index = i+1 so
@@ -72,11 +74,11 @@ func checkShares(t *testing.T, bs []Backend, table []uint32) {
 func TestBalance(t *testing.T) {
 	for _, n := range []int{3, 10, 64} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			if DefaultSize <= 100*n {
+			if int(datapath.DefaultRingSize) <= 100*n {
 				t.Fatalf("test assumes M > 100·N")
 			}
 			bs := pool(n)
-			checkShares(t, bs, mustMaglev(t, bs, DefaultSize))
+			checkShares(t, bs, mustMaglev(t, bs, datapath.DefaultRingSize))
 		})
 	}
 }
@@ -88,17 +90,17 @@ func TestWeights(t *testing.T) {
 			for i, w := range ws {
 				bs[i].Weight = w
 			}
-			checkShares(t, bs, mustMaglev(t, bs, DefaultSize))
+			checkShares(t, bs, mustMaglev(t, bs, datapath.DefaultRingSize))
 		})
 	}
 }
 
 func TestDisruptionRemove(t *testing.T) {
 	bs := pool(10)
-	before := mustMaglev(t, bs, DefaultSize)
+	before := mustMaglev(t, bs, datapath.DefaultRingSize)
 	for _, victim := range []int{0, 4, 9} {
 		rest := slices.Delete(slices.Clone(bs), victim, victim+1)
-		after := mustMaglev(t, rest, DefaultSize)
+		after := mustMaglev(t, rest, datapath.DefaultRingSize)
 		gone := bs[victim].Index
 		owned := 0
 		for i, v := range before {
@@ -124,10 +126,10 @@ func TestDisruptionRemove(t *testing.T) {
 
 func TestDisruptionAdd(t *testing.T) {
 	bs := pool(11)
-	before := mustMaglev(t, bs[:10], DefaultSize)
-	after := mustMaglev(t, bs, DefaultSize)
+	before := mustMaglev(t, bs[:10], datapath.DefaultRingSize)
+	after := mustMaglev(t, bs, datapath.DefaultRingSize)
 	changed := len(Changed(before, after))
-	ideal := float64(DefaultSize) / 11
+	ideal := float64(datapath.DefaultRingSize) / 11
 	newOwned := counts(after)[bs[10].Index]
 	t.Logf("add %s: new backend owns %d, changed %d (%.3f× M/11 = %.1f)", bs[10].Name, newOwned, changed, float64(changed)/ideal, ideal)
 	if float64(changed) > 1.10*ideal {
@@ -142,13 +144,13 @@ func TestDeterminism(t *testing.T) {
 	bs := pool(25)
 	bs[3].Weight = 4
 	bs[17].Weight = 2
-	want := mustMaglev(t, bs, DefaultSize)
+	want := mustMaglev(t, bs, datapath.DefaultRingSize)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 5 {
 		shuffled := slices.Clone(bs)
 		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 		orig := slices.Clone(shuffled)
-		got := mustMaglev(t, shuffled, DefaultSize)
+		got := mustMaglev(t, shuffled, datapath.DefaultRingSize)
 		if !slices.Equal(got, want) {
 			t.Fatalf("table depends on input order: %d slots differ", len(Changed(want, got)))
 		}
@@ -192,10 +194,10 @@ func TestErrors(t *testing.T) {
 		{"size 1", pool(3), 1, ErrSize},
 		{"size 65536", pool(3), 65536, ErrSize},
 		{"size 65535", nil, 65535, ErrSize},
-		{"zero weight", zero, DefaultSize, ErrWeight},
-		{"duplicate name", dupName, DefaultSize, ErrDuplicate},
-		{"duplicate index", dupIndex, DefaultSize, ErrDuplicate},
-		{"index Empty", emptyIndex, DefaultSize, ErrIndex},
+		{"zero weight", zero, datapath.DefaultRingSize, ErrWeight},
+		{"duplicate name", dupName, datapath.DefaultRingSize, ErrDuplicate},
+		{"duplicate index", dupIndex, datapath.DefaultRingSize, ErrDuplicate},
+		{"index Empty", emptyIndex, datapath.DefaultRingSize, ErrIndex},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table, err := Maglev(tc.bs, tc.size)
@@ -211,7 +213,7 @@ func TestErrors(t *testing.T) {
 
 func TestEmptyPool(t *testing.T) {
 	for _, bs := range [][]Backend{nil, {}} {
-		table := mustMaglev(t, bs, DefaultSize)
+		table := mustMaglev(t, bs, datapath.DefaultRingSize)
 		for i, v := range table {
 			if v != Empty {
 				t.Fatalf("slot %d = %d, want Empty", i, v)
@@ -310,7 +312,7 @@ func benchmarkMaglev(b *testing.B, n int) {
 	bs := pool(n)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Maglev(bs, DefaultSize); err != nil {
+		if _, err := Maglev(bs, datapath.DefaultRingSize); err != nil {
 			b.Fatal(err)
 		}
 	}

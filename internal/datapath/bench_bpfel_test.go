@@ -21,6 +21,7 @@ type benchSyBenchBuf struct {
 type benchSyConsts struct {
 	_             structs.HostLayout
 	Limits        uint32
+	Markers       uint32
 	Family        uint32
 	FlowFlags     uint32
 	TmFlags       uint32
@@ -265,7 +266,8 @@ type benchSySigScratch struct {
 		Flags    uint16
 		Reserved uint16
 	}
-	Macs [12]uint8
+	Macs  [12]uint8
+	Inner benchSyFlowKey
 }
 
 type benchSySkey struct {
@@ -544,5 +546,5 @@ func _BenchClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed bench_bpfel.o
+//go:embed bench_bpfel_test.o
 var _BenchBytes []byte

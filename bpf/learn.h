@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * learn.h: the step for a TM's own packets (sy_from_tm): learning the
+ * reverse key of a flow the TM opens, then the kernel.
+ */
+#ifndef SY_LEARN_H
+#define SY_LEARN_H
+
+#include "parse.h"
+#include "keys.h"
+
+/*
+ * A new flow the TM opens (a SYN, or a UDP packet whose reverse is not the
+ * TM's yet) towards a non-VIP destination, from the TM's own address or a
+ * shared SNAT address, memorizes the reverse key to the TM before the packet
+ * leaves, so that the first reply already finds it. The packet itself goes
+ * to the kernel.
+ */
+static __always_inline int sy_from_tm(const struct sy_pkt *p)
+{
+	const struct sy_flow_key *key = &p->key;
+	struct sy_vip_key src = {};
+	struct sy_flow_key rev = {};
+	struct sy_flow entry = {}, *cur;
+	__u32 *owner, sender = p->sender;
+
+	if (!p->ports)
+		goto pass;
+	if (key->proto == IPPROTO_TCP) {
+		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) != SY_TCP_SYN)
+			goto pass;
+	} else if (key->proto != IPPROTO_UDP) {
+		goto pass;
+	}
+	__builtin_memcpy(src.addr, key->src, sizeof(src.addr));
+	src.family = key->family;
+	owner = bpf_map_lookup_elem(&learn_srcs, &src);
+	if (!owner || (*owner != sender && *owner != SY_TM_ANY))
+		goto pass;
+	if (sy_is_vip(key))
+		goto pass;
+	__builtin_memcpy(rev.src, key->dst, sizeof(rev.src));
+	__builtin_memcpy(rev.dst, key->src, sizeof(rev.dst));
+	rev.sport = key->dport;
+	rev.dport = key->sport;
+	rev.vlan = key->vlan;
+	rev.proto = key->proto;
+	rev.family = key->family;
+	cur = bpf_map_lookup_elem(&flows, &rev);
+	if (cur && cur->tcp_state != SY_TCP_CLOSING) {
+		/* Already the sender's (learned, or memorized by a shim on this
+		 * very packet): keep it. Another TM's live flow: never taken. */
+		if (cur->tm == sender)
+			goto pass;
+		if (sy_tm_usable(cur->tm)) {
+			sy_count(SY_C_LEARN_CONFLICT, p->len, 0);
+			goto pass;
+		}
+	}
+	entry.last_seen = sy_now;
+	entry.tm = sender;
+	entry.svc = SY_SVC_NONE;
+	entry.flags = SY_FLOW_LEARNED;
+	bpf_map_update_elem(&flows, &rev, &entry, BPF_ANY);
+	sy_count(SY_C_LEARNED, p->len, 0);
+pass:
+	return sy_count(SY_C_PASS_FROM_TM, p->len, XDP_PASS);
+}
+
+#endif

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * maps.h: every map of the XDP program, the globals the loader and the
+ * control plane set, and the per-CPU scratch for big temporaries. The value
+ * and key types are in switchyard.h; Go reaches these maps through bpf2go.
+ */
+#ifndef SY_MAPS_H
+#define SY_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "switchyard.h"
+
+/* Set by the loader before the program is loaded. */
+volatile const __u32 sy_ring_size = SY_RING_SIZE_DEFAULT;
+volatile const __u32 sy_hash_seed = 0;
+
+/* The daemon's clock in seconds, written by the control plane: a memory load
+ * is far cheaper per packet than a time helper call. */
+volatile __u32 sy_now;
+
+/* Never read: keeps struct sy_consts (and so every enum) in BTF. */
+volatile const struct sy_consts sy_consts_anchor;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, 1024); /* resized by the loader */
+	__type(key, struct sy_flow_key);
+	__type(value, struct sy_flow);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024); /* resized by the loader */
+	__type(key, struct sy_skey);
+	__type(value, struct sy_second);
+} second_keys SEC(".maps");
+
+/* The configured masks, most specific first; a zero ends the list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_MASKS);
+	__type(key, __u32);
+	__type(value, __u32);
+} masks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct sy_svc_key);
+	__type(value, struct sy_svc);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct sy_vip_key);
+	__type(value, __u32); /* number of services on that address */
+} vips SEC(".maps");
+
+/* Maglev rings, one after the other: service i owns slots
+ * [i*sy_ring_size, (i+1)*sy_ring_size). Values are TM indexes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_RING_SIZE_DEFAULT); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, __u32);
+} rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_TMS);
+	__type(key, __u32);
+	__type(value, struct sy_tm);
+} tms SEC(".maps");
+
+/* Source MAC → TM index: who may signal, and whose egress is learned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SY_MAX_TMS);
+	__type(key, struct sy_mac_key);
+	__type(value, __u32); /* TM index */
+} tm_by_mac SEC(".maps");
+
+/* Learning sources: a TM's own address maps to its index, a shared SNAT
+ * address to SY_TM_ANY. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct sy_vip_key);
+	__type(value, __u32); /* TM index or SY_TM_ANY */
+} learn_srcs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sy_settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_IFINDEX);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct sy_iface);
+} ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);   /* ifindex */
+	__type(value, __u32); /* ifindex */
+} tx_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SY_C_MAX);
+	__type(key, enum sy_counter);
+	__type(value, struct sy_counter_val);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 64); /* resized by the loader to max services */
+	__type(key, __u32);
+	__type(value, struct sy_traffic);
+} svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SY_MAX_TMS);
+	__type(key, __u32);
+	__type(value, struct sy_traffic);
+} tm_stats SEC(".maps");
+
+/* Room for big locals of the signal path, of persistence and of ICMP: the
+ * BPF stack is shared by every frame of a call chain (512 bytes in all). */
+struct sy_sig_scratch {
+	union {
+		struct sy_op_memorize m;
+		struct sy_op_key k;
+		struct sy_op_relate r;
+		struct sy_op_age a;
+	} v;
+	struct sy_flow_key parent;
+	struct sy_flow_key second;
+	struct sy_skey sk;
+	struct sy_second sv;
+	struct sy_sig_hdr h;
+	__u8 macs[12];
+	struct sy_flow_key inner; /* sy_parse_icmp → sy_icmp: the key of the flow an ICMP error is about */
+};
+
+/* One entry, key 0: a lookup of it cannot fail, the NULL checks after it
+ * are for the verifier. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sy_sig_scratch);
+} sig_scratch SEC(".maps");
+
+#endif

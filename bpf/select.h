@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * select.h: the last step for a new flow: its service (sy_service), a TM by
+ * the service's Maglev ring, the new flow entry and, with persistence, the
+ * service's second key (sy_select).
+ */
+#ifndef SY_SELECT_H
+#define SY_SELECT_H
+
+#include "keys.h"
+#include "forward.h"
+
+/* Looks a service up for key: exact port first, then the all-ports VIP. */
+static __always_inline struct sy_svc *sy_service(const struct sy_flow_key *key)
+{
+	struct sy_svc_key sk = {};
+	struct sy_svc *svc;
+
+	__builtin_memcpy(sk.addr, key->dst, sizeof(sk.addr));
+	sk.port = key->dport;
+	sk.proto = key->proto;
+	sk.family = key->family;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (svc)
+		return svc;
+	sk.port = 0;
+	return bpf_map_lookup_elem(&services, &sk);
+}
+
+/* Picks a TM for a new flow by the service's Maglev ring and remembers it
+ * (and, with persistence, remembers the TM under the service's mask). A
+ * subprogram: its frame is not on top of the caller's for the stack limit. */
+static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *key,
+				__u64 len, __u32 verdict_counter)
+{
+	struct sy_flow entry = {};
+	struct sy_svc *svc;
+	struct sy_tm *tm;
+	__u32 slot, *tmidx, idx;
+
+	svc = sy_service(key);
+	if (!svc)
+		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
+
+	slot = svc->index * sy_ring_size + sy_hash_key(key, sy_hash_seed) % sy_ring_size;
+	tmidx = bpf_map_lookup_elem(&rings, &slot);
+	if (!tmidx || *tmidx == SY_TM_NONE)
+		return sy_count(SY_C_DROP_NO_TM, len, XDP_DROP);
+	idx = *tmidx;
+	tm = bpf_map_lookup_elem(&tms, &idx);
+	if (!tm || !(tm->flags & SY_TM_READY) || (tm->flags & SY_TM_DISABLED))
+		return sy_count(SY_C_DROP_TM_NOT_READY, len, XDP_DROP);
+
+	entry.last_seen = sy_now;
+	entry.tm = idx;
+	entry.svc = svc->index;
+	entry.flags = SY_FLOW_SELECTED;
+	bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
+
+	if (svc->persist_mask) {
+		/* The scratch, not the stack: it is shared with the caller's
+		 * frame. Its lookup cannot fail (maps.h). */
+		__u32 zero = 0;
+		struct sy_sig_scratch *x = bpf_map_lookup_elem(&sig_scratch, &zero);
+
+		if (x) {
+			__builtin_memset(&x->sk, 0, sizeof(x->sk));
+			__builtin_memset(&x->sv, 0, sizeof(x->sv));
+			sy_mask_key(&x->sk.key, key, svc->persist_mask);
+			x->sk.mask = svc->persist_mask;
+			x->sv.last_seen = sy_now;
+			x->sv.timeout = svc->persist_timeout;
+			x->sv.tm = idx;
+			x->sv.svc = svc->index;
+			bpf_map_update_elem(&second_keys, &x->sk, &x->sv, BPF_ANY);
+		}
+	}
+
+	sy_traffic_add(&svc_stats, svc->index, len, 1);
+	sy_traffic_add(&tm_stats, idx, len, 1);
+	sy_count(verdict_counter, len, 0);
+	return sy_forward(ctx, tm, len);
+}
+
+#endif

@@ -1,0 +1,50 @@
+package flow
+
+import "github.com/switchyard/switchyard/internal/datapath"
+
+// Model of bpf/select.h: the last step for a new flow.
+
+// service is sy_service: exact port first, then the all-ports VIP.
+func (p *packet) service(k *Key) (datapath.Service, bool) {
+	var sk datapath.ServiceKey
+	sk.Addr = k.Dst
+	sk.Port = k.Dport
+	sk.Proto = k.Proto
+	sk.Family = k.Family
+	if s, ok := p.m.Services[sk]; ok {
+		return s, true
+	}
+	sk.Port = 0
+	s, ok := p.m.Services[sk]
+	return s, ok
+}
+
+// selectTM is sy_select (select is a Go keyword): a TM by the service's
+// Maglev ring, the new flow entry and, with persistence, the service's
+// second key.
+func (p *packet) selectTM(k *Key, verdictCounter datapath.Counter) datapath.Verdict {
+	svc, ok := p.service(k)
+	if !ok {
+		return p.count(datapath.CounterPassNoService, datapath.Pass)
+	}
+	slot := svc.Index*p.m.RingSize + Hash(*k, p.m.Seed)%p.m.RingSize
+	if slot >= uint32(len(p.m.Rings)) || p.m.Rings[slot] == datapath.NoTM {
+		return p.count(datapath.CounterDropNoTM, datapath.Drop)
+	}
+	idx := p.m.Rings[slot]
+	tm := p.tm(idx)
+	if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
+		return p.count(datapath.CounterDropTMNotReady, datapath.Drop)
+	}
+	p.m.Flows[*k] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
+	if svc.PersistMask != 0 {
+		sk := datapath.SecondKey{Key: MaskKey(*k, svc.PersistMask), Mask: svc.PersistMask}
+		if _, ok := p.m.SecondKeys[sk]; ok || len(p.m.SecondKeys) < p.m.MaxSecond {
+			p.m.SecondKeys[sk] = datapath.Second{LastSeen: p.m.Now, Timeout: svc.PersistTimeout, Tm: uint16(idx), Svc: uint16(svc.Index)}
+		}
+	}
+	p.svcTraffic(svc.Index, true)
+	addTraffic(&p.m.TMStats[idx], p.n, true)
+	p.count(verdictCounter, 0)
+	return p.forward(tm)
+}
