@@ -175,6 +175,10 @@ type Distributor struct {
 	// address "127.0.0.1:PORT" / "[::1]:PORT". The admin API is local-only:
 	// other TCP addresses are refused. Default "unix:/run/switchyard/<id>.sock".
 	API string `yaml:"api"`
+	// APITokenFile is a file, readable by its owner only, whose content is
+	// the bearer token the admin API requires on a TCP address. Placeholder:
+	// the config branch validates it at load.
+	APITokenFile string `yaml:"api_token_file"`
 	// XDPMode is "auto" (default: native, falling back to generic with a log
 	// line), "native" or "generic".
 	XDPMode string `yaml:"xdp_mode"`
