@@ -46,9 +46,9 @@ The report has every round's values, the medians, and the ratio
 switchyard/direct per round and of the medians; the target is ≥ 0.9. It
 needs iperf3 (apt-get install iperf3). Ctrl-C stops everything and removes
 the namespaces.`,
-		Example: `  sudo switchyard bench
-  sudo switchyard bench --duration 10s --rounds 5
-  sudo switchyard bench --json > bench.json`,
+		Example: `  switchyard bench                # as root
+  switchyard bench --duration 10s --rounds 5
+  switchyard bench --json > bench.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {

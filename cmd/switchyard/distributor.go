@@ -73,8 +73,19 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) err
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	var err error
+	var apiOpts api.ServerOptions
+	if cfg.Distributor.APITokenFile != "" {
+		if apiOpts.Token, err = api.ReadTokenFile(cfg.Distributor.APITokenFile); err != nil {
+			return err
+		}
+	}
 	l, err := api.Listen(cfg.Distributor.API)
 	if err != nil {
+		return err
+	}
+	if err := apiOpts.CheckListener(l); err != nil {
+		l.Close()
 		return err
 	}
 	d, err := distributor.New(log, cfgPath, cfg)
@@ -98,7 +109,7 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) err
 		return err
 	}
 	go func() {
-		if err := api.Serve(ctx, l, api.Handler(d, log)); err != nil {
+		if err := api.NewServer(d, log, apiOpts).Serve(ctx, l); err != nil {
 			log.Error("admin API", "error", err)
 		}
 	}()

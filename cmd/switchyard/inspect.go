@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -18,36 +19,90 @@ import (
 )
 
 // apiFlags find the admin API: --api, or the one in --config, or the only
-// socket in /run/switchyard.
+// socket in /run/switchyard; and its token: --token-file, or
+// $SWITCHYARD_API_TOKEN_FILE, or the config's distributor.api_token_file.
 type apiFlags struct {
-	addr    string
-	cfgPath string
+	addr      string
+	cfgPath   string
+	tokenFile string
 }
+
+// tokenEnv names the environment variable with the token file's path.
+const tokenEnv = "SWITCHYARD_API_TOKEN_FILE"
 
 func (f *apiFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.addr, "api", "", "admin API address (unix:/path or 127.0.0.1:PORT)")
-	cmd.Flags().StringVarP(&f.cfgPath, "config", "c", "", "read the admin API address from this distributor config")
+	cmd.Flags().StringVarP(&f.cfgPath, "config", "c", "", "read the admin API address (and token file) from this distributor config")
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "file with the admin API's bearer token, needed on a TCP address (default $"+tokenEnv+")")
 }
 
 func (f *apiFlags) client() (*api.Client, error) {
-	switch {
-	case f.addr != "":
-		return api.NewClient(f.addr), nil
-	case f.cfgPath != "":
-		cfg, err := config.Load(f.cfgPath)
+	addr, cfgToken, err := f.address()
+	if err != nil {
+		return nil, err
+	}
+	c := api.NewClient(addr)
+	tokenFile := f.tokenFile
+	if tokenFile == "" {
+		tokenFile = os.Getenv(tokenEnv)
+	}
+	if tokenFile == "" {
+		tokenFile = cfgToken
+	}
+	if tokenFile != "" {
+		tok, err := api.ReadTokenFile(tokenFile)
 		if err != nil {
 			return nil, err
 		}
-		return api.NewClient(cfg.Distributor.API), nil
+		c.WithToken(tok)
+	}
+	return c, nil
+}
+
+// address returns the API's address and the config's token file, if any.
+func (f *apiFlags) address() (addr, tokenFile string, err error) {
+	switch {
+	case f.addr != "":
+		return f.addr, "", nil
+	case f.cfgPath != "":
+		cfg, err := config.Load(f.cfgPath)
+		if err != nil {
+			return "", "", err
+		}
+		return cfg.Distributor.API, cfg.Distributor.APITokenFile, nil
 	}
 	socks, _ := filepath.Glob("/run/switchyard/*.sock")
 	switch len(socks) {
 	case 1:
-		return api.NewClient("unix:" + socks[0]), nil
+		return "unix:" + socks[0], "", nil
 	case 0:
-		return nil, errors.New("no distributor found in /run/switchyard; give --api or --config")
+		return "", "", errors.New("no distributor found in /run/switchyard; give --api or --config")
 	}
-	return nil, fmt.Errorf("several distributors (%s); choose one with --api or --config", strings.Join(socks, ", "))
+	return "", "", fmt.Errorf("several distributors (%s); choose one with --api or --config", strings.Join(socks, ", "))
+}
+
+func newReloadCmd() *cobra.Command {
+	var af apiFlags
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Make a distributor re-read its config file (as SIGHUP does)",
+		Example: `  switchyard reload
+  switchyard reload --api 127.0.0.1:9900 --token-file /etc/switchyard/api.token`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Reload(cmd.Context()); err != nil {
+				return fmt.Errorf("reload: %w", err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "reloaded")
+			return nil
+		},
+	}
+	af.register(cmd)
+	return cmd
 }
 
 func newStatsCmd() *cobra.Command {

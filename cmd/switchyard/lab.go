@@ -68,9 +68,9 @@ The exit status is 1 on FAIL.
 Ctrl-C stops the load and the distributor and removes every namespace. With
 --keep the topology stays up after the report, until Ctrl-C, for poking with
 'switchyard stats --api unix:SOCKET' (the socket path is printed).`,
-		Example: `  sudo switchyard lab
-  sudo switchyard lab --duration 15s --plain
-  sudo switchyard lab --ipv6 --weights 1,2,3,1 --keep`,
+		Example: `  switchyard lab                  # as root
+  switchyard lab --duration 15s --plain
+  switchyard lab --ipv6 --weights 1,2,3,1 --keep`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {

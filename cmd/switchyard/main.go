@@ -30,7 +30,7 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd())
+	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
 	root.AddCommand(newLabCmd(), newTMCmd(), newBenchCmd())
 	return root
 }

@@ -16,9 +16,10 @@ import (
 
 // Client talks to a distributor's admin API.
 type Client struct {
-	addr string
-	base string
-	hc   *http.Client
+	addr  string
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // NewClient returns a client for the API at addr ("unix:/path" or
@@ -37,10 +38,20 @@ func NewClient(addr string) *Client {
 	return c
 }
 
+// WithToken makes c send token as its bearer token (needed on a TCP
+// address; see ReadTokenFile) and returns c.
+func (c *Client) WithToken(token string) *Client {
+	c.token = token
+	return c
+}
+
 func (c *Client) do(ctx context.Context, method, path string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
 		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

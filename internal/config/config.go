@@ -190,7 +190,7 @@ type Distributor struct {
 	// absolute path. Required when API is a TCP address; optional with a
 	// unix socket (the socket is mode 0600: the file system guards it). Load
 	// checks that it is a regular file, not readable or writable by group or
-	// others, of 1..4096 bytes; see ReadAPIToken.
+	// others, of 1..4096 bytes; see api.ReadTokenFile.
 	APITokenFile string `yaml:"api_token_file"`
 	// XDPMode is "auto" (default: native, falling back to generic with a log
 	// line), "native" or "generic".

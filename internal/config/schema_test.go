@@ -83,9 +83,6 @@ func TestAPITokenFile(t *testing.T) {
 	if err := load("127.0.0.1:9100", good); err != nil {
 		t.Errorf("TCP API with a good token file: %v", err)
 	}
-	if tok, err := ReadAPIToken(good); err != nil || string(tok) != "s3cr3t-t0ken" {
-		t.Errorf("ReadAPIToken = %q, %v", tok, err)
-	}
 	if err := load("unix:/run/sy.sock", ""); err != nil {
 		t.Errorf("unix API without a token file: %v", err)
 	}
@@ -100,12 +97,12 @@ func TestAPITokenFile(t *testing.T) {
 		{"missing with TCP v6", "\"[::1]:9100\"", "", `distributor.api_token_file: missing: the admin API listens on TCP [::1]:9100`, 3},
 		{"relative", "127.0.0.1:9100", "token", `config.yaml:4: distributor.api_token_file: "token" is not an absolute path (expected an absolute path`, 4},
 		{"absent", "127.0.0.1:9100", filepath.Join(dir, "nope"), `no such file or directory (expected an absolute path`, 4},
-		{"group readable", "127.0.0.1:9100", write("g", "tok", 0o640), `has mode 0640: its group or others may access it (chmod 600 `, 4},
-		{"other writable", "unix:/run/sy.sock", write("o", "tok", 0o602), `has mode 0602`, 4},
-		{"empty", "127.0.0.1:9100", write("e", " \n", 0o600), `is empty (expected`, 4},
-		{"too big", "127.0.0.1:9100", write("b", strings.Repeat("x", 4097), 0o400), `is larger than 4096 bytes`, 4},
-		{"directory", "127.0.0.1:9100", dir, `is not a regular file but a directory`, 4},
-		{"device", "127.0.0.1:9100", "/dev/zero", `/dev/zero is not a regular file but a character device`, 4},
+		{"group readable", "127.0.0.1:9100", write("g", "tok", 0o640), `mode 0640 gives its group or others access; chmod 600 it`, 4},
+		{"other writable", "unix:/run/sy.sock", write("o", "tok", 0o602), `mode 0602 gives its group or others access`, 4},
+		{"empty", "127.0.0.1:9100", write("e", " \n", 0o600), `: empty (expected`, 4},
+		{"too big", "127.0.0.1:9100", write("b", strings.Repeat("x", 4097), 0o400), `longer than 4096 bytes`, 4},
+		{"directory", "127.0.0.1:9100", dir, `: not a regular file`, 4},
+		{"device", "127.0.0.1:9100", "/dev/zero", `/dev/zero: not a regular file`, 4},
 	} {
 		err := load(tc.api, tc.file)
 		es := Errors(err)

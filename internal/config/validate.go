@@ -1,14 +1,13 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/switchyard/switchyard/internal/api"
 )
 
 // What each field expects, as said in errors.
@@ -650,7 +649,7 @@ func isPrime(n uint32) bool {
 }
 
 // apiTokenFile checks distributor.api_token_file: required with a TCP admin
-// API, an absolute path; with files, the file itself (see ReadAPIToken).
+// API, an absolute path; with files, the file itself (see api.ReadTokenFile).
 func (v *validator) apiTokenFile(d *Distributor) {
 	const p = "distributor.api_token_file"
 	tcp := d.API != "" && !strings.HasPrefix(d.API, "unix:") && apiProblem(d.API) == ""
@@ -663,47 +662,8 @@ func (v *validator) apiTokenFile(d *Distributor) {
 	case !strings.HasPrefix(d.APITokenFile, "/") || strings.ContainsRune(d.APITokenFile, 0):
 		v.errorf(p, "%q is not an absolute path (expected %s)", d.APITokenFile, apiTokenFileExpected)
 	case v.files && !v.suppressed(p):
-		if _, err := ReadAPIToken(d.APITokenFile); err != nil {
+		if _, err := api.ReadTokenFile(d.APITokenFile); err != nil {
 			v.errorf(p, "%v (expected %s)", err, apiTokenFileExpected)
 		}
 	}
-}
-
-// MaxAPITokenFileSize is the largest distributor.api_token_file, in bytes.
-const MaxAPITokenFileSize = 4096
-
-// ReadAPIToken reads the admin API token from path, after checking that the
-// file is a regular file (not a FIFO or a device: the read must end), that
-// neither its group nor others may read or write it (mode & 0o077 == 0), and
-// that it holds 1..MaxAPITokenFileSize bytes. The token is the file's content
-// without leading and trailing white space; it must not be empty. Errors name
-// the file but never quote its content.
-func ReadAPIToken(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("%s is not a regular file but %s", path, describeMode(fi.Mode()))
-	case fi.Mode().Perm()&0o077 != 0:
-		return nil, fmt.Errorf("%s has mode %04o: its group or others may access it (chmod 600 %s)", path, fi.Mode().Perm(), path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxAPITokenFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	token := bytes.TrimSpace(data)
-	switch {
-	case len(data) > MaxAPITokenFileSize:
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, MaxAPITokenFileSize)
-	case len(token) == 0:
-		return nil, fmt.Errorf("%s is empty", path)
-	}
-	return token, nil
 }

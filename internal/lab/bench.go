@@ -129,6 +129,64 @@ type benchMeasure struct {
 // prints progress and a table of per-round values, medians and ratios to out
 // and removes everything it made before it returns.
 func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResult, err error) {
+	iperf, err := o.defaults()
+	if err != nil {
+		return res, err
+	}
+	res.Machine = machineInfo(iperf)
+	res.Duration, res.Rounds = o.Duration, o.Rounds
+
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "switchyard-bench-"); err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	fmt.Fprintf(out, "building topology: 1 client, 1 distributor, 1 TM …\n")
+	env, err := NewEnv(ctx, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1}, dir, o.Bin)
+	if err != nil {
+		return res, fmt.Errorf("build topology: %w", err)
+	}
+	defer func() {
+		fmt.Fprintf(out, "removing namespaces %s-* …\n", env.Topo.Prefix)
+		if cerr := env.Close(); cerr != nil && err == nil && ctx.Err() == nil {
+			err = fmt.Errorf("cleanup: %w", cerr)
+		}
+	}()
+	rig := newBenchRig(env, o, iperf)
+	srv, err := startIperfServer(ctx, rig.tm, iperf, rig.iperfAddr)
+	if err != nil {
+		return res, err
+	}
+	defer srv.stop()
+
+	measures := rig.measures()
+	res.Metrics = make([]BenchMetric, len(measures))
+	for i, m := range measures {
+		res.Metrics[i] = BenchMetric{Name: m.name, Unit: m.unit}
+	}
+	fmt.Fprintf(out, "%d rounds of %d measurements of %v on each path (direct: %s's kernel routes %s to %s; switchyard: XDP distributor in %s)\n",
+		o.Rounds, len(measures), o.Duration, rig.dist.Name, rig.iperfAddr.Addr(), rig.tm.Name, rig.dist.Name)
+	for r := range o.Rounds {
+		order := benchOrder(r)
+		res.Order = append(res.Order, order)
+		for _, path := range order {
+			if err := rig.runPath(ctx, &res, measures, r, path, out); err != nil {
+				return res, err
+			}
+		}
+	}
+	for i := range res.Metrics {
+		res.Metrics[i].finish()
+	}
+	res.Print(out)
+	return res, nil
+}
+
+// defaults fills o's zero fields, checks the rest, and returns the iperf3
+// program's path.
+func (o *BenchOptions) defaults() (string, error) {
 	if o.Duration <= 0 {
 		o.Duration = 5 * time.Second
 	}
@@ -148,84 +206,97 @@ func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResu
 		o.IperfPort = 5201
 	}
 	if o.Bin == "" {
-		return res, errors.New("no switchyard binary to run the distributor with")
+		return "", errors.New("no switchyard binary to run the distributor with")
 	}
 	for _, s := range o.Streams {
 		if s < 1 || s > 128 {
-			return res, fmt.Errorf("streams must be 1..128: %v", o.Streams)
+			return "", fmt.Errorf("streams must be 1..128: %v", o.Streams)
 		}
 	}
 	iperf, err := exec.LookPath(o.Iperf3)
 	if err != nil {
-		return res, fmt.Errorf("iperf3 is needed for the throughput measurements (apt-get install iperf3): %w", err)
+		return "", fmt.Errorf("iperf3 is needed for the throughput measurements (apt-get install iperf3): %w", err)
 	}
-	res.Machine = machineInfo(iperf)
-	res.Duration, res.Rounds = o.Duration, o.Rounds
+	return iperf, nil
+}
 
-	dir := o.Dir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "switchyard-bench-"); err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
+// benchOrder is the order of the paths in round r: alternating, so that
+// neither path always runs on a warm (or tired) machine.
+func benchOrder(r int) []string {
+	if r%2 == 1 {
+		return []string{PathSwitchyard, PathDirect}
 	}
+	return []string{PathDirect, PathSwitchyard}
+}
 
-	fmt.Fprintf(out, "building topology: 1 client, 1 distributor, 1 TM …\n")
-	env, err := NewEnv(ctx, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1}, dir, o.Bin)
-	if err != nil {
-		return res, fmt.Errorf("build topology: %w", err)
-	}
-	defer func() {
-		fmt.Fprintf(out, "removing namespaces %s-* …\n", env.Topo.Prefix)
-		if cerr := env.Close(); cerr != nil && err == nil && ctx.Err() == nil {
-			err = fmt.Errorf("cleanup: %w", cerr)
-		}
-	}()
+// benchRig is the bench's topology and how to set up each path on it.
+type benchRig struct {
+	env       *Env
+	o         BenchOptions
+	iperf     string
+	client    *netlab.Host
+	dist, tm  *netlab.Host
+	iperfAddr netip.AddrPort
+	// cfg is the distributor's config (the lab's services and iperf's);
+	// route is the direct path's VIP route in the distributor namespace.
+	cfg   string
+	route *netlink.Route
+}
+
+func newBenchRig(env *Env, o BenchOptions, iperf string) *benchRig {
 	topo := env.Topo
-	client, dist, tmh := topo.Clients[0], topo.Distributors[0], topo.TMs[0]
-	vip := topo.VIP4
-	iperfAddr := netip.AddrPortFrom(vip, o.IperfPort)
-
-	srv, err := startIperfServer(ctx, tmh, iperf, iperfAddr)
-	if err != nil {
-		return res, err
-	}
-	defer srv.stop()
-
-	cfg := env.Config(ConfigOptions{
-		Extra: fmt.Sprintf("  - {name: iperf, vip: %s, port: %d, protocol: tcp, traffic_managers: [%s]}\n", vip, o.IperfPort, tmh.Name),
+	b := &benchRig{env: env, o: o, iperf: iperf, client: topo.Clients[0], dist: topo.Distributors[0], tm: topo.TMs[0],
+		iperfAddr: netip.AddrPortFrom(topo.VIP4, o.IperfPort)}
+	b.cfg = env.Config(ConfigOptions{
+		Extra: fmt.Sprintf("  - {name: iperf, vip: %s, port: %d, protocol: tcp, traffic_managers: [%s]}\n", topo.VIP4, o.IperfPort, b.tm.Name),
 	})
-	route := &netlink.Route{
-		LinkIndex: dist.Links["int0"].Index,
-		Dst:       &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)},
-		Gw:        TMAddr4(tmh).AsSlice(),
+	b.route = &netlink.Route{
+		LinkIndex: b.dist.Links["int0"].Index,
+		Dst:       &net.IPNet{IP: topo.VIP4.AsSlice(), Mask: net.CIDRMask(32, 32)},
+		Gw:        TMAddr4(b.tm).AsSlice(),
 	}
+	return b
+}
 
-	var measures []benchMeasure
+// measures are the throughput measurements (each stream count, each
+// direction asked for) and the connection rate.
+func (b *benchRig) measures() []benchMeasure {
+	var ms []benchMeasure
 	for _, rev := range []bool{false, true} {
-		if rev && !o.Reverse {
+		if rev && !b.o.Reverse {
 			continue
 		}
-		for _, n := range o.Streams {
-			dirName := "client→TM"
-			if rev {
-				dirName = "TM→client"
-			}
-			name := fmt.Sprintf("TCP %d stream%s %s", n, map[bool]string{false: "", true: "s"}[n > 1], dirName)
-			measures = append(measures, benchMeasure{name: name, unit: "bit/s", run: func(ctx context.Context) (float64, uint64, error) {
-				bps, err := runIperf(ctx, client, iperf, iperfAddr, n, rev, o.Duration)
-				return bps, 0, err
-			}})
+		for _, n := range b.o.Streams {
+			ms = append(ms, b.throughput(n, rev))
 		}
 	}
-	measures = append(measures, benchMeasure{
-		name: fmt.Sprintf("new TCP conns/s (%d workers, HTTP)", o.Workers), unit: "conn/s",
+	return append(ms, b.connRate())
+}
+
+func (b *benchRig) throughput(streams int, reverse bool) benchMeasure {
+	dir := "client→TM"
+	if reverse {
+		dir = "TM→client"
+	}
+	plural := ""
+	if streams > 1 {
+		plural = "s"
+	}
+	return benchMeasure{name: fmt.Sprintf("TCP %d stream%s %s", streams, plural, dir), unit: "bit/s",
 		run: func(ctx context.Context) (float64, uint64, error) {
-			lo := loadgen.Options{Short: o.Workers}
-			env.ClientDialer(0, &lo)
-			lctx, cancel := context.WithTimeout(ctx, o.Duration)
+			bps, err := runIperf(ctx, b.client, b.iperf, b.iperfAddr, streams, reverse, b.o.Duration)
+			return bps, 0, err
+		}}
+}
+
+func (b *benchRig) connRate() benchMeasure {
+	return benchMeasure{name: fmt.Sprintf("new TCP conns/s (%d workers, HTTP)", b.o.Workers), unit: "conn/s",
+		run: func(ctx context.Context) (float64, uint64, error) {
+			lo := loadgen.Options{Short: b.o.Workers}
+			b.env.ClientDialer(0, &lo)
+			lctx, cancel := context.WithTimeout(ctx, b.o.Duration)
 			defer cancel()
-			rep := loadgen.Start(lctx, env.Target(false), lo).Wait()
+			rep := loadgen.Start(lctx, b.env.Target(false), lo).Wait()
 			if ctx.Err() != nil {
 				return 0, 0, ctx.Err()
 			}
@@ -237,119 +308,106 @@ func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResu
 				return 0, rep.Errors, fmt.Errorf("no connection succeeded: %d errors %v", rep.Errors, rep.ErrorSamples)
 			}
 			return float64(n) / rep.Elapsed.Seconds(), rep.Errors, nil
-		},
-	})
-	res.Metrics = make([]BenchMetric, len(measures))
-	for i, m := range measures {
-		res.Metrics[i] = BenchMetric{Name: m.name, Unit: m.unit}
-	}
+		}}
+}
 
-	// direct sets up the kernel path: no distributor, no XDP program on the
-	// distributor's interfaces, a route for the VIP to the TM.
-	direct := func() error {
-		if err := checkNoXDP(dist); err != nil {
+// direct sets up the kernel path: no distributor, no XDP program on the
+// distributor's interfaces, a route for the VIP to the TM.
+func (b *benchRig) direct() error {
+	if err := checkNoXDP(b.dist); err != nil {
+		return err
+	}
+	if err := b.dist.NS.Netlink().RouteReplace(b.route); err != nil {
+		return fmt.Errorf("route %s via %s in %s: %w", b.iperfAddr.Addr(), TMAddr4(b.tm), b.dist.NS.Name, err)
+	}
+	return nil
+}
+
+func (b *benchRig) undoDirect() error {
+	if err := b.dist.NS.Netlink().RouteDel(b.route); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("remove route %s in %s: %w", b.iperfAddr.Addr(), b.dist.NS.Name, err)
+	}
+	return nil
+}
+
+// runPath sets up path, runs every measurement on it into res, and tears
+// the path down; the switchyard path must have sent packets through XDP.
+func (b *benchRig) runPath(ctx context.Context, res *BenchResult, measures []benchMeasure, r int, path string, out io.Writer) error {
+	var d *Distributor
+	var before uint64
+	switch path {
+	case PathDirect:
+		if err := b.direct(); err != nil {
 			return err
 		}
-		if err := dist.NS.Netlink().RouteReplace(route); err != nil {
-			return fmt.Errorf("route %s via %s in %s: %w", vip, TMAddr4(tmh), dist.NS.Name, err)
+	case PathSwitchyard:
+		if err := b.undoDirect(); err != nil {
+			return err
 		}
-		return nil
-	}
-	undoDirect := func() error {
-		if err := dist.NS.Netlink().RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("remove route %s in %s: %w", vip, dist.NS.Name, err)
+		var err error
+		if d, err = b.env.StartDistributor(ctx, b.cfg); err != nil {
+			return err
 		}
-		return nil
+		st, err := waitEligible(ctx, d.API, []string{b.tm.Name})
+		if err != nil {
+			d.Stop()
+			return fmt.Errorf("%w\n%s", err, d.Output())
+		}
+		before = tmMap(st)[b.tm.Name].Packets
 	}
+	for i, m := range measures {
+		v, nerr, err := m.run(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			if d != nil {
+				d.Stop()
+			}
+			return fmt.Errorf("round %d, %s, %s: %w", r+1, path, m.name, err)
+		}
+		res.Metrics[i].record(path, v, nerr)
+		note := ""
+		if m.unit == "conn/s" && nerr > 0 {
+			note = fmt.Sprintf(" (%d errors)", nerr)
+		}
+		fmt.Fprintf(out, "[round %d/%d] %-10s  %-36s %s%s\n", r+1, b.o.Rounds, path, m.name, formatValue(v, m.unit), note)
+	}
+	if path == PathDirect {
+		return b.undoDirect()
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, serr := d.API.Stats(sctx)
+	cancel()
+	stopErr := d.Stop()
+	if serr != nil {
+		return fmt.Errorf("distributor stats: %w", serr)
+	}
+	if stopErr != nil {
+		return fmt.Errorf("distributor stop: %w\n%s", stopErr, d.Output())
+	}
+	pk := tmMap(st)[b.tm.Name].Packets - before
+	res.DistPackets = append(res.DistPackets, pk)
+	if pk == 0 {
+		return fmt.Errorf("round %d: the distributor sent no packet to %s: the traffic did not go through XDP", r+1, b.tm.Name)
+	}
+	return nil
+}
 
-	fmt.Fprintf(out, "%d rounds of %d measurements of %v on each path (direct: %s's kernel routes %s to %s; switchyard: XDP distributor in %s)\n",
-		o.Rounds, len(measures), o.Duration, dist.Name, vip, tmh.Name, dist.Name)
-	for r := range o.Rounds {
-		order := []string{PathDirect, PathSwitchyard}
-		if r%2 == 1 {
-			order = []string{PathSwitchyard, PathDirect}
+// record adds one round's value (and, for the connection rate, its failed
+// requests) on path.
+func (m *BenchMetric) record(path string, v float64, errs uint64) {
+	if path == PathDirect {
+		m.Direct = append(m.Direct, v)
+		if m.Unit == "conn/s" {
+			m.DirectErrors = append(m.DirectErrors, errs)
 		}
-		res.Order = append(res.Order, order)
-		for _, path := range order {
-			var d *Distributor
-			var before uint64
-			switch path {
-			case PathDirect:
-				if err := direct(); err != nil {
-					return res, err
-				}
-			case PathSwitchyard:
-				if err := undoDirect(); err != nil {
-					return res, err
-				}
-				if d, err = env.StartDistributor(ctx, cfg); err != nil {
-					return res, err
-				}
-				st, err := waitEligible(ctx, d.API, []string{tmh.Name})
-				if err != nil {
-					d.Stop()
-					return res, fmt.Errorf("%w\n%s", err, d.Output())
-				}
-				before = tmMap(st)[tmh.Name].Packets
-			}
-			for i, m := range measures {
-				v, nerr, err := m.run(ctx)
-				if ctx.Err() != nil {
-					return res, ctx.Err()
-				}
-				if err != nil {
-					if d != nil {
-						d.Stop()
-					}
-					return res, fmt.Errorf("round %d, %s, %s: %w", r+1, path, m.name, err)
-				}
-				mt := &res.Metrics[i]
-				note := ""
-				if m.unit == "conn/s" && nerr > 0 {
-					note = fmt.Sprintf(" (%d errors)", nerr)
-				}
-				if path == PathDirect {
-					mt.Direct = append(mt.Direct, v)
-					if m.unit == "conn/s" {
-						mt.DirectErrors = append(mt.DirectErrors, nerr)
-					}
-				} else {
-					mt.Switchyard = append(mt.Switchyard, v)
-					if m.unit == "conn/s" {
-						mt.SwitchyardErrors = append(mt.SwitchyardErrors, nerr)
-					}
-				}
-				fmt.Fprintf(out, "[round %d/%d] %-10s  %-36s %s%s\n", r+1, o.Rounds, path, m.name, formatValue(v, m.unit), note)
-			}
-			switch path {
-			case PathDirect:
-				if err := undoDirect(); err != nil {
-					return res, err
-				}
-			case PathSwitchyard:
-				sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				st, serr := d.API.Stats(sctx)
-				cancel()
-				stopErr := d.Stop()
-				if serr != nil {
-					return res, fmt.Errorf("distributor stats: %w", serr)
-				}
-				if stopErr != nil {
-					return res, fmt.Errorf("distributor stop: %w\n%s", stopErr, d.Output())
-				}
-				pk := tmMap(st)[tmh.Name].Packets - before
-				res.DistPackets = append(res.DistPackets, pk)
-				if pk == 0 {
-					return res, fmt.Errorf("round %d: the distributor sent no packet to %s: the traffic did not go through XDP", r+1, tmh.Name)
-				}
-			}
-		}
+		return
 	}
-	for i := range res.Metrics {
-		res.Metrics[i].finish()
+	m.Switchyard = append(m.Switchyard, v)
+	if m.Unit == "conn/s" {
+		m.SwitchyardErrors = append(m.SwitchyardErrors, errs)
 	}
-	res.Print(out)
-	return res, nil
 }
 
 func (m *BenchMetric) finish() {

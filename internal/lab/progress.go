@@ -1,0 +1,210 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/loadgen"
+)
+
+// progress renders the once-a-second block.
+type progress struct {
+	duration time.Duration
+	prevAt   time.Duration
+	prevPkts map[string]uint64
+	prevReqs uint64
+}
+
+func (g *progress) render(at time.Duration, rep loadgen.Report, st api.Stats, stErr error) []string {
+	dt := (at - g.prevAt).Seconds()
+	reqRate := 0.0
+	if dt > 0 {
+		reqRate = float64(rep.Requests-g.prevReqs) / dt
+	}
+	head := fmt.Sprintf("[%5.1fs/%v] %d requests (%.0f/s), %d tcp connections, errors %d, flows moved %d",
+		at.Seconds(), g.duration, rep.Requests, reqRate, rep.Connections, rep.Errors, rep.FlowsMoved)
+	if stErr != nil {
+		head += fmt.Sprintf("  (stats: %v)", stErr)
+	} else {
+		head += fmt.Sprintf(", %d flow entries", st.FlowEntries)
+	}
+	lines := []string{head}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  TM\tSTATE\tWEIGHT\tKEEP-ALIVE\tSHORT\tREQUESTS\tPACKETS\tPKT/S\tNEW FLOWS\t")
+	seen := map[string]bool{}
+	pkts := map[string]uint64{}
+	row := func(id, state string, t api.TMStats) {
+		c := rep.PerTM[id]
+		rate := "-"
+		if prev, ok := g.prevPkts[id]; ok && dt > 0 && g.prevAt > 0 {
+			rate = fmt.Sprintf("%.0f", float64(t.Packets-prev)/dt)
+		}
+		// The weight is the distributor's (0: a TM it does not know).
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t\n", id, state, t.Weight, c.KeepAliveConns, c.ShortConns, c.Requests, t.Packets, rate, t.NewFlows)
+	}
+	for _, t := range st.TrafficManagers {
+		seen[t.ID] = true
+		pkts[t.ID] = t.Packets
+		state := t.State
+		if !t.Ready {
+			state += " (not ready)"
+		}
+		row(t.ID, state, t)
+	}
+	var extra []string
+	for id := range rep.PerTM {
+		if !seen[id] {
+			extra = append(extra, id)
+		}
+	}
+	slices.Sort(extra)
+	for _, id := range extra {
+		row(id, "?", api.TMStats{})
+	}
+	tw.Flush()
+	lines = append(lines, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
+	if stErr == nil {
+		g.prevPkts = pkts
+	}
+	g.prevAt, g.prevReqs = at, rep.Requests
+	return lines
+}
+
+// printer writes events and progress blocks; in live mode the block is
+// redrawn in place and events scroll above it.
+type printer struct {
+	mu    sync.Mutex
+	w     io.Writer
+	live  bool
+	last  []string
+	shown int // lines of the block on screen (live mode)
+}
+
+func (p *printer) clear() {
+	if p.shown > 0 {
+		fmt.Fprintf(p.w, "\x1b[%dF\x1b[J", p.shown)
+		p.shown = 0
+	}
+}
+
+func (p *printer) draw() {
+	for _, l := range p.last {
+		fmt.Fprintln(p.w, l)
+	}
+	p.shown = len(p.last)
+}
+
+func (p *printer) event(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.live {
+		fmt.Fprintln(p.w, s)
+		return
+	}
+	p.clear()
+	fmt.Fprintln(p.w, s)
+	p.draw()
+}
+
+func (p *printer) block(lines []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last = lines
+	if !p.live {
+		p.draw()
+		return
+	}
+	p.clear()
+	p.draw()
+}
+
+// finish leaves the last block on screen; later output goes below it.
+func (p *printer) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shown = 0
+	p.last = nil
+}
+
+// tupleTracker wraps the load generator's dialer to learn which TM answered
+// each TCP connection (from the response header) and whether a connection
+// reused the client address and port of an earlier one: such a connection has
+// the same 5-tuple, so a flow entry left by the earlier one decides its TM.
+type tupleTracker struct {
+	drained string
+	after   atomic.Int64 // unix ns when the drain took effect; 0 before
+
+	mu   sync.Mutex
+	last map[string]string // client addr:port → TM of its last connection
+
+	hits, reused atomic.Uint64
+}
+
+func (k *tupleTracker) wrap(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return c, err
+		}
+		at := k.after.Load()
+		local := c.LocalAddr().String()
+		k.mu.Lock()
+		prev := k.last[local]
+		k.mu.Unlock()
+		return &trackedConn{Conn: c, k: k, local: local, prev: prev, afterDrain: at != 0}, nil
+	}
+}
+
+// trackedConn notes the TM id in the first response read from it.
+type trackedConn struct {
+	net.Conn
+	k          *tupleTracker
+	local      string
+	prev       string
+	afterDrain bool
+	seen       bool
+	buf        []byte
+}
+
+var tmHeader = []byte("\nx-switchyard-tm:")
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.seen && n > 0 && len(c.buf) < 4096 {
+		c.buf = append(c.buf, p[:n]...)
+		low := bytes.ToLower(c.buf)
+		if i := bytes.Index(low, tmHeader); i >= 0 {
+			rest := c.buf[i+len(tmHeader):]
+			if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+				c.seen = true
+				c.observe(string(bytes.TrimSpace(rest[:j])))
+				c.buf = nil
+			}
+		}
+	}
+	return n, err
+}
+
+func (c *trackedConn) observe(tm string) {
+	k := c.k
+	k.mu.Lock()
+	k.last[c.local] = tm
+	k.mu.Unlock()
+	if c.afterDrain && tm == k.drained {
+		k.hits.Add(1)
+		if c.prev == k.drained {
+			k.reused.Add(1)
+		}
+	}
+}
