@@ -124,7 +124,7 @@ func (f *fixture) tm(t testing.TB, idx uint32, ifindex uint32, flags uint32) {
 	must(t, f.tables.SetTM(idx, tm))
 }
 
-func (f *fixture) flow(t testing.TB, k flow.Key, e datapath.Flow) {
+func (f *fixture) flow(t testing.TB, k datapath.FlowKey, e datapath.Flow) {
 	t.Helper()
 	must(t, f.tables.PutFlow(k, e))
 }

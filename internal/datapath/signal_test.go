@@ -31,7 +31,7 @@ func skey(src, dst string, sport, dport uint16) signal.Key {
 	return signal.Key{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport, Proto: 6}
 }
 
-func fkey(k signal.Key) flow.Key {
+func fkey(k signal.Key) datapath.FlowKey {
 	return flow.MakeKey(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto, k.VLAN)
 }
 

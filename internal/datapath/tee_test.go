@@ -84,21 +84,23 @@ func (t tee) TMTraffic(idx uint32) (datapath.Traffic, error)      { return t.dp.
 func (t tee) ResetTraffic(svc bool, idx uint32) error {
 	return t.both("reset traffic", func(x datapath.Tables) error { return x.ResetTraffic(svc, idx) })
 }
-func (t tee) LookupFlow(k flow.Key) (datapath.Flow, error) { return t.dp.LookupFlow(k) }
-func (t tee) InsertFlow(k flow.Key, f datapath.Flow) error {
+func (t tee) LookupFlow(k datapath.FlowKey) (datapath.Flow, error) { return t.dp.LookupFlow(k) }
+func (t tee) InsertFlow(k datapath.FlowKey, f datapath.Flow) error {
 	return t.both("insert flow", func(x datapath.Tables) error { return x.InsertFlow(k, f) })
 }
-func (t tee) UpdateFlow(k flow.Key, f datapath.Flow) error {
+func (t tee) UpdateFlow(k datapath.FlowKey, f datapath.Flow) error {
 	return t.both("update flow", func(x datapath.Tables) error { return x.UpdateFlow(k, f) })
 }
-func (t tee) PutFlow(k flow.Key, f datapath.Flow) error {
+func (t tee) PutFlow(k datapath.FlowKey, f datapath.Flow) error {
 	return t.both("put flow", func(x datapath.Tables) error { return x.PutFlow(k, f) })
 }
-func (t tee) DeleteFlow(k flow.Key) error {
+func (t tee) DeleteFlow(k datapath.FlowKey) error {
 	return t.both("delete flow", func(x datapath.Tables) error { return x.DeleteFlow(k) })
 }
-func (t tee) WalkFlows(fn func(flow.Key, datapath.Flow) bool) error { return t.dp.WalkFlows(fn) }
-func (t tee) DeleteFlowsWhere(match func(flow.Key, datapath.Flow) bool, limit int) (int, error) {
+func (t tee) WalkFlows(fn func(datapath.FlowKey, datapath.Flow) bool) error {
+	return t.dp.WalkFlows(fn)
+}
+func (t tee) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
 	n, err := t.dp.DeleteFlowsWhere(match, limit)
 	if err != nil {
 		return n, err

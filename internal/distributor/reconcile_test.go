@@ -73,7 +73,7 @@ func (c *checked) after(what string) error {
 			}
 			if idx >= uint32(len(c.TMs)) || !usable(c.TMs[idx]) {
 				c.t.Errorf("after write %d (%s): service %s ring slot %d points at TM %d (flags %#x), which is not usable\nwrites: %s",
-					len(c.writes), what, flow.Dst(flow.Key{Dst: sk.Addr, Family: sk.Family}), slot, idx, c.TMs[min(idx, uint32(len(c.TMs)-1))].Flags,
+					len(c.writes), what, flow.Dst(datapath.FlowKey{Dst: sk.Addr, Family: sk.Family}), slot, idx, c.TMs[min(idx, uint32(len(c.TMs)-1))].Flags,
 					strings.Join(c.writes, "; "))
 				return nil
 			}
@@ -201,7 +201,7 @@ func (h *harness) wantRing(t *testing.T, svc uint32, want ...uint32) {
 	}
 }
 
-func key(src string, sport uint16) flow.Key {
+func key(src string, sport uint16) datapath.FlowKey {
 	return flow.MakeKey(netip.MustParseAddr(src), testVIP, sport, 80, flow.ProtoTCP, 0)
 }
 
@@ -230,7 +230,7 @@ func TestReload(t *testing.T) {
 
 	// Established flows and persistence keys on both TMs, as the data path
 	// would have written them; one RELATE key on tm2.
-	var flows []flow.Key
+	var flows []datapath.FlowKey
 	for i := range 20 {
 		k := key(fmt.Sprintf("10.9.0.%d", i+1), 40000)
 		tm := i1

@@ -26,11 +26,11 @@ var signalKey = []byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x9
 // its write, and for a full or failing map.
 type hooked struct {
 	datapath.Tables
-	afterLookup func(k flow.Key, found bool)
+	afterLookup func(k datapath.FlowKey, found bool)
 	writeErr    error // returned by every flow write
 }
 
-func (h *hooked) LookupFlow(k flow.Key) (datapath.Flow, error) {
+func (h *hooked) LookupFlow(k datapath.FlowKey) (datapath.Flow, error) {
 	f, err := h.Tables.LookupFlow(k)
 	if h.afterLookup != nil {
 		hook := h.afterLookup
@@ -40,21 +40,21 @@ func (h *hooked) LookupFlow(k flow.Key) (datapath.Flow, error) {
 	return f, err
 }
 
-func (h *hooked) InsertFlow(k flow.Key, f datapath.Flow) error {
+func (h *hooked) InsertFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if h.writeErr != nil {
 		return h.writeErr
 	}
 	return h.Tables.InsertFlow(k, f)
 }
 
-func (h *hooked) UpdateFlow(k flow.Key, f datapath.Flow) error {
+func (h *hooked) UpdateFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if h.writeErr != nil {
 		return h.writeErr
 	}
 	return h.Tables.UpdateFlow(k, f)
 }
 
-func (h *hooked) PutFlow(k flow.Key, f datapath.Flow) error {
+func (h *hooked) PutFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if h.writeErr != nil {
 		return h.writeErr
 	}
@@ -63,7 +63,7 @@ func (h *hooked) PutFlow(k flow.Key, f datapath.Flow) error {
 
 var udpKey = signal.Key{Src: netip.MustParseAddr("10.9.0.1"), Dst: testVIP, SrcPort: 40000, DstPort: 80, Proto: flow.ProtoTCP}
 
-func udpFlowKey() flow.Key {
+func udpFlowKey() datapath.FlowKey {
 	return flow.MakeKey(udpKey.Src, udpKey.Dst, udpKey.SrcPort, udpKey.DstPort, udpKey.Proto, 0)
 }
 
@@ -124,7 +124,7 @@ func TestUDPMemorizeLosesToARace(t *testing.T) {
 	i2 := h.index(t, "tm2")
 	k := udpFlowKey()
 	selected := datapath.Flow{LastSeen: 999, Tm: uint16(i2), Svc: 0, Flags: datapath.FlowSelected}
-	hk.afterLookup = func(got flow.Key, found bool) {
+	hk.afterLookup = func(got datapath.FlowKey, found bool) {
 		if got != k || found {
 			t.Errorf("hook: lookup of %s (found %v)", flow.String(got), found)
 		}
@@ -143,7 +143,7 @@ func TestUDPMemorizeRedecides(t *testing.T) {
 	h, hk, u := newUDPHarness(t)
 	i1 := h.index(t, "tm1")
 	k := udpFlowKey()
-	hk.afterLookup = func(flow.Key, bool) {
+	hk.afterLookup = func(datapath.FlowKey, bool) {
 		h.m.Flows[k] = datapath.Flow{LastSeen: 1, Tm: uint16(i1), Svc: 0, Flags: datapath.FlowSelected}
 	}
 	h.d.handleUDP(u, seal(t, 1, signal.Memorize{Key: udpKey, Mirror: true}))

@@ -12,9 +12,6 @@ import (
 	"github.com/switchyard/switchyard/internal/datapath"
 )
 
-// Key is a connection key; its layout is struct sy_flow_key.
-type Key = datapath.FlowKey
-
 // IP protocol numbers used in keys.
 const (
 	ProtoICMP   = 1
@@ -29,8 +26,8 @@ func htons(p uint16) uint16 { return bits.ReverseBytes16(p) }
 
 // MakeKey builds a key from addresses of the same family, host-order ports,
 // a protocol number and a VLAN id (0: untagged).
-func MakeKey(src, dst netip.Addr, sport, dport uint16, proto uint8, vlan uint16) Key {
-	var k Key
+func MakeKey(src, dst netip.Addr, sport, dport uint16, proto uint8, vlan uint16) datapath.FlowKey {
+	var k datapath.FlowKey
 	putAddr(&k.Src, src)
 	putAddr(&k.Dst, dst)
 	k.Family = family(dst)
@@ -79,19 +76,19 @@ func getAddr(b [16]uint8, fam uint8) netip.Addr {
 }
 
 // Src returns the key's source address.
-func Src(k Key) netip.Addr { return getAddr(k.Src, k.Family) }
+func Src(k datapath.FlowKey) netip.Addr { return getAddr(k.Src, k.Family) }
 
 // Dst returns the key's destination address.
-func Dst(k Key) netip.Addr { return getAddr(k.Dst, k.Family) }
+func Dst(k datapath.FlowKey) netip.Addr { return getAddr(k.Dst, k.Family) }
 
 // SrcPort returns the source port in host order.
-func SrcPort(k Key) uint16 { return htons(k.Sport) }
+func SrcPort(k datapath.FlowKey) uint16 { return htons(k.Sport) }
 
 // DstPort returns the destination port in host order.
-func DstPort(k Key) uint16 { return htons(k.Dport) }
+func DstPort(k datapath.FlowKey) uint16 { return htons(k.Dport) }
 
 // Reverse returns the key of the other direction.
-func Reverse(k Key) Key {
+func Reverse(k datapath.FlowKey) datapath.FlowKey {
 	k.Src, k.Dst = k.Dst, k.Src
 	k.Sport, k.Dport = k.Dport, k.Sport
 	return k
@@ -113,7 +110,7 @@ func ProtoName(p uint8) string {
 }
 
 // String formats a key as "tcp 10.0.1.11:40000 -> 10.0.0.100:80 vlan 7".
-func String(k Key) string {
+func String(k datapath.FlowKey) string {
 	s := fmt.Sprintf("%s %s -> %s", ProtoName(k.Proto),
 		netip.AddrPortFrom(Src(k), SrcPort(k)), netip.AddrPortFrom(Dst(k), DstPort(k)))
 	if k.Vlan != 0 {
@@ -124,7 +121,7 @@ func String(k Key) string {
 
 // Bytes returns the key's memory image (40 bytes, little-endian fields), the
 // bytes the XDP program hashes.
-func Bytes(k Key) [40]byte {
+func Bytes(k datapath.FlowKey) [40]byte {
 	var b [40]byte
 	copy(b[0:16], k.Src[:])
 	copy(b[16:32], k.Dst[:])
@@ -138,7 +135,7 @@ func Bytes(k Key) [40]byte {
 
 // Hash is sy_hash_key of bpf/switchyard.h: murmur3's 32-bit mixing over the
 // key's ten little-endian 32-bit words.
-func Hash(k Key, seed uint32) uint32 {
+func Hash(k datapath.FlowKey, seed uint32) uint32 {
 	b := Bytes(k)
 	h := seed
 	for i := 0; i < len(b); i += 4 {

@@ -27,7 +27,7 @@ type Model struct {
 	// MaxSecond is the second-key table's capacity.
 	MaxSecond int
 
-	Flows      map[Key]datapath.Flow
+	Flows      map[datapath.FlowKey]datapath.Flow
 	SecondKeys map[datapath.SecondKey]datapath.Second
 	Masks      [datapath.MaxMasks]uint32
 	Services   map[datapath.ServiceKey]datapath.Service
@@ -53,7 +53,7 @@ func NewModel(ringSize, maxServices, seed uint32) *Model {
 		MaxServices: maxServices,
 		Seed:        seed,
 		MaxSecond:   65536,
-		Flows:       map[Key]datapath.Flow{},
+		Flows:       map[datapath.FlowKey]datapath.Flow{},
 		SecondKeys:  map[datapath.SecondKey]datapath.Second{},
 		TMByMAC:     map[[6]uint8]uint32{},
 		LearnSrcs:   map[datapath.VIPKey]uint32{},
@@ -77,10 +77,10 @@ type packet struct {
 	data    []byte
 	ingress uint32
 
-	key       Key
-	inner     Key    // icmpInner: the key of the flow the error is about (in C, in the scratch)
-	n         uint64 // len: bytes, as counted
-	sender    uint32 // byTM: the TM index of the source MAC
+	key       datapath.FlowKey
+	inner     datapath.FlowKey // icmpInner: the key of the flow the error is about (in C, in the scratch)
+	n         uint64           // len: bytes, as counted
+	sender    uint32           // byTM: the TM index of the source MAC
 	l4off     uint32
 	byTM      bool // a TM's MAC on an internal interface, the TM's own
 	wrongPort bool // a TM's MAC on an internal interface not the TM's

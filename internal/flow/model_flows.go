@@ -7,7 +7,7 @@ import "github.com/switchyard/switchyard/internal/datapath"
 // hit is sy_hit: sends the packet to the TM of an existing flow. It goes
 // on (goOn) on a miss, and with reselect true when the flow's TM was forced
 // out or a selected flow's key is reused by a new TCP connection.
-func (p *packet) hit(k *Key, tcpFlags uint8, verdictCounter datapath.Counter) (v datapath.Verdict, reselect bool) {
+func (p *packet) hit(k *datapath.FlowKey, tcpFlags uint8, verdictCounter datapath.Counter) (v datapath.Verdict, reselect bool) {
 	f, ok := p.m.Flows[*k]
 	if !ok {
 		return goOn, false
@@ -44,7 +44,7 @@ func (p *packet) hit(k *Key, tcpFlags uint8, verdictCounter datapath.Counter) (v
 // second is sy_second: after an exact miss, for a VIP, the configured
 // second keys, most specific first. A hit memorizes the exact key to the
 // second key's TM.
-func (p *packet) second(k *Key) datapath.Verdict {
+func (p *packet) second(k *datapath.FlowKey) datapath.Verdict {
 	for _, mask := range p.m.Masks {
 		if mask == 0 {
 			break

@@ -30,7 +30,7 @@ func (p *packet) svcTraffic(idx uint32, isNew bool) {
 }
 
 // isVIP is sy_is_vip.
-func (p *packet) isVIP(k *Key) bool {
+func (p *packet) isVIP(k *datapath.FlowKey) bool {
 	var vk datapath.VIPKey
 	vk.Addr = k.Dst
 	vk.Family = k.Family
@@ -48,8 +48,8 @@ func (p *packet) tm(idx uint32) *datapath.TM {
 
 // MaskKey keeps the fields of k named by mask (datapath.Field*); the family
 // always (sy_mask_key).
-func MaskKey(k Key, mask uint32) Key {
-	var out Key
+func MaskKey(k datapath.FlowKey, mask uint32) datapath.FlowKey {
+	var out datapath.FlowKey
 	if mask&datapath.FieldSrc != 0 {
 		out.Src = k.Src
 	}

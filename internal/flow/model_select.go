@@ -5,7 +5,7 @@ import "github.com/switchyard/switchyard/internal/datapath"
 // Model of bpf/select.h: the last step for a new flow.
 
 // service is sy_service: exact port first, then the all-ports VIP.
-func (p *packet) service(k *Key) (datapath.Service, bool) {
+func (p *packet) service(k *datapath.FlowKey) (datapath.Service, bool) {
 	var sk datapath.ServiceKey
 	sk.Addr = k.Dst
 	sk.Port = k.Dport
@@ -22,7 +22,7 @@ func (p *packet) service(k *Key) (datapath.Service, bool) {
 // selectTM is sy_select (select is a Go keyword): a TM by the service's
 // Maglev ring, the new flow entry and, with persistence, the service's
 // second key.
-func (p *packet) selectTM(k *Key, verdictCounter datapath.Counter) datapath.Verdict {
+func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) datapath.Verdict {
 	svc, ok := p.service(k)
 	if !ok {
 		return p.count(datapath.CounterPassNoService, datapath.Pass)

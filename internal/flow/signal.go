@@ -128,8 +128,8 @@ func decode[T any](v []byte) T {
 
 // wireKey converts a key of the wire format (sy_wire_key), refusing
 // families other than 4 and 6 and IPv4 addresses with stray bytes.
-func wireKey(w datapath.WireKey) (Key, bool) {
-	var k Key
+func wireKey(w datapath.WireKey) (datapath.FlowKey, bool) {
+	var k datapath.FlowKey
 	switch w.Family {
 	case datapath.FamilyIPv4:
 		if [12]uint8(w.Src[4:]) != [12]uint8{} || [12]uint8(w.Dst[4:]) != [12]uint8{} {
@@ -158,7 +158,7 @@ func capTimeout(t uint32) uint16 {
 const maxMemorizeTries = 4
 
 // lookupFlow reads k's entry: absent is not an error.
-func lookupFlow(t datapath.Tables, k Key) (datapath.Flow, bool, error) {
+func lookupFlow(t datapath.Tables, k datapath.FlowKey) (datapath.Flow, bool, error) {
 	f, err := t.LookupFlow(k)
 	if errors.Is(err, datapath.ErrKeyNotExist) {
 		return f, false, nil
@@ -215,7 +215,7 @@ func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender
 }
 
 // deleteFlow deletes k's entry; one already gone is not an error.
-func deleteFlow(t datapath.Tables, k Key) error {
+func deleteFlow(t datapath.Tables, k datapath.FlowKey) error {
 	if err := t.DeleteFlow(k); err != nil && !errors.Is(err, datapath.ErrKeyNotExist) {
 		return fmt.Errorf("delete flow %s: %w", String(k), err)
 	}
@@ -223,7 +223,7 @@ func deleteFlow(t datapath.Tables, k Key) error {
 }
 
 // updateFlow rewrites k's existing entry; one gone meanwhile stays gone.
-func updateFlow(t datapath.Tables, k Key, f datapath.Flow) error {
+func updateFlow(t datapath.Tables, k datapath.FlowKey, f datapath.Flow) error {
 	if err := t.UpdateFlow(k, f); err != nil && !errors.Is(err, datapath.ErrKeyNotExist) {
 		return fmt.Errorf("update flow %s: %w", String(k), err)
 	}

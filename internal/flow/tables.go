@@ -203,7 +203,7 @@ func (m *Model) ResetTraffic(svc bool, idx uint32) error {
 }
 
 // LookupFlow returns the entry for k.
-func (m *Model) LookupFlow(k Key) (datapath.Flow, error) {
+func (m *Model) LookupFlow(k datapath.FlowKey) (datapath.Flow, error) {
 	f, ok := m.Flows[k]
 	if !ok {
 		return f, datapath.ErrKeyNotExist
@@ -212,7 +212,7 @@ func (m *Model) LookupFlow(k Key) (datapath.Flow, error) {
 }
 
 // InsertFlow writes an entry only if k has none.
-func (m *Model) InsertFlow(k Key, f datapath.Flow) error {
+func (m *Model) InsertFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if _, ok := m.Flows[k]; ok {
 		return fmt.Errorf("insert flow: %w", datapath.ErrKeyExist)
 	}
@@ -221,7 +221,7 @@ func (m *Model) InsertFlow(k Key, f datapath.Flow) error {
 }
 
 // UpdateFlow replaces k's entry only if it has one.
-func (m *Model) UpdateFlow(k Key, f datapath.Flow) error {
+func (m *Model) UpdateFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if _, ok := m.Flows[k]; !ok {
 		return fmt.Errorf("update flow: %w", datapath.ErrKeyNotExist)
 	}
@@ -230,13 +230,13 @@ func (m *Model) UpdateFlow(k Key, f datapath.Flow) error {
 }
 
 // PutFlow writes an entry whether or not k has one.
-func (m *Model) PutFlow(k Key, f datapath.Flow) error {
+func (m *Model) PutFlow(k datapath.FlowKey, f datapath.Flow) error {
 	m.Flows[k] = f
 	return nil
 }
 
 // DeleteFlow removes k's entry.
-func (m *Model) DeleteFlow(k Key) error {
+func (m *Model) DeleteFlow(k datapath.FlowKey) error {
 	if _, ok := m.Flows[k]; !ok {
 		return datapath.ErrKeyNotExist
 	}
@@ -245,7 +245,7 @@ func (m *Model) DeleteFlow(k Key) error {
 }
 
 // WalkFlows calls fn for each entry until fn returns false.
-func (m *Model) WalkFlows(fn func(Key, datapath.Flow) bool) error {
+func (m *Model) WalkFlows(fn func(datapath.FlowKey, datapath.Flow) bool) error {
 	for k, f := range m.Flows {
 		if !fn(k, f) {
 			break
@@ -255,7 +255,7 @@ func (m *Model) WalkFlows(fn func(Key, datapath.Flow) bool) error {
 }
 
 // DeleteFlowsWhere deletes up to limit (0: all) entries that match.
-func (m *Model) DeleteFlowsWhere(match func(Key, datapath.Flow) bool, limit int) (int, error) {
+func (m *Model) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
 	return deleteWhere(m.Flows, match, limit), nil
 }
 
