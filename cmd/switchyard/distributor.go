@@ -27,7 +27,7 @@ func newDistributorCmd() *cobra.Command {
 		Long: `Run the distributor daemon.
 
 It loads the XDP program, attaches it to the interfaces of the config,
-programs services, traffic managers and Maglev tables, keeps TM MAC addresses
+programs services, traffic managers and Maglev rings, keeps TM MAC addresses
 resolved, and serves the admin API (see 'switchyard stats' and 'switchyard
 flows').
 

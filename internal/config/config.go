@@ -27,6 +27,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/switchyard/switchyard/internal/datapath"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -35,9 +36,8 @@ const (
 	DefaultMaxFlows    = 1000000
 	MinMaxFlows        = 1024
 	MaxMaxFlows        = 100000000
-	DefaultTableSize   = 65537
-	MinTableSize       = 1021
-	MaxTableSize       = 1000003
+	MinRingSize        = 1021
+	MaxRingSize        = 1000003
 	DefaultMaxServices = 64
 	MaxMaxServices     = 1024
 	DefaultWeight      = 1
@@ -266,9 +266,9 @@ type Signals struct {
 
 // Selection configures the selection of a TM for new flows.
 type Selection struct {
-	// TableSize is the size of each service's Maglev lookup table: a prime in
+	// RingSize is the size of each service's Maglev ring: a prime in
 	// 1021..1000003, default 65537.
-	TableSize uint32 `yaml:"table_size"`
+	RingSize uint32 `yaml:"ring_size"`
 	// MaxServices is the largest number of services; default 64, 1..1024.
 	MaxServices uint32 `yaml:"max_services"`
 }
@@ -566,7 +566,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	}
 	str("distributor.xdp_mode", &c.Distributor.XDPMode, XDPModeAuto)
 	num("flow_table.max_flows", &c.FlowTable.MaxFlows, DefaultMaxFlows)
-	num("selection.table_size", &c.Selection.TableSize, DefaultTableSize)
+	num("selection.ring_size", &c.Selection.RingSize, datapath.DefaultRingSize)
 	num("selection.max_services", &c.Selection.MaxServices, DefaultMaxServices)
 	for i := range c.TrafficManagers {
 		tm, p := &c.TrafficManagers[i], index("traffic_managers", i)

@@ -36,7 +36,7 @@ func TestMinimal(t *testing.T) {
 	if c.FlowTable.MaxFlows != 1000000 {
 		t.Errorf("max_flows = %d", c.FlowTable.MaxFlows)
 	}
-	if c.Selection != (Selection{TableSize: 65537, MaxServices: 64}) {
+	if c.Selection != (Selection{RingSize: 65537, MaxServices: 64}) {
 		t.Errorf("selection = %+v", c.Selection)
 	}
 	if len(c.TrafficManagers) != 2 {
@@ -115,7 +115,7 @@ func TestFull(t *testing.T) {
 	if c.Distributor.API != "127.0.0.1:9100" || c.Distributor.APITokenFile != "/etc/switchyard/edge-d1.token" || c.Distributor.XDPMode != "native" {
 		t.Errorf("distributor = %+v", c.Distributor)
 	}
-	if c.FlowTable.MaxFlows != 4000000 || c.Selection.TableSize != 131071 || c.Selection.MaxServices != 16 {
+	if c.FlowTable.MaxFlows != 4000000 || c.Selection.RingSize != 131071 || c.Selection.MaxServices != 16 {
 		t.Errorf("sizes = %+v %+v", c.FlowTable, c.Selection)
 	}
 	tm1, _ := c.TM("tm1")
@@ -518,12 +518,12 @@ func TestBadConfigs(t *testing.T) {
 			7, "flow_table.max_flows", []string{`99999999999999999999999 is out of range`}, 0},
 		{"max_flows float", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 1.5") },
 			7, "flow_table.max_flows", []string{`1.5 is not an integer (expected 1024..100000000)`}, 0},
-		{"table_size not prime", func(t *testing.T) string {
-			return edit(t, "flow_table:", "selection:\n  table_size: 65536\nflow_table:")
+		{"ring_size not prime", func(t *testing.T) string {
+			return edit(t, "flow_table:", "selection:\n  ring_size: 65536\nflow_table:")
 		},
-			7, "selection.table_size", []string{`65536 is not prime (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
-		{"table_size too small", func(t *testing.T) string { return edit(t, "flow_table:", "selection:\n  table_size: 13\nflow_table:") },
-			7, "selection.table_size", []string{`13 is out of range (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
+			7, "selection.ring_size", []string{`65536 is not prime (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
+		{"ring_size too small", func(t *testing.T) string { return edit(t, "flow_table:", "selection:\n  ring_size: 13\nflow_table:") },
+			7, "selection.ring_size", []string{`13 is out of range (expected a prime in 1021..1000003; 65537 and 131071 are prime)`}, 0},
 		{"max_services 0", func(t *testing.T) string { return edit(t, "flow_table:", "selection:\n  max_services: 0\nflow_table:") },
 			7, "selection.max_services", []string{`0 is out of range (expected 1..1024)`}, 0},
 		{"too many services", func(t *testing.T) string {

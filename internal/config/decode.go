@@ -231,7 +231,7 @@ var leaves = map[string]leaf{
 	"distributor.api_token_file":     {expected: apiTokenFileExpected},
 	"distributor.xdp_mode":           {expected: xdpModeExpected},
 	"flow_table.max_flows":           {expected: maxFlowsExpected, min: MinMaxFlows, max: MaxMaxFlows},
-	"selection.table_size":           {expected: tableSizeExpected, max: 1<<32 - 1},
+	"selection.ring_size":            {expected: ringSizeExpected, max: 1<<32 - 1},
 	"selection.max_services":         {expected: maxServicesExpected, min: 1, max: MaxMaxServices},
 	"traffic_managers":               {expected: "a list of traffic managers"},
 	"traffic_managers[].id":          {expected: idExpected},

@@ -200,7 +200,7 @@ func TestRestartNeeded(t *testing.T) {
 		{func(c *Config) { c.Distributor.APITokenFile = "/x" }, "distributor.api_token_file changed"},
 		{func(c *Config) { c.Distributor.XDPMode = XDPModeGeneric }, "distributor.xdp_mode changed"},
 		{func(c *Config) { c.FlowTable.MaxFlows++ }, "flow_table changed"},
-		{func(c *Config) { c.Selection.TableSize = 65537 }, "selection changed"},
+		{func(c *Config) { c.Selection.RingSize = 65537 }, "selection changed"},
 		{func(c *Config) { c.Selection.MaxServices++ }, "selection changed"},
 		{func(c *Config) { c.SecondKeys.MaxEntries++ }, "second_keys.max_entries changed"},
 		{func(c *Config) { c.Signals.UDPListen = "" }, "signals.udp_listen changed"},

@@ -20,7 +20,7 @@ const (
 	apiTokenFileExpected = "an absolute path to a file of 1..4096 bytes holding the admin API token, mode 0600 or stricter (no group or other access)"
 	xdpModeExpected      = "auto, native or generic"
 	maxFlowsExpected     = "1024..100000000"
-	tableSizeExpected    = "a prime in 1021..1000003; 65537 and 131071 are prime"
+	ringSizeExpected     = "a prime in 1021..1000003; 65537 and 131071 are prime"
 	maxServicesExpected  = "1..1024"
 	tmAddressExpected    = "an IPv4 or IPv6 unicast address"
 	weightExpected       = "1..1000"
@@ -111,10 +111,10 @@ func (v *validator) config(c *Config) {
 	if n := c.FlowTable.MaxFlows; n < MinMaxFlows || n > MaxMaxFlows {
 		v.errorf("flow_table.max_flows", "%d is out of range (expected %s)", n, maxFlowsExpected)
 	}
-	if n := c.Selection.TableSize; n < MinTableSize || n > MaxTableSize {
-		v.errorf("selection.table_size", "%d is out of range (expected %s)", n, tableSizeExpected)
+	if n := c.Selection.RingSize; n < MinRingSize || n > MaxRingSize {
+		v.errorf("selection.ring_size", "%d is out of range (expected %s)", n, ringSizeExpected)
 	} else if !isPrime(n) {
-		v.errorf("selection.table_size", "%d is not prime (expected %s)", n, tableSizeExpected)
+		v.errorf("selection.ring_size", "%d is not prime (expected %s)", n, ringSizeExpected)
 	}
 	maxServicesOK := true
 	if n := c.Selection.MaxServices; n < 1 || n > MaxMaxServices {

@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// DefaultRingSize is the default Maglev table size per service (SY_RING_SIZE_DEFAULT).
+// DefaultRingSize is the default Maglev ring size per service (SY_RING_SIZE_DEFAULT).
 const DefaultRingSize = uint32(sySyLimitsSY_RING_SIZE_DEFAULT)
 
 // Options size the data path. Zero values take the defaults.
@@ -196,18 +196,18 @@ func (d *Datapath) SetVIP(k VIPKey, count uint32) error {
 }
 
 // WriteRing writes the given slots of service svc's Maglev ring from table
-// (a full table of RingSize slots). slots nil means all of them.
-func (d *Datapath) WriteRing(svc uint32, table []uint32, slots []uint32) error {
-	if uint32(len(table)) != d.opts.RingSize {
-		return fmt.Errorf("ring of service %d: %d slots, want %d", svc, len(table), d.opts.RingSize)
+// (a full ring of RingSize slots). slots nil means all of them.
+func (d *Datapath) WriteRing(svc uint32, ring []uint32, slots []uint32) error {
+	if uint32(len(ring)) != d.opts.RingSize {
+		return fmt.Errorf("ring of service %d: %d slots, want %d", svc, len(ring), d.opts.RingSize)
 	}
 	base := svc * d.opts.RingSize
 	if slots == nil {
-		keys := make([]uint32, len(table))
+		keys := make([]uint32, len(ring))
 		for i := range keys {
 			keys[i] = base + uint32(i)
 		}
-		if _, err := d.maps().Rings.BatchUpdate(keys, table, nil); err != nil {
+		if _, err := d.maps().Rings.BatchUpdate(keys, ring, nil); err != nil {
 			return fmt.Errorf("write ring of service %d: %w", svc, err)
 		}
 		return nil
@@ -219,7 +219,7 @@ func (d *Datapath) WriteRing(svc uint32, table []uint32, slots []uint32) error {
 	vals := make([]uint32, len(slots))
 	for i, s := range slots {
 		keys[i] = base + s
-		vals[i] = table[s]
+		vals[i] = ring[s]
 	}
 	if _, err := d.maps().Rings.BatchUpdate(keys, vals, nil); err != nil {
 		return fmt.Errorf("write ring of service %d: %w", svc, err)

@@ -22,8 +22,8 @@ type Tables interface {
 	// SetVIP marks an address as a VIP of count services (0: not a VIP).
 	SetVIP(k VIPKey, count uint32) error
 	// WriteRing writes the given slots (nil: all) of service svc's Maglev
-	// ring from table, a full ring.
-	WriteRing(svc uint32, table []uint32, slots []uint32) error
+	// ring, from ring: a whole ring of RingSize slots.
+	WriteRing(svc uint32, ring []uint32, slots []uint32) error
 	// SetTM writes a TM's forwarding entry.
 	SetTM(idx uint32, tm TM) error
 	// LookupTM reads a TM's forwarding entry.

@@ -126,7 +126,7 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 func Options(cfg *config.Config) datapath.Options {
 	return datapath.Options{
 		MaxFlows:    cfg.FlowTable.MaxFlows,
-		RingSize:    cfg.Selection.TableSize,
+		RingSize:    cfg.Selection.RingSize,
 		MaxServices: cfg.Selection.MaxServices,
 		MaxSecond:   cfg.SecondKeys.MaxEntries,
 	}

@@ -125,7 +125,7 @@ const baseConfig = `distributor:
   interfaces:
     - {name: ext0, role: external}
     - {name: int0, role: internal}
-selection: {table_size: 1021, max_services: 8}
+selection: {ring_size: 1021, max_services: 8}
 `
 
 func (h *harness) config(t *testing.T, tms, services string) string {

@@ -143,7 +143,7 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 			backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: tm.cfg.Weight})
 			pool = append(pool, tm.index)
 		}
-		ring, err := selector.Maglev(backends, cfg.Selection.TableSize)
+		ring, err := selector.Maglev(backends, cfg.Selection.RingSize)
 		if err != nil {
 			return st, fmt.Errorf("service %s: %w", sc.Name, err)
 		}

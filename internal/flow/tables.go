@@ -41,23 +41,23 @@ func (m *Model) SetVIP(k datapath.VIPKey, count uint32) error {
 }
 
 // WriteRing writes the given slots (nil: all) of service svc's ring.
-func (m *Model) WriteRing(svc uint32, table []uint32, slots []uint32) error {
-	if uint32(len(table)) != m.RingSize {
-		return fmt.Errorf("ring of service %d: %d slots, want %d", svc, len(table), m.RingSize)
+func (m *Model) WriteRing(svc uint32, ring []uint32, slots []uint32) error {
+	if uint32(len(ring)) != m.RingSize {
+		return fmt.Errorf("ring of service %d: %d slots, want %d", svc, len(ring), m.RingSize)
 	}
 	if svc >= m.MaxServices {
 		return fmt.Errorf("write ring of service %d: only %d services fit", svc, m.MaxServices)
 	}
-	ring := m.Rings[svc*m.RingSize : (svc+1)*m.RingSize]
+	cur := m.Rings[svc*m.RingSize : (svc+1)*m.RingSize]
 	if slots == nil {
-		copy(ring, table)
+		copy(cur, ring)
 		return nil
 	}
 	for _, s := range slots {
 		if s >= m.RingSize {
 			return fmt.Errorf("write ring of service %d: slot %d out of range", svc, s)
 		}
-		ring[s] = table[s]
+		cur[s] = ring[s]
 	}
 	return nil
 }

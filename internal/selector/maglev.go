@@ -1,6 +1,6 @@
-// Package selector builds the tables the data path uses to pick a TM for a new
+// Package selector builds the rings the data path uses to pick a TM for a new
 // flow. Maglev consistent hashing is the default: every distributor given the same
-// pool computes the same table, so a flow hashes to the same TM whichever
+// pool computes the same ring, so a flow hashes to the same TM whichever
 // distributor the upstream ECMP sends it to, and a pool change moves few flows.
 package selector
 
@@ -13,7 +13,7 @@ import (
 )
 
 // Empty marks a slot with no backend (a pool with no eligible TM): the data
-// path's SY_TM_NONE. The default table size is datapath.DefaultRingSize.
+// path's SY_TM_NONE. The default ring size is datapath.DefaultRingSize.
 const Empty = datapath.NoTM
 
 // Backend is one eligible TM of a pool.
@@ -25,7 +25,7 @@ type Backend struct {
 
 // Errors returned by Maglev; wrapped with details, test with errors.Is.
 var (
-	ErrSize      = errors.New("selector: table size must be prime")
+	ErrSize      = errors.New("selector: ring size must be prime")
 	ErrWeight    = errors.New("selector: backend weight must be >= 1")
 	ErrDuplicate = errors.New("selector: duplicate backend")
 	ErrIndex     = errors.New("selector: backend index collides with Empty")
@@ -38,7 +38,7 @@ const (
 	seedSkip   uint64 = 0xc2b2ae3d27d4eb4f
 )
 
-// Maglev builds a weighted Maglev lookup table of size slots (Eisenbud et al.,
+// Maglev builds a weighted Maglev ring of size slots (Eisenbud et al.,
 // NSDI 2016). Each backend walks its own permutation of the slots, given by
 // offset = h1(Name) % size and skip = h2(Name) % (size-1) + 1, and claims its
 // next free preferred slot on each turn. In a round every backend adds its
@@ -47,7 +47,7 @@ const (
 // round.
 //
 // The permutations depend only on Name, never on Index or input order, and
-// backends are sorted by Name first: the same pool yields the same table on
+// backends are sorted by Name first: the same pool yields the same ring on
 // every distributor. size must be prime so that every skip is coprime with it
 // and each permutation visits all slots. With no backends every slot is Empty.
 func Maglev(backends []Backend, size uint32) ([]uint32, error) {
@@ -78,13 +78,13 @@ func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 		maxW = max(maxW, b.Weight)
 	}
 
-	table := make([]uint32, size)
-	for i := range table {
-		table[i] = Empty
+	ring := make([]uint32, size)
+	for i := range ring {
+		ring[i] = Empty
 	}
 	n := len(bs)
 	if n == 0 {
-		return table, nil
+		return ring, nil
 	}
 
 	// Per-backend state in flat slices so the fill loop doesn't allocate.
@@ -107,13 +107,13 @@ func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 				// A free slot exists (filled < size) and the permutation
 				// covers all slots, so this terminates.
 				p := pos[i]
-				for table[p] != Empty {
+				for ring[p] != Empty {
 					p += skip[i]
 					if p >= size {
 						p -= size
 					}
 				}
-				table[p] = bs[i].Index
+				ring[p] = bs[i].Index
 				p += skip[i]
 				if p >= size {
 					p -= size
@@ -121,7 +121,7 @@ func Maglev(backends []Backend, size uint32) ([]uint32, error) {
 				pos[i] = p
 				filled++
 				if filled == size {
-					return table, nil
+					return ring, nil
 				}
 			}
 		}
