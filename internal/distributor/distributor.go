@@ -155,6 +155,11 @@ func newDaemon(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath
 		if ifc.role == config.RoleInternal {
 			role = datapath.RoleInternal
 		}
+		// XDP rewrites Ethernet headers: an interface without a 6-byte
+		// MAC (lo, a tun device) cannot carry the distributor's traffic.
+		if len(ifc.mac) != 6 {
+			return nil, fmt.Errorf("interface %s (distributor.interfaces): no Ethernet address (%q); the distributor needs Ethernet interfaces", ifc.name, ifc.mac.String())
+		}
 		if err := dp.SetIface(uint32(ifc.index), role, [6]uint8(ifc.mac)); err != nil {
 			return nil, fmt.Errorf("interface %s: %w", ifc.name, err)
 		}

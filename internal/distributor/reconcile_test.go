@@ -547,3 +547,19 @@ func TestSweep(t *testing.T) {
 		t.Error("a second key within its own timeout was swept")
 	}
 }
+
+// TestInterfaceWithoutMAC: an interface without an Ethernet address (lo) is
+// refused with an error naming it, not a panic.
+func TestInterfaceWithoutMAC(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	cfg, err := config.Parse([]byte(baseConfig+"traffic_managers:\n  - {id: tm0, address: 10.1.0.10}\n"), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifaces := []iface{testIfaces[0], {name: "lo", role: config.RoleInternal, index: 1}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, err = newDaemon(log, path, cfg, flow.NewModel(testRing, testServices, 0), &fakeResolver{}, ifaces, func() uint32 { return 1 })
+	if err == nil || !strings.Contains(err.Error(), "interface lo (distributor.interfaces): no Ethernet address") {
+		t.Fatalf("newDaemon with lo: err = %v, want a refusal naming lo", err)
+	}
+}
