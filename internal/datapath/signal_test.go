@@ -99,6 +99,12 @@ func TestSignalCases(t *testing.T) {
 		{"unknown MAC", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 5}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefUnknownMAC, nil},
 		{"not for us", frame(t, [6]uint8{2, 9, 9, 9, 9, 9}, tm0MAC, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefNotForUs, nil},
 		{"a TM's MAC on another interface", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 6}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefWrongPort, nil},
+		// TM 3 has a MAC but is not ready: refused under its own reason.
+		{"a TM not ready", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 7}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefNotReady, func(t *testing.T) {
+			if _, ok := f.model.Flows[fkey(k2)]; ok {
+				t.Fatal("applied")
+			}
+		}},
 	}
 	good := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2})
 	bad := func(mut func(b []byte) []byte) []byte { return mut(append([]byte(nil), good...)) }
@@ -209,6 +215,31 @@ func TestShim(t *testing.T) {
 		t.Fatalf("memorize in the shim not applied: %+v", e)
 	}
 
+	// A shim sent to the signal multicast MAC: applied, and the packet goes
+	// on addressed to the interface (the kernel forwards only frames for
+	// it), as it would have without the shim.
+	km := skey("10.0.1.11", "10.0.0.100", 7101, 80)
+	shimmed, err = signal.Shim(pkt, signal.Message{Ops: []signal.Op{signal.Memorize{Key: km}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(shimmed[0:6], mcastMAC[:])
+	before := f.model.Counters[datapath.CounterSigShim].Packets
+	v, out, err = f.dp.TestRun(shimmed, loIfindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, wantOut = f.model.Process(shimmed, loIfindex)
+	if v != want || string(out) != string(wantOut) {
+		t.Fatalf("multicast shim: XDP %v %x, model %v %x", v, out, want, wantOut)
+	}
+	if v != datapath.Pass || string(out) != string(pkt) || f.model.Counters[datapath.CounterSigShim].Packets != before+1 {
+		t.Fatalf("after a shim to the multicast MAC: %v %x, want PASS and the original %x", v, out, pkt)
+	}
+	if e, ok := f.model.Flows[fkey(km)]; !ok || e.Tm != 0 {
+		t.Fatalf("memorize in the multicast shim not applied: %+v", e)
+	}
+
 	// A TM's SYN to a server carrying "the reverse of me is mine, for 77 s":
 	// learning must not overwrite what the shim just memorized.
 	syn := flowtest.Packet{DstMAC: ourMAC, SrcMAC: tm0MAC, Src: netip.MustParseAddr("10.0.1.11"), Dst: netip.MustParseAddr("10.2.0.11"),
@@ -224,7 +255,7 @@ func TestShim(t *testing.T) {
 	}
 	// Another TM's SYN on the same 5-tuple does not take it.
 	syn.SrcMAC = tm1MAC
-	before := f.model.Counters[datapath.CounterLearnConflict].Packets
+	before = f.model.Counters[datapath.CounterLearnConflict].Packets
 	f.check(t, 0, syn.Bytes())
 	if e := f.model.Flows[fkey(rev)]; e.Tm != 0 || f.model.Counters[datapath.CounterLearnConflict].Packets != before+1 {
 		t.Fatalf("another TM's SYN took the flow: %+v", e)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/signal"
@@ -110,14 +111,24 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 	}
 	d.mu.Lock()
 	s, ok := d.tms[id]
-	present := ok && s.present
+	why := ""
 	var sender uint32
-	if present {
+	switch {
+	case !ok || !s.present:
+		why = "udp_refused_unknown_tm"
+	case s.cfg.State == config.StateDisabled:
+		// As in XDP, where a disabled TM's MAC is not a sender.
+		why = "udp_refused_disabled"
+	case !s.ready():
+		// As in XDP (sig_refused_not_ready): flows pinned to a TM that
+		// gets no traffic would be lost.
+		why = "udp_refused_not_ready"
+	default:
 		sender = s.index
 	}
 	d.mu.Unlock()
-	if !present {
-		u.count("udp_refused_unknown_tm")
+	if why != "" {
+		u.count(why)
 		return
 	}
 	// A shim needs the EtherType after its TLVs, which a datagram does not
