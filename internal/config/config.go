@@ -195,7 +195,16 @@ type Distributor struct {
 	// XDPMode is "auto" (default: native, falling back to generic with a log
 	// line), "native" or "generic".
 	XDPMode string `yaml:"xdp_mode"`
+	// StateDir is where the daemon keeps state that must outlive a restart:
+	// today the UDP control transport's replay state (<id>.replay), so that
+	// a datagram accepted before a restart is refused after it. An absolute
+	// path; default DefaultStateDir. Created (mode 0700) when UDP control is
+	// on.
+	StateDir string `yaml:"state_dir"`
 }
+
+// DefaultStateDir is distributor.state_dir when it is omitted.
+const DefaultStateDir = "/var/lib/switchyard"
 
 // Interface is a network interface of the distributor.
 type Interface struct {
@@ -565,6 +574,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 		str("distributor.api", &c.Distributor.API, DefaultAPI(c.Distributor.ID))
 	}
 	str("distributor.xdp_mode", &c.Distributor.XDPMode, XDPModeAuto)
+	str("distributor.state_dir", &c.Distributor.StateDir, DefaultStateDir)
 	num("flow_table.max_flows", &c.FlowTable.MaxFlows, DefaultMaxFlows)
 	num("selection.ring_size", &c.Selection.RingSize, datapath.DefaultRingSize)
 	num("selection.max_services", &c.Selection.MaxServices, DefaultMaxServices)

@@ -493,7 +493,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -510,6 +510,10 @@ func TestBadConfigs(t *testing.T) {
 			3, "distributor.api", []string{`"localhost:9100" is not a unix socket or an IP address with port`}, 0},
 		{"xdp mode", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  xdp_mode: offload\n") },
 			3, "distributor.xdp_mode", []string{`"offload" is not a valid XDP mode (expected auto, native or generic)`}, 0},
+		{"state_dir relative", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  state_dir: var/lib\n") },
+			3, "distributor.state_dir", []string{`"var/lib" is not a clean absolute path (expected an absolute path of a directory`}, 0},
+		{"state_dir unclean", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  state_dir: /var/lib/../x/\n") },
+			3, "distributor.state_dir", []string{`"/var/lib/../x/" is not a clean absolute path`}, 0},
 		{"max_flows small", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 100") },
 			7, "flow_table.max_flows", []string{`100 is out of range (expected 1024..100000000)`}, 0},
 		{"max_flows negative", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: -5") },
@@ -547,7 +551,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 	"unicode"
@@ -17,6 +18,7 @@ const (
 	ifNameExpected       = "an interface name of 1..15 characters without '/', ':' or whitespace"
 	roleExpected         = "external or internal"
 	apiExpected          = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
+	stateDirExpected     = "an absolute path of a directory for state kept across restarts, e.g. /var/lib/switchyard"
 	apiTokenFileExpected = "an absolute path to a file of 1..4096 bytes holding the admin API token, mode 0600 or stricter (no group or other access)"
 	xdpModeExpected      = "auto, native or generic"
 	maxFlowsExpected     = "1024..100000000"
@@ -361,6 +363,13 @@ func (v *validator) distributor(d *Distributor) {
 	}
 	v.apiTokenFile(d)
 
+	switch {
+	case d.StateDir == "":
+		v.errorf("distributor.state_dir", "missing (expected %s)", stateDirExpected)
+	case !filepath.IsAbs(d.StateDir) || filepath.Clean(d.StateDir) != d.StateDir || len(d.StateDir) > 4096:
+		v.errorf("distributor.state_dir", "%q is not a clean absolute path (expected %s)", d.StateDir, stateDirExpected)
+	}
+
 	switch d.XDPMode {
 	case XDPModeAuto, XDPModeNative, XDPModeGeneric:
 	case "":
@@ -667,3 +676,7 @@ func (v *validator) apiTokenFile(d *Distributor) {
 		}
 	}
 }
+
+// ValidID reports whether s is a valid distributor or TM id: 1..32
+// characters of a-z, 0-9, '-', '_'.
+func ValidID(s string) bool { return validID(s) }

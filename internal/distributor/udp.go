@@ -25,7 +25,28 @@ type udpControl struct {
 	conn    *net.UDPConn
 	mu      sync.Mutex
 	windows map[string]*signal.ReplayWindow
-	counts  sync.Map // counter name → *atomic.Uint64
+	// store keeps each TM's highest accepted sequence number across
+	// restarts; nil in tests that do not restart.
+	store  *replayStore
+	counts sync.Map // counter name → *atomic.Uint64
+}
+
+// window returns TM id's replay window, starting a new one where the
+// replay state left off.
+func (u *udpControl) window(id string) *signal.ReplayWindow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	w, ok := u.windows[id]
+	if !ok {
+		w = &signal.ReplayWindow{}
+		if u.store != nil {
+			if h, ok := u.store.highest(id); ok {
+				w = signal.NewReplayWindowAt(h)
+			}
+		}
+		u.windows[id] = w
+	}
+	return w
 }
 
 func (u *udpControl) count(name string) {
@@ -50,11 +71,18 @@ func (d *Daemon) startUDP(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("signals.udp_listen %q: %w", addr, err)
 	}
+	d.mu.Lock()
+	dir, id := d.cfg.Distributor.StateDir, d.cfg.Distributor.ID
+	d.mu.Unlock()
+	store, err := openReplayStore(dir, replayFile(dir, id))
+	if err != nil {
+		return fmt.Errorf("UDP signal transport (distributor.state_dir): %w", err)
+	}
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		return fmt.Errorf("signals.udp_listen: %w", err)
 	}
-	u := &udpControl{conn: conn, windows: map[string]*signal.ReplayWindow{}}
+	u := &udpControl{conn: conn, windows: map[string]*signal.ReplayWindow{}, store: store}
 	d.mu.Lock()
 	d.udp = u
 	d.mu.Unlock()
@@ -98,16 +126,18 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 		u.count("udp_refused_" + signal.ReasonOf(err))
 		return
 	}
-	u.mu.Lock()
-	w, ok := u.windows[id]
-	if !ok {
-		w = &signal.ReplayWindow{}
-		u.windows[id] = w
-	}
-	u.mu.Unlock()
-	if !w.Accept(seq) {
+	if !u.window(id).Accept(seq) {
 		u.count("udp_refused_replay")
 		return
+	}
+	// The new highest number is on disk before anything is applied: a
+	// restarted daemon refuses this datagram whatever happens next.
+	if u.store != nil {
+		if err := u.store.save(id, seq); err != nil {
+			u.count(udpRefusedState)
+			d.log.Error("UDP signal refused: cannot save the replay state", "tm", id, "error", err)
+			return
+		}
 	}
 	d.mu.Lock()
 	s, ok := d.tms[id]
@@ -156,6 +186,10 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 		d.log.Warn("UDP signal: data-path write failed", "tm", id, "error", err)
 	}
 }
+
+// udpRefusedState counts datagrams refused because the replay state could
+// not be saved.
+const udpRefusedState = "udp_refused_state_write"
 
 // udpWriteFailed counts UDP signal ops whose data-path read or write failed.
 const udpWriteFailed = "udp_write_failed"
