@@ -45,6 +45,8 @@ const (
 	// MaxTrafficManagers is the largest number of traffic managers a
 	// distributor can address (a TM index fits in a byte).
 	MaxTrafficManagers = 255
+	// MaxTMAddresses is the longest traffic_managers[].addresses list.
+	MaxTMAddresses = 4
 
 	// Idle timeouts, in seconds.
 	DefaultTCPTimeout        = 900
@@ -287,8 +289,15 @@ type TrafficManager struct {
 	// ID names the TM: unique, 1..32 characters of a-z, 0-9, '-', '_'.
 	// Required.
 	ID string `yaml:"id"`
-	// Address is the TM's IPv4 or IPv6 unicast address. Required.
+	// Address is the TM's IPv4 or IPv6 unicast address: the single-address
+	// form. Exactly one of Address and Addresses is required.
 	Address netip.Addr `yaml:"address"`
+	// Addresses are the TM host's addresses on the internal segment, e.g.
+	// one IPv4 and one IPv6: 1..MaxTMAddresses unicast addresses, unique
+	// across all TMs, all of one host (one MAC, one interface). One TM,
+	// one index, one MAC: its signals are accepted and learning applies
+	// from each address.
+	Addresses []netip.Addr `yaml:"addresses"`
 	// Weight is the TM's static share of new flows relative to the other TMs
 	// of a service; default 1, 1..1000.
 	Weight uint32 `yaml:"weight"`
@@ -613,6 +622,18 @@ func DefaultTimeouts() Timeouts {
 // DefaultAPI is the admin API address used when distributor.api is omitted.
 func DefaultAPI(id string) string {
 	return "unix:/run/switchyard/" + id + ".sock"
+}
+
+// AllAddresses returns the TM's addresses: Addresses, or Address alone
+// (the single-address form), in config order.
+func (t TrafficManager) AllAddresses() []netip.Addr {
+	if len(t.Addresses) > 0 {
+		return t.Addresses
+	}
+	if t.Address.IsValid() {
+		return []netip.Addr{t.Address}
+	}
+	return nil
 }
 
 // TM returns the traffic manager with the given id.

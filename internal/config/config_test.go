@@ -125,6 +125,12 @@ func TestFull(t *testing.T) {
 	if tm3, _ := c.TM("tm3"); tm3.State != StateDraining || tm3.Weight != 1 {
 		t.Errorf("tm3 = %+v", tm3)
 	}
+	if tm7, _ := c.TM("tm7"); fmt.Sprint(tm7.AllAddresses()) != "[10.1.0.17 2001:db8:1::17]" || tm7.Address.IsValid() {
+		t.Errorf("tm7 = %+v", tm7)
+	}
+	if tm1.AllAddresses()[0] != netip.MustParseAddr("10.1.0.11") || len(tm1.AllAddresses()) != 1 {
+		t.Errorf("tm1 addresses = %v", tm1.AllAddresses())
+	}
 	var all, web bool
 	for _, s := range c.Services {
 		all = all || s.Name == "catch-all" && s.Port == 0
@@ -477,7 +483,27 @@ func TestBadConfigs(t *testing.T) {
 		{"tm address multicast", func(t *testing.T) string { return edit(t, "10.1.0.11", "224.0.0.1") },
 			9, "traffic_managers[0].address", []string{`224.0.0.1 is a multicast address (expected an IPv4 or IPv6 unicast address)`}, 0},
 		{"tm address missing", func(t *testing.T) string { return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1}") },
-			9, "traffic_managers[0].address", []string{`missing (expected an IPv4 or IPv6 unicast address)`}, 0},
+			9, "traffic_managers[0].address", []string{`missing (expected an IPv4 or IPv6 unicast address; or addresses: a list of 1..4`}, 0},
+		{"tm address and addresses", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, address: 10.1.0.11, addresses: [fd00::11]}")
+		}, 9, "traffic_managers[0].addresses", []string{`both address and addresses are set (expected one of them`}, 0},
+		{"tm addresses empty", func(t *testing.T) string { return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: []}") },
+			9, "traffic_managers[0].addresses", []string{`0 addresses (expected a list of 1..4 IPv4 or IPv6 unicast addresses`}, 0},
+		{"tm addresses too many", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.1, 10.1.0.2, 10.1.0.3, 10.1.0.4, 10.1.0.5]}")
+		}, 9, "traffic_managers[0].addresses", []string{`5 addresses (expected a list of 1..4`}, 0},
+		{"tm addresses twice", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.11, 10.1.0.11]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`10.1.0.11 is listed twice (expected each address once)`}, 0},
+		{"tm addresses another TM's", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, 10.1.0.12]}")
+		}, 10, "traffic_managers[1].address", []string{`10.1.0.12 is already the address of traffic_managers[0] "tm1"`}, 0},
+		{"tm addresses a vip", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, 10.0.0.100]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`10.0.0.100 is also the VIP of services[0] "web"`}, 0},
+		{"tm addresses bad entry", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, \"ff02::1\"]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`ff02::1 is a multicast address (expected an IPv4 or IPv6 unicast address)`}, 0},
 		{"tm state", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, state: drain}") },
 			9, "traffic_managers[0].state", []string{`"drain" is not a valid state (expected active, draining or disabled)`}, 0},
 		{"tm mac", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, mac: zz:00}") },

@@ -237,6 +237,8 @@ var leaves = map[string]leaf{
 	"traffic_managers":               {expected: "a list of traffic managers"},
 	"traffic_managers[].id":          {expected: idExpected},
 	"traffic_managers[].address":     {expected: tmAddressExpected},
+	"traffic_managers[].addresses":   {expected: tmAddressesExpected},
+	"traffic_managers[].addresses[]": {expected: tmAddressExpected},
 	"traffic_managers[].weight":      {expected: weightExpected, min: 1, max: MaxWeight},
 	"traffic_managers[].state":       {expected: stateExpected},
 	"traffic_managers[].mac":         {expected: macExpected},

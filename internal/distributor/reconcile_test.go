@@ -509,6 +509,35 @@ learning: {snat_addresses: [10.1.0.50]}
 	}
 }
 
+// TestTMWithTwoAddresses: a TM host with an IPv4 and an IPv6 address is
+// one TM: one index, its MAC a sender (before, two entries sharing the MAC
+// were both refused), a learning source for each address; dropping an
+// address drops its learning source.
+func TestTMWithTwoAddresses(t *testing.T) {
+	two := "  - {id: tm1, addresses: [10.1.0.11, \"fd00:1::11\"]}\n  - {id: tm2, address: 10.1.0.12}\n"
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2]}\n"
+	h := newHarness(t, two, web, "")
+	i1 := h.index(t, "tm1")
+	if idx, ok := h.m.TMByMAC[[6]uint8(tmMAC(1))]; !ok || idx != i1 {
+		t.Fatalf("tm1's MAC is a sender of %d (%v), want %d", idx, ok, i1)
+	}
+	for _, a := range []string{"10.1.0.11", "fd00:1::11"} {
+		if o, ok := h.m.LearnSrcs[flow.AddrKey(netip.MustParseAddr(a))]; !ok || o != i1 {
+			t.Errorf("learning source %s: owner %d (%v), want tm1 (%d)", a, o, ok, i1)
+		}
+	}
+	if st, err := h.d.Stats(); err != nil || fmt.Sprint(st.TrafficManagers[0].Addresses) != "[10.1.0.11 fd00:1::11]" {
+		t.Errorf("stats: %+v, %v", st.TrafficManagers, err)
+	}
+	h.reload(t, "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n", web)
+	if _, ok := h.m.LearnSrcs[flow.AddrKey(netip.MustParseAddr("fd00:1::11"))]; ok {
+		t.Error("a removed address is still a learning source")
+	}
+	if h.index(t, "tm1") != i1 {
+		t.Error("tm1 changed index when it lost an address")
+	}
+}
+
 // TestSecondApplyWritesNothing: applying the same config again writes
 // nothing (the diff against the written state is empty).
 func TestSecondApplyWritesNothing(t *testing.T) {

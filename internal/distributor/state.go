@@ -109,7 +109,10 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 			st.Senders[[6]uint8(s.mac)] = s.index
 			owners[[6]uint8(s.mac)] = append(owners[[6]uint8(s.mac)], id)
 		}
-		st.LearnSrcs[flow.AddrKey(s.cfg.Address)] = s.index
+		// A TM is a host: learning applies from each of its addresses.
+		for _, a := range s.cfg.AllAddresses() {
+			st.LearnSrcs[flow.AddrKey(a)] = s.index
+		}
 	}
 	// Two TMs behind one MAC cannot be told apart: neither may signal.
 	for mac, ids := range owners {
