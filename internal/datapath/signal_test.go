@@ -45,6 +45,7 @@ func TestSignalCases(t *testing.T) {
 	k1 := skey("10.0.1.11", "10.0.0.100", 7001, 80)
 	k2 := skey("10.0.1.12", "10.0.0.100", 7002, 80)
 	k6 := skey("fd00:1::11", "fd00:100::100", 7003, 443)
+	k3 := skey("10.0.1.13", "10.0.0.100", 7004, 80)
 	steps := []struct {
 		name    string
 		pkt     []byte
@@ -125,6 +126,20 @@ func TestSignalCases(t *testing.T) {
 		{"message length", bad(func(b []byte) []byte { b[17] += 4; return append(b, 0, 0, 0, 0) }), datapath.Drop, datapath.CounterSigRefBadLength, nil},
 		{"bad key family", bad(func(b []byte) []byte { b[24+39] = 5; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
 		{"ipv4 key with stray bytes", bad(func(b []byte) []byte { b[24+9] = 1; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
+		// Reserved fields and unknown flag bits are ignored, here as over
+		// UDP (TestUDPReservedBits): header reserved, an unknown header
+		// flag, an unknown MEMORIZE flag.
+		{"reserved bits ignored", func() []byte {
+			b := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k3})
+			b[14+6], b[14+7] = 0xab, 0xcd
+			b[14+5] |= 0x02
+			b[24+42] |= 0x80
+			return b
+		}(), datapath.Drop, datapath.CounterSigMemorize, func(t *testing.T) {
+			if e, ok := f.model.Flows[fkey(k3)]; !ok || e.Tm != 0 || e.Flags != datapath.FlowMemorized {
+				t.Fatalf("entry %+v (present %v)", e, ok)
+			}
+		}},
 	}...)
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

@@ -229,3 +229,22 @@ func TestUDPRefusesUnusableTM(t *testing.T) {
 	h.d.handleUDP(u, seal(t, 3, signal.Memorize{Key: udpKey}))
 	wantCounts(t, u, map[string]uint64{"udp_refused_not_ready": 1, "udp_refused_disabled": 1, cMemorize: 1})
 }
+
+// TestUDPReservedBits: reserved fields and unknown flag bits are ignored
+// over UDP as in XDP (the "reserved bits ignored" case of
+// TestSignalCases): the same message bytes are applied.
+func TestUDPReservedBits(t *testing.T) {
+	h, _, u := newUDPHarness(t)
+	msg, err := signal.Message{Ops: []signal.Op{signal.Memorize{Key: udpKey}}}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg[6], msg[7] = 0xab, 0xcd // header reserved
+	msg[5] |= 0x02              // an unknown header flag
+	msg[10+42] |= 0x80          // an unknown MEMORIZE flag
+	h.d.handleUDP(u, sealRaw(1, msg))
+	wantCounts(t, u, map[string]uint64{cMemorize: 1})
+	if e, ok := h.m.Flows[udpFlowKey()]; !ok || e.Flags != datapath.FlowMemorized {
+		t.Fatalf("entry %+v (present %v)", e, ok)
+	}
+}
