@@ -128,11 +128,23 @@ func (r *replayStore) highest(id string) (uint64, bool) {
 // if it is above the saved one. The caller applies the datagram only after
 // save returned nil.
 func (r *replayStore) save(id string, seq uint64) error {
-	if cur, ok := r.saved[id]; ok && seq <= cur {
+	return r.saveAll(map[string]uint64{id: seq})
+}
+
+// saveAll is save for several TMs at once, in one durable write (none when
+// no number is above the saved one).
+func (r *replayStore) saveAll(high map[string]uint64) error {
+	next := maps.Clone(r.saved)
+	changed := false
+	for id, seq := range high {
+		if cur, ok := next[id]; !ok || seq > cur {
+			next[id] = seq
+			changed = true
+		}
+	}
+	if !changed {
 		return nil
 	}
-	next := maps.Clone(r.saved)
-	next[id] = seq
 	if err := writeFileSync(r.path, formatReplayState(next)); err != nil {
 		return fmt.Errorf("replay state: %w", err)
 	}

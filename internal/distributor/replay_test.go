@@ -1,12 +1,18 @@
 package distributor
 
 import (
+	"io"
+	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/signal"
 )
 
@@ -150,4 +156,76 @@ func BenchmarkReplaySave(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestUDPBatchSavesOnce: a batch of datagrams is admitted, saved in one
+// write with each TM's highest number, then applied; a replay inside the
+// batch is refused.
+func TestUDPBatchSavesOnce(t *testing.T) {
+	h, _, _ := newUDPHarness(t)
+	dir := t.TempDir()
+	st, err := openReplayStore(dir, replayFile(dir, "d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &udpControl{windows: map[string]*signal.ReplayWindow{}, store: st}
+	a := seal(t, 7, signal.Memorize{Key: udpKey})
+	h.d.handleUDPBatch(u, [][]byte{seal(t, 5, signal.Forget{Key: udpKey}), a, a, seal(t, 6, signal.Mirror{Key: udpKey})})
+	wantCounts(t, u, map[string]uint64{"udp_sig_forget": 1, cMemorize: 1, "udp_refused_replay": 1, "udp_sig_mirror": 1})
+	if hi, ok := st.highest("tm1"); !ok || hi != 7 {
+		t.Fatalf("saved highest %d (%v), want 7", hi, ok)
+	}
+}
+
+// BenchmarkUDPControl compares, in one run, applying UDP control datagrams
+// one at a time (a durable replay-state write each) with applying them in
+// batches of udpBatch, as readUDP does with a burst: datagrams/s of each and
+// their ratio. The data path is the model, so the write dominates.
+func BenchmarkUDPControl(b *testing.B) {
+	y := baseConfig + "traffic_managers:\n" + udpTMs + "services:\n" + udpWeb
+	cfg, err := config.Parse([]byte(y), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := &fakeResolver{macs: map[string]net.HardwareAddr{"tm1": tmMAC(1), "tm2": tmMAC(2)}}
+	d, err := newDaemon(slog.New(slog.NewTextHandler(io.Discard, nil)), "", cfg, flow.NewModel(testRing, testServices, 0), res, testIfaces, func() uint32 { return 1000 })
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 4 * udpBatch
+	msgs := make([][]byte, 2*n)
+	for i := range msgs {
+		k := udpKey
+		k.SrcPort = uint16(1000 + i)
+		msgs[i], err = signal.SealUDP("tm1", signalKey, uint64(i+1), signal.Message{Ops: []signal.Op{signal.Memorize{Key: k}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	var one, batched time.Duration
+	for range b.N {
+		dir := b.TempDir()
+		st, err := openReplayStore(dir, replayFile(dir, "d1"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		u := &udpControl{windows: map[string]*signal.ReplayWindow{}, store: st}
+		start := time.Now()
+		for _, m := range msgs[:n] {
+			d.handleUDP(u, m)
+		}
+		one += time.Since(start)
+		start = time.Now()
+		for i := n; i < 2*n; i += udpBatch {
+			d.handleUDPBatch(u, msgs[i:i+udpBatch])
+		}
+		batched += time.Since(start)
+		if got := u.Counters()[cMemorize]; got != 2*n {
+			b.Fatalf("%d applied, want %d (%v)", got, 2*n, u.Counters())
+		}
+	}
+	total := float64(b.N * n)
+	b.ReportMetric(total/one.Seconds(), "one-by-one-datagrams/s")
+	b.ReportMetric(total/batched.Seconds(), "batched-datagrams/s")
+	b.ReportMetric(one.Seconds()/batched.Seconds(), "batch-speedup")
 }

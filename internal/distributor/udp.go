@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -90,28 +92,108 @@ func (d *Daemon) startUDP(ctx context.Context, addr string) error {
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			d.handleUDP(u, buf[:n])
-		}
-	}()
+	go d.readUDP(u, conn)
 	d.log.Info("UDP signal transport listening", "address", addr)
 	return nil
 }
 
-// handleUDP authenticates a control datagram, then checks and applies its
-// message once, with the XDP program's checks (flow.CheckMessage) and ops
-// (flow.ApplyOp) over the data-path seam. A datagram carries only header and
-// TLVs: a shim flag or bytes after the TLVs are refused.
-func (d *Daemon) handleUDP(u *udpControl, b []byte) {
+// udpBatch bounds the datagrams read, admitted and saved together: one
+// durable write of the replay state for up to this many.
+const udpBatch = 64
+
+// udpMaxDatagram is the receive buffer per datagram. The longest valid
+// datagram is 6 + 32 (id) + 8 + 8 + 8×(2+88) + 32 = 806 bytes; a longer one
+// is cut here and fails authentication.
+const udpMaxDatagram = 2048
+
+// readUDP reads datagrams until conn is closed: one blocking read, then
+// whatever else is already queued (up to udpBatch) without waiting, so that
+// a burst shares one write of the replay state.
+func (d *Daemon) readUDP(u *udpControl, conn *net.UDPConn) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		d.log.Error("UDP signal transport: raw socket", "error", err)
+		return
+	}
+	bufs := make([][]byte, udpBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, udpMaxDatagram)
+	}
+	batch := make([][]byte, 0, udpBatch)
+	for {
+		n, _, err := conn.ReadFromUDP(bufs[0])
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		batch = append(batch[:0], bufs[0][:n])
+		for len(batch) < udpBatch {
+			buf := bufs[len(batch)]
+			var m int
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				m, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+				return true // never wait: an empty queue ends the batch
+			})
+			if err != nil || rerr != nil {
+				break
+			}
+			batch = append(batch, buf[:m])
+		}
+		d.handleUDPBatch(u, batch)
+	}
+}
+
+// udpAdmitted is a datagram that passed authentication and the replay
+// window, waiting for its replay state to be saved.
+type udpAdmitted struct {
+	id  string
+	seq uint64
+	raw []byte // the message
+}
+
+// handleUDP handles one datagram (handleUDPBatch of one).
+func (d *Daemon) handleUDP(u *udpControl, b []byte) { d.handleUDPBatch(u, [][]byte{b}) }
+
+// handleUDPBatch authenticates control datagrams and passes them through
+// their TMs' replay windows; saves each TM's new highest sequence number
+// durably, once for the batch; then checks and applies each message with the
+// XDP program's checks (flow.CheckMessage) and ops (flow.ApplyOp) over the
+// data-path seam. Nothing is applied before the save: a restarted daemon
+// refuses these datagrams whatever happens next.
+func (d *Daemon) handleUDPBatch(u *udpControl, bs [][]byte) {
+	var ok []udpAdmitted
+	for _, b := range bs {
+		if a, admitted := d.admitUDP(u, b); admitted {
+			ok = append(ok, a)
+		}
+	}
+	if len(ok) == 0 {
+		return
+	}
+	if u.store != nil {
+		high := map[string]uint64{}
+		for _, a := range ok {
+			high[a.id] = max(high[a.id], a.seq)
+		}
+		if err := u.store.saveAll(high); err != nil {
+			for range ok {
+				u.count(udpRefusedState)
+			}
+			d.log.Error("UDP signals refused: cannot save the replay state", "datagrams", len(ok), "error", err)
+			return
+		}
+	}
+	for _, a := range ok {
+		d.applyUDP(u, a.id, a.raw)
+	}
+}
+
+// admitUDP authenticates a datagram and passes it through its TM's replay
+// window.
+func (d *Daemon) admitUDP(u *udpControl, b []byte) (udpAdmitted, bool) {
 	keyFor := func(id string) ([]byte, bool) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -124,21 +206,19 @@ func (d *Daemon) handleUDP(u *udpControl, b []byte) {
 	id, seq, raw, err := signal.AuthenticateUDP(b, keyFor)
 	if err != nil {
 		u.count("udp_refused_" + signal.ReasonOf(err))
-		return
+		return udpAdmitted{}, false
 	}
 	if !u.window(id).Accept(seq) {
 		u.count("udp_refused_replay")
-		return
+		return udpAdmitted{}, false
 	}
-	// The new highest number is on disk before anything is applied: a
-	// restarted daemon refuses this datagram whatever happens next.
-	if u.store != nil {
-		if err := u.store.save(id, seq); err != nil {
-			u.count(udpRefusedState)
-			d.log.Error("UDP signal refused: cannot save the replay state", "tm", id, "error", err)
-			return
-		}
-	}
+	return udpAdmitted{id: id, seq: seq, raw: raw}, true
+}
+
+// applyUDP checks and applies an admitted datagram's message once. A
+// datagram carries only header and TLVs: a shim flag or bytes after the
+// TLVs are refused.
+func (d *Daemon) applyUDP(u *udpControl, id string, raw []byte) {
 	d.mu.Lock()
 	s, ok := d.tms[id]
 	why := ""
