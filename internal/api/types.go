@@ -55,21 +55,22 @@ type ServiceStats struct {
 
 // TMStats are one traffic manager's counters and state.
 type TMStats struct {
-	ID      string `json:"id"`
-	Address string `json:"address"` // the first of Addresses
+	ID          string `json:"id"`
+	Address     string `json:"address"`
+	Index       uint32 `json:"index"`
+	State       string `json:"state"` // active, draining, disabled, removed
+	Weight      uint32 `json:"weight"`
+	MAC         string `json:"mac,omitempty"`
+	Ready       bool   `json:"ready"`
+	Reason      string `json:"reason,omitempty"`
+	Packets     uint64 `json:"packets"`
+	Bytes       uint64 `json:"bytes"`
+	NewFlows    uint64 `json:"new_flows"`
+	ActiveFlows uint64 `json:"active_flows"`
+
 	// Addresses are all of the TM's addresses (traffic_managers[].address
-	// or .addresses).
-	Addresses   []string `json:"addresses"`
-	Index       uint32   `json:"index"`
-	State       string   `json:"state"` // active, draining, disabled, removed
-	Weight      uint32   `json:"weight"`
-	MAC         string   `json:"mac,omitempty"`
-	Ready       bool     `json:"ready"`
-	Reason      string   `json:"reason,omitempty"`
-	Packets     uint64   `json:"packets"`
-	Bytes       uint64   `json:"bytes"`
-	NewFlows    uint64   `json:"new_flows"`
-	ActiveFlows uint64   `json:"active_flows"`
+	// or .addresses); Address is the first.
+	Addresses []string `json:"addresses"`
 }
 
 // Counter is a global verdict or drop counter.
