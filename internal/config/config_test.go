@@ -637,6 +637,9 @@ func TestBadConfigs(t *testing.T) {
 			19, "learning.snat_addresses[0]", []string{`10.0.0.100 is the VIP of services[0] "web" (expected an IPv4 or IPv6 unicast address`}, 0},
 		{"snat is a tm address", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: [10.1.0.11]\n" },
 			18, "learning.snat_addresses[0]", []string{`10.1.0.11 is the address of traffic_managers[0] "tm1", which learning covers anyway (expected`}, 0},
+		{"snat is a tm's second address", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.11, \"fd00::11\"]}") + "learning:\n  snat_addresses: [\"fd00::11\"]\n"
+		}, 18, "learning.snat_addresses[0]", []string{`fd00::11 is the address of traffic_managers[0] "tm1", which learning covers anyway`}, 0},
 		{"snat duplicate", func(t *testing.T) string {
 			return minimal + "learning:\n  snat_addresses:\n    - 10.1.0.200\n    - 2001:db8::200\n    - 10.1.0.200\n"
 		},

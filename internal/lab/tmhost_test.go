@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +66,36 @@ func TestTMHostBothFamilies(t *testing.T) {
 		if n := counter(t, d, name); n != 0 {
 			t.Errorf("%s = %d", name, n)
 		}
+	}
+}
+
+// TestTMHostAddressesOfTwoHosts: a TM whose addresses belong to two hosts
+// (two MACs) is not ready, and says which address has which MAC; it gets
+// no flows.
+func TestTMHostAddressesOfTwoHosts(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	h1, h2 := e.Topo.TMs[0], e.Topo.TMs[1]
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		c.TrafficManagers[0].Address = netip.Addr{}
+		c.TrafficManagers[0].Addresses = []netip.Addr{lab.TMAddr4(h1), h2.Links["eth0"].Addr6.Addr()}
+	}})
+	want := []string{h1.Links["eth0"].MAC.String(), h2.Links["eth0"].MAC.String(), "one TM is one host"}
+	waitFor(t, 15*time.Second, "tm1 not ready, naming both MACs", func() bool {
+		for _, tm := range stats(t, d).TrafficManagers {
+			if tm.ID != "tm1" || tm.Ready {
+				continue
+			}
+			for _, w := range want {
+				if !strings.Contains(tm.Reason, w) {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	})
+	rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 2, Short: 2, Interval: 5 * time.Millisecond}, time.Second)
+	if rep.Errors != 0 || len(rep.PerTM) != 1 || rep.PerTM["tm2"].Requests == 0 {
+		t.Fatalf("errors %d %v, TMs %v: want every flow on tm2", rep.Errors, rep.ErrorSamples, rep.PerTM)
 	}
 }
