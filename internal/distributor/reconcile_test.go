@@ -38,9 +38,16 @@ var (
 
 // fakeResolver resolves the TMs it knows (by id) behind int0, like a
 // neighbour table with fixed entries; the others stay unresolved.
-type fakeResolver struct{ macs map[string]net.HardwareAddr }
+type fakeResolver struct {
+	macs    map[string]net.HardwareAddr
+	noRoute map[string]bool // TM ids without a route, static MAC or not
+}
 
 func (r *fakeResolver) resolve(s *tmSlot) {
+	if r.noRoute[s.cfg.ID] {
+		s.ifindex, s.reason = 0, "no route in the test"
+		return
+	}
 	mac := s.cfg.MAC
 	if mac == nil {
 		mac = r.macs[s.cfg.ID]
@@ -535,6 +542,26 @@ func TestTMWithTwoAddresses(t *testing.T) {
 	}
 	if h.index(t, "tm1") != i1 {
 		t.Error("tm1 changed index when it lost an address")
+	}
+}
+
+// TestStaticMACSenderBeforeReady: a TM with a static MAC whose route is
+// not resolved yet is a sender (XDP then refuses its signals as not ready,
+// sig_refused_not_ready, rather than as an unknown MAC) but not usable.
+func TestStaticMACSenderBeforeReady(t *testing.T) {
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm9]}\n"
+	h := newHarness(t, "  - {id: tm1, address: 10.1.0.11}\n", web[:len(web)-len(", tm9]}\n")]+"]}\n", "")
+	h.res.noRoute = map[string]bool{"tm9": true}
+	h.reload(t, "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm9, address: 10.1.0.19, mac: \"02:bb:00:00:00:09\"}\n", web)
+	s := h.d.tms["tm9"]
+	if s.ready() {
+		t.Fatal("the test needs tm9 unresolved")
+	}
+	if idx, ok := h.m.TMByMAC[[6]uint8{2, 0xbb, 0, 0, 0, 9}]; !ok || idx != s.index {
+		t.Fatalf("tm9's static MAC: sender %d (%v), want %d", idx, ok, s.index)
+	}
+	if h.m.TMs[s.index].Flags&datapath.TMReady != 0 {
+		t.Fatal("unresolved tm9 is ready in the data path")
 	}
 }
 
