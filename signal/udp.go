@@ -136,8 +136,10 @@ func AuthenticateUDP(b []byte, keyFor func(tmID string) ([]byte, bool)) (tmID st
 
 // UDPSender sends authenticated control datagrams to a distributor. Its
 // sequence numbers start at the current Unix time in nanoseconds and grow by
-// one per datagram, so they keep increasing across restarts. It is safe for
-// concurrent use.
+// one per datagram, so they keep increasing across restarts. The
+// distributor sends no reply (check the outcome with `switchyard stats`);
+// it keeps its replay window across its own restarts, so a datagram it
+// accepted is never applied twice. It is safe for concurrent use.
 type UDPSender struct {
 	mu   sync.Mutex
 	conn *net.UDPConn
