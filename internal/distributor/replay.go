@@ -26,9 +26,16 @@ import (
 // replayHeader is the first line of a replay state file, with its version.
 const replayHeader = "switchyard-replay 1"
 
-// maxReplayFile bounds the replay state file read at start: a line per TM
-// (id of at most 32 bytes, a 20-digit number) for far more TMs than exist.
+// maxReplayFile bounds the replay state file read at start: room for
+// maxReplayIDs lines of at most 54 bytes (a 32-byte id, a space, 20 digits,
+// a newline) and the header.
 const maxReplayFile = 64 << 10
+
+// maxReplayIDs bounds the TM ids the file keeps. The ids of TMs removed
+// from the config are kept (a TM re-added with the same key must not have
+// its old datagrams replayed) until the file would hold more; then only
+// the configured TMs' are (at most config.MaxTrafficManagers).
+const maxReplayIDs = 1024
 
 // replayFile is the replay state file of distributor id under dir.
 func replayFile(dir, id string) string { return filepath.Join(dir, id+".replay") }
@@ -39,6 +46,9 @@ func replayFile(dir, id string) string { return filepath.Join(dir, id+".replay")
 type replayStore struct {
 	path  string
 	saved map[string]uint64 // what the file holds
+	// configured reports whether a TM id is in the current config; nil:
+	// all are.
+	configured func(id string) bool
 }
 
 // openReplayStore creates dir if needed and reads path's state, if any. A
@@ -144,6 +154,13 @@ func (r *replayStore) saveAll(high map[string]uint64) error {
 	}
 	if !changed {
 		return nil
+	}
+	if len(next) > maxReplayIDs && r.configured != nil {
+		for id := range next {
+			if _, now := high[id]; !now && !r.configured(id) {
+				delete(next, id)
+			}
+		}
 	}
 	if err := writeFileSync(r.path, formatReplayState(next)); err != nil {
 		return fmt.Errorf("replay state: %w", err)

@@ -1,6 +1,7 @@
 package distributor
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -122,6 +123,41 @@ func TestReplayStateFile(t *testing.T) {
 	}
 	if fi, err := os.Stat(sub); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state dir: %v %v", fi, err)
+	}
+}
+
+// TestReplayStateBounded: ids of TMs no longer configured are kept until
+// the file would hold more than maxReplayIDs, then dropped; the file stays
+// readable (under maxReplayFile) with the longest ids and numbers.
+func TestReplayStateBounded(t *testing.T) {
+	dir := t.TempDir()
+	path := replayFile(dir, "d1")
+	st, err := openReplayStore(dir, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.configured = func(id string) bool { return id == "keep" }
+	long := func(i int) string { return fmt.Sprintf("%032d", i) }
+	all := map[string]uint64{"keep": 1}
+	for i := range maxReplayIDs - 1 {
+		all[long(i)] = 1<<64 - 1
+	}
+	if err := st.saveAll(all); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || len(b) > maxReplayFile {
+		t.Fatalf("file of %d bytes (limit %d), %v", len(b), maxReplayFile, err)
+	}
+	if again, err := openReplayStore(dir, path); err != nil || len(again.saved) != maxReplayIDs {
+		t.Fatalf("reopened: %d ids, %v", len(again.saved), err)
+	}
+	// One more id: the unconfigured ones go, the configured and the new stay.
+	if err := st.save("new", 5); err != nil {
+		t.Fatal(err)
+	}
+	again, err := openReplayStore(dir, path)
+	if err != nil || len(again.saved) != 2 || again.saved["keep"] != 1 || again.saved["new"] != 5 {
+		t.Fatalf("after pruning: %v, %v", again.saved, err)
 	}
 }
 

@@ -80,6 +80,12 @@ func (d *Daemon) startUDP(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("UDP signal transport (distributor.state_dir): %w", err)
 	}
+	store.configured = func(tm string) bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		_, ok := d.cfg.TM(tm)
+		return ok
+	}
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 	if err != nil {
 		return fmt.Errorf("signals.udp_listen: %w", err)
