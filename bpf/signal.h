@@ -151,6 +151,24 @@ static __always_inline __u32 sy_op_relate(struct sy_sig_scratch *x, __u32 sender
 	return SY_C_SIG_RELATE;
 }
 
+/* A signal from a configured TM's MAC is refused while that TM is not ready
+ * (the daemon has not resolved its interface, or lost it): the TM gets no
+ * traffic, so flows pinned to it would be lost. A MAC no TM has counts as
+ * ready here: the caller refuses it for what it is. */
+static __always_inline int sy_sender_ready(const struct ethhdr *eth)
+{
+	struct sy_mac_key mk = {};
+	struct sy_tm *tm;
+	__u32 *idx;
+
+	__builtin_memcpy(mk.mac, eth->h_source, ETH_ALEN);
+	idx = bpf_map_lookup_elem(&tm_by_mac, &mk);
+	if (!idx)
+		return 1;
+	tm = bpf_map_lookup_elem(&tms, idx);
+	return tm && (tm->flags & SY_TM_READY);
+}
+
 static __always_inline __u32 sy_op_size(__u8 op)
 {
 	switch (op) {
@@ -191,6 +209,8 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc,
 
 	if ((void *)(eth + 1) > data_end)
 		return sy_count(SY_C_DROP_TRUNC_ETH, len, XDP_DROP);
+	if ((p->wrong_port || p->by_tm) && !sy_sender_ready(eth))
+		return sy_count(SY_C_SIG_REF_NOT_READY, len, XDP_DROP);
 	if (p->wrong_port)
 		return sy_count(SY_C_SIG_REF_WRONG_PORT, len, XDP_DROP);
 	if (!ifc || ifc->role != SY_ROLE_INTERNAL)
@@ -281,6 +301,10 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc,
 	/* Strip [EtherType][header][TLVs]: move the MACs forward over them. */
 	if (bpf_xdp_load_bytes(ctx, 0, x->macs, sizeof(x->macs)))
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
+	/* A shim sent to the signal multicast MAC: the packet behind it is
+	 * for this host (the kernel forwards only frames addressed to it), so
+	 * it goes on addressed to the interface's MAC. */
+	__builtin_memcpy(x->macs, ifc->mac, ETH_ALEN);
 	if (bpf_xdp_adjust_head(ctx, 2 + SY_SIG_HDR_LEN + mlen))
 		return sy_count(SY_C_SIG_REF_TRUNCATED, len, XDP_DROP);
 	if (bpf_xdp_store_bytes(ctx, 0, x->macs, sizeof(x->macs)))

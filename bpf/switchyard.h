@@ -304,6 +304,7 @@ enum sy_counter {
 	SY_C_SIG_REF_TABLE_FULL, /* op refused: second-key table full */
 	SY_C_LEARN_CONFLICT,    /* not learned: the reverse key is another TM's live flow */
 	SY_C_SIG_REF_WRONG_PORT, /* refused: a TM's MAC on another interface than its own */
+	SY_C_SIG_REF_NOT_READY, /* refused: the sending TM is not ready (no interface or MAC yet) */
 	SY_C_MAX,
 };
 

@@ -136,8 +136,10 @@ func AuthenticateUDP(b []byte, keyFor func(tmID string) ([]byte, bool)) (tmID st
 
 // UDPSender sends authenticated control datagrams to a distributor. Its
 // sequence numbers start at the current Unix time in nanoseconds and grow by
-// one per datagram, so they keep increasing across restarts. It is safe for
-// concurrent use.
+// one per datagram, so they keep increasing across restarts. The
+// distributor sends no reply (check the outcome with `switchyard stats`);
+// it keeps its replay window across its own restarts, so a datagram it
+// accepted is never applied twice. It is safe for concurrent use.
 type UDPSender struct {
 	mu   sync.Mutex
 	conn *net.UDPConn
@@ -186,9 +188,9 @@ func (s *UDPSender) Send(m Message) error {
 func (s *UDPSender) Close() error { return s.conn.Close() }
 
 // ReplayWindow refuses replayed control datagrams: a sliding window of 64
-// sequence numbers, as in IPsec. A number above the highest seen is
-// accepted and moves the window; one within the 64 below the highest is
-// accepted once; older ones are refused. The zero value is ready to use and
+// sequence numbers (the highest seen and the 63 below it), as in IPsec. A
+// number above the highest seen is accepted and moves the window; one of
+// the 63 below the highest is accepted once; older ones are refused. The zero value is ready to use and
 // is safe for concurrent use; keep one per TM.
 type ReplayWindow struct {
 	mu      sync.Mutex
@@ -226,4 +228,20 @@ func (w *ReplayWindow) Accept(seq uint64) bool {
 	}
 	w.seen |= bit
 	return true
+}
+
+// Highest returns the highest sequence number accepted so far, and whether
+// any was.
+func (w *ReplayWindow) Highest() (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.highest, w.started
+}
+
+// NewReplayWindowAt returns a window that refuses highest and every number
+// below it, as after accepting all of them: for a receiver that restarts
+// with the highest number it had accepted (the 63 below it that were not
+// seen are refused too: the restarted receiver cannot know which were).
+func NewReplayWindowAt(highest uint64) *ReplayWindow {
+	return &ReplayWindow{started: true, highest: highest, seen: ^uint64(0)}
 }

@@ -346,6 +346,27 @@ func TestReplayWindow(t *testing.T) {
 	}
 }
 
+// TestReplayWindowAt: a window restored at a highest number refuses it and
+// everything below, accepts what is above, and reports its highest.
+func TestReplayWindowAt(t *testing.T) {
+	w := NewReplayWindowAt(1000)
+	if h, ok := w.Highest(); h != 1000 || !ok {
+		t.Fatalf("Highest() = %d, %v", h, ok)
+	}
+	for _, s := range []uint64{1000, 999, 1000 - 63, 1000 - 64, 0} {
+		if w.Accept(s) {
+			t.Errorf("restored window accepted %d", s)
+		}
+	}
+	if !w.Accept(1001) || w.Accept(1001) || !w.Accept(1003) || !w.Accept(1002) {
+		t.Error("restored window refused numbers above its highest")
+	}
+	var z ReplayWindow
+	if _, ok := z.Highest(); ok {
+		t.Error("a fresh window has a highest number")
+	}
+}
+
 func TestReplayWindowConcurrent(t *testing.T) {
 	var w ReplayWindow
 	const n = 8

@@ -158,7 +158,7 @@ func printStats(w io.Writer, st api.Stats) {
 		if !t.Ready && note == "" {
 			note = "not ready"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", t.ID, t.Address, t.State, t.Weight, t.MAC,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", t.ID, strings.Join(t.Addresses, ","), t.State, t.Weight, t.MAC,
 			t.Packets, t.Bytes, t.NewFlows, t.ActiveFlows, note)
 	}
 	tw.Flush()

@@ -67,6 +67,10 @@ type TMStats struct {
 	Bytes       uint64 `json:"bytes"`
 	NewFlows    uint64 `json:"new_flows"`
 	ActiveFlows uint64 `json:"active_flows"`
+
+	// Addresses are all of the TM's addresses (traffic_managers[].address
+	// or .addresses); Address is the first.
+	Addresses []string `json:"addresses"`
 }
 
 // Counter is a global verdict or drop counter.

@@ -45,6 +45,8 @@ const (
 	// MaxTrafficManagers is the largest number of traffic managers a
 	// distributor can address (a TM index fits in a byte).
 	MaxTrafficManagers = 255
+	// MaxTMAddresses is the longest traffic_managers[].addresses list.
+	MaxTMAddresses = 4
 
 	// Idle timeouts, in seconds.
 	DefaultTCPTimeout        = 900
@@ -195,7 +197,16 @@ type Distributor struct {
 	// XDPMode is "auto" (default: native, falling back to generic with a log
 	// line), "native" or "generic".
 	XDPMode string `yaml:"xdp_mode"`
+	// StateDir is where the daemon keeps state that must outlive a restart:
+	// today the UDP control transport's replay state (<id>.replay), so that
+	// a datagram accepted before a restart is refused after it. An absolute
+	// path; default DefaultStateDir. Created (mode 0700) when UDP control is
+	// on.
+	StateDir string `yaml:"state_dir"`
 }
+
+// DefaultStateDir is distributor.state_dir when it is omitted.
+const DefaultStateDir = "/var/lib/switchyard"
 
 // Interface is a network interface of the distributor.
 type Interface struct {
@@ -278,8 +289,15 @@ type TrafficManager struct {
 	// ID names the TM: unique, 1..32 characters of a-z, 0-9, '-', '_'.
 	// Required.
 	ID string `yaml:"id"`
-	// Address is the TM's IPv4 or IPv6 unicast address. Required.
+	// Address is the TM's IPv4 or IPv6 unicast address: the single-address
+	// form. Exactly one of Address and Addresses is required.
 	Address netip.Addr `yaml:"address"`
+	// Addresses are the TM host's addresses on the internal segment, e.g.
+	// one IPv4 and one IPv6: 1..MaxTMAddresses unicast addresses, unique
+	// across all TMs, all of one host (one MAC, one interface). One TM,
+	// one index, one MAC: its signals are accepted and learning applies
+	// from each address.
+	Addresses []netip.Addr `yaml:"addresses"`
 	// Weight is the TM's static share of new flows relative to the other TMs
 	// of a service; default 1, 1..1000.
 	Weight uint32 `yaml:"weight"`
@@ -565,6 +583,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 		str("distributor.api", &c.Distributor.API, DefaultAPI(c.Distributor.ID))
 	}
 	str("distributor.xdp_mode", &c.Distributor.XDPMode, XDPModeAuto)
+	str("distributor.state_dir", &c.Distributor.StateDir, DefaultStateDir)
 	num("flow_table.max_flows", &c.FlowTable.MaxFlows, DefaultMaxFlows)
 	num("selection.ring_size", &c.Selection.RingSize, datapath.DefaultRingSize)
 	num("selection.max_services", &c.Selection.MaxServices, DefaultMaxServices)
@@ -603,6 +622,18 @@ func DefaultTimeouts() Timeouts {
 // DefaultAPI is the admin API address used when distributor.api is omitted.
 func DefaultAPI(id string) string {
 	return "unix:/run/switchyard/" + id + ".sock"
+}
+
+// AllAddresses returns the TM's addresses: Addresses, or Address alone
+// (the single-address form), in config order.
+func (t TrafficManager) AllAddresses() []netip.Addr {
+	if len(t.Addresses) > 0 {
+		return t.Addresses
+	}
+	if t.Address.IsValid() {
+		return []netip.Addr{t.Address}
+	}
+	return nil
 }
 
 // TM returns the traffic manager with the given id.

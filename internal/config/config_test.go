@@ -125,6 +125,12 @@ func TestFull(t *testing.T) {
 	if tm3, _ := c.TM("tm3"); tm3.State != StateDraining || tm3.Weight != 1 {
 		t.Errorf("tm3 = %+v", tm3)
 	}
+	if tm7, _ := c.TM("tm7"); fmt.Sprint(tm7.AllAddresses()) != "[10.1.0.17 2001:db8:1::17]" || tm7.Address.IsValid() {
+		t.Errorf("tm7 = %+v", tm7)
+	}
+	if tm1.AllAddresses()[0] != netip.MustParseAddr("10.1.0.11") || len(tm1.AllAddresses()) != 1 {
+		t.Errorf("tm1 addresses = %v", tm1.AllAddresses())
+	}
 	var all, web bool
 	for _, s := range c.Services {
 		all = all || s.Name == "catch-all" && s.Port == 0
@@ -477,7 +483,27 @@ func TestBadConfigs(t *testing.T) {
 		{"tm address multicast", func(t *testing.T) string { return edit(t, "10.1.0.11", "224.0.0.1") },
 			9, "traffic_managers[0].address", []string{`224.0.0.1 is a multicast address (expected an IPv4 or IPv6 unicast address)`}, 0},
 		{"tm address missing", func(t *testing.T) string { return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1}") },
-			9, "traffic_managers[0].address", []string{`missing (expected an IPv4 or IPv6 unicast address)`}, 0},
+			9, "traffic_managers[0].address", []string{`missing (expected an IPv4 or IPv6 unicast address; or addresses: a list of 1..4`}, 0},
+		{"tm address and addresses", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, address: 10.1.0.11, addresses: [fd00::11]}")
+		}, 9, "traffic_managers[0].addresses", []string{`both address and addresses are set (expected one of them`}, 0},
+		{"tm addresses empty", func(t *testing.T) string { return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: []}") },
+			9, "traffic_managers[0].addresses", []string{`0 addresses (expected a list of 1..4 IPv4 or IPv6 unicast addresses`}, 0},
+		{"tm addresses too many", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.1, 10.1.0.2, 10.1.0.3, 10.1.0.4, 10.1.0.5]}")
+		}, 9, "traffic_managers[0].addresses", []string{`5 addresses (expected a list of 1..4`}, 0},
+		{"tm addresses twice", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.11, 10.1.0.11]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`10.1.0.11 is listed twice (expected each address once)`}, 0},
+		{"tm addresses another TM's", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, 10.1.0.12]}")
+		}, 10, "traffic_managers[1].address", []string{`10.1.0.12 is already the address of traffic_managers[0] "tm1"`}, 0},
+		{"tm addresses a vip", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, 10.0.0.100]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`10.0.0.100 is also the VIP of services[0] "web"`}, 0},
+		{"tm addresses bad entry", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [fd00::11, \"ff02::1\"]}")
+		}, 9, "traffic_managers[0].addresses[1]", []string{`ff02::1 is a multicast address (expected an IPv4 or IPv6 unicast address)`}, 0},
 		{"tm state", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, state: drain}") },
 			9, "traffic_managers[0].state", []string{`"drain" is not a valid state (expected active, draining or disabled)`}, 0},
 		{"tm mac", func(t *testing.T) string { return edit(t, "address: 10.1.0.11}", "address: 10.1.0.11, mac: zz:00}") },
@@ -493,7 +519,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -510,6 +536,10 @@ func TestBadConfigs(t *testing.T) {
 			3, "distributor.api", []string{`"localhost:9100" is not a unix socket or an IP address with port`}, 0},
 		{"xdp mode", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  xdp_mode: offload\n") },
 			3, "distributor.xdp_mode", []string{`"offload" is not a valid XDP mode (expected auto, native or generic)`}, 0},
+		{"state_dir relative", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  state_dir: var/lib\n") },
+			3, "distributor.state_dir", []string{`"var/lib" is not a clean absolute path (expected an absolute path of a directory`}, 0},
+		{"state_dir unclean", func(t *testing.T) string { return edit(t, "  id: d1\n", "  id: d1\n  state_dir: /var/lib/../x/\n") },
+			3, "distributor.state_dir", []string{`"/var/lib/../x/" is not a clean absolute path`}, 0},
 		{"max_flows small", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: 100") },
 			7, "flow_table.max_flows", []string{`100 is out of range (expected 1024..100000000)`}, 0},
 		{"max_flows negative", func(t *testing.T) string { return edit(t, "max_flows: 1000000", "max_flows: -5") },
@@ -547,7 +577,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {
@@ -607,6 +637,9 @@ func TestBadConfigs(t *testing.T) {
 			19, "learning.snat_addresses[0]", []string{`10.0.0.100 is the VIP of services[0] "web" (expected an IPv4 or IPv6 unicast address`}, 0},
 		{"snat is a tm address", func(t *testing.T) string { return minimal + "learning:\n  snat_addresses: [10.1.0.11]\n" },
 			18, "learning.snat_addresses[0]", []string{`10.1.0.11 is the address of traffic_managers[0] "tm1", which learning covers anyway (expected`}, 0},
+		{"snat is a tm's second address", func(t *testing.T) string {
+			return edit(t, "{id: tm1, address: 10.1.0.11}", "{id: tm1, addresses: [10.1.0.11, \"fd00::11\"]}") + "learning:\n  snat_addresses: [\"fd00::11\"]\n"
+		}, 18, "learning.snat_addresses[0]", []string{`fd00::11 is the address of traffic_managers[0] "tm1", which learning covers anyway`}, 0},
 		{"snat duplicate", func(t *testing.T) string {
 			return minimal + "learning:\n  snat_addresses:\n    - 10.1.0.200\n    - 2001:db8::200\n    - 10.1.0.200\n"
 		},

@@ -199,6 +199,7 @@ func TestRestartNeeded(t *testing.T) {
 		{func(c *Config) { c.Distributor.API = "unix:/x" }, "distributor.api changed"},
 		{func(c *Config) { c.Distributor.APITokenFile = "/x" }, "distributor.api_token_file changed"},
 		{func(c *Config) { c.Distributor.XDPMode = XDPModeGeneric }, "distributor.xdp_mode changed"},
+		{func(c *Config) { c.Distributor.StateDir = "/tmp/x" }, "distributor.state_dir changed"},
 		{func(c *Config) { c.FlowTable.MaxFlows++ }, "flow_table changed"},
 		{func(c *Config) { c.Selection.RingSize = 65537 }, "selection changed"},
 		{func(c *Config) { c.Selection.MaxServices++ }, "selection changed"},

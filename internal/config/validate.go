@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 	"unicode"
@@ -17,12 +18,14 @@ const (
 	ifNameExpected       = "an interface name of 1..15 characters without '/', ':' or whitespace"
 	roleExpected         = "external or internal"
 	apiExpected          = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
+	stateDirExpected     = "an absolute path of a directory for state kept across restarts, e.g. /var/lib/switchyard"
 	apiTokenFileExpected = "an absolute path to a file of 1..4096 bytes holding the admin API token, mode 0600 or stricter (no group or other access)"
 	xdpModeExpected      = "auto, native or generic"
 	maxFlowsExpected     = "1024..100000000"
 	ringSizeExpected     = "a prime in 1021..1000003; 65537 and 131071 are prime"
 	maxServicesExpected  = "1..1024"
 	tmAddressExpected    = "an IPv4 or IPv6 unicast address"
+	tmAddressesExpected  = "a list of 1..4 IPv4 or IPv6 unicast addresses of the TM host, e.g. [10.1.0.11, fd00::11]"
 	weightExpected       = "1..1000"
 	stateExpected        = "active, draining or disabled"
 	macExpected          = "a unicast MAC address of six hex octets, e.g. 02:00:00:00:00:01"
@@ -246,12 +249,7 @@ func (v *validator) learning(l Learning, tms []TrafficManager, svcs []Service) {
 			vips[s.VIP] = i
 		}
 	}
-	tmAddr := map[netip.Addr]int{}
-	for i, tm := range tms {
-		if _, ok := tmAddr[tm.Address]; !ok && tm.Address.IsValid() {
-			tmAddr[tm.Address] = i
-		}
-	}
+	tmAddr := tmAddrIndex(tms)
 	seen := map[netip.Addr]int{}
 	for i, a := range l.SNATAddresses {
 		p := index(root, i)
@@ -361,6 +359,13 @@ func (v *validator) distributor(d *Distributor) {
 	}
 	v.apiTokenFile(d)
 
+	switch {
+	case d.StateDir == "":
+		v.errorf("distributor.state_dir", "missing (expected %s)", stateDirExpected)
+	case !filepath.IsAbs(d.StateDir) || filepath.Clean(d.StateDir) != d.StateDir || len(d.StateDir) > 4096:
+		v.errorf("distributor.state_dir", "%q is not a clean absolute path (expected %s)", d.StateDir, stateDirExpected)
+	}
+
 	switch d.XDPMode {
 	case XDPModeAuto, XDPModeNative, XDPModeGeneric:
 	case "":
@@ -392,13 +397,7 @@ func (v *validator) trafficManagers(tms []TrafficManager) {
 				ids[tm.ID] = i
 			}
 		}
-		if msg := addrProblem(tm.Address); msg != "" {
-			v.errorf(p+".address", "%s (expected %s)", msg, tmAddressExpected)
-		} else if j, dup := addrs[tm.Address]; dup {
-			v.errorf(p+".address", "%s is already the address of %s %q (expected unique addresses)", tm.Address, index(root, j), tms[j].ID)
-		} else {
-			addrs[tm.Address] = i
-		}
+		v.tmAddresses(tms, i, addrs)
 		if tm.Weight < 1 || tm.Weight > MaxWeight {
 			v.errorf(p+".weight", "%d is out of range (expected %s)", tm.Weight, weightExpected)
 		}
@@ -452,14 +451,7 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 	if definedList == "" {
 		definedList = "none"
 	}
-	tmAddr := map[netip.Addr]int{}
-	for i, tm := range tms {
-		if tm.Address.IsValid() {
-			if _, ok := tmAddr[tm.Address]; !ok {
-				tmAddr[tm.Address] = i
-			}
-		}
-	}
+	tmAddr := tmAddrIndex(tms)
 
 	// If a TM's id could not be decoded, a pool naming it is not in error.
 	tmsBad := v.suppressed("traffic_managers")
@@ -487,8 +479,8 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.errorf(p+".vip", "%s (expected %s)", msg, vipExpected)
 		} else {
 			vipOK = !v.suppressed(p + ".vip")
-			if j, clash := tmAddr[s.VIP]; clash && !v.suppressed(index("traffic_managers", j)+".address") {
-				v.errorf(index("traffic_managers", j)+".address", "%s is also the VIP of %s %q (expected a traffic manager address that is not a VIP)", s.VIP, p, s.Name)
+			if j, clash := tmAddr[s.VIP]; clash && !v.suppressed(tmAddrPath(tms[j], j, s.VIP)) {
+				v.errorf(tmAddrPath(tms[j], j, s.VIP), "%s is also the VIP of %s %q (expected a traffic manager address that is not a VIP)", s.VIP, p, s.Name)
 			}
 		}
 		protoOK := false
@@ -666,4 +658,75 @@ func (v *validator) apiTokenFile(d *Distributor) {
 			v.errorf(p, "%v (expected %s)", err, apiTokenFileExpected)
 		}
 	}
+}
+
+// ValidID reports whether s is a valid distributor or TM id: 1..32
+// characters of a-z, 0-9, '-', '_'.
+func ValidID(s string) bool { return validID(s) }
+
+// tmAddresses checks TM i's address or addresses: exactly one of the two
+// forms, each address unicast and unique across all TMs (addrs: the
+// addresses seen so far, by TM).
+func (v *validator) tmAddresses(tms []TrafficManager, i int, addrs map[netip.Addr]int) {
+	const root = "traffic_managers"
+	tm, p := tms[i], index(root, i)
+	type entry struct {
+		path string
+		a    netip.Addr
+	}
+	var list []entry
+	switch {
+	case tm.Address.IsValid() && tm.Addresses != nil:
+		v.errorf(p+".addresses", "both address and addresses are set (expected one of them: address for one address, addresses for several)")
+		return
+	case tm.Addresses != nil:
+		if len(tm.Addresses) == 0 || len(tm.Addresses) > MaxTMAddresses {
+			v.errorf(p+".addresses", "%d addresses (expected %s)", len(tm.Addresses), tmAddressesExpected)
+			return
+		}
+		for k, a := range tm.Addresses {
+			list = append(list, entry{index(p+".addresses", k), a})
+		}
+	default:
+		list = []entry{{p + ".address", tm.Address}}
+	}
+	for _, e := range list {
+		if msg := addrProblem(e.a); msg != "" {
+			if e.path == p+".address" && !e.a.IsValid() {
+				v.errorf(e.path, "%s (expected %s; or addresses: %s)", msg, tmAddressExpected, tmAddressesExpected)
+			} else {
+				v.errorf(e.path, "%s (expected %s)", msg, tmAddressExpected)
+			}
+		} else if j, dup := addrs[e.a]; dup && j == i {
+			v.errorf(e.path, "%s is listed twice (expected each address once)", e.a)
+		} else if dup {
+			v.errorf(e.path, "%s is already the address of %s %q (expected unique addresses)", e.a, index(root, j), tms[j].ID)
+		} else {
+			addrs[e.a] = i
+		}
+	}
+}
+
+// tmAddrIndex maps each TM address to the first TM that has it.
+func tmAddrIndex(tms []TrafficManager) map[netip.Addr]int {
+	out := map[netip.Addr]int{}
+	for i, tm := range tms {
+		for _, a := range tm.AllAddresses() {
+			if _, ok := out[a]; !ok && a.IsValid() {
+				out[a] = i
+			}
+		}
+	}
+	return out
+}
+
+// tmAddrPath is the key path of address a in TM i's config.
+func tmAddrPath(tm TrafficManager, i int, a netip.Addr) string {
+	p := index("traffic_managers", i)
+	for k, b := range tm.Addresses {
+		if b == a {
+			return index(p+".addresses", k)
+		}
+	}
+	return p + ".address"
 }

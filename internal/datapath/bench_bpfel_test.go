@@ -171,7 +171,8 @@ const (
 	benchSyCounterSY_C_SIG_REF_TABLE_FULL  benchSyCounter = 45
 	benchSyCounterSY_C_LEARN_CONFLICT      benchSyCounter = 46
 	benchSyCounterSY_C_SIG_REF_WRONG_PORT  benchSyCounter = 47
-	benchSyCounterSY_C_MAX                 benchSyCounter = 48
+	benchSyCounterSY_C_SIG_REF_NOT_READY   benchSyCounter = 48
+	benchSyCounterSY_C_MAX                 benchSyCounter = 49
 )
 
 type benchSyCounterVal struct {

@@ -53,6 +53,7 @@ const (
 	CounterSigRefTableFull  = sySyCounterSY_C_SIG_REF_TABLE_FULL
 	CounterLearnConflict    = sySyCounterSY_C_LEARN_CONFLICT
 	CounterSigRefWrongPort  = sySyCounterSY_C_SIG_REF_WRONG_PORT
+	CounterSigRefNotReady   = sySyCounterSY_C_SIG_REF_NOT_READY
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -107,6 +108,7 @@ var counterNames = [...]string{
 	CounterSigRefTableFull:  "sig_refused_table_full",
 	CounterLearnConflict:    "learn_conflict",
 	CounterSigRefWrongPort:  "sig_refused_wrong_port",
+	CounterSigRefNotReady:   "sig_refused_not_ready",
 }
 
 // CounterName returns the operator-facing name of c.
@@ -125,7 +127,7 @@ func CounterName(c Counter) string {
 // against what the program does.
 func IsDrop(c Counter) bool {
 	switch c {
-	case CounterSigRefExternal, CounterSigRefUnknownMAC, CounterSigRefNotForUs, CounterSigRefWrongPort,
+	case CounterSigRefExternal, CounterSigRefUnknownMAC, CounterSigRefNotForUs, CounterSigRefWrongPort, CounterSigRefNotReady,
 		CounterSigRefVersion, CounterSigRefCount, CounterSigRefTruncated, CounterSigRefUnknownOp,
 		CounterSigRefBadLength:
 		return true

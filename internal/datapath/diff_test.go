@@ -73,9 +73,10 @@ const (
 var (
 	ourMAC   = [6]uint8{2, 0, 0, 0, 0, 1} // the generator's destination MAC
 	mcastMAC = [6]uint8{3, 0x53, 0x59, 0x47, 0, 1}
-	// Generated source MACs end in 2..6: 2 is TM 0, 3 TM 1, 4 the disabled
-	// TM 4, 5 nobody, 6 TM 2, whose interface is not lo (a borrowed MAC).
-	senderMACs = map[[6]uint8]uint32{{2, 0, 0, 0, 0, 2}: 0, {2, 0, 0, 0, 0, 3}: 1, {2, 0, 0, 0, 0, 4}: 4, {2, 0, 0, 0, 0, 6}: 2}
+	// Generated source MACs end in 2..6 (signals: 2..7): 2 is TM 0, 3 TM 1,
+	// 4 the disabled TM 4, 5 nobody, 6 TM 2, whose interface is not lo (a
+	// borrowed MAC), 7 TM 3, which is not ready.
+	senderMACs = map[[6]uint8]uint32{{2, 0, 0, 0, 0, 2}: 0, {2, 0, 0, 0, 0, 3}: 1, {2, 0, 0, 0, 0, 4}: 4, {2, 0, 0, 0, 0, 6}: 2, {2, 0, 0, 0, 0, 7}: 3}
 	testMasks  = []uint32{
 		datapath.FieldProto | datapath.FieldSrc | datapath.FieldDst | datapath.FieldDstPort,
 		datapath.FieldProto | datapath.FieldDst | datapath.FieldDstPort,
@@ -276,7 +277,7 @@ func (f *fixture) compareTables(t *testing.T) {
 
 func signalOptions(g *flowtest.Generator) flowtest.SignalOptions {
 	var src [][6]byte
-	for i := range 5 {
+	for i := range 6 {
 		src = append(src, [6]byte{2, 0, 0, 0, 0, byte(2 + i)})
 	}
 	return flowtest.SignalOptions{

@@ -45,6 +45,7 @@ func TestSignalCases(t *testing.T) {
 	k1 := skey("10.0.1.11", "10.0.0.100", 7001, 80)
 	k2 := skey("10.0.1.12", "10.0.0.100", 7002, 80)
 	k6 := skey("fd00:1::11", "fd00:100::100", 7003, 443)
+	k3 := skey("10.0.1.13", "10.0.0.100", 7004, 80)
 	steps := []struct {
 		name    string
 		pkt     []byte
@@ -99,6 +100,12 @@ func TestSignalCases(t *testing.T) {
 		{"unknown MAC", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 5}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefUnknownMAC, nil},
 		{"not for us", frame(t, [6]uint8{2, 9, 9, 9, 9, 9}, tm0MAC, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefNotForUs, nil},
 		{"a TM's MAC on another interface", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 6}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefWrongPort, nil},
+		// TM 3 has a MAC but is not ready: refused under its own reason.
+		{"a TM not ready", frame(t, ourMAC, [6]uint8{2, 0, 0, 0, 0, 7}, signal.Memorize{Key: k2}), datapath.Drop, datapath.CounterSigRefNotReady, func(t *testing.T) {
+			if _, ok := f.model.Flows[fkey(k2)]; ok {
+				t.Fatal("applied")
+			}
+		}},
 	}
 	good := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k2})
 	bad := func(mut func(b []byte) []byte) []byte { return mut(append([]byte(nil), good...)) }
@@ -119,6 +126,20 @@ func TestSignalCases(t *testing.T) {
 		{"message length", bad(func(b []byte) []byte { b[17] += 4; return append(b, 0, 0, 0, 0) }), datapath.Drop, datapath.CounterSigRefBadLength, nil},
 		{"bad key family", bad(func(b []byte) []byte { b[24+39] = 5; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
 		{"ipv4 key with stray bytes", bad(func(b []byte) []byte { b[24+9] = 1; return b }), datapath.Drop, datapath.CounterSigRefBadKey, nil},
+		// Reserved fields and unknown flag bits are ignored, here as over
+		// UDP (TestUDPReservedBits): header reserved, an unknown header
+		// flag, an unknown MEMORIZE flag.
+		{"reserved bits ignored", func() []byte {
+			b := frame(t, ourMAC, tm0MAC, signal.Memorize{Key: k3})
+			b[14+6], b[14+7] = 0xab, 0xcd
+			b[14+5] |= 0x02
+			b[24+42] |= 0x80
+			return b
+		}(), datapath.Drop, datapath.CounterSigMemorize, func(t *testing.T) {
+			if e, ok := f.model.Flows[fkey(k3)]; !ok || e.Tm != 0 || e.Flags != datapath.FlowMemorized {
+				t.Fatalf("entry %+v (present %v)", e, ok)
+			}
+		}},
 	}...)
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -209,6 +230,31 @@ func TestShim(t *testing.T) {
 		t.Fatalf("memorize in the shim not applied: %+v", e)
 	}
 
+	// A shim sent to the signal multicast MAC: applied, and the packet goes
+	// on addressed to the interface (the kernel forwards only frames for
+	// it), as it would have without the shim.
+	km := skey("10.0.1.11", "10.0.0.100", 7101, 80)
+	shimmed, err = signal.Shim(pkt, signal.Message{Ops: []signal.Op{signal.Memorize{Key: km}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(shimmed[0:6], mcastMAC[:])
+	before := f.model.Counters[datapath.CounterSigShim].Packets
+	v, out, err = f.dp.TestRun(shimmed, loIfindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, wantOut = f.model.Process(shimmed, loIfindex)
+	if v != want || string(out) != string(wantOut) {
+		t.Fatalf("multicast shim: XDP %v %x, model %v %x", v, out, want, wantOut)
+	}
+	if v != datapath.Pass || string(out) != string(pkt) || f.model.Counters[datapath.CounterSigShim].Packets != before+1 {
+		t.Fatalf("after a shim to the multicast MAC: %v %x, want PASS and the original %x", v, out, pkt)
+	}
+	if e, ok := f.model.Flows[fkey(km)]; !ok || e.Tm != 0 {
+		t.Fatalf("memorize in the multicast shim not applied: %+v", e)
+	}
+
 	// A TM's SYN to a server carrying "the reverse of me is mine, for 77 s":
 	// learning must not overwrite what the shim just memorized.
 	syn := flowtest.Packet{DstMAC: ourMAC, SrcMAC: tm0MAC, Src: netip.MustParseAddr("10.0.1.11"), Dst: netip.MustParseAddr("10.2.0.11"),
@@ -224,7 +270,7 @@ func TestShim(t *testing.T) {
 	}
 	// Another TM's SYN on the same 5-tuple does not take it.
 	syn.SrcMAC = tm1MAC
-	before := f.model.Counters[datapath.CounterLearnConflict].Packets
+	before = f.model.Counters[datapath.CounterLearnConflict].Packets
 	f.check(t, 0, syn.Bytes())
 	if e := f.model.Flows[fkey(rev)]; e.Tm != 0 || f.model.Counters[datapath.CounterLearnConflict].Packets != before+1 {
 		t.Fatalf("another TM's SYN took the flow: %+v", e)

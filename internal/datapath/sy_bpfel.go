@@ -166,7 +166,8 @@ const (
 	sySyCounterSY_C_SIG_REF_TABLE_FULL  sySyCounter = 45
 	sySyCounterSY_C_LEARN_CONFLICT      sySyCounter = 46
 	sySyCounterSY_C_SIG_REF_WRONG_PORT  sySyCounter = 47
-	sySyCounterSY_C_MAX                 sySyCounter = 48
+	sySyCounterSY_C_SIG_REF_NOT_READY   sySyCounter = 48
+	sySyCounterSY_C_MAX                 sySyCounter = 49
 )
 
 type sySyCounterVal struct {

@@ -334,7 +334,7 @@ func (d *Daemon) assign(cfg *config.Config) error {
 			}
 		}
 		// A new, returning or readdressed TM is resolved at once.
-		resolve := !s.present || !sameMAC(s.cfg.MAC, tc.MAC) || s.cfg.Address != tc.Address
+		resolve := !s.present || !sameMAC(s.cfg.MAC, tc.MAC) || !slices.Equal(s.cfg.AllAddresses(), tc.AllAddresses())
 		s.cfg, s.present = tc, true
 		if resolve {
 			d.res.resolve(s)

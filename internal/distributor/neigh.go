@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -44,64 +46,108 @@ type netResolver struct {
 }
 
 // resolve finds the TM's egress interface from the routing table and its MAC
-// from the config or the neighbour table, probing when the entry is missing
-// or not fresh. A MAC once learned is kept until another replaces it: XDP
+// from the config or the neighbour table, probing when an entry is missing
+// or not fresh. A TM is a host: every address it has must route through the
+// same interface and, where resolved, to the same MAC; it is ready as soon
+// as one address gives both (an IPv6 address still in NDP does not hold up
+// IPv4). A MAC once learned is kept until another replaces it: XDP
 // forwarding bypasses the neighbour table, so its entries go stale by
 // themselves.
 func (d *netResolver) resolve(s *tmSlot) {
-	addr := s.cfg.Address
-	routes, err := netlink.RouteGet(addr.AsSlice())
-	if err != nil || len(routes) == 0 {
-		d.notReady(s, fmt.Sprintf("no route to %s: %v", addr, err))
+	addrs := s.cfg.AllAddresses()
+	if len(addrs) == 0 {
+		d.notReady(s, "no address configured")
 		return
 	}
-	r := routes[0]
-	if r.Gw != nil {
-		d.notReady(s, fmt.Sprintf("%s is reached through gateway %s; forward mode l2 needs TMs on a directly connected segment", addr, r.Gw))
-		return
+	var ifc *iface
+	var via netip.Addr
+	for _, addr := range addrs {
+		routes, err := netlink.RouteGet(addr.AsSlice())
+		if err != nil || len(routes) == 0 {
+			d.notReady(s, fmt.Sprintf("no route to %s: %v", addr, err))
+			return
+		}
+		r := routes[0]
+		if r.Gw != nil {
+			d.notReady(s, fmt.Sprintf("%s is reached through gateway %s; forward mode l2 needs TMs on a directly connected segment", addr, r.Gw))
+			return
+		}
+		i := slices.IndexFunc(d.ifaces, func(ifc iface) bool { return ifc.index == r.LinkIndex })
+		if i < 0 {
+			d.notReady(s, fmt.Sprintf("%s is reached through ifindex %d, which is not in distributor.interfaces", addr, r.LinkIndex))
+			return
+		}
+		if ifc != nil && ifc.index != d.ifaces[i].index {
+			d.notReady(s, fmt.Sprintf("%s is reached through %s but %s through %s: the addresses of one TM must be of one host on one segment", via, ifc.name, addr, d.ifaces[i].name))
+			return
+		}
+		ifc, via = &d.ifaces[i], addr
 	}
-	i := slices.IndexFunc(d.ifaces, func(ifc iface) bool { return ifc.index == r.LinkIndex })
-	if i < 0 {
-		d.notReady(s, fmt.Sprintf("%s is reached through ifindex %d, which is not in distributor.interfaces", addr, r.LinkIndex))
-		return
-	}
-	s.ifindex = d.ifaces[i].index
-	s.srcMAC = d.ifaces[i].mac
+	s.ifindex = ifc.index
+	s.srcMAC = ifc.mac
 	if s.cfg.MAC != nil {
 		s.mac = s.cfg.MAC
 		s.reason = ""
 		return
 	}
+	found := map[string]netip.Addr{} // usable neighbour MACs, by the address that has each
+	for _, addr := range addrs {
+		mac, fresh := d.neighbour(ifc, addr)
+		if mac != nil {
+			if _, ok := found[mac.String()]; !ok {
+				found[mac.String()] = addr
+			}
+			if s.mac.String() != mac.String() && len(found) == 1 {
+				if s.mac != nil {
+					d.log.Info("traffic manager MAC changed", "tm", s.cfg.ID, "old", s.mac, "new", mac)
+				}
+				s.mac = mac
+			}
+		}
+		if !fresh && time.Since(s.lastProbe) >= probeEvery {
+			probe(addr.AsSlice())
+		}
+	}
+	if time.Since(s.lastProbe) >= probeEvery {
+		s.lastProbe = time.Now()
+	}
+	if len(found) > 1 {
+		var pairs []string
+		for mac, a := range found {
+			pairs = append(pairs, fmt.Sprintf("%s has %s", a, mac))
+		}
+		slices.Sort(pairs)
+		d.notReady(s, fmt.Sprintf("the addresses of one TM resolve to different MACs (%s): one TM is one host", strings.Join(pairs, ", ")))
+		return
+	}
+	if s.mac == nil {
+		s.reason = fmt.Sprintf("resolving the MAC of %s on %s", addrs[0], ifc.name)
+	} else {
+		s.reason = ""
+	}
+}
+
+// neighbour returns addr's MAC in the neighbour table of ifc, if usable,
+// and whether the entry is fresh.
+func (d *netResolver) neighbour(ifc *iface, addr netip.Addr) (net.HardwareAddr, bool) {
 	family := netlink.FAMILY_V4
 	if addr.Is6() && !addr.Is4In6() {
 		family = netlink.FAMILY_V6
 	}
-	neighs, err := netlink.NeighList(s.ifindex, family)
+	neighs, err := netlink.NeighList(ifc.index, family)
 	if err != nil {
-		d.log.Warn("list neighbours", "interface", d.ifaces[i].name, "error", err)
+		d.log.Warn("list neighbours", "interface", ifc.name, "error", err)
 	}
+	var mac net.HardwareAddr
 	fresh := false
 	for _, n := range neighs {
 		if !n.IP.Equal(addr.AsSlice()) || n.State&usableNUD == 0 || len(n.HardwareAddr) != 6 {
 			continue
 		}
-		if s.mac.String() != n.HardwareAddr.String() {
-			if s.mac != nil {
-				d.log.Info("traffic manager MAC changed", "tm", s.cfg.ID, "old", s.mac, "new", n.HardwareAddr)
-			}
-			s.mac = slices.Clone(n.HardwareAddr)
-		}
+		mac = slices.Clone(n.HardwareAddr)
 		fresh = n.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
 	}
-	if s.mac == nil {
-		s.reason = fmt.Sprintf("resolving the MAC of %s on %s", addr, d.ifaces[i].name)
-	} else {
-		s.reason = ""
-	}
-	if !fresh && time.Since(s.lastProbe) >= probeEvery {
-		s.lastProbe = time.Now()
-		probe(s.cfg.Address.AsSlice())
-	}
+	return mac, fresh
 }
 
 func (d *netResolver) notReady(s *tmSlot, reason string) {

@@ -38,9 +38,16 @@ var (
 
 // fakeResolver resolves the TMs it knows (by id) behind int0, like a
 // neighbour table with fixed entries; the others stay unresolved.
-type fakeResolver struct{ macs map[string]net.HardwareAddr }
+type fakeResolver struct {
+	macs    map[string]net.HardwareAddr
+	noRoute map[string]bool // TM ids without a route, static MAC or not
+}
 
 func (r *fakeResolver) resolve(s *tmSlot) {
+	if r.noRoute[s.cfg.ID] {
+		s.ifindex, s.reason = 0, "no route in the test"
+		return
+	}
 	mac := s.cfg.MAC
 	if mac == nil {
 		mac = r.macs[s.cfg.ID]
@@ -506,6 +513,55 @@ learning: {snat_addresses: [10.1.0.50]}
 	}
 	if len(st.Masks) == 0 || st.Settings.SignalMcast == ([6]uint8{}) {
 		t.Errorf("masks %v, settings %+v: defaults missing", st.Masks, st.Settings)
+	}
+}
+
+// TestTMWithTwoAddresses: a TM host with an IPv4 and an IPv6 address is
+// one TM: one index, its MAC a sender (before, two entries sharing the MAC
+// were both refused), a learning source for each address; dropping an
+// address drops its learning source.
+func TestTMWithTwoAddresses(t *testing.T) {
+	two := "  - {id: tm1, addresses: [10.1.0.11, \"fd00:1::11\"]}\n  - {id: tm2, address: 10.1.0.12}\n"
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2]}\n"
+	h := newHarness(t, two, web, "")
+	i1 := h.index(t, "tm1")
+	if idx, ok := h.m.TMByMAC[[6]uint8(tmMAC(1))]; !ok || idx != i1 {
+		t.Fatalf("tm1's MAC is a sender of %d (%v), want %d", idx, ok, i1)
+	}
+	for _, a := range []string{"10.1.0.11", "fd00:1::11"} {
+		if o, ok := h.m.LearnSrcs[flow.AddrKey(netip.MustParseAddr(a))]; !ok || o != i1 {
+			t.Errorf("learning source %s: owner %d (%v), want tm1 (%d)", a, o, ok, i1)
+		}
+	}
+	if st, err := h.d.Stats(); err != nil || fmt.Sprint(st.TrafficManagers[0].Addresses) != "[10.1.0.11 fd00:1::11]" {
+		t.Errorf("stats: %+v, %v", st.TrafficManagers, err)
+	}
+	h.reload(t, "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n", web)
+	if _, ok := h.m.LearnSrcs[flow.AddrKey(netip.MustParseAddr("fd00:1::11"))]; ok {
+		t.Error("a removed address is still a learning source")
+	}
+	if h.index(t, "tm1") != i1 {
+		t.Error("tm1 changed index when it lost an address")
+	}
+}
+
+// TestStaticMACSenderBeforeReady: a TM with a static MAC whose route is
+// not resolved yet is a sender (XDP then refuses its signals as not ready,
+// sig_refused_not_ready, rather than as an unknown MAC) but not usable.
+func TestStaticMACSenderBeforeReady(t *testing.T) {
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm9]}\n"
+	h := newHarness(t, "  - {id: tm1, address: 10.1.0.11}\n", web[:len(web)-len(", tm9]}\n")]+"]}\n", "")
+	h.res.noRoute = map[string]bool{"tm9": true}
+	h.reload(t, "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm9, address: 10.1.0.19, mac: \"02:bb:00:00:00:09\"}\n", web)
+	s := h.d.tms["tm9"]
+	if s.ready() {
+		t.Fatal("the test needs tm9 unresolved")
+	}
+	if idx, ok := h.m.TMByMAC[[6]uint8{2, 0xbb, 0, 0, 0, 9}]; !ok || idx != s.index {
+		t.Fatalf("tm9's static MAC: sender %d (%v), want %d", idx, ok, s.index)
+	}
+	if h.m.TMs[s.index].Flags&datapath.TMReady != 0 {
+		t.Fatal("unresolved tm9 is ready in the data path")
 	}
 }
 

@@ -105,11 +105,20 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !s.present || s.cfg.State == config.StateDisabled {
 			continue
 		}
-		if len(s.mac) == 6 {
-			st.Senders[[6]uint8(s.mac)] = s.index
-			owners[[6]uint8(s.mac)] = append(owners[[6]uint8(s.mac)], id)
+		// A static MAC is the TM's before its route is resolved: its
+		// signals are then refused as not ready, not as an unknown MAC.
+		mac := s.mac
+		if mac == nil {
+			mac = s.cfg.MAC
 		}
-		st.LearnSrcs[flow.AddrKey(s.cfg.Address)] = s.index
+		if len(mac) == 6 {
+			st.Senders[[6]uint8(mac)] = s.index
+			owners[[6]uint8(mac)] = append(owners[[6]uint8(mac)], id)
+		}
+		// A TM is a host: learning applies from each of its addresses.
+		for _, a := range s.cfg.AllAddresses() {
+			st.LearnSrcs[flow.AddrKey(a)] = s.index
+		}
 	}
 	// Two TMs behind one MAC cannot be told apart: neither may signal.
 	for mac, ids := range owners {

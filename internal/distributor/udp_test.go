@@ -202,3 +202,49 @@ func TestUDPChecksOnce(t *testing.T) {
 		t.Fatalf("entry after the good datagram: %+v (present %v)", e, ok)
 	}
 }
+
+// TestUDPRefusesUnusableTM: a TM that is not ready (its MAC unresolved) or
+// disabled may not signal over UDP, as over XDP; each refusal has its own
+// counter and nothing is applied. (Before, both were applied.)
+func TestUDPRefusesUnusableTM(t *testing.T) {
+	h, _, u := newUDPHarness(t)
+	delete(h.res.macs, "tm1")
+	h.d.tms["tm1"].mac = nil
+	h.d.tms["tm1"].ifindex = 0
+	h.d.handleUDP(u, seal(t, 1, signal.Memorize{Key: udpKey}))
+	wantCounts(t, u, map[string]uint64{"udp_refused_not_ready": 1})
+
+	h.res.macs["tm1"] = tmMAC(1)
+	h.d.mu.Lock()
+	h.d.resolveAll()
+	h.d.mu.Unlock()
+	h.reload(t, "  - {id: tm1, address: 10.1.0.11, state: disabled, signal_key: "+signalKeyHex+"}\n  - {id: tm2, address: 10.1.0.12}\n", udpWeb)
+	h.d.handleUDP(u, seal(t, 2, signal.Memorize{Key: udpKey}))
+	wantCounts(t, u, map[string]uint64{"udp_refused_not_ready": 1, "udp_refused_disabled": 1})
+	if _, ok := h.m.Flows[udpFlowKey()]; ok {
+		t.Fatal("a refused datagram was applied")
+	}
+
+	h.reload(t, udpTMs, udpWeb)
+	h.d.handleUDP(u, seal(t, 3, signal.Memorize{Key: udpKey}))
+	wantCounts(t, u, map[string]uint64{"udp_refused_not_ready": 1, "udp_refused_disabled": 1, cMemorize: 1})
+}
+
+// TestUDPReservedBits: reserved fields and unknown flag bits are ignored
+// over UDP as in XDP (the "reserved bits ignored" case of
+// TestSignalCases): the same message bytes are applied.
+func TestUDPReservedBits(t *testing.T) {
+	h, _, u := newUDPHarness(t)
+	msg, err := signal.Message{Ops: []signal.Op{signal.Memorize{Key: udpKey}}}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg[6], msg[7] = 0xab, 0xcd // header reserved
+	msg[5] |= 0x02              // an unknown header flag
+	msg[10+42] |= 0x80          // an unknown MEMORIZE flag
+	h.d.handleUDP(u, sealRaw(1, msg))
+	wantCounts(t, u, map[string]uint64{cMemorize: 1})
+	if e, ok := h.m.Flows[udpFlowKey()]; !ok || e.Flags != datapath.FlowMemorized {
+		t.Fatalf("entry %+v (present %v)", e, ok)
+	}
+}

@@ -106,7 +106,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 			return api.Stats{}, fmt.Errorf("traffic manager %s: %w", id, err)
 		}
 		ts := api.TMStats{
-			ID: id, Address: s.cfg.Address.String(), Index: s.index, State: d.tmState(s), Weight: s.cfg.Weight,
+			ID: id, Address: firstAddr(s.cfg.AllAddresses()), Addresses: addrStrings(s.cfg.AllAddresses()), Index: s.index, State: d.tmState(s), Weight: s.cfg.Weight,
 			Ready: s.ready(), Reason: s.reason,
 			Packets: t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.byTM[uint16(s.index)],
 		}
@@ -227,4 +227,19 @@ func tcpState(k datapath.FlowKey, e datapath.Flow) string {
 		return "closing"
 	}
 	return "open"
+}
+
+func firstAddr(as []netip.Addr) string {
+	if len(as) == 0 {
+		return ""
+	}
+	return as[0].String()
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return out
 }

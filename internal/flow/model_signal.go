@@ -9,6 +9,9 @@ import "github.com/switchyard/switchyard/internal/datapath"
 // consumed or a shim stripped and the packet goes on (goOn).
 func (p *packet) signal(ifc *datapath.Iface) datapath.Verdict {
 	d := p.data
+	if (p.wrongPort || p.byTM) && !p.senderReady() {
+		return p.count(datapath.CounterSigRefNotReady, datapath.Drop)
+	}
 	if p.wrongPort {
 		return p.count(datapath.CounterSigRefWrongPort, datapath.Drop)
 	}
@@ -32,9 +35,23 @@ func (p *packet) signal(ifc *datapath.Iface) datapath.Verdict {
 	if !msg.Shim {
 		return p.count(datapath.CounterSigFrame, datapath.Drop)
 	}
-	// Remove [EtherType][header][TLVs], keeping the MACs.
+	// Remove [EtherType][header][TLVs], keeping the source MAC; the packet
+	// goes on addressed to the interface, also when the shim was sent to
+	// the signal multicast MAC (the kernel forwards only frames for it).
 	strip := 2 + msg.Len
 	p.data = append(d[:12:12], d[12+strip:]...)
+	copy(p.data[0:6], ifc.Mac[:])
 	p.count(datapath.CounterSigShim, 0)
 	return goOn
+}
+
+// senderReady is sy_sender_ready: the TM whose MAC sent the signal is ready
+// (a MAC no TM has counts as ready; the caller refuses it for what it is).
+func (p *packet) senderReady() bool {
+	idx, ok := p.m.TMByMAC[[6]uint8(p.data[6:12])]
+	if !ok {
+		return true
+	}
+	tm := p.tm(idx)
+	return tm != nil && tm.Flags&datapath.TMReady != 0
 }

@@ -115,6 +115,10 @@ func BuildConfig(topo *netlab.Topology, o ConfigOptions) (*config.Config, error)
 		},
 		FlowTable: config.FlowTable{MaxFlows: uint32(o.MaxFlows)},
 	}
+	if o.APIPath != "" {
+		// State kept across restarts lives with the lab's other files.
+		c.Distributor.StateDir = filepath.Dir(o.APIPath)
+	}
 	for _, id := range tms {
 		h := byName[id]
 		if h == nil {
