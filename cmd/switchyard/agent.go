@@ -27,6 +27,7 @@ func newAgentCmd() *cobra.Command {
 		timeout                                        time.Duration
 		mirror                                         bool
 		maxFlows                                       int
+		ftpPorts                                       []uint
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
@@ -95,6 +96,22 @@ API on --socket (see docs/traffic-managers.md).`,
 			if err != nil {
 				return err
 			}
+			var ports []uint16
+			for _, p := range ftpPorts {
+				if p == 0 || p > 65535 {
+					return fmt.Errorf("--ftp-port %d: not a port", p)
+				}
+				ports = append(ports, uint16(p))
+			}
+			undo, err := agent.EnableConntrack(ports)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := undo(); err != nil {
+					cfg.Logger.Warn("agent: cleanup", "err", err)
+				}
+			}()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return runAgent(ctx, a, socket, cfg.Logger)
@@ -111,6 +128,7 @@ API on --socket (see docs/traffic-managers.md).`,
 	f.StringVar(&socket, "socket", "", "unix socket for the local API (empty: no API)")
 	f.DurationVar(&timeout, "timeout", 0, "idle timeout sent with every MEMORIZE (0: the distributor's default)")
 	f.BoolVar(&mirror, "mirror", false, "mirror every memorized flow to the peer distributors")
+	f.UintSliceVar(&ftpPorts, "ftp-port", nil, "assign the kernel's FTP helper to TCP connections to this port (repeatable)")
 	f.IntVar(&maxFlows, "max-flows", agent.DefaultMaxFlows, "most flows tracked as owned")
 	return cmd
 }

@@ -65,6 +65,8 @@ type Config struct {
 
 // Stats are the agent's counters and load figures.
 type Stats struct {
+	// Ready: the first announcement is done and events are followed.
+	Ready bool `json:"ready"`
 	// Active is the number of owned flows tracked now.
 	Active int `json:"active_flows"`
 	// NewPerSec is the number of new owned flows in the last second.
@@ -214,17 +216,25 @@ func (a *Agent) memorize(k signal.Key) signal.Op {
 	return signal.Memorize{Key: k, Mirror: a.cfg.Mirror, Timeout: a.cfg.Timeout}
 }
 
-// FlowEnd is a connection that ended: the agent forgets it.
+// FlowEnd is a connection that ended (its conntrack entry was destroyed,
+// or a TCP connection reached TIME_WAIT or CLOSE): the agent forgets it,
+// once. A flow it never saw start is forgotten only when the tracked set is
+// full (it may be one the agent could not track).
 func (a *Agent) FlowEnd(ctx context.Context, orig, reply Tuple) error {
 	k, ok := a.KeyOf(orig, reply)
 	if !ok {
 		a.ignored.Add(1)
 		return nil
 	}
-	a.ended.Add(1)
 	a.mu.Lock()
+	_, owned := a.owned[k]
+	full := len(a.owned) >= a.cfg.MaxFlows
 	delete(a.owned, k)
 	a.mu.Unlock()
+	if !owned && !full {
+		return nil
+	}
+	a.ended.Add(1)
 	return a.enqueue(ctx, signal.Forget{Key: k})
 }
 
@@ -370,8 +380,14 @@ func (a *Agent) Stats() Stats {
 	active := len(a.owned)
 	l := a.load.last
 	a.mu.Unlock()
+	ready := false
+	select {
+	case <-a.ready:
+		ready = true
+	default:
+	}
 	return Stats{
-		Active: active, NewPerSec: l.newPerSec, CPU: l.cpu, AgentCPU: l.agentCPU,
+		Ready: ready, Active: active, NewPerSec: l.newPerSec, CPU: l.cpu, AgentCPU: l.agentCPU,
 		New: a.newFlows.Load(), Ended: a.ended.Load(), Relates: a.relates.Load(),
 		Untracked: a.untracked.Load(), Ignored: a.ignored.Load(),
 		Ops: a.ops.Load(), Messages: a.msgs.Load(), SendErrors: a.sendErrs.Load(),

@@ -65,7 +65,7 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 	events := make(chan conntrack.Event, 1024)
 	errc, err := lc.Listen(events, 1, []netfilter.NetlinkGroup{
-		netfilter.GroupCTNew, netfilter.GroupCTDestroy, netfilter.GroupCTExpNew,
+		netfilter.GroupCTNew, netfilter.GroupCTUpdate, netfilter.GroupCTDestroy, netfilter.GroupCTExpNew,
 	})
 	if err != nil {
 		return fmt.Errorf("conntrack: listen: %w", err)
@@ -92,12 +92,30 @@ func (a *Agent) handle(ctx context.Context, ev conntrack.Event) error {
 	switch {
 	case ev.Type == conntrack.EventNew && ev.Flow != nil:
 		return a.FlowNew(ctx, tupleOf(ev.Flow.TupleOrig), tupleOf(ev.Flow.TupleReply))
+	case ev.Type == conntrack.EventUpdate && ev.Flow != nil:
+		// The kernel reaps expired entries lazily (its GC may take a
+		// minute on an idle host), so a TCP connection is over for the
+		// agent when it enters TIME_WAIT or CLOSE: every packet of the
+		// peer has arrived by then.
+		if ev.Flow.TupleOrig.Proto.Protocol == 6 && tcpEnded(ev.Flow.ProtoInfo.TCP) {
+			return a.FlowEnd(ctx, tupleOf(ev.Flow.TupleOrig), tupleOf(ev.Flow.TupleReply))
+		}
 	case ev.Type == conntrack.EventDestroy && ev.Flow != nil:
 		return a.FlowEnd(ctx, tupleOf(ev.Flow.TupleOrig), tupleOf(ev.Flow.TupleReply))
 	case ev.Type == conntrack.EventExpNew && ev.Expect != nil:
 		return a.Expect(ctx, expectationOf(ev.Expect))
 	}
 	return nil
+}
+
+// TCP conntrack states (enum tcp_conntrack).
+const (
+	tcpTimeWait = 7
+	tcpClose    = 8
+)
+
+func tcpEnded(p *conntrack.ProtoInfoTCP) bool {
+	return p != nil && (p.State == tcpTimeWait || p.State == tcpClose)
 }
 
 // announce memorizes every owned flow and relates every expectation the
@@ -114,7 +132,7 @@ func (a *Agent) announce(ctx context.Context) error {
 	}
 	for _, f := range flows {
 		k, ok := a.KeyOf(tupleOf(f.TupleOrig), tupleOf(f.TupleReply))
-		if !ok {
+		if !ok || (f.TupleOrig.Proto.Protocol == 6 && tcpEnded(f.ProtoInfo.TCP)) {
 			continue
 		}
 		a.track(k)

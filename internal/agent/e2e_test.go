@@ -1,0 +1,457 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/lab"
+	"github.com/switchyard/switchyard/internal/netlab"
+	"github.com/switchyard/switchyard/internal/netlab/labtest"
+	"github.com/switchyard/switchyard/signal"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binDir  string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binary builds the switchyard command once per test binary.
+func binary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "switchyard-bin-")
+		if binErr == nil {
+			binPath, binErr = lab.BuildBinary(context.Background(), binDir)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// lab is a topology with a distributor (SNAT learning on) and an agent on
+// every TM host.
+type labEnv struct {
+	e      *lab.Env
+	d      *lab.Distributor
+	agents map[string]*lab.Agent
+}
+
+func newLab(t testing.TB, spec netlab.Spec, o lab.ConfigOptions, agentArgs ...string) *labEnv {
+	t.Helper()
+	labtest.Require(t)
+	bin := binary(t)
+	e, err := lab.NewEnv(context.Background(), spec, t.TempDir(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close env: %v", err)
+		}
+	})
+	o.SNAT = true
+	d, err := e.StartDistributor(context.Background(), e.Config(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("distributor output:\n%s", d.Output())
+		}
+	})
+	l := &labEnv{e: e, d: d, agents: map[string]*lab.Agent{}}
+	for _, h := range e.Topo.TMs {
+		// Short TIME_WAIT so that ended TCP flows leave conntrack (and are
+		// forgotten) within the test's patience.
+		if err := h.NS.Sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1"); err != nil {
+			t.Fatal(err)
+		}
+		l.startAgent(t, h, agentArgs...)
+	}
+	return l
+}
+
+func (l *labEnv) startAgent(t testing.TB, h *netlab.Host, extra ...string) *lab.Agent {
+	t.Helper()
+	a, err := l.e.StartAgent(context.Background(), h, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.agents[h.Name] = a
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent %s output:\n%s", h.Name, a.Output())
+		}
+		a.Kill()
+	})
+	return a
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func flowOf(t testing.TB, d *lab.Distributor, src, dst netip.AddrPort) (api.Flow, bool) {
+	t.Helper()
+	var found api.Flow
+	ok := false
+	err := d.API.Flows(context.Background(), api.FlowFilter{Addr: src.Addr()}, func(f api.Flow) error {
+		if f.Src == src.String() && f.Dst == dst.String() {
+			found, ok = f, true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found, ok
+}
+
+func counter(t testing.TB, d *lab.Distributor, name string) uint64 {
+	t.Helper()
+	s, err := d.API.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range s.Counters {
+		if c.Name == name {
+			return c.Packets
+		}
+	}
+	t.Fatalf("no counter %q", name)
+	return 0
+}
+
+func has(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// dialFrom opens a TCP connection from namespace h (from local, if valid).
+func dialFrom(t testing.TB, h *netlab.Host, local netip.AddrPort, target netip.AddrPort) net.Conn {
+	t.Helper()
+	var c net.Conn
+	err := h.NS.Do(func() (err error) {
+		d := net.Dialer{Timeout: 3 * time.Second}
+		if local.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(local)
+		}
+		c, err = d.Dial("tcp", target.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", target, h.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// askTM sends an HTTP request on c and returns the answering TM's id.
+func askTM(t testing.TB, c net.Conn) string {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	body, err := io.ReadAll(bufio.NewReader(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if name, v, ok := strings.Cut(line, ": "); ok && strings.EqualFold(name, "X-Switchyard-TM") {
+			return v
+		}
+	}
+	t.Fatalf("no TM id in %q", body)
+	return ""
+}
+
+// TestAgentClientFlow: a client's connection to a VIP is memorized by the
+// agent of the TM that accepted it (the entry's origin turns from selected
+// to memorized), and forgotten when conntrack lets it go.
+func TestAgentClientFlow(t *testing.T) {
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 2}, lab.ConfigOptions{})
+	client := l.e.Topo.Clients[0]
+	src := netip.AddrPortFrom(client.Links["eth0"].Addr4.Addr(), 41000)
+	vip := netip.AddrPortFrom(l.e.Topo.VIP4, lab.HTTPPort)
+	mem0, fgt0 := counter(t, l.d, "sig_memorize"), counter(t, l.d, "sig_forget")
+
+	c := dialFrom(t, client, src, vip)
+	var f api.Flow
+	waitFor(t, 5*time.Second, "the agent's MEMORIZE of the client's flow", func() bool {
+		var ok bool
+		f, ok = flowOf(t, l.d, src, vip)
+		return ok && has(f.Origin, "memorized")
+	})
+	if got := askTM(t, c); got != f.TM {
+		t.Fatalf("flow memorized for %s but answered by %s", f.TM, got)
+	}
+	if n := counter(t, l.d, "sig_memorize") - mem0; n < 1 {
+		t.Fatalf("sig_memorize moved by %d", n)
+	}
+	c.Close()
+	waitFor(t, 15*time.Second, "the agent's FORGET after the connection ended", func() bool {
+		_, ok := flowOf(t, l.d, src, vip)
+		return !ok
+	})
+	if n := counter(t, l.d, "sig_forget") - fgt0; n < 1 {
+		t.Fatalf("entry gone but sig_forget moved by %d", n)
+	}
+	s, err := l.agents[f.TM].Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.New < 1 || s.Ended < 1 || s.SendErrors != 0 {
+		t.Fatalf("agent %s stats %+v: want new ≥ 1, ended ≥ 1, no send errors", f.TM, s)
+	}
+}
+
+// TestAgentServerSideFlow: a connection a TM opens from the shared SNAT
+// address to a server is memorized under its reply key (server → SNAT) for
+// that TM.
+func TestAgentServerSideFlow(t *testing.T) {
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 2, Servers: 1}, lab.ConfigOptions{})
+	srv := l.e.Topo.Servers[0]
+	target := netip.AddrPortFrom(srv.Links["eth0"].Addr4.Addr(), 9000)
+	listen(t, srv, target, "server")
+	for _, h := range l.e.Topo.TMs {
+		local := netip.AddrPortFrom(l.e.Topo.SNAT4, 0)
+		c := dialFrom(t, h, local, target)
+		got := netip.MustParseAddrPort(c.LocalAddr().String())
+		waitFor(t, 5*time.Second, "the memorized server-side flow of "+h.Name, func() bool {
+			f, ok := flowOf(t, l.d, target, got)
+			return ok && f.TM == h.Name && has(f.Origin, "memorized")
+		})
+	}
+}
+
+// listen serves TCP on addr in h's namespace; every connection gets name
+// and a newline.
+func listen(t testing.TB, h *netlab.Host, addr netip.AddrPort, name string) {
+	t.Helper()
+	var ln net.Listener
+	err := h.NS.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%s\n", name)
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+}
+
+// TestAgentReannounce: an agent killed with SIGKILL and started again
+// memorizes the flows conntrack still holds, so an entry the distributor
+// lost in between is back.
+func TestAgentReannounce(t *testing.T) {
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 2}, lab.ConfigOptions{})
+	client := l.e.Topo.Clients[0]
+	src := netip.AddrPortFrom(client.Links["eth0"].Addr4.Addr(), 41001)
+	vip := netip.AddrPortFrom(l.e.Topo.VIP4, lab.HTTPPort)
+	dialFrom(t, client, src, vip)
+	var f api.Flow
+	waitFor(t, 5*time.Second, "the memorized flow", func() bool {
+		var ok bool
+		f, ok = flowOf(t, l.d, src, vip)
+		return ok && has(f.Origin, "memorized")
+	})
+	var owner *netlab.Host
+	for _, h := range l.e.Topo.TMs {
+		if h.Name == f.TM {
+			owner = h
+		}
+	}
+	l.agents[owner.Name].Kill()
+	// The distributor loses the entry while no agent runs.
+	err := owner.NS.Do(func() error {
+		s, err := signal.NewFrameSender("eth0", l.e.Topo.Distributors[0].Links["int0"].MAC)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		key := signal.Key{Src: src.Addr(), Dst: vip.Addr(), SrcPort: src.Port(), DstPort: vip.Port(), Proto: 6}
+		return s.Send(signal.Message{Ops: []signal.Op{signal.Forget{Key: key}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the entry to be forgotten", func() bool {
+		_, ok := flowOf(t, l.d, src, vip)
+		return !ok
+	})
+	a := l.startAgent(t, owner)
+	waitFor(t, 5*time.Second, "the restarted agent to re-memorize the flow", func() bool {
+		f, ok := flowOf(t, l.d, src, vip)
+		return ok && f.TM == owner.Name && has(f.Origin, "memorized")
+	})
+	s, err := a.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Announced < 1 || s.Active < 1 {
+		t.Fatalf("restarted agent stats %+v: want announced ≥ 1 and active ≥ 1", s)
+	}
+}
+
+const ftpPort = 2121
+
+// TestAgentRelateFTP: the kernel's FTP helper (assigned by the agent's
+// --ftp-port) sees a PASV reply on a TM and creates an expectation; the
+// agent RELATEs it, and the client's data connection to the VIP lands on
+// the control connection's TM whatever the policy would pick. The FTP
+// server is a few lines of Go that know nothing of Switchyard.
+func TestAgentRelateFTP(t *testing.T) {
+	o := lab.ConfigOptions{ExtraServices: []config.Service{
+		{Name: "ftp", VIP: netip.MustParseAddr("10.0.0.100"), Port: ftpPort, Protocol: "tcp"},
+		{Name: "ftp-data", VIP: netip.MustParseAddr("10.0.0.100"), Protocol: "tcp"},
+	}}
+	spec := netlab.Spec{Clients: 1, TMs: 4}
+	o.Mutate = func(c *config.Config) {
+		for i := range c.Services {
+			if c.Services[i].TrafficManagers == nil {
+				for _, tm := range c.TrafficManagers {
+					c.Services[i].TrafficManagers = append(c.Services[i].TrafficManagers, tm.ID)
+				}
+			}
+		}
+	}
+	l := newLab(t, spec, o, "--ftp-port", fmt.Sprint(ftpPort))
+	vip := l.e.Topo.VIP4
+	// One data port per transfer: a second key outlives its data
+	// connection (until timeouts.second_key), and another TM's RELATE of
+	// the same key would be refused as foreign.
+	const transfers = 8
+	var next atomic.Uint32
+	for _, h := range l.e.Topo.TMs {
+		serveFTP(t, h, netip.AddrPortFrom(vip, ftpPort), vip, 50000, transfers, &next)
+	}
+	client := l.e.Topo.Clients[0]
+	rel0 := counter(t, l.d, "sig_relate")
+	for i := range transfers {
+		ctl := dialFrom(t, client, netip.AddrPort{}, netip.AddrPortFrom(vip, ftpPort))
+		br := bufio.NewReader(ctl)
+		_ = ctl.SetDeadline(time.Now().Add(5 * time.Second))
+		owner := readLine(t, br) // "220 <tm>"
+		owner = strings.TrimPrefix(owner, "220 ")
+		fmt.Fprintf(ctl, "PASV\r\n")
+		if line := readLine(t, br); !strings.HasPrefix(line, "227 ") {
+			t.Fatalf("PASV answered %q", line)
+		}
+		dataPort := uint16(50000 + i)
+		waitFor(t, 5*time.Second, "the RELATE of the data connection", func() bool {
+			return counter(t, l.d, "sig_relate") >= rel0+uint64(i)+1
+		})
+		data := dialFrom(t, client, netip.AddrPort{}, netip.AddrPortFrom(vip, dataPort))
+		_ = data.SetDeadline(time.Now().Add(5 * time.Second))
+		got := readLine(t, bufio.NewReader(data))
+		if got != owner {
+			t.Fatalf("transfer %d: data connection answered by %s, control connection by %s", i, got, owner)
+		}
+		dsrc := netip.MustParseAddrPort(data.LocalAddr().String())
+		f, ok := flowOf(t, l.d, dsrc, netip.AddrPortFrom(vip, dataPort))
+		// The second key steered it; the owner's agent then memorized it.
+		if !ok || f.TM != owner {
+			t.Fatalf("transfer %d: data flow entry %+v (found %v), want one on %s", i, f, ok, owner)
+		}
+		data.Close()
+		ctl.Close()
+	}
+}
+
+func readLine(t testing.TB, br *bufio.Reader) string {
+	t.Helper()
+	s, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (got %q)", err, s)
+	}
+	return strings.TrimRight(s, "\r\n")
+}
+
+// serveFTP is the smallest FTP control server the kernel helper follows:
+// a greeting with the TM's name, and a 227 reply to PASV that points at
+// data; the data listener writes the TM's name.
+func serveFTP(t testing.TB, h *netlab.Host, ctl netip.AddrPort, vip netip.Addr, base uint16, n int, next *atomic.Uint32) {
+	t.Helper()
+	for i := range n {
+		listen(t, h, netip.AddrPortFrom(vip, base+uint16(i)), h.Name)
+	}
+	var ln net.Listener
+	err := h.NS.Do(func() (err error) {
+		ln, err = net.Listen("tcp", ctl.String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	a := vip.As4()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "220 %s\r\n", h.Name)
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(line, "PASV") {
+						port := base + uint16(next.Add(1)-1)
+						fmt.Fprintf(c, "227 Entering Passive Mode (%d,%d,%d,%d,%d,%d).\r\n", a[0], a[1], a[2], a[3], port>>8, port&0xff)
+					}
+				}
+			}()
+		}
+	}()
+}
