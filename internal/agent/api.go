@@ -146,6 +146,9 @@ func field(prefix, name string) string {
 }
 
 func decodeOp(r *APIRequest, at string) (signal.Op, error) {
+	if r.Op == "batch" || r.Op == "stats" {
+		return nil, reqErr(field(at, "op"), "%s cannot be inside a batch", r.Op)
+	}
 	if r.Ops != nil {
 		return nil, reqErr(field(at, "ops"), "only a batch has ops")
 	}
