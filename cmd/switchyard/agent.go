@@ -28,6 +28,8 @@ func newAgentCmd() *cobra.Command {
 		mirror                                         bool
 		maxFlows                                       int
 		ftpPorts                                       []uint
+		inBand                                         bool
+		deadline                                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
@@ -88,6 +90,20 @@ API on --socket (see docs/traffic-managers.md).`,
 				if sender, err = sig.NewFrameSender(iface, mac); err != nil {
 					return err
 				}
+				if inBand {
+					var snat []netip.Addr
+					for _, p := range cfg.SNAT {
+						if p.IsSingleIP() {
+							snat = append(snat, p.Addr())
+						}
+					}
+					sh, err := agent.AttachShim(agent.ShimOptions{Iface: iface, DistMAC: mac, SNAT: snat, Timeout: timeout, Mirror: mirror})
+					if err != nil {
+						return err
+					}
+					defer sh.Close()
+					cfg.Pending, cfg.Deadline = sh, deadline
+				}
 			default:
 				return errors.New("give --iface and --distributor-mac (frames) or --udp (UDP control)")
 			}
@@ -129,6 +145,8 @@ API on --socket (see docs/traffic-managers.md).`,
 	f.DurationVar(&timeout, "timeout", 0, "idle timeout sent with every MEMORIZE (0: the distributor's default)")
 	f.BoolVar(&mirror, "mirror", false, "mirror every memorized flow to the peer distributors")
 	f.UintSliceVar(&ftpPorts, "ftp-port", nil, "assign the kernel's FTP helper to TCP connections to this port (repeatable)")
+	f.BoolVar(&inBand, "in-band", true, "with frames: put MEMORIZEs on the flows' own packets (tc egress on --iface); SYNs from --snat addresses carry their own")
+	f.DurationVar(&deadline, "deadline", agent.DefaultDeadline, "how long an in-band MEMORIZE waits for a packet of its flow before it goes in a frame")
 	f.IntVar(&maxFlows, "max-flows", agent.DefaultMaxFlows, "most flows tracked as owned")
 	return cmd
 }
@@ -139,6 +157,7 @@ func runAgent(ctx context.Context, a *agent.Agent, socket string, log *slog.Logg
 	errc := make(chan error, 3)
 	go a.Send(ctx)
 	go a.Measure(ctx)
+	go a.Deadlines(ctx)
 	go func() { errc <- a.Run(ctx) }()
 	if socket != "" {
 		l, err := agent.Listen(socket)

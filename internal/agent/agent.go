@@ -61,7 +61,28 @@ type Config struct {
 	MaxFlows int
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
+	// Pending, if set, carries MEMORIZEs in-band (a *Shim): the flow's
+	// next packet to the distributor takes it; if none did within
+	// Deadline, the agent sends it in a frame (or over UDP). FORGET and
+	// RELATE always go at once: a RELATE must be there before the
+	// related connection, which may come before any packet of its parent.
+	Pending Pending
+	// Deadline is how long a MEMORIZE waits for a packet of its flow; 0
+	// means DefaultDeadline.
+	Deadline time.Duration
 }
+
+// Pending is where the agent leaves in-band signals (*Shim implements it).
+type Pending interface {
+	// Put makes m the pending signal of flow k.
+	Put(k signal.Key, m signal.Message) error
+	// Take removes it and reports whether no packet carried it.
+	Take(k signal.Key) bool
+}
+
+// DefaultDeadline is how long a MEMORIZE waits for its flow's next packet
+// before it goes in a frame of its own.
+const DefaultDeadline = 50 * time.Millisecond
 
 // Stats are the agent's counters and load figures.
 type Stats struct {
@@ -89,6 +110,14 @@ type Stats struct {
 	Announced  uint64 `json:"announced"`
 	APIOps     uint64 `json:"api_ops"`
 	APIErrors  uint64 `json:"api_errors"`
+	// InBand counts MEMORIZEs left for the in-band program; InBandLate
+	// those no packet took within the deadline (sent as frames);
+	// InBandFull those sent as frames at once for want of room.
+	InBand     uint64 `json:"inband"`
+	InBandLate uint64 `json:"inband_late"`
+	InBandFull uint64 `json:"inband_full"`
+	// Shim is the in-band program's own counters (nil without it).
+	Shim *ShimCounters `json:"shim,omitempty"`
 }
 
 // Agent turns flow events into signals. Create it with New, feed it with
@@ -105,10 +134,12 @@ type Agent struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	deadlines chan deadline
 
 	newFlows, ended, relates, untracked, ignored atomic.Uint64
 	ops, msgs, sendErrs, resyncs, announced      atomic.Uint64
 	apiOps, apiErrs                              atomic.Uint64
+	shimPut, shimLate, shimFull                  atomic.Uint64
 }
 
 // New makes an agent that sends through s.
@@ -128,6 +159,9 @@ func New(cfg Config, s Sender) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Deadline == 0 {
+		cfg.Deadline = DefaultDeadline
+	}
 	return &Agent{
 		cfg:    cfg,
 		sender: s,
@@ -135,6 +169,8 @@ func New(cfg Config, s Sender) (*Agent, error) {
 		queue:  make(chan signal.Op, queueLen),
 		owned:  map[signal.Key]struct{}{},
 		ready:  make(chan struct{}),
+		// One slot per entry of the program's pending table.
+		deadlines: make(chan deadline, int(shimSyAgentConstsSY_AGENT_MAX_PENDING)),
 	}, nil
 }
 
@@ -195,7 +231,66 @@ func (a *Agent) FlowNew(ctx context.Context, orig, reply Tuple) error {
 	}
 	a.newFlows.Add(1)
 	a.track(k)
-	return a.enqueue(ctx, a.memorize(k))
+	return a.memorizeSoon(ctx, k)
+}
+
+// deadline is a MEMORIZE left for the in-band program, to be sent as a
+// frame at due if no packet took it.
+type deadline struct {
+	k   signal.Key
+	due time.Time
+}
+
+// memorizeSoon leaves the MEMORIZE of k for the flow's next packet, or
+// queues it for a frame when there is no in-band program or no room.
+func (a *Agent) memorizeSoon(ctx context.Context, k signal.Key) error {
+	if a.cfg.Pending == nil {
+		return a.enqueue(ctx, a.memorize(k))
+	}
+	if err := a.cfg.Pending.Put(k, signal.Message{Ops: []signal.Op{a.memorize(k)}}); err != nil {
+		a.shimFull.Add(1)
+		return a.enqueue(ctx, a.memorize(k))
+	}
+	select {
+	case a.deadlines <- deadline{k: k, due: time.Now().Add(a.cfg.Deadline)}:
+		a.shimPut.Add(1)
+		return nil
+	default:
+		// More waiting than the table holds: do not wait for this one.
+		a.cfg.Pending.Take(k)
+		a.shimFull.Add(1)
+		return a.enqueue(ctx, a.memorize(k))
+	}
+}
+
+// Deadlines sends, as frames, the pending MEMORIZEs no packet carried
+// within the deadline, until ctx ends. Deadlines are all the same length,
+// so the channel is in due order.
+func (a *Agent) Deadlines(ctx context.Context) {
+	if a.cfg.Pending == nil {
+		return
+	}
+	for {
+		var d deadline
+		select {
+		case d = <-a.deadlines:
+		case <-ctx.Done():
+			return
+		}
+		if w := time.Until(d.due); w > 0 {
+			select {
+			case <-time.After(w):
+			case <-ctx.Done():
+				return
+			}
+		}
+		if a.cfg.Pending.Take(d.k) {
+			a.shimLate.Add(1)
+			if err := a.enqueue(ctx, a.memorize(d.k)); err != nil {
+				return
+			}
+		}
+	}
 }
 
 // track adds k to the owned set, within MaxFlows.
@@ -386,12 +481,22 @@ func (a *Agent) Stats() Stats {
 		ready = true
 	default:
 	}
+	var sc *ShimCounters
+	if p, ok := a.cfg.Pending.(interface {
+		Counters() (ShimCounters, error)
+	}); ok {
+		if c, err := p.Counters(); err == nil {
+			sc = &c
+		}
+	}
 	return Stats{
+		Shim:  sc,
 		Ready: ready, Active: active, NewPerSec: l.newPerSec, CPU: l.cpu, AgentCPU: l.agentCPU,
 		New: a.newFlows.Load(), Ended: a.ended.Load(), Relates: a.relates.Load(),
 		Untracked: a.untracked.Load(), Ignored: a.ignored.Load(),
 		Ops: a.ops.Load(), Messages: a.msgs.Load(), SendErrors: a.sendErrs.Load(),
 		Resyncs: a.resyncs.Load(), Announced: a.announced.Load(),
 		APIOps: a.apiOps.Load(), APIErrors: a.apiErrs.Load(),
+		InBand: a.shimPut.Load(), InBandLate: a.shimLate.Load(), InBandFull: a.shimFull.Load(),
 	}
 }

@@ -137,7 +137,7 @@ func (a *Agent) announce(ctx context.Context) error {
 		}
 		a.track(k)
 		a.announced.Add(1)
-		if err := a.enqueue(ctx, a.memorize(k)); err != nil {
+		if err := a.memorizeSoon(ctx, k); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard/switchyard/internal/agent"
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/lab"
@@ -454,4 +455,86 @@ func serveFTP(t testing.TB, h *netlab.Host, ctl netip.AddrPort, vip netip.Addr, 
 			}()
 		}
 	}()
+}
+
+// TestAgentInBand: signals ride the flows' own packets. A TM's SYN from the
+// shared SNAT address carries its own MEMORIZE (the program's syn counter
+// and the distributor's sig_shim move, and the entry is memorized for the
+// TM); a client flow's MEMORIZE rides the TM's answer, which reaches the
+// client intact (the distributor strips the shim), and no frame was
+// needed.
+func TestAgentInBand(t *testing.T) {
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 2, Servers: 1}, lab.ConfigOptions{})
+	srv := l.e.Topo.Servers[0]
+	target := netip.AddrPortFrom(srv.Links["eth0"].Addr4.Addr(), 9000)
+	listen(t, srv, target, "server")
+	h := l.e.Topo.TMs[0]
+	ag := l.agents[h.Name]
+	shim0 := counter(t, l.d, "sig_shim")
+
+	c := dialFrom(t, h, netip.AddrPortFrom(l.e.Topo.SNAT4, 0), target)
+	if line := readLine(t, bufio.NewReader(c)); line != "server" {
+		t.Fatalf("server said %q", line)
+	}
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	waitFor(t, 5*time.Second, "the SYN's MEMORIZE", func() bool {
+		f, ok := flowOf(t, l.d, target, local)
+		return ok && f.TM == h.Name && has(f.Origin, "memorized")
+	})
+	s, err := ag.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Shim == nil || s.Shim.SYN < 1 {
+		t.Fatalf("agent stats %+v: want a SYN that carried its MEMORIZE", s)
+	}
+	if n := counter(t, l.d, "sig_shim") - shim0; n < 1 {
+		t.Fatalf("sig_shim moved by %d", n)
+	}
+
+	// A client's flow: wait until the agent left its MEMORIZE for the
+	// program, then ask; the answer carries it.
+	client := l.e.Topo.Clients[0]
+	src := netip.AddrPortFrom(client.Links["eth0"].Addr4.Addr(), 41002)
+	vip := netip.AddrPortFrom(l.e.Topo.VIP4, lab.HTTPPort)
+	// The server-side flow's own pending MEMORIZE (left after its SYN had
+	// gone) settles first: carried by a later packet or sent late.
+	time.Sleep(3 * agent.DefaultDeadline)
+	before := map[string]agent.Stats{}
+	for name, a := range l.agents {
+		if before[name], err = a.Stats(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := dialFrom(t, client, src, vip)
+	var owner string
+	waitFor(t, 5*time.Second, "an agent to leave the MEMORIZE in-band", func() bool {
+		for name, a := range l.agents {
+			s, err := a.Stats()
+			if err == nil && s.InBand > before[name].InBand {
+				owner = name
+				return true
+			}
+		}
+		return false
+	})
+	t0 := time.Now()
+	got := askTM(t, cc)
+	t.Logf("answer in %v", time.Since(t0))
+	if got != owner {
+		t.Fatalf("answered by %s, the in-band MEMORIZE came from %s's agent", got, owner)
+	}
+	waitFor(t, 5*time.Second, "the memorized client flow", func() bool {
+		f, ok := flowOf(t, l.d, src, vip)
+		return ok && f.TM == owner && has(f.Origin, "memorized")
+	})
+	time.Sleep(2 * agent.DefaultDeadline)
+	s, err = l.agents[owner].Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := before[owner]
+	if s.Shim.Pending <= b.Shim.Pending || s.InBandLate != b.InBandLate {
+		t.Fatalf("agent %s: shim pending %d → %d, late %d → %d: want the answer to carry it and no frame", owner, b.Shim.Pending, s.Shim.Pending, b.InBandLate, s.InBandLate)
+	}
 }
