@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -536,5 +537,67 @@ func TestAgentInBand(t *testing.T) {
 	b := before[owner]
 	if s.Shim.Pending <= b.Shim.Pending || s.InBandLate != b.InBandLate {
 		t.Fatalf("agent %s: shim pending %d → %d, late %d → %d: want the answer to carry it and no frame", owner, b.Shim.Pending, s.Shim.Pending, b.InBandLate, s.InBandLate)
+	}
+}
+
+// TestAgentUDPControl: an agent that is not on the distributor's segment
+// (here: told to use UDP control) signals over authenticated UDP; the
+// client's flow is memorized and forgotten the same way.
+func TestAgentUDPControl(t *testing.T) {
+	labtest.Require(t)
+	e, err := lab.NewEnv(context.Background(), netlab.Spec{Clients: 1, TMs: 1}, t.TempDir(), binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	key := strings.Repeat("ab", 32)
+	ctl := netip.AddrPortFrom(e.Topo.Distributors[0].Links["int0"].Addr4.Addr(), 7946)
+	d, err := e.StartDistributor(context.Background(), e.Config(lab.ConfigOptions{SNAT: true, SignalKeys: map[string]string{"tm1": key}, UDPListen: ctl.String()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.Topo.TMs[0]
+	if err := h.NS.Sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1"); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(e.Dir, "tm1.key")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := lab.StartAgent(context.Background(), h, e.Bin, []string{
+		"--vip", e.Topo.VIP4.String(), "--udp", ctl.String(), "--tm-id", "tm1", "--key-file", keyFile,
+		"--socket", lab.AgentSocket(e.Dir, h),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent output:\n%s\ndistributor output:\n%s", a.Output(), d.Output())
+		}
+		a.Kill()
+	})
+	client := e.Topo.Clients[0]
+	src := netip.AddrPortFrom(client.Links["eth0"].Addr4.Addr(), 41003)
+	vip := netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort)
+	c := dialFrom(t, client, src, vip)
+	waitFor(t, 5*time.Second, "the MEMORIZE over UDP", func() bool {
+		f, ok := flowOf(t, d, src, vip)
+		return ok && f.TM == "tm1" && has(f.Origin, "memorized")
+	})
+	if got := askTM(t, c); got != "tm1" {
+		t.Fatalf("answered by %s", got)
+	}
+	c.Close()
+	waitFor(t, 15*time.Second, "the FORGET over UDP", func() bool {
+		_, ok := flowOf(t, d, src, vip)
+		return !ok
+	})
+	s, err := a.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Ops < 2 || s.SendErrors != 0 || s.Shim != nil {
+		t.Fatalf("agent stats %+v: want ≥ 2 ops over UDP, no errors, no in-band program", s)
 	}
 }
