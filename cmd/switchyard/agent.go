@@ -28,8 +28,9 @@ func newAgentCmd() *cobra.Command {
 		mirror                                         bool
 		maxFlows                                       int
 		ftpPorts                                       []uint
-		inBand                                         bool
+		inBand, setup                                  bool
 		deadline                                       time.Duration
+		gateways                                       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
@@ -112,6 +113,34 @@ API on --socket (see docs/traffic-managers.md).`,
 			if err != nil {
 				return err
 			}
+			if setup {
+				if iface == "" {
+					return errors.New("--setup needs --iface")
+				}
+				o := agent.SetupOptions{Iface: iface}
+				for _, p := range append(append([]netip.Prefix(nil), cfg.VIPs...), cfg.SNAT...) {
+					if !p.IsSingleIP() {
+						return fmt.Errorf("--setup: %v is a prefix; give single addresses to put on lo", p)
+					}
+					o.Addrs = append(o.Addrs, p.Addr())
+				}
+				for _, g := range gateways {
+					a, err := netip.ParseAddr(g)
+					if err != nil {
+						return fmt.Errorf("--gateway %q: want an address", g)
+					}
+					o.Gateways = append(o.Gateways, a)
+				}
+				undoSetup, err := agent.Setup(o)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					if err := undoSetup(); err != nil {
+						cfg.Logger.Warn("agent: undo --setup", "err", err)
+					}
+				}()
+			}
 			var ports []uint16
 			for _, p := range ftpPorts {
 				if p == 0 || p > 65535 {
@@ -147,6 +176,8 @@ API on --socket (see docs/traffic-managers.md).`,
 	f.UintSliceVar(&ftpPorts, "ftp-port", nil, "assign the kernel's FTP helper to TCP connections to this port (repeatable)")
 	f.BoolVar(&inBand, "in-band", true, "with frames: put MEMORIZEs on the flows' own packets (tc egress on --iface); SYNs from --snat addresses carry their own")
 	f.DurationVar(&deadline, "deadline", agent.DefaultDeadline, "how long an in-band MEMORIZE waits for a packet of its flow before it goes in a frame")
+	f.BoolVar(&setup, "setup", false, "prepare the host for the l2 mode (VIPs and SNAT addresses on lo, arp_ignore/arp_announce, default routes via --gateway) and undo it on exit")
+	f.StringSliceVar(&gateways, "gateway", nil, "with --setup: the distributor's address on --iface to route through (one per family)")
 	f.IntVar(&maxFlows, "max-flows", agent.DefaultMaxFlows, "most flows tracked as owned")
 	return cmd
 }
