@@ -330,6 +330,12 @@ func (a *Agent) FlowEnd(ctx context.Context, orig, reply Tuple) error {
 		return nil
 	}
 	a.ended.Add(1)
+	// A MEMORIZE still waiting for a packet must not outlive the flow:
+	// sent after the FORGET, it would pin a dead key. (If the deadline
+	// worker took it first, it is queued ahead of this FORGET.)
+	if a.cfg.Pending != nil {
+		a.cfg.Pending.Take(k)
+	}
 	return a.enqueue(ctx, signal.Forget{Key: k})
 }
 

@@ -232,6 +232,34 @@ func TestAgentClientFlow(t *testing.T) {
 	if n := counter(t, l.d, "sig_forget") - fgt0; n < 1 {
 		t.Fatalf("entry gone but sig_forget moved by %d", n)
 	}
+	// Nothing left pending brings it back after the in-band deadline.
+	time.Sleep(3 * agent.DefaultDeadline)
+	if g, ok := flowOf(t, l.d, src, vip); ok {
+		t.Fatalf("entry back after FORGET: %+v", g)
+	}
+
+	// A connection that ends before the TM sends anything after its
+	// SYN-ACK: its MEMORIZE may still be pending when it ends, and must
+	// not be sent after the FORGET.
+	for i := range 20 {
+		s2 := netip.AddrPortFrom(src.Addr(), uint16(42000+i))
+		dialFrom(t, client, s2, vip).Close()
+	}
+	time.Sleep(time.Second + 3*agent.DefaultDeadline)
+	waitFor(t, 15*time.Second, "the short flows to be forgotten", func() bool {
+		for i := range 20 {
+			if _, ok := flowOf(t, l.d, netip.AddrPortFrom(src.Addr(), uint16(42000+i)), vip); ok {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * agent.DefaultDeadline)
+	for i := range 20 {
+		if g, ok := flowOf(t, l.d, netip.AddrPortFrom(src.Addr(), uint16(42000+i)), vip); ok {
+			t.Fatalf("short flow %d back after FORGET: %+v", i, g)
+		}
+	}
 	s, err := l.agents[f.TM].Stats()
 	if err != nil {
 		t.Fatal(err)
