@@ -629,3 +629,47 @@ func TestAgentUDPControl(t *testing.T) {
 		t.Fatalf("agent stats %+v: want ≥ 2 ops over UDP, no errors, no in-band program", s)
 	}
 }
+
+// TestAgentIPv6: a client's flow to the IPv6 VIP is memorized by the agent,
+// its MEMORIZE carried by the TM's answer (the program's IPv6 path), and a
+// TM's connection from the IPv6 SNAT address carries its own on the SYN.
+func TestAgentIPv6(t *testing.T) {
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 1, Servers: 1}, lab.ConfigOptions{IPv6: true})
+	h := l.e.Topo.TMs[0]
+	client := l.e.Topo.Clients[0]
+	src := netip.AddrPortFrom(client.Links["eth0"].Addr6.Addr(), 41004)
+	vip := netip.AddrPortFrom(l.e.Topo.VIP6, lab.HTTPPort)
+	before, err := l.agents[h.Name].Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialFrom(t, client, src, vip)
+	waitFor(t, 5*time.Second, "the agent to leave the MEMORIZE in-band", func() bool {
+		s, err := l.agents[h.Name].Stats()
+		return err == nil && s.InBand > before.InBand
+	})
+	if got := askTM(t, c); got != h.Name {
+		t.Fatalf("answered by %s", got)
+	}
+	waitFor(t, 5*time.Second, "the memorized IPv6 flow", func() bool {
+		f, ok := flowOf(t, l.d, src, vip)
+		return ok && f.TM == h.Name && has(f.Origin, "memorized")
+	})
+
+	srv := l.e.Topo.Servers[0]
+	target := netip.AddrPortFrom(srv.Links["eth0"].Addr6.Addr(), 9000)
+	listen(t, srv, target, "server")
+	sc := dialFrom(t, h, netip.AddrPortFrom(l.e.Topo.SNAT6, 0), target)
+	local := netip.MustParseAddrPort(sc.LocalAddr().String())
+	waitFor(t, 5*time.Second, "the IPv6 SYN's MEMORIZE", func() bool {
+		f, ok := flowOf(t, l.d, target, local)
+		return ok && f.TM == h.Name && has(f.Origin, "memorized")
+	})
+	s, err := l.agents[h.Name].Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Shim.SYN <= before.Shim.SYN || s.Shim.Pending <= before.Shim.Pending {
+		t.Fatalf("shim counters %+v → %+v: want an IPv6 SYN and an IPv6 answer to carry MEMORIZEs", before.Shim, s.Shim)
+	}
+}
