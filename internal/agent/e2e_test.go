@@ -471,14 +471,43 @@ func serveFTP(t testing.TB, h *netlab.Host, ctl netip.AddrPort, vip netip.Addr, 
 				defer c.Close()
 				fmt.Fprintf(c, "220 %s\r\n", h.Name)
 				br := bufio.NewReader(c)
+				var active netip.AddrPort
 				for {
 					line, err := br.ReadString('\n')
 					if err != nil {
 						return
 					}
-					if strings.HasPrefix(line, "PASV") {
+					switch {
+					case strings.HasPrefix(line, "PASV"):
 						port := base + uint16(next.Add(1)-1)
 						fmt.Fprintf(c, "227 Entering Passive Mode (%d,%d,%d,%d,%d,%d).\r\n", a[0], a[1], a[2], a[3], port>>8, port&0xff)
+					case strings.HasPrefix(line, "PORT "):
+						var n [6]int
+						if _, err := fmt.Sscanf(strings.TrimSpace(line[5:]), "%d,%d,%d,%d,%d,%d", &n[0], &n[1], &n[2], &n[3], &n[4], &n[5]); err != nil {
+							fmt.Fprintf(c, "501 bad PORT\r\n")
+							continue
+						}
+						active = netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(n[0]), byte(n[1]), byte(n[2]), byte(n[3])}), uint16(n[4]<<8|n[5]))
+						fmt.Fprintf(c, "200 PORT command successful\r\n")
+					case strings.HasPrefix(line, "LIST"):
+						// Active mode: connect to the client from the VIP.
+						err := h.NS.Do(func() error {
+							d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: vip.AsSlice()}}
+							dc, err := d.Dial("tcp", active.String())
+							if err != nil {
+								return err
+							}
+							defer dc.Close()
+							_, err = fmt.Fprintf(dc, "%s\n", h.Name)
+							return err
+						})
+						if err != nil {
+							fmt.Fprintf(c, "425 %v\r\n", err)
+							continue
+						}
+						fmt.Fprintf(c, "226 done\r\n")
+					default:
+						fmt.Fprintf(c, "200 ok\r\n")
 					}
 				}
 			}()
@@ -671,5 +700,87 @@ func TestAgentIPv6(t *testing.T) {
 	}
 	if s.Shim.SYN <= before.Shim.SYN || s.Shim.Pending <= before.Shim.Pending {
 		t.Fatalf("shim counters %+v → %+v: want an IPv6 SYN and an IPv6 answer to carry MEMORIZEs", before.Shim, s.Shim)
+	}
+}
+
+// TestAgentRelateFTPActive: active mode. The kernel FTP helper on the TM
+// sees the client's PORT and expects a connection from the TM side to the
+// client's port; the agent relates the answers (client:port → VIP), so
+// the client's SYN-ACK to the TM's data connection reaches the control
+// connection's TM, whatever the policy would pick.
+func TestAgentRelateFTPActive(t *testing.T) {
+	o := lab.ConfigOptions{ExtraServices: []config.Service{
+		{Name: "ftp", VIP: netip.MustParseAddr("10.0.0.100"), Port: ftpPort, Protocol: "tcp"},
+		{Name: "ftp-data", VIP: netip.MustParseAddr("10.0.0.100"), Protocol: "tcp"},
+	}}
+	o.Mutate = func(c *config.Config) {
+		for i := range c.Services {
+			if c.Services[i].TrafficManagers == nil {
+				for _, tm := range c.TrafficManagers {
+					c.Services[i].TrafficManagers = append(c.Services[i].TrafficManagers, tm.ID)
+				}
+			}
+		}
+		// The mask of an active-mode relate (the client's address and
+		// port, to the VIP), most specific first.
+		c.SecondKeys.Masks = append([][]string{{"proto", "src", "sport", "dst"}}, config.DefaultSecondKeyMasks()...)
+	}
+	l := newLab(t, netlab.Spec{Clients: 1, TMs: 4}, o, "--ftp-port", fmt.Sprint(ftpPort))
+	vip := l.e.Topo.VIP4
+	var next atomic.Uint32
+	for _, h := range l.e.Topo.TMs {
+		serveFTP(t, h, netip.AddrPortFrom(vip, ftpPort), vip, 50000, 1, &next)
+	}
+	client := l.e.Topo.Clients[0]
+	caddr := client.Links["eth0"].Addr4.Addr()
+	rel0 := counter(t, l.d, "sig_relate")
+	for i := range 8 {
+		port := uint16(46000 + i)
+		var ln net.Listener
+		err := client.NS.Do(func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(caddr, port).String())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl := dialFrom(t, client, netip.AddrPort{}, netip.AddrPortFrom(vip, ftpPort))
+		br := bufio.NewReader(ctl)
+		_ = ctl.SetDeadline(time.Now().Add(5 * time.Second))
+		owner := strings.TrimPrefix(readLine(t, br), "220 ")
+		// The helper reads a command only right after a line it saw end
+		// (the kernel's FTP helper follows the newlines of each
+		// direction): a first line, as every client sends, comes before.
+		fmt.Fprintf(ctl, "USER anonymous\r\n")
+		if line := readLine(t, br); !strings.HasPrefix(line, "200 ") {
+			t.Fatalf("USER answered %q", line)
+		}
+		a := caddr.As4()
+		fmt.Fprintf(ctl, "PORT %d,%d,%d,%d,%d,%d\r\n", a[0], a[1], a[2], a[3], port>>8, port&0xff)
+		if line := readLine(t, br); !strings.HasPrefix(line, "200 ") {
+			t.Fatalf("PORT answered %q", line)
+		}
+		// A real client sends its LIST at once; the relate takes about a
+		// millisecond (BenchmarkAgentDelay/frames). Wait for it here, so
+		// the test checks where the data connection goes, not that race.
+		waitFor(t, 5*time.Second, "the RELATE of the active data connection", func() bool {
+			return counter(t, l.d, "sig_relate") >= rel0+uint64(i)+1
+		})
+		fmt.Fprintf(ctl, "LIST\r\n")
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		dc, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("transfer %d: the TM's data connection did not arrive: %v (control: %q)", i, err, readLine(t, br))
+		}
+		_ = dc.SetDeadline(time.Now().Add(5 * time.Second))
+		if got := readLine(t, bufio.NewReader(dc)); got != owner {
+			t.Fatalf("transfer %d: data connection from %s, control connection on %s", i, got, owner)
+		}
+		if line := readLine(t, br); !strings.HasPrefix(line, "226 ") {
+			t.Fatalf("transfer %d: LIST answered %q", i, line)
+		}
+		dc.Close()
+		ln.Close()
+		ctl.Close()
 	}
 }
