@@ -1,12 +1,17 @@
 package agent_test
 
 import (
+	"context"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+
 	"github.com/switchyard/switchyard/internal/agent"
+	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/netlab"
 	"github.com/switchyard/switchyard/internal/netlab/labtest"
 )
@@ -105,5 +110,69 @@ func TestSetup(t *testing.T) {
 		if addrOnLo(t, h, extra) {
 			t.Fatalf("%s: refused, but the address was added", c.name)
 		}
+	}
+}
+
+func nftTables(t *testing.T, h *netlab.Host) []string {
+	t.Helper()
+	var names []string
+	err := h.NS.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		ts, err := c.ListTables()
+		for _, tb := range ts {
+			names = append(names, tb.Name)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestAgentCleanupOnExit: the agent binary with --setup puts what is
+// missing in place and, on SIGTERM, removes what it added (an address, its
+// nftables table, its socket) and keeps what was there before.
+func TestAgentCleanupOnExit(t *testing.T) {
+	labtest.Require(t)
+	e, err := lab.NewEnv(context.Background(), netlab.Spec{Clients: 1, TMs: 1}, t.TempDir(), binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if _, err := e.StartDistributor(context.Background(), e.Config(lab.ConfigOptions{SNAT: true})); err != nil {
+		t.Fatal(err)
+	}
+	h := e.Topo.TMs[0]
+	extra := netip.MustParseAddr("10.0.0.201")
+	gw := e.Topo.Distributors[0].Links["int0"].Addr4.Addr()
+	a, err := e.StartAgent(context.Background(), h, "--setup", "--gateway", gw.String(), "--vip", extra.String(), "--ftp-port", "21")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Kill)
+	if !addrOnLo(t, h, extra) || !slices.Contains(nftTables(t, h), agent.NFTable) {
+		t.Fatalf("running agent: want %v on lo and table %s (tables %v)", extra, agent.NFTable, nftTables(t, h))
+	}
+	if s, err := a.Stats(); err != nil || s.Shim == nil {
+		t.Fatalf("stats %+v, %v: want the in-band program's counters", s, err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.Output())
+	}
+	if addrOnLo(t, h, extra) {
+		t.Error("the address --setup added is still on lo")
+	}
+	if !addrOnLo(t, h, e.Topo.VIP4) {
+		t.Error("the VIP that was there before --setup is gone")
+	}
+	if slices.Contains(nftTables(t, h), agent.NFTable) {
+		t.Error("the agent's nftables table is still there")
+	}
+	if _, err := os.Stat(a.Socket); !os.IsNotExist(err) {
+		t.Errorf("socket %s still there: %v", a.Socket, err)
 	}
 }
