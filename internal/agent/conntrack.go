@@ -70,6 +70,24 @@ func (a *Agent) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conntrack: listen: %w", err)
 	}
+	// Close waits for the library's worker, which may be blocked handing
+	// over an event or an error nobody reads any more: drain both until
+	// it has gone. (The deferred lc.Close above then finds it closed.)
+	defer func() {
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-events:
+				case <-errc:
+				case <-done:
+					return
+				}
+			}
+		}()
+		lc.Close()
+		close(done)
+	}()
 	if err := a.announce(ctx); err != nil {
 		return err
 	}
