@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"reflect"
 	"slices"
 	"time"
 	"unsafe"
@@ -354,7 +355,7 @@ func (m Message) appendTo(b []byte, flags uint16) ([]byte, error) {
 		return nil, errors.New("signal: unknown op type")
 	}
 	b = slices.Grow(b, size)
-	b, err := appendWire(b, &wireHdr{
+	b, err := appendStruct(b, &wireHdr{
 		Version: Version,
 		Count:   uint8(len(m.Ops)),
 		Length:  uint16(size - hdrLen),
@@ -369,7 +370,7 @@ func (m Message) appendTo(b []byte, flags uint16) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signal: op %d: %w", i, err)
 		}
-		if b, err = appendWire(b, &wireTLV{Op: c, Len: uint8(opSize(c))}); err != nil {
+		if b, err = appendStruct(b, &wireTLV{Op: c, Len: uint8(opSize(c))}); err != nil {
 			return nil, err
 		}
 		if b, err = appendWire(b, w); err != nil {
@@ -379,14 +380,19 @@ func (m Message) appendTo(b []byte, flags uint16) ([]byte, error) {
 	return b, nil
 }
 
-// appendWire appends the big-endian encoding of a wire struct.
+// appendWire appends the big-endian encoding of a wire struct (a pointer),
+// through its layout (encode.go).
 func appendWire(b []byte, w any) ([]byte, error) {
-	b, err := binary.Append(b, binary.BigEndian, w)
-	if err != nil {
-		// Only a type that is not fixed-size fails: a bug here, not bad input.
-		return nil, fmt.Errorf("signal: encode %T: %w", w, err)
+	v := reflect.ValueOf(w)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return nil, fmt.Errorf("signal: encode %T: not a pointer to a wire struct", w)
 	}
-	return b, nil
+	l, err := layoutOf(v.Type().Elem())
+	if err != nil {
+		// Only a type that is not a wire struct fails: a bug here, not bad input.
+		return nil, err
+	}
+	return appendLayout(b, v.UnsafePointer(), l), nil
 }
 
 // wireOp returns the wire struct of op (a pointer, for appendWire).

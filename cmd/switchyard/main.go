@@ -32,5 +32,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 	}
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
 	root.AddCommand(newLabCmd(), newTMCmd(), newBenchCmd())
+	root.AddCommand(newAgentCmd())
 	return root
 }
