@@ -31,6 +31,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
-	root.AddCommand(newLabCmd(), newTMCmd(), newBenchCmd())
+	root.AddCommand(newLabCmd(), newEchoTMCmd(), newBenchCmd())
 	return root
 }

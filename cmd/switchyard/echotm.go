@@ -9,24 +9,24 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/internal/tm/echo"
 )
 
-func newTMCmd() *cobra.Command {
+func newEchoTMCmd() *cobra.Command {
 	var id string
 	var httpAddrs, udpAddrs []string
 	cmd := &cobra.Command{
-		Use:   "tm --id ID --http ADDR:PORT [--udp ADDR:PORT]",
-		Short: "Run the reference traffic manager (answers HTTP and UDP with its id)",
-		Long: `Run the reference traffic manager.
+		Use:   "echo-tm --id ID --http ADDR:PORT [--udp ADDR:PORT]",
+		Short: "Run the echo TM, a test fixture that answers HTTP and UDP with its id",
+		Long: `Run the echo TM, a test fixture (the reference TM, a proxy, is "switchyard tm").
 
 It answers every HTTP request (GET /) with its id in the body and in the
 X-Switchyard-TM header, streams N bytes for GET /bytes?n=N, and echoes every UDP
 datagram back prefixed with its id. Put the VIPs on lo (LVS-DR style) and
 listen on them; the lab and the end-to-end tests use it to check that every
 packet of a flow reaches one TM.`,
-		Example: `  switchyard tm --id tm1 --http 10.0.0.100:80 --udp 10.0.0.100:5300
-  switchyard tm --id tm1 --http [fd00:100::100]:80`,
+		Example: `  switchyard echo-tm --id tm1 --http 10.0.0.100:80 --udp 10.0.0.100:5300
+  switchyard echo-tm --id tm1 --http [fd00:100::100]:80`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
@@ -53,7 +53,7 @@ packet of a flow reaches one TM.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return tm.Run(ctx, id, h, u)
+			return echo.Run(ctx, id, h, u)
 		},
 	}
 	cmd.Flags().StringVar(&id, "id", "", "the TM's id, sent in every answer")

@@ -1,4 +1,4 @@
-package tm
+package echo
 
 import (
 	"context"

@@ -1,11 +1,12 @@
-// Package tm is Switchyard's reference traffic manager: a small HTTP service and
-// a UDP echo that both answer with the TM's id, so that a client (and a test)
-// can tell which TM served each request or datagram.
+// Package echo is a test fixture that stands in for a traffic manager (or a
+// server): a small HTTP service and a UDP echo that both answer with its id,
+// so that a client (and a test) can tell which host served each request or
+// datagram. The real reference TM, a proxy, is package tm.
 //
 // Sockets are created in the network namespace of the calling thread: inside a
 // netlab NS.Do they are made in that namespace and stay there, while serving
 // happens on ordinary goroutines.
-package tm
+package echo
 
 import (
 	"context"
@@ -75,7 +76,7 @@ func New(id string) *Server {
 	return s
 }
 
-var errClosed = errors.New("tm: server closed")
+var errClosed = errors.New("echo: server closed")
 
 // ListenHTTP creates a TCP listener on addr in the calling thread's network
 // namespace and serves HTTP on it in the background until Close.
@@ -87,7 +88,7 @@ func (s *Server) ListenHTTP(addr netip.AddrPort) error {
 	}
 	ln, err := net.Listen(network("tcp", addr), addr.String())
 	if err != nil {
-		return fmt.Errorf("tm %s: listen http %s: %w", s.ID, addr, err)
+		return fmt.Errorf("echo %s: listen http %s: %w", s.ID, addr, err)
 	}
 	s.httpAddrs = append(s.httpAddrs, ln.Addr().(*net.TCPAddr).AddrPort())
 	s.wg.Add(1)
@@ -109,7 +110,7 @@ func (s *Server) ListenUDP(addr netip.AddrPort) error {
 	}
 	c, err := net.ListenUDP(network("udp", addr), net.UDPAddrFromAddrPort(addr))
 	if err != nil {
-		return fmt.Errorf("tm %s: listen udp %s: %w", s.ID, addr, err)
+		return fmt.Errorf("echo %s: listen udp %s: %w", s.ID, addr, err)
 	}
 	s.udpConns = append(s.udpConns, c)
 	s.wg.Add(1)
@@ -272,7 +273,7 @@ func network(base string, a netip.AddrPort) string {
 // nil after a clean shutdown.
 func Run(ctx context.Context, id string, httpAddrs, udpAddrs []netip.AddrPort) error {
 	if len(httpAddrs) == 0 && len(udpAddrs) == 0 {
-		return errors.New("tm: no addresses to listen on")
+		return errors.New("echo: no addresses to listen on")
 	}
 	s := New(id)
 	for _, a := range httpAddrs {
