@@ -31,6 +31,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
-	root.AddCommand(newLabCmd(), newEchoTMCmd(), newBenchCmd())
+	root.AddCommand(newLabCmd(), newTMCmd(), newEchoTMCmd(), newBenchCmd())
 	return root
 }
