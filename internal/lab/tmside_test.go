@@ -1,0 +1,383 @@
+package lab_test
+
+// End-to-end tests of the TM side: the reference TM (internal/tm) and real
+// TM and server software (vsftpd, HAProxy, nginx) behind a distributor, in
+// namespaces. The echo fixtures that NewEnv starts on the TM hosts are
+// stopped first: here the TMs are proxies, and the echo fixtures are the
+// servers.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/lab"
+	"github.com/switchyard/switchyard/internal/loadgen"
+	"github.com/switchyard/switchyard/internal/netlab"
+	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/internal/tm/echo"
+	"github.com/switchyard/switchyard/signal"
+)
+
+// Ports of the servers behind the TMs.
+const (
+	srvHTTPPort = 8080
+	srvUDPPort  = 5300
+)
+
+// startServers runs an echo fixture named after each server host on its
+// eth0 address: HTTP on srvHTTPPort, UDP on srvUDPPort.
+func startServers(t *testing.T, e *lab.Env) (httpAddrs, udpAddrs []netip.AddrPort, servers []*echo.Server) {
+	t.Helper()
+	for _, h := range e.Topo.Servers {
+		a := h.Links["eth0"].Addr4.Addr()
+		s := echo.New(h.Name)
+		err := h.NS.Do(func() error {
+			if err := s.ListenHTTP(netip.AddrPortFrom(a, srvHTTPPort)); err != nil {
+				return err
+			}
+			return s.ListenUDP(netip.AddrPortFrom(a, srvUDPPort))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		httpAddrs = append(httpAddrs, netip.AddrPortFrom(a, srvHTTPPort))
+		udpAddrs = append(udpAddrs, netip.AddrPortFrom(a, srvUDPPort))
+		servers = append(servers, s)
+	}
+	return
+}
+
+// tmHostPrep stops the echo fixture on a TM host and gives the host its own
+// source-port range: TMs that share an SNAT address must not open the same
+// 5-tuple (docs/operations.md, "Learning").
+func tmHostPrep(t *testing.T, e *lab.Env, i int, h *netlab.Host) {
+	t.Helper()
+	if s := e.TM(h.Name); s != nil {
+		s.Close()
+	}
+	lo := 20000 + i*2000
+	if err := h.NS.Sysctl("net.ipv4.ip_local_port_range", fmt.Sprintf("%d %d", lo, lo+1999)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRefTM runs the reference TM on host h with the given proxies, its
+// sockets in h's namespace, signalling with frames to the distributor.
+func startRefTM(t *testing.T, e *lab.Env, h *netlab.Host, proxies []tm.Proxy) *tm.TM {
+	t.Helper()
+	var fs *signal.FrameSender
+	err := h.NS.Do(func() (err error) {
+		fs, err = signal.NewFrameSender("eth0", distMAC(e))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	r, err := tm.Start(tm.Config{
+		ID: h.Name, Proxies: proxies, Source4: e.Topo.SNAT4, Source6: e.Topo.SNAT6,
+		Signal: fs, Do: h.NS.Do, HealthInterval: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// loadUntil runs load from client 0 until at least n HTTP and n UDP
+// requests were answered (or 2 minutes passed), then stops it. during, if
+// set, runs once the load has reached n/2 requests.
+func loadUntil(t *testing.T, e *lab.Env, o loadgen.Options, n uint64, during func()) loadgen.Report {
+	t.Helper()
+	e.ClientDialer(0, &o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := loadgen.Start(ctx, e.Target(false), o)
+	deadline := time.Now().Add(2 * time.Minute)
+	did := during == nil
+	for time.Now().Before(deadline) {
+		r := run.Snapshot()
+		if !did && r.HTTPRequests >= n/2 && (o.UDPFlows == 0 || r.UDPRequests >= n/2) {
+			during()
+			did = true
+		}
+		if did && r.HTTPRequests >= n && (o.UDPFlows == 0 || r.UDPRequests >= n) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	rep := run.Wait()
+	t.Logf("load: %s", rep)
+	return rep
+}
+
+func checkLoad(t *testing.T, rep loadgen.Report, n uint64, udp bool) {
+	t.Helper()
+	if rep.Errors != 0 || rep.FlowsMoved != 0 {
+		t.Fatalf("errors %d %v; replies at the wrong TM (flows moved) %d %v", rep.Errors, rep.ErrorSamples, rep.FlowsMoved, rep.MoveSamples)
+	}
+	if rep.HTTPRequests < n || (udp && rep.UDPRequests < n) {
+		t.Fatalf("only %d HTTP and %d UDP requests answered, want %d each", rep.HTTPRequests, rep.UDPRequests, n)
+	}
+}
+
+// TestReferenceTM: 3 reference TMs proxy HTTP (TCP mode and HTTP mode) and
+// UDP to 3 servers from the shared SNAT address; the distributor learns
+// every server-side connection from its SYN. 2,000 HTTP requests over
+// keep-alive and short connections and 2,000 UDP requests: no error, no
+// reply at the wrong TM (a keep-alive connection or UDP flow answered by a
+// second TM would count as moved; a TCP reply at the wrong TM breaks the
+// connection), and every server used.
+func TestReferenceTM(t *testing.T) {
+	for _, mode := range []string{tm.ModeTCP, tm.ModeHTTP} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3, Servers: 3})
+			d := startDist(t, e, lab.ConfigOptions{SNAT: true})
+			h, u, servers := startServers(t, e)
+			var tms []*tm.TM
+			for i, host := range e.Topo.TMs {
+				tmHostPrep(t, e, i, host)
+				tms = append(tms, startRefTM(t, e, host, []tm.Proxy{
+					{Mode: mode, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort), Servers: h},
+					{Mode: tm.ModeUDP, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.UDPPort), Servers: u},
+				}))
+			}
+			rep := loadUntil(t, e, loadgen.Options{KeepAlive: 6, Short: 3, UDPFlows: 12, Interval: 2 * time.Millisecond}, 2000, nil)
+			checkLoad(t, rep, 2000, true)
+			udpServers := 0
+			for _, s := range servers {
+				st := s.Stats()
+				if st.HTTPRequests == 0 {
+					t.Errorf("server %s got no HTTP request: the pool is not balanced", s.ID)
+				}
+				if st.UDPRequests > 0 {
+					udpServers++
+				}
+			}
+			// 12 UDP flows over 3 TMs that each balance on their own: at
+			// least 2 servers, whatever the Maglev split.
+			if udpServers < 2 {
+				t.Errorf("UDP sessions reached %d servers, want at least 2", udpServers)
+			}
+			var conns uint64
+			for _, r := range tms {
+				st := r.Stats()
+				if st.Total.DialFailed != 0 || st.Total.NoServer != 0 || st.Total.BadGateway != 0 || st.Total.Accepted == 0 {
+					t.Errorf("TM %s: %+v", st.ID, st.Total)
+				}
+				conns += st.Total.Accepted
+			}
+			if mode == tm.ModeHTTP {
+				// HTTP answers name the TM (tm.Header), UDP answers the server.
+				named := 0
+				for id := range rep.PerTM {
+					if strings.HasPrefix(id, "tm") {
+						named++
+					}
+				}
+				if named != 3 {
+					t.Errorf("HTTP mode: responses name TMs %v, want all 3", rep.PerTM)
+				}
+			}
+			if l := counter(t, d, "learned"); l == 0 {
+				t.Errorf("learned = 0: server-side connections were not learned")
+			}
+			t.Logf("%d client connections and sessions accepted by the TMs; learned %d", conns, counter(t, d, "learned"))
+		})
+	}
+}
+
+// ftpFiles writes n files of different sizes into a new world-readable
+// directory (vsftpd serves it as the anonymous root after dropping to the
+// ftp user) and returns the directory and the files' SHA-256 sums.
+func ftpFiles(t *testing.T, n int) (string, []string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sy-ftp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var sums []string
+	for i := range n {
+		b := make([]byte, 1000+i*37_000)
+		_, _ = rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sums = append(sums, fmt.Sprintf("%x", sha256.Sum256(b)))
+	}
+	// vsftpd's secure_chroot_dir: empty, owned by root, not writable.
+	if err := os.Mkdir(filepath.Join(dir, ".empty"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	return dir, sums
+}
+
+// startVsftpd runs vsftpd on server host h (port 21, anonymous, read-only,
+// passive and active mode with data connections from port 20) as a child
+// of the test, stopped at cleanup.
+func startVsftpd(t *testing.T, h *netlab.Host, root string) netip.Addr {
+	t.Helper()
+	if _, err := exec.LookPath("vsftpd"); err != nil {
+		t.Skip("vsftpd is not installed (scripts/setup.sh installs it)")
+	}
+	addr := h.Links["eth0"].Addr4.Addr()
+	conf := filepath.Join(t.TempDir(), "vsftpd.conf")
+	cfg := strings.Join([]string{
+		"listen=YES", "listen_ipv6=NO", "listen_address=" + addr.String(), "listen_port=21", "background=NO",
+		"anonymous_enable=YES", "no_anon_password=YES", "anon_root=" + root, "local_enable=NO", "write_enable=NO",
+		"pasv_enable=YES", "port_enable=YES", "connect_from_port_20=YES", "ftp_data_port=20",
+		"secure_chroot_dir=" + filepath.Join(root, ".empty"), "seccomp_sandbox=NO", "isolate=NO", "isolate_network=NO",
+		"xferlog_enable=NO", "syslog_enable=NO", "dual_log_enable=NO", "hide_ids=YES", "max_clients=200", "max_per_ip=200",
+		"",
+	}, "\n")
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd := h.NS.Command(context.Background(), "vsftpd", conf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("vsftpd output:\n%s", out.String())
+		}
+	})
+	waitFor(t, 10*time.Second, "vsftpd to listen", func() bool {
+		return h.NS.Do(func() error {
+			c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(addr, 21).String(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil
+	})
+	return addr
+}
+
+// ftpModes are the curl options of the four data-connection variants.
+var ftpModes = []struct {
+	name string
+	args func(client netip.Addr) []string
+}{
+	{"EPSV", func(netip.Addr) []string { return nil }},
+	{"PASV", func(netip.Addr) []string { return []string{"--disable-epsv"} }},
+	{"EPRT", func(c netip.Addr) []string { return []string{"--ftp-port", c.String()} }},
+	{"PORT", func(c netip.Addr) []string { return []string{"--ftp-port", c.String(), "--disable-eprt"} }},
+}
+
+// TestFTPThroughReferenceTMs: vsftpd behind 4 reference TMs in FTP mode.
+// 100 transfers with curl (EPSV, PASV, EPRT and PORT in turn), 4 at a time,
+// every file's checksum checked. A data connection that reached another TM
+// than its control connection's would find no listener there and fail the
+// transfer; the TMs' counters must also show one data connection per
+// transfer and no refusal.
+func TestFTPThroughReferenceTMs(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4, Servers: 1})
+	all := []string{"tm1", "tm2", "tm3", "tm4"}
+	d := startDist(t, e, lab.ConfigOptions{SNAT: true, ExtraServices: []config.Service{
+		{Name: "ftp", VIP: e.Topo.VIP4, Port: 21, Protocol: config.ProtocolTCP, TrafficManagers: all},
+		// Passive data connections go to VIP ports the TMs choose; the
+		// RELATE of the control connection's TM steers each.
+		{Name: "ftp-data", VIP: e.Topo.VIP4, Protocol: config.ProtocolTCP, TrafficManagers: all},
+	}})
+	root, sums := ftpFiles(t, 10)
+	srvAddr := startVsftpd(t, e.Topo.Servers[0], root)
+	var tms []*tm.TM
+	for i, h := range e.Topo.TMs {
+		tmHostPrep(t, e, i, h)
+		tms = append(tms, startRefTM(t, e, h, []tm.Proxy{
+			{Mode: tm.ModeFTP, Listen: netip.AddrPortFrom(e.Topo.VIP4, 21), Servers: []netip.AddrPort{netip.AddrPortFrom(srvAddr, 21)}},
+		}))
+	}
+	client := e.Topo.Clients[0]
+	caddr := client.Links["eth0"].Addr4.Addr()
+	const transfers = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, transfers)
+	sem := make(chan struct{}, 4)
+	for i := range transfers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m := ftpModes[i%len(ftpModes)]
+			f := i % len(sums)
+			args := append([]string{"-sS", "--max-time", "20", "-o", "-"}, m.args(caddr)...)
+			args = append(args, fmt.Sprintf("ftp://%s/f%d", e.Topo.VIP4, f))
+			out, err := client.NS.Command(context.Background(), "curl", args...).Output()
+			if err != nil {
+				var stderr string
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = string(ee.Stderr)
+				}
+				errs <- fmt.Errorf("transfer %d (%s, f%d): %v %s", i, m.name, f, err, stderr)
+				return
+			}
+			if got := fmt.Sprintf("%x", sha256.Sum256(out)); got != sums[f] {
+				errs <- fmt.Errorf("transfer %d (%s, f%d): %d bytes, checksum %s, want %s", i, m.name, f, len(out), got[:12], sums[f][:12])
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		if n < 5 {
+			t.Error(err)
+		}
+		n++
+	}
+	if n > 0 {
+		t.Fatalf("%d of %d transfers failed", n, transfers)
+	}
+	var passive, active, used uint64
+	for _, r := range tms {
+		st := r.Stats().Total
+		if st.FTPRefused != 0 || st.FTPTimeout != 0 || st.SignalFails != 0 || st.DialFailed != 0 {
+			t.Errorf("TM %s: %+v", r.Stats().ID, st)
+		}
+		passive += st.FTPPassive
+		active += st.FTPActive
+		if st.Accepted > 0 {
+			used++
+		}
+	}
+	if passive != transfers/2 || active != transfers/2 {
+		t.Errorf("data connections: %d passive, %d active; want %d each", passive, active, transfers/2)
+	}
+	if used < 2 {
+		t.Errorf("control connections reached %d TMs: the test would not see a data connection at the wrong TM", used)
+	}
+	if k := counter(t, d, "fwd_second_key"); k < transfers/2 {
+		t.Errorf("fwd_second_key = %d, want at least %d (one per passive data connection)", k, transfers/2)
+	}
+	t.Logf("%d transfers: %d passive, %d active data connections over %d TMs; sig_relate %d, sig_memorize %d, fwd_second_key %d",
+		transfers, passive, active, used, counter(t, d, "sig_relate"), counter(t, d, "sig_memorize"), counter(t, d, "fwd_second_key"))
+}
