@@ -381,3 +381,266 @@ func TestFTPThroughReferenceTMs(t *testing.T) {
 	t.Logf("%d transfers: %d passive, %d active data connections over %d TMs; sig_relate %d, sig_memorize %d, fwd_second_key %d",
 		transfers, passive, active, used, counter(t, d, "sig_relate"), counter(t, d, "sig_memorize"), counter(t, d, "fwd_second_key"))
 }
+
+// tmSoftware starts TM software on TM host h (the i-th TM, from 0) in front
+// of the servers; mode is tm.ModeTCP or tm.ModeHTTP for the VIP's port 80,
+// and, when udp is set, UDP on the VIP's port 5300.
+type tmSoftware func(t *testing.T, e *lab.Env, h *netlab.Host, mode string, udp bool, httpSrv, udpSrv []netip.AddrPort)
+
+// scenario runs 2,000 HTTP requests (and 2,000 UDP ones if udp) over
+// keep-alive and short connections through 3 TMs running sw to 3 servers,
+// and checks: no error, no reply at the wrong TM. With change, a fourth TM
+// is added and tm1 drained half-way: tm1 keeps its flows (none moves) and
+// gets no new one, the new TM gets new flows.
+func scenario(t *testing.T, sw tmSoftware, mode string, udp, change bool) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3, Servers: 3})
+	o := lab.ConfigOptions{SNAT: true}
+	d := startDist(t, e, o)
+	h, u, _ := startServers(t, e)
+	for i, host := range e.Topo.TMs {
+		tmHostPrep(t, e, i, host)
+		sw(t, e, host, mode, udp, h, u)
+	}
+	lo := loadgen.Options{KeepAlive: 6, Short: 3, Interval: 2 * time.Millisecond}
+	if udp {
+		lo.UDPFlows = 12
+	}
+	var drainedAt uint64
+	var added string
+	var during func()
+	if change {
+		during = func() {
+			host, err := e.AddTM(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			added = host.Name
+			tmHostPrep(t, e, 3, host)
+			sw(t, e, host, mode, udp, h, u)
+			o.TMs = []string{"tm1", "tm2", "tm3", added}
+			o.States = map[string]string{"tm1": config.StateDraining}
+			if err := d.Reload(e.Config(o)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 20*time.Second, "tm1 draining and "+added+" ready", func() bool {
+				var draining, ready bool
+				for _, s := range stats(t, d).TrafficManagers {
+					draining = draining || s.ID == "tm1" && s.State == "draining"
+					ready = ready || s.ID == added && s.Ready
+				}
+				return draining && ready
+			})
+			drainedAt = newFlowsOf(t, d, "tm1")
+		}
+	}
+	rep := loadUntil(t, e, lo, 2000, during)
+	checkLoad(t, rep, 2000, udp)
+	if change {
+		if n := newFlowsOf(t, d, "tm1") - drainedAt; n != 0 {
+			t.Errorf("tm1 got %d new flows after it was drained", n)
+		}
+		if n := newFlowsOf(t, d, added); n == 0 {
+			t.Errorf("the added TM %s got no new flow", added)
+		}
+	}
+	t.Logf("learned %d", counter(t, d, "learned"))
+}
+
+func newFlowsOf(t *testing.T, d *lab.Distributor, id string) uint64 {
+	t.Helper()
+	n, ok := tmNewFlows(stats(t, d))[id]
+	if !ok {
+		t.Fatalf("no TM %q in stats", id)
+	}
+	return n
+}
+
+func refTMSoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, udp bool, httpSrv, udpSrv []netip.AddrPort) {
+	ps := []tm.Proxy{{Mode: mode, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort), Servers: httpSrv}}
+	if udp {
+		ps = append(ps, tm.Proxy{Mode: tm.ModeUDP, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.UDPPort), Servers: udpSrv})
+	}
+	startRefTM(t, e, h, ps)
+}
+
+// runDaemon runs a program as a child of the test in h's namespace, stops it
+// at cleanup (SIGTERM, then SIGKILL), and shows its output if the test
+// failed.
+func runDaemon(t *testing.T, h *netlab.Host, name string, args ...string) {
+	t.Helper()
+	var out syncBuffer
+	cmd := h.NS.Command(context.Background(), name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s on %s:\n%s", name, h.Name, out.String())
+		}
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 1<<20 {
+		return len(p), nil // bounded: a chatty daemon cannot fill the test's memory
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitListening waits until something accepts TCP on addr inside h.
+func waitListening(t *testing.T, h *netlab.Host, addr netip.AddrPort) {
+	t.Helper()
+	waitFor(t, 15*time.Second, addr.String()+" to listen on "+h.Name, func() bool {
+		return h.NS.Do(func() error {
+			c, err := net.DialTimeout("tcp", addr.String(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}) == nil
+	})
+}
+
+// haproxyConfig is the tested HAProxy configuration of docs/traffic-managers.md.
+func haproxyConfig(id, mode string, vip, snat netip.Addr, servers []netip.AddrPort) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    maxconn 4000
+
+defaults
+    mode %s
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+
+frontend vip
+    bind %s
+    default_backend servers
+
+backend servers
+    balance leastconn
+    # Connect to the servers from the shared SNAT address: the distributor
+    # learns each connection's return path from its SYN.
+    source %s
+`, mode, netip.AddrPortFrom(vip, lab.HTTPPort), snat)
+	if mode == tm.ModeHTTP {
+		fmt.Fprintf(&b, "    http-response set-header %s %s\n", tm.Header, id)
+	}
+	for i, s := range servers {
+		fmt.Fprintf(&b, "    server s%d %s check inter 1s\n", i+1, s)
+	}
+	return b.String()
+}
+
+func haproxySoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, _ bool, httpSrv, _ []netip.AddrPort) {
+	t.Helper()
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Skip("haproxy is not installed (scripts/setup.sh installs it)")
+	}
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(haproxyConfig(h.Name, mode, e.Topo.VIP4, e.Topo.SNAT4, httpSrv)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, h, "haproxy", "-db", "-f", cfg)
+	waitListening(t, h, netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort))
+}
+
+// nginxConfig is the tested nginx stream configuration of
+// docs/traffic-managers.md.
+func nginxConfig(dir string, vip, snat netip.Addr, httpSrv, udpSrv []netip.AddrPort) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+worker_processes 1;
+pid %s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+stream {
+    upstream web {
+        least_conn;
+`, dir)
+	for _, s := range httpSrv {
+		fmt.Fprintf(&b, "        server %s;\n", s)
+	}
+	b.WriteString("    }\n    upstream echo {\n")
+	for _, s := range udpSrv {
+		fmt.Fprintf(&b, "        server %s;\n", s)
+	}
+	fmt.Fprintf(&b, `    }
+    server {
+        listen %s;
+        proxy_pass web;
+        proxy_bind %s;
+    }
+    server {
+        listen %s udp;
+        proxy_pass echo;
+        proxy_bind %s;
+        proxy_timeout 30s;
+    }
+}
+`, netip.AddrPortFrom(vip, lab.HTTPPort), snat, netip.AddrPortFrom(vip, lab.UDPPort), snat)
+	return b.String()
+}
+
+func nginxSoftware(t *testing.T, e *lab.Env, h *netlab.Host, _ string, _ bool, httpSrv, udpSrv []netip.AddrPort) {
+	t.Helper()
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
+		t.Skip("nginx with the stream module is not installed (scripts/setup.sh installs nginx and libnginx-mod-stream)")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cfg, []byte(nginxConfig(dir, e.Topo.VIP4, e.Topo.SNAT4, httpSrv, udpSrv)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, h, "nginx", "-c", cfg, "-p", dir, "-e", "stderr")
+	waitListening(t, h, netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort))
+}
+
+// TestTMSoftware: HAProxy 2.6 (TCP and HTTP mode), nginx stream (TCP and
+// UDP) and the reference TM as the TMs, each with and without a TM added and
+// one drained mid-run.
+func TestTMSoftware(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sw   tmSoftware
+		mode string
+		udp  bool
+	}{
+		{"haproxy-tcp", haproxySoftware, tm.ModeTCP, false},
+		{"haproxy-http", haproxySoftware, tm.ModeHTTP, false},
+		{"nginx-stream", nginxSoftware, tm.ModeTCP, true},
+		{"reference-http", refTMSoftware, tm.ModeHTTP, true},
+	} {
+		for _, change := range []bool{false, true} {
+			name := tc.name
+			if change {
+				name += "/add-and-drain"
+			}
+			t.Run(name, func(t *testing.T) { scenario(t, tc.sw, tc.mode, tc.udp, change) })
+		}
+	}
+}

@@ -301,6 +301,9 @@ func (p *proxy) httpServer() *http.Server {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away: nobody to answer, nothing wrong
+			}
 			p.c.badGateway.Add(1)
 			p.tm.log.Warn("http: server error", "listen", p.cfg.Listen, "error", err)
 			w.Header().Set(Header, p.tm.cfg.ID)
