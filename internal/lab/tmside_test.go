@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
+	"github.com/switchyard/switchyard/internal/netlab/labtest"
 	"github.com/switchyard/switchyard/internal/tm"
 	"github.com/switchyard/switchyard/internal/tm/echo"
 	"github.com/switchyard/switchyard/signal"
@@ -38,7 +40,7 @@ const (
 
 // startServers runs an echo fixture named after each server host on its
 // eth0 address: HTTP on srvHTTPPort, UDP on srvUDPPort.
-func startServers(t *testing.T, e *lab.Env) (httpAddrs, udpAddrs []netip.AddrPort, servers []*echo.Server) {
+func startServers(t testing.TB, e *lab.Env) (httpAddrs, udpAddrs []netip.AddrPort, servers []*echo.Server) {
 	t.Helper()
 	for _, h := range e.Topo.Servers {
 		a := h.Links["eth0"].Addr4.Addr()
@@ -63,20 +65,20 @@ func startServers(t *testing.T, e *lab.Env) (httpAddrs, udpAddrs []netip.AddrPor
 // tmHostPrep stops the echo fixture on a TM host and gives the host its own
 // source-port range: TMs that share an SNAT address must not open the same
 // 5-tuple (docs/operations.md, "Learning").
-func tmHostPrep(t *testing.T, e *lab.Env, i int, h *netlab.Host) {
+func tmHostPrep(t testing.TB, e *lab.Env, i int, h *netlab.Host) {
 	t.Helper()
 	if s := e.TM(h.Name); s != nil {
 		s.Close()
 	}
-	lo := 20000 + i*2000
-	if err := h.NS.Sysctl("net.ipv4.ip_local_port_range", fmt.Sprintf("%d %d", lo, lo+1999)); err != nil {
+	lo := 20000 + i*10000
+	if err := h.NS.Sysctl("net.ipv4.ip_local_port_range", fmt.Sprintf("%d %d", lo, lo+9999)); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // startRefTM runs the reference TM on host h with the given proxies, its
 // sockets in h's namespace, signalling with frames to the distributor.
-func startRefTM(t *testing.T, e *lab.Env, h *netlab.Host, proxies []tm.Proxy) *tm.TM {
+func startRefTM(t testing.TB, e *lab.Env, h *netlab.Host, proxies []tm.Proxy) *tm.TM {
 	t.Helper()
 	var fs *signal.FrameSender
 	err := h.NS.Do(func() (err error) {
@@ -464,9 +466,9 @@ func refTMSoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, udp bo
 }
 
 // runDaemon runs a program as a child of the test in h's namespace, stops it
-// at cleanup (SIGTERM, then SIGKILL), and shows its output if the test
-// failed.
-func runDaemon(t *testing.T, h *netlab.Host, name string, args ...string) {
+// at cleanup or when stop is called (SIGINT, then SIGKILL after 5 s), and
+// shows its output if the test failed.
+func runDaemon(t testing.TB, h *netlab.Host, name string, args ...string) (stop func()) {
 	t.Helper()
 	var out syncBuffer
 	cmd := h.NS.Command(context.Background(), name, args...)
@@ -476,18 +478,25 @@ func runDaemon(t *testing.T, h *netlab.Host, name string, args ...string) {
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stop()
 		if t.Failed() {
 			t.Logf("%s on %s:\n%s", name, h.Name, out.String())
 		}
 	})
+	return stop
 }
 
 type syncBuffer struct {
@@ -511,9 +520,9 @@ func (s *syncBuffer) String() string {
 }
 
 // waitListening waits until something accepts TCP on addr inside h.
-func waitListening(t *testing.T, h *netlab.Host, addr netip.AddrPort) {
+func waitListening(t testing.TB, h *netlab.Host, addr netip.AddrPort) {
 	t.Helper()
-	waitFor(t, 15*time.Second, addr.String()+" to listen on "+h.Name, func() bool {
+	waitForTB(t, 15*time.Second, addr.String()+" to listen on "+h.Name, func() bool {
 		return h.NS.Do(func() error {
 			c, err := net.DialTimeout("tcp", addr.String(), time.Second)
 			if err == nil {
@@ -557,6 +566,12 @@ backend servers
 
 func haproxySoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, _ bool, httpSrv, _ []netip.AddrPort) {
 	t.Helper()
+	startHAProxy(t, e, h, mode, httpSrv)
+}
+
+// startHAProxy runs HAProxy on h with haproxyConfig and returns its stop.
+func startHAProxy(t testing.TB, e *lab.Env, h *netlab.Host, mode string, httpSrv []netip.AddrPort) (stop func()) {
+	t.Helper()
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Skip("haproxy is not installed (scripts/setup.sh installs it)")
 	}
@@ -564,8 +579,20 @@ func haproxySoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, _ bo
 	if err := os.WriteFile(cfg, []byte(haproxyConfig(h.Name, mode, e.Topo.VIP4, e.Topo.SNAT4, httpSrv)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runDaemon(t, h, "haproxy", "-db", "-f", cfg)
+	stop = runDaemon(t, h, "haproxy", "-db", "-f", cfg)
 	waitListening(t, h, netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort))
+	return stop
+}
+
+func waitForTB(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // nginxConfig is the tested nginx stream configuration of
@@ -643,4 +670,99 @@ func TestTMSoftware(t *testing.T) {
 			t.Run(name, func(t *testing.T) { scenario(t, tc.sw, tc.mode, tc.udp, change) })
 		}
 	}
+}
+
+// BenchmarkTMSoftware measures HTTP requests per second through Switchyard
+// with the reference TM and with HAProxy 2.6 as the 3 TMs (same topology,
+// same servers, same run), one after the other in each round, the order
+// alternating. It reports each side's median rate with its errors next to
+// it, and the median of the rounds' ratios reference/HAProxy. Run it as
+//
+//	go test ./internal/lab/ -run XXX -bench TMSoftware -benchtime 3x
+func BenchmarkTMSoftware(b *testing.B) {
+	for _, mode := range []string{tm.ModeTCP, tm.ModeHTTP} {
+		b.Run(mode, func(b *testing.B) {
+			labtest.Require(b)
+			e, err := lab.NewEnv(context.Background(), netlab.Spec{Clients: 1, Distributors: 1, TMs: 3, Servers: 3}, b.TempDir(), binary(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { e.Close() })
+			if _, err := e.StartDistributor(context.Background(), e.Config(lab.ConfigOptions{SNAT: true})); err != nil {
+				b.Fatal(err)
+			}
+			h, u, _ := startServers(b, e)
+			for i, host := range e.Topo.TMs {
+				tmHostPrep(b, e, i, host)
+			}
+			start := map[string]func() (stop func()){
+				"reference": func() func() {
+					var ts []*tm.TM
+					for _, host := range e.Topo.TMs {
+						ts = append(ts, startRefTM(b, e, host, []tm.Proxy{
+							{Mode: mode, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort), Servers: h},
+							{Mode: tm.ModeUDP, Listen: netip.AddrPortFrom(e.Topo.VIP4, lab.UDPPort), Servers: u},
+						}))
+					}
+					return func() {
+						for _, r := range ts {
+							r.Close()
+						}
+					}
+				},
+				"haproxy": func() func() {
+					var stops []func()
+					for _, host := range e.Topo.TMs {
+						stops = append(stops, startHAProxy(b, e, host, mode, h))
+					}
+					return func() {
+						for _, s := range stops {
+							s()
+						}
+					}
+				},
+			}
+			rates := map[string][]float64{}
+			errs := map[string]uint64{}
+			var ratios []float64
+			for i := range b.N {
+				order := []string{"reference", "haproxy"}
+				if i%2 == 1 {
+					slices.Reverse(order)
+				}
+				round := map[string]float64{}
+				for _, name := range order {
+					stop := start[name]()
+					o := loadgen.Options{KeepAlive: 8, Short: 4}
+					e.ClientDialer(0, &o)
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					rep := loadgen.Start(ctx, e.Target(false), o).Wait()
+					cancel()
+					stop()
+					round[name] = float64(rep.HTTPRequests) / rep.Elapsed.Seconds()
+					rates[name] = append(rates[name], round[name])
+					errs[name] += rep.Errors
+					b.Logf("round %d %s %s: %.0f req/s, %d errors, %d moved", i+1, mode, name, round[name], rep.Errors, rep.FlowsMoved)
+				}
+				ratios = append(ratios, round["reference"]/round["haproxy"])
+			}
+			b.ReportMetric(median(rates["reference"]), "ref-req/s")
+			b.ReportMetric(float64(errs["reference"]), "ref-errors")
+			b.ReportMetric(median(rates["haproxy"]), "haproxy-req/s")
+			b.ReportMetric(float64(errs["haproxy"]), "haproxy-errors")
+			b.ReportMetric(median(ratios), "ref/haproxy")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
