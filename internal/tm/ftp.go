@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,8 +38,17 @@ const protoTCP = 6
 type ftpConn struct {
 	p              *proxy
 	client, server net.Conn
-	clientMu       sync.Mutex // both directions write to the client
+	clientMu       sync.Mutex   // both directions write to the client
+	pending        atomic.Int32 // data connections prepared and not yet accepted
 }
+
+// maxFTPPending bounds the data connections one control connection may have
+// prepared and not yet used: each holds a listening socket and a signal
+// entry until it is used or times out, so a client sending PASV in a loop
+// must not pile them up.
+const maxFTPPending = 4
+
+var errFTPPending = fmt.Errorf("more than %d data connections pending on one control connection", maxFTPPending)
 
 func (p *proxy) serveFTP(c net.Conn) {
 	s, b := p.connectPicked()
@@ -197,6 +207,9 @@ func (f *ftpConn) refuseReply(line string, err error) error {
 // client is to connect to.
 func (f *ftpConn) passive(vip, srvData netip.AddrPort) (uint16, error) {
 	t := f.p.tm
+	if f.pending.Load() >= maxFTPPending {
+		return 0, errFTPPending
+	}
 	var ln net.Listener
 	err := t.cfg.Do(func() (err error) {
 		ln, err = net.Listen(network("tcp", vip.Addr()), netip.AddrPortFrom(vip.Addr(), 0).String())
@@ -227,6 +240,9 @@ func (f *ftpConn) passive(vip, srvData netip.AddrPort) (uint16, error) {
 // ca and returns the command to send the server instead.
 func (f *ftpConn) active(cmd string, ca netip.AddrPort) (string, error) {
 	t := f.p.tm
+	if f.pending.Load() >= maxFTPPending {
+		return "", errFTPPending
+	}
 	snat := addrPort(f.server.LocalAddr()).Addr()
 	srv := addrPort(f.server.RemoteAddr()).Addr()
 	var ln net.Listener
@@ -311,9 +327,16 @@ func (f *ftpConn) acceptData(ln net.Listener, peer netip.Addr, count interface{ 
 	connect func(net.Conn) (net.Conn, error)) {
 	p, t := f.p, f.p.tm
 	t.connWG.Add(1)
+	f.pending.Add(1)
 	go func() {
 		defer t.connWG.Done()
 		defer ln.Close()
+		accepted := false
+		defer func() {
+			if !accepted {
+				f.pending.Add(-1)
+			}
+		}()
 		ctx, cancel := context.WithTimeout(t.ctx, t.cfg.FTPDataTimeout)
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -337,6 +360,8 @@ func (f *ftpConn) acceptData(ln net.Listener, peer netip.Addr, count interface{ 
 			dc = c
 		}
 		ln.Close()
+		accepted = true
+		f.pending.Add(-1)
 		if !t.track(dc) {
 			return
 		}
