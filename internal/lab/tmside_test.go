@@ -7,11 +7,14 @@ package lab_test
 // servers.
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -765,4 +769,116 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// TestReferenceTMCommand: `switchyard tm` as a process on a TM host serves
+// through the distributor, answers /healthz, and on SIGTERM drains: /healthz
+// turns 503, new connections are refused, an open keep-alive connection
+// keeps working, and the process exits 0 once it is closed.
+func TestReferenceTMCommand(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1, Servers: 1})
+	startDist(t, e, lab.ConfigOptions{SNAT: true})
+	h, _, _ := startServers(t, e)
+	host, client := e.Topo.TMs[0], e.Topo.Clients[0]
+	tmHostPrep(t, e, 0, host)
+	vip := netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort)
+	admin := "127.0.0.1:9901"
+	var out syncBuffer
+	cmd := host.NS.Command(context.Background(), binary(t), "tm", "--id", "tm1", "--source", e.Topo.SNAT4.String(),
+		"--admin", admin, "--proxy", fmt.Sprintf("tcp %s %s", vip, h[0]),
+		"--signal-iface", "eth0", "--signal-dst", distMAC(e).String(), "--drain-timeout", "60s")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("switchyard tm:\n%s", out.String())
+		}
+	})
+	waitListening(t, host, vip)
+	waitListening(t, host, netip.MustParseAddrPort(admin))
+	health := func() (int, string) {
+		var code int
+		var body string
+		// The transport dials on its own goroutines: through the namespace.
+		dial, _ := loadgen.NSDialer(host.NS.Do)
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+		err := func() error {
+			resp, err := hc.Get("http://" + admin + "/healthz")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			code, body = resp.StatusCode, strings.TrimSpace(string(b))
+			return err
+		}()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code, body
+	}
+	if code, body := health(); code != 200 || body != "ok" {
+		t.Fatalf("/healthz %d %q", code, body)
+	}
+
+	// A keep-alive connection from the client through the distributor.
+	var c net.Conn
+	if err := client.NS.Do(func() (err error) { c, err = net.DialTimeout("tcp4", vip.String(), 5*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func() {
+		t.Helper()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != "s1" {
+			t.Fatalf("response %d %q, want 200 from s1", resp.StatusCode, b)
+		}
+	}
+	get()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "/healthz to say draining", func() bool {
+		code, body := health()
+		return code == 503 && body == "draining"
+	})
+	err := client.NS.Do(func() error {
+		c2, err := net.DialTimeout("tcp4", vip.String(), 2*time.Second)
+		if err == nil {
+			c2.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Errorf("a new connection was accepted while draining")
+	}
+	get() // the open connection still works
+	select {
+	case err := <-exited:
+		t.Fatalf("the process exited (%v) with a connection still open", err)
+	default:
+	}
+	c.Close()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after drain: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the process did not exit after its last connection closed")
+	}
 }
