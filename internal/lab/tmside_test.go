@@ -43,17 +43,24 @@ const (
 )
 
 // startServers runs an echo fixture named after each server host on its
-// eth0 address: HTTP on srvHTTPPort, UDP on srvUDPPort.
+// eth0 addresses: HTTP on srvHTTPPort, UDP on srvUDPPort. It returns the
+// IPv4 addresses; v6Addrs gives the IPv6 ones.
 func startServers(t testing.TB, e *lab.Env) (httpAddrs, udpAddrs []netip.AddrPort, servers []*echo.Server) {
 	t.Helper()
 	for _, h := range e.Topo.Servers {
 		a := h.Links["eth0"].Addr4.Addr()
 		s := echo.New(h.Name)
+		a6 := h.Links["eth0"].Addr6.Addr()
 		err := h.NS.Do(func() error {
-			if err := s.ListenHTTP(netip.AddrPortFrom(a, srvHTTPPort)); err != nil {
-				return err
+			for _, ap := range []netip.Addr{a, a6} {
+				if err := s.ListenHTTP(netip.AddrPortFrom(ap, srvHTTPPort)); err != nil {
+					return err
+				}
+				if err := s.ListenUDP(netip.AddrPortFrom(ap, srvUDPPort)); err != nil {
+					return err
+				}
 			}
-			return s.ListenUDP(netip.AddrPortFrom(a, srvUDPPort))
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -880,5 +887,46 @@ func TestReferenceTMCommand(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the process did not exit after its last connection closed")
+	}
+}
+
+// v6Addrs returns the servers' IPv6 addresses with port.
+func v6Addrs(e *lab.Env, port uint16) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, h := range e.Topo.Servers {
+		out = append(out, netip.AddrPortFrom(h.Links["eth0"].Addr6.Addr(), port))
+	}
+	return out
+}
+
+// TestReferenceTMIPv6: the same as TestReferenceTM's tcp case on the IPv6
+// VIP, connecting from the IPv6 SNAT address (net.ipv4.ip_local_port_range
+// also covers IPv6 ports).
+func TestReferenceTMIPv6(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3, Servers: 3})
+	d := startDist(t, e, lab.ConfigOptions{SNAT: true, IPv6: true})
+	startServers(t, e)
+	for i, host := range e.Topo.TMs {
+		tmHostPrep(t, e, i, host)
+		startRefTM(t, e, host, []tm.Proxy{
+			{Mode: tm.ModeTCP, Listen: netip.AddrPortFrom(e.Topo.VIP6, lab.HTTPPort), Servers: v6Addrs(e, srvHTTPPort)},
+			{Mode: tm.ModeUDP, Listen: netip.AddrPortFrom(e.Topo.VIP6, lab.UDPPort), Servers: v6Addrs(e, srvUDPPort)},
+		})
+	}
+	o := loadgen.Options{KeepAlive: 6, Short: 3, UDPFlows: 12, Interval: 2 * time.Millisecond}
+	e.ClientDialer(0, &o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := loadgen.Start(ctx, e.Target(true), o)
+	waitFor(t, 2*time.Minute, "2,000 HTTP and UDP requests", func() bool {
+		r := run.Snapshot()
+		return r.HTTPRequests >= 2000 && r.UDPRequests >= 2000 || r.Errors > 0
+	})
+	cancel()
+	rep := run.Wait()
+	t.Logf("load: %s", rep)
+	checkLoad(t, rep, 2000, true)
+	if l := counter(t, d, "learned"); l == 0 {
+		t.Errorf("learned = 0: IPv6 server-side connections were not learned")
 	}
 }
