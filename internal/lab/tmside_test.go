@@ -249,9 +249,7 @@ func ftpFiles(t *testing.T, n int) (string, []string) {
 // of the test, stopped at cleanup.
 func startVsftpd(t *testing.T, h *netlab.Host, root string) netip.Addr {
 	t.Helper()
-	if _, err := exec.LookPath("vsftpd"); err != nil {
-		t.Skip("vsftpd is not installed (scripts/setup.sh installs it)")
-	}
+	needSoftware(t, "vsftpd")
 	addr := h.Links["eth0"].Addr4.Addr()
 	conf := filepath.Join(t.TempDir(), "vsftpd.conf")
 	cfg := strings.Join([]string{
@@ -308,9 +306,7 @@ var ftpModes = []struct {
 // transfer; the TMs' counters must also show one data connection per
 // transfer and no refusal.
 func TestFTPThroughReferenceTMs(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	needSoftware(t, "curl")
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4, Servers: 1})
 	all := []string{"tm1", "tm2", "tm3", "tm4"}
 	d := startDist(t, e, lab.ConfigOptions{SNAT: true, ExtraServices: []config.Service{
@@ -583,9 +579,7 @@ func haproxySoftware(t *testing.T, e *lab.Env, h *netlab.Host, mode string, _ bo
 // startHAProxy runs HAProxy on h with haproxyConfig and returns its stop.
 func startHAProxy(t testing.TB, e *lab.Env, h *netlab.Host, mode string, httpSrv []netip.AddrPort) (stop func()) {
 	t.Helper()
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		t.Skip("haproxy is not installed (scripts/setup.sh installs it)")
-	}
+	needSoftware(t, "haproxy")
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(haproxyConfig(h.Name, mode, e.Topo.VIP4, e.Topo.SNAT4, httpSrv)), 0o600); err != nil {
 		t.Fatal(err)
@@ -646,9 +640,8 @@ stream {
 
 func nginxSoftware(t *testing.T, e *lab.Env, h *netlab.Host, _ string, _ bool, httpSrv, udpSrv []netip.AddrPort) {
 	t.Helper()
-	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
-		t.Skip("nginx with the stream module is not installed (scripts/setup.sh installs nginx and libnginx-mod-stream)")
-	}
+	needSoftware(t, "nginx")
+	needSoftware(t, "/usr/lib/nginx/modules/ngx_stream_module.so")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cfg, []byte(nginxConfig(dir, e.Topo.VIP4, e.Topo.SNAT4, httpSrv, udpSrv)), 0o600); err != nil {
@@ -929,4 +922,25 @@ func TestReferenceTMIPv6(t *testing.T) {
 	if l := counter(t, d, "learned"); l == 0 {
 		t.Errorf("learned = 0: IPv6 server-side connections were not learned")
 	}
+}
+
+// needSoftware skips the test when a program (or file, given by absolute
+// path) the test runs is missing; under CI=true it fails instead, because
+// scripts/setup.sh installs them all (curl, vsftpd, haproxy, nginx,
+// libnginx-mod-stream).
+func needSoftware(t testing.TB, name string) {
+	t.Helper()
+	var err error
+	if filepath.IsAbs(name) {
+		_, err = os.Stat(name)
+	} else {
+		_, err = exec.LookPath(name)
+	}
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is missing (%v): scripts/setup.sh installs it (CI=true: not skipping)", name, err)
+	}
+	t.Skipf("%s is missing (%v): scripts/setup.sh installs it", name, err)
 }
