@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -335,6 +336,7 @@ type udpSession struct {
 	client netip.AddrPort
 	conn   *net.UDPConn // connected to the server, from the SNAT address
 	b      *backend
+	lastIn atomic.Int64 // unix nanoseconds of the client's last datagram
 }
 
 const maxDatagram = 65535
@@ -357,6 +359,7 @@ func (p *proxy) serveUDP() {
 		if s == nil {
 			continue
 		}
+		s.lastIn.Store(time.Now().UnixNano())
 		if k, err := s.conn.Write(buf[:n]); err == nil {
 			p.c.bytesIn.Add(uint64(k))
 		}
@@ -395,15 +398,14 @@ func (p *proxy) session(from netip.AddrPort) *udpSession {
 		return nil
 	}
 	s := &udpSession{client: from, conn: conn, b: b}
+	s.lastIn.Store(time.Now().UnixNano())
 	p.sessions[from] = s
 	go p.relayReplies(s)
 	return s
 }
 
 // relayReplies sends the server's datagrams back to the client until the
-// session is idle for UDPIdleTimeout (in both directions: client datagrams
-// do not push the deadline, so a one-way stream ends; that is the usual UDP
-// proxy trade-off and keeps the code to one goroutine per session).
+// session is idle in both directions for UDPIdleTimeout.
 func (p *proxy) relayReplies(s *udpSession) {
 	defer func() {
 		p.sessMu.Lock()
@@ -419,7 +421,13 @@ func (p *proxy) relayReplies(s *udpSession) {
 		n, err := s.conn.Read(buf)
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) || p.tm.ctx.Err() != nil {
+			if errors.As(err, &ne) && ne.Timeout() {
+				if time.Since(time.Unix(0, s.lastIn.Load())) < p.tm.cfg.UDPIdleTimeout && p.tm.ctx.Err() == nil {
+					continue // the client still sends: not idle
+				}
+				return
+			}
+			if errors.Is(err, net.ErrClosed) || p.tm.ctx.Err() != nil {
 				return
 			}
 			continue // ECONNREFUSED from an ICMP error: the server may come back

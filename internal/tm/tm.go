@@ -94,7 +94,7 @@ type Config struct {
 	// DialTimeout for server connections (3 s).
 	DialTimeout time.Duration
 	// IdleTimeout closes a TCP connection pair idle in both directions (5 min);
-	// UDPIdleTimeout ends a UDP session (30 s).
+	// UDPIdleTimeout ends a UDP session idle both ways (30 s).
 	IdleTimeout, UDPIdleTimeout time.Duration
 	// MaxConns bounds the open client connections and UDP sessions of each
 	// proxy (10,000); beyond it new ones are refused and counted.

@@ -280,3 +280,48 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestUDPOneWayStaysOneSession: a client that only sends (the server never
+// answers) keeps its session, and so its server, while it sends; the
+// session ends once it stops.
+func TestUDPOneWayStaysOneSession(t *testing.T) {
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		buf := make([]byte, 100)
+		for {
+			_ = sink.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := sink.Read(buf); err != nil {
+				got <- n
+				return
+			}
+			n++
+		}
+	}()
+	ln := freePort(t, "udp")
+	tm := startTM(t, Config{Proxies: []Proxy{{Mode: ModeUDP, Listen: ln, Servers: []netip.AddrPort{sink.LocalAddr().(*net.UDPAddr).AddrPort()}}},
+		UDPIdleTimeout: 200 * time.Millisecond})
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ln))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 15 { // 1.5 s: several idle timeouts long
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := tm.Stats().Total; st.Accepted != 1 {
+		t.Fatalf("a one-way stream made %d sessions, want 1", st.Accepted)
+	}
+	waitFor(t, "the session to end after the client stopped", func() bool { return tm.Stats().Total.Active == 0 })
+	if n := <-got; n != 15 {
+		t.Errorf("the server got %d of 15 datagrams", n)
+	}
+}
