@@ -188,3 +188,88 @@ func TestFTPMode(t *testing.T) {
 		t.Fatalf("counters %+v: want 2 refusals (PORT, pending) and the signals", st)
 	}
 }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T, ln net.Listener) (net.Conn, net.Conn) {
+	t.Helper()
+	a, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// FuzzFTPControl feeds arbitrary client and server control streams through
+// the FTP mode's line handling: nothing panics, every line reaches the
+// other side or is answered, and every signal the TM sends is a TCP key
+// of the control connection's addresses.
+func FuzzFTPControl(f *testing.F) {
+	for _, s := range [][2]string{
+		{"USER a\r\nPASV\r\nRETR f\r\n", "220 x\r\n227 Entering Passive Mode (127,0,0,1,4,1).\r\n150 ok\r\n"},
+		{"EPSV\r\nPORT 127,0,0,1,4,1\r\nEPRT |1|127.0.0.1|1025|\r\n", "229 (|||1025|)\r\n200 ok\r\n"},
+		{"PORT 10,0,0,1,4,1\r\n" + strings.Repeat("A", 3000) + "\r\n", "227 \r\n229 (|||0|)\r\n"},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]))
+	}
+	rec := &recorder{}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	tmLn, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	tmAddr := tmLn.Addr().(*net.TCPAddr).AddrPort()
+	tmLn.Close()
+	tm, err := Start(Config{ID: "fz", Proxies: []Proxy{{Mode: ModeFTP, Listen: tmAddr,
+		Servers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}},
+		Signal: rec, Source4: netip.MustParseAddr("127.0.0.1"), FTPDataTimeout: 20 * time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer tm.Close()
+	p := tm.proxies[0]
+	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
+		if len(fromClient) > 16<<10 || len(fromServer) > 16<<10 {
+			return
+		}
+		cl, clPeer := tcpPair(t, ln)
+		sv, svPeer := tcpPair(t, ln)
+		defer cl.Close()
+		defer sv.Close()
+		var toServer, toClient int64
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); toServer, _ = io.Copy(io.Discard, svPeer) }()
+		go func() { defer wg.Done(); toClient, _ = io.Copy(io.Discard, clPeer) }()
+		// cl and sv are the TM's ends; the peers stand for the client and
+		// the server and only read.
+		fc := &ftpConn{p: p, client: cl, server: sv}
+		fc.pump(strings.NewReader(string(fromClient)), fc.fromClient, &p.c.bytesIn)
+		fc.pump(strings.NewReader(string(fromServer)), fc.fromServer, &p.c.bytesOut)
+		cl.Close()
+		sv.Close()
+		wg.Wait()
+		if len(fromClient) > 0 && toServer == 0 && toClient == 0 {
+			t.Fatalf("%d client bytes: nothing reached the server and nothing was answered", len(fromClient))
+		}
+		for _, op := range rec.all() {
+			switch o := op.(type) {
+			case signal.Relate:
+				if o.Parent.Proto != protoTCP || o.Second.Proto != protoTCP || !o.Parent.Src.Is4() {
+					t.Fatalf("RELATE %+v", o)
+				}
+			case signal.Memorize:
+				if o.Key.Proto != protoTCP || o.Key.DstPort == 0 {
+					t.Fatalf("MEMORIZE %+v", o)
+				}
+			}
+		}
+	})
+}
