@@ -364,7 +364,16 @@ func TestFTPThroughReferenceTMs(t *testing.T) {
 		n++
 	}
 	if n > 0 {
-		t.Fatalf("%d of %d transfers failed", n, transfers)
+		var nonzero []string
+		for _, c := range stats(t, d).Counters {
+			if c.Packets != 0 && (strings.HasPrefix(c.Name, "sig_") || strings.HasPrefix(c.Name, "learn") || strings.HasPrefix(c.Name, "drop")) {
+				nonzero = append(nonzero, fmt.Sprintf("%s=%d", c.Name, c.Packets))
+			}
+		}
+		for _, r := range tms {
+			t.Logf("TM %s: %+v", r.Stats().ID, r.Stats().Total)
+		}
+		t.Fatalf("%d of %d transfers failed; distributor: %s", n, transfers, strings.Join(nonzero, " "))
 	}
 	var passive, active, used uint64
 	for _, r := range tms {

@@ -40,6 +40,16 @@ type ftpConn struct {
 	client, server net.Conn
 	clientMu       sync.Mutex   // both directions write to the client
 	pending        atomic.Int32 // data connections prepared and not yet accepted
+
+	// activeMu guards activeReady: the channel of the last active-mode data
+	// connection prepared, closed once the TM's connection to the client is
+	// up (or has failed). The server connects to the TM before it replies
+	// 150, but the TM connects to the client only after that: the 150 (and
+	// so the 226 after it) must wait for that connection, or the client sees
+	// the transfer end before its data connection arrives. A server uses the
+	// last PORT/EPRT (or PASV) it was given, so a new one replaces it.
+	activeMu    sync.Mutex
+	activeReady chan struct{}
 }
 
 // maxFTPPending bounds the data connections one control connection may have
@@ -158,6 +168,16 @@ func (f *ftpConn) fromClient(line string) error {
 
 func (f *ftpConn) fromServer(line string) error {
 	line, isRaw := raw(line)
+	if !isRaw && len(line) >= 4 && line[3] == ' ' {
+		switch {
+		case line[:3] == "150" || line[:3] == "125":
+			f.waitActive()
+		case line[0] == '4' || line[0] == '5':
+			// The transfer failed (the server could not connect, no such
+			// file...): its data connection will not come.
+			f.popActive()
+		}
+	}
 	if isRaw || len(line) < 4 || (line[:4] != "227 " && line[:4] != "229 ") {
 		return f.toClient(line)
 	}
@@ -195,6 +215,33 @@ func (f *ftpConn) fromServer(line string) error {
 	return f.toClient(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|).\r\n", port))
 }
 
+// waitActive waits until the prepared active-mode data connection reaches
+// the client (or fails, or FTPDataTimeout plus DialTimeout pass), so
+// that the transfer's replies never overtake it.
+func (f *ftpConn) waitActive() {
+	ch := f.popActive()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(f.p.tm.cfg.FTPDataTimeout + f.p.tm.cfg.DialTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-f.p.tm.ctx.Done():
+	}
+}
+
+// popActive forgets the prepared active-mode data connection and returns
+// its channel (nil if none).
+func (f *ftpConn) popActive() chan struct{} {
+	f.activeMu.Lock()
+	defer f.activeMu.Unlock()
+	ch := f.activeReady
+	f.activeReady = nil
+	return ch
+}
+
 // refuseReply answers the client 425 instead of a passive reply the TM cannot
 // serve, so that the client sees a clear failure rather than a hang.
 func (f *ftpConn) refuseReply(line string, err error) error {
@@ -219,6 +266,7 @@ func (f *ftpConn) passive(vip, srvData netip.AddrPort) (uint16, error) {
 		return 0, fmt.Errorf("listen on %s: %w", vip.Addr(), err)
 	}
 	port := addrPort(ln.Addr()).Port()
+	f.popActive() // the server now uses this passive port, not a PORT given before
 	client := addrPort(f.client.RemoteAddr())
 	m := signal.Message{Ops: []signal.Op{signal.Relate{
 		Parent:  signal.Key{Src: client.Addr().Unmap(), Dst: vip.Addr().Unmap(), SrcPort: client.Port(), DstPort: vip.Port(), Proto: protoTCP},
@@ -230,7 +278,7 @@ func (f *ftpConn) passive(vip, srvData netip.AddrPort) (uint16, error) {
 		ln.Close()
 		return 0, err
 	}
-	f.acceptData(ln, client.Addr(), &f.p.c.ftpPassive, func(dc net.Conn) (net.Conn, error) {
+	f.acceptData(ln, client.Addr(), true, &f.p.c.ftpPassive, nil, func(dc net.Conn) (net.Conn, error) {
 		return t.dialServer(t.ctx, srvData)
 	})
 	return port, nil
@@ -263,7 +311,14 @@ func (f *ftpConn) active(cmd string, ca netip.AddrPort) (string, error) {
 		return "", err
 	}
 	vip := addrPort(f.client.LocalAddr()).Addr()
-	f.acceptData(ln, srv, &f.p.c.ftpActive, func(net.Conn) (net.Conn, error) {
+	ready := make(chan struct{})
+	var once sync.Once
+	done := func() { once.Do(func() { close(ready) }) }
+	f.activeMu.Lock()
+	f.activeReady = ready
+	f.activeMu.Unlock()
+	f.acceptData(ln, srv, false, &f.p.c.ftpActive, done, func(net.Conn) (net.Conn, error) {
+		defer done()
 		return f.dialClient(vip, ca)
 	})
 	local := netip.AddrPortFrom(snat, port)
@@ -321,15 +376,20 @@ func (f *ftpConn) dialClient(vip netip.Addr, ca netip.AddrPort) (net.Conn, error
 }
 
 // acceptData waits (at most FTPDataTimeout) for one data connection from
-// peer on ln, connects its other side with connect, and splices the two.
+// peer (the client in passive mode, the server in active mode) on ln,
+// connects its other side with connect, and splices the two; end, if set,
+// runs when it is over.
 // Connections from other addresses are refused and counted.
-func (f *ftpConn) acceptData(ln net.Listener, peer netip.Addr, count interface{ Add(uint64) uint64 },
-	connect func(net.Conn) (net.Conn, error)) {
+func (f *ftpConn) acceptData(ln net.Listener, peer netip.Addr, peerIsClient bool, count interface{ Add(uint64) uint64 },
+	end func(), connect func(net.Conn) (net.Conn, error)) {
 	p, t := f.p, f.p.tm
 	t.connWG.Add(1)
 	f.pending.Add(1)
 	go func() {
 		defer t.connWG.Done()
+		if end != nil {
+			defer end()
+		}
 		defer ln.Close()
 		accepted := false
 		defer func() {
@@ -377,7 +437,11 @@ func (f *ftpConn) acceptData(ln net.Listener, peer netip.Addr, count interface{ 
 		}
 		defer t.untrack(other)
 		count.Add(1)
-		p.splice(dc, other)
+		if peerIsClient {
+			p.splice(dc, other)
+		} else {
+			p.splice(other, dc)
+		}
 	}()
 }
 

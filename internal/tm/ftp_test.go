@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +69,7 @@ func fakeFTP(t *testing.T) netip.AddrPort {
 				defer c.Close()
 				fmt.Fprint(c, "220 fake\r\n")
 				br := bufio.NewReader(c)
+				var port netip.AddrPort
 				for {
 					line, err := br.ReadString('\n')
 					if err != nil {
@@ -81,6 +83,19 @@ func fakeFTP(t *testing.T) netip.AddrPort {
 						fmt.Fprintf(c, "229 Entering Extended Passive Mode (|||%d|)\r\n", dp.Port())
 					case "PORT", "EPRT":
 						fmt.Fprintf(c, "200 %s %s\r\n", cmd, arg)
+						port, _ = parseHostPort(arg)
+					case "RETR":
+						// Active mode, as servers do it: connect, then 150,
+						// then the data and 226 at once.
+						dc, err := net.Dial("tcp4", port.String())
+						if err != nil {
+							fmt.Fprintf(c, "425 %v\r\n", err)
+							continue
+						}
+						fmt.Fprint(c, "150 go\r\n")
+						fmt.Fprint(dc, "active\n")
+						dc.Close()
+						fmt.Fprint(c, "226 done\r\n")
 					default:
 						fmt.Fprintf(c, "502 %s\r\n", cmd)
 					}
@@ -99,8 +114,17 @@ func TestFTPMode(t *testing.T) {
 	srv := fakeFTP(t)
 	ln := freePort(t, "tcp")
 	rec := &recorder{}
+	// slow delays the TM's socket calls, to widen the window in which a
+	// reply could overtake a data connection.
+	var slow atomic.Bool
+	do := func(fn func() error) error {
+		if slow.Load() {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return fn()
+	}
 	tm := startTM(t, Config{Proxies: []Proxy{{Mode: ModeFTP, Listen: ln, Servers: []netip.AddrPort{srv}}},
-		Signal: rec, Source4: netip.MustParseAddr("127.0.0.1"), FTPDataTimeout: 2 * time.Second})
+		Signal: rec, Source4: netip.MustParseAddr("127.0.0.1"), FTPDataTimeout: 2 * time.Second, Do: do})
 	c, err := net.Dial("tcp4", ln.String())
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +196,39 @@ func TestFTPMode(t *testing.T) {
 		t.Fatalf("last signal %+v: want a MEMORIZE of server:20 → SNAT:%d", ops[len(ops)-1], sent.Port())
 	}
 
-	// EPSV and PORT above left 2 data connections pending; 2 more fill the
-	// limit, the next is refused.
+	// An active transfer: the 150 reaches the client only once the TM's
+	// data connection to the client is up (a proxy that let it through at
+	// once would let the 226 overtake the data connection).
+	cl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if reply := cmd("PORT " + formatHostPort(cl.Addr().(*net.TCPAddr).AddrPort())); !strings.HasPrefix(reply, "200 ") {
+		t.Fatalf("PORT answered %q", reply)
+	}
+	slow.Store(true)
+	if reply := cmd("RETR f"); reply != "150 go" {
+		t.Fatalf("RETR answered %q", reply)
+	}
+	slow.Store(false)
+	_ = cl.(*net.TCPListener).SetDeadline(time.Now().Add(50 * time.Millisecond))
+	adc, err := cl.Accept()
+	if err != nil {
+		t.Fatalf("150 arrived before the data connection: %v", err)
+	}
+	b, _ = io.ReadAll(adc)
+	adc.Close()
+	if string(b) != "active\n" {
+		t.Fatalf("active data connection read %q", b)
+	}
+	if reply := cmd(""); reply != "226 done" {
+		t.Fatalf("after the transfer: %q", reply)
+	}
+	waitFor(t, "the active data connection counted", func() bool { return tm.Stats().Total.FTPActive == 1 })
+
+	// EPSV and the first PORT above left 2 data connections pending; 2 more
+	// fill the limit, the next is refused.
 	cmd("PASV")
 	cmd("PASV")
 	if reply := cmd("PASV"); !strings.HasPrefix(reply, "425 ") {
