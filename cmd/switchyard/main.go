@@ -31,7 +31,7 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
-	root.AddCommand(newLabCmd(), newTMCmd(), newBenchCmd())
+	root.AddCommand(newLabCmd(), newTMCmd(), newEchoTMCmd(), newBenchCmd())
 	root.AddCommand(newAgentCmd())
 	return root
 }

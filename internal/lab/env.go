@@ -11,7 +11,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
-	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/internal/tm/echo"
 )
 
 // Ports the reference TMs serve on the VIPs.
@@ -28,7 +28,7 @@ type Env struct {
 	Bin  string // the switchyard binary
 
 	mu   sync.Mutex
-	tms  map[string]*tm.Server
+	tms  map[string]*echo.Server
 	dist []*Distributor
 }
 
@@ -40,7 +40,7 @@ func NewEnv(ctx context.Context, spec netlab.Spec, dir, bin string) (*Env, error
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Topo: topo, Dir: dir, Bin: bin, tms: map[string]*tm.Server{}}
+	e := &Env{Topo: topo, Dir: dir, Bin: bin, tms: map[string]*echo.Server{}}
 	for _, h := range topo.TMs {
 		if err := e.StartTM(h); err != nil {
 			e.Close()
@@ -52,7 +52,7 @@ func NewEnv(ctx context.Context, spec netlab.Spec, dir, bin string) (*Env, error
 
 // StartTM runs a reference TM on host h, serving HTTP and UDP on both VIPs.
 func (e *Env) StartTM(h *netlab.Host) error {
-	s := tm.New(h.Name)
+	s := echo.New(h.Name)
 	err := h.NS.Do(func() error {
 		for _, vip := range []netip.Addr{e.Topo.VIP4, e.Topo.VIP6} {
 			if err := s.ListenHTTP(netip.AddrPortFrom(vip, HTTPPort)); err != nil {
@@ -84,7 +84,7 @@ func (e *Env) AddTM(ctx context.Context) (*netlab.Host, error) {
 }
 
 // TM returns the reference TM running on host name.
-func (e *Env) TM(name string) *tm.Server {
+func (e *Env) TM(name string) *echo.Server {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.tms[name]

@@ -24,7 +24,7 @@ import (
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/netlab"
 	"github.com/switchyard/switchyard/internal/selector"
-	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/internal/tm/echo"
 	"github.com/switchyard/switchyard/signal"
 )
 
@@ -98,7 +98,7 @@ func getFrom(h *netlab.Host, localPort int, target netip.AddrPort) (string, erro
 		}
 		for _, line := range strings.Split(string(body), "\r\n") {
 			name, v, ok := strings.Cut(line, ": ")
-			if ok && strings.EqualFold(name, tm.Header) {
+			if ok && strings.EqualFold(name, echo.Header) {
 				id = v
 			}
 		}
@@ -489,7 +489,7 @@ func TestRelateSteersRelatedConnections(t *testing.T) {
 	d := startDist(t, e, lab.ConfigOptions{ExtraServices: []config.Service{{Name: "data", VIP: e.Topo.VIP4, Port: 2121,
 		Protocol: config.ProtocolTCP, TrafficManagers: []string{"tm1", "tm2", "tm3", "tm4"}}}})
 	for _, h := range e.Topo.TMs {
-		s := tm.New(h.Name)
+		s := echo.New(h.Name)
 		if err := h.NS.Do(func() error { return s.ListenHTTP(netip.AddrPortFrom(e.Topo.VIP4, 2121)) }); err != nil {
 			t.Fatal(err)
 		}

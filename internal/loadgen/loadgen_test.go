@@ -12,7 +12,7 @@ import (
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
 	"github.com/switchyard/switchyard/internal/netlab/labtest"
-	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/internal/tm/echo"
 )
 
 // checkClean fails the test unless the report shows load, no errors, no moved
@@ -42,7 +42,7 @@ func checkClean(t *testing.T, rep loadgen.Report, wantTM string, minRequests uin
 // TestLoopback runs every kind of worker against a reference TM on 127.0.0.1
 // in the test's own namespace: no root needed.
 func TestLoopback(t *testing.T) {
-	srv := tm.New("tmL")
+	srv := echo.New("tmL")
 	lo := netip.MustParseAddrPort("127.0.0.1:0")
 	if err := srv.ListenHTTP(lo); err != nil {
 		t.Fatal(err)
@@ -137,14 +137,14 @@ func TestMovedAndErrors(t *testing.T) {
 }
 
 // startTM starts a reference TM inside host's namespace on its eth0 addresses.
-func startTM(t *testing.T, h *netlab.Host, v6 bool) (*tm.Server, loadgen.Target) {
+func startTM(t *testing.T, h *netlab.Host, v6 bool) (*echo.Server, loadgen.Target) {
 	t.Helper()
 	a := h.Links["eth0"].Addr4.Addr()
 	if v6 {
 		a = h.Links["eth0"].Addr6.Addr()
 	}
 	tg := loadgen.Target{HTTP: netip.AddrPortFrom(a, 80), UDP: netip.AddrPortFrom(a, 5300)}
-	s := tm.New(h.Name)
+	s := echo.New(h.Name)
 	if err := h.NS.Do(func() error {
 		if err := s.ListenHTTP(tg.HTTP); err != nil {
 			return err
