@@ -252,8 +252,11 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 		if len(out) > 65507 {
 			out = out[:65507]
 		}
-		if _, err := c.WriteToUDPAddrPort(out, from); err == nil {
-			s.udpReqs.Add(1)
+		// Counted before the answer leaves, so that a client that has its
+		// answer never reads a count without it; taken back if it fails.
+		s.udpReqs.Add(1)
+		if _, err := c.WriteToUDPAddrPort(out, from); err != nil {
+			s.udpReqs.Add(^uint64(0))
 		}
 	}
 }
