@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,35 +23,17 @@ import (
 	"github.com/switchyard/switchyard/signal"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binDir  string
-	binErr  error
-)
+// bin is the switchyard command these tests run, built once.
+var bin lab.Binary
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bin.Remove()
 	os.Exit(code)
 }
 
 // binary builds the switchyard command once per test binary.
-func binary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "switchyard-bin-")
-		if binErr == nil {
-			binPath, binErr = lab.BuildBinary(context.Background(), binDir)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func binary(t testing.TB) string { return bin.Path(t) }
 
 // lab is a topology with a distributor (SNAT learning on) and an agent on
 // every TM host.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,35 +14,17 @@ import (
 	"github.com/switchyard/switchyard/internal/netlab/labtest"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binDir  string
-)
+// bin is the switchyard command these tests run, built once.
+var bin lab.Binary
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bin.Remove()
 	os.Exit(code)
 }
 
 // binary builds the switchyard command once per test binary.
-func binary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "switchyard-bin-")
-		if binErr == nil {
-			binPath, binErr = lab.BuildBinary(context.Background(), binDir)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+func binary(t testing.TB) string { return bin.Path(t) }
 
 // newEnv builds a topology with reference TMs and removes it at the end.
 func newEnv(t *testing.T, spec netlab.Spec) *lab.Env {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"testing"
 
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
@@ -169,4 +170,36 @@ func BuildBinary(ctx context.Context, dir string) (string, error) {
 
 func goCommand(ctx context.Context, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "go", args...)
+}
+
+// Binary builds the switchyard command once for the tests of one package:
+// Path builds it on first use, Remove (from TestMain, after m.Run) deletes it.
+type Binary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Path returns the built command, building it on the first call; a build
+// failure fails t.
+func (b *Binary) Path(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "switchyard-bin-")
+		if b.err == nil {
+			b.path, b.err = BuildBinary(context.Background(), b.dir)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// Remove deletes the built command, if any.
+func (b *Binary) Remove() {
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
 }
