@@ -10,14 +10,17 @@
 #include "parse.h"
 #include "keys.h"
 #include "forward.h"
+#include "tcp.h"
 
 /*
  * Sends the packet to the TM of an existing flow. Goes on (SY_GO_ON) on a
  * miss, and with *reselect set when the flow's TM was forced out or a
- * selected flow's key is reused by a new TCP connection.
+ * selected flow's key is reused by a new TCP connection. seg is the packet
+ * whose TCP header moves the flow's state (NULL: an ICMP error about it).
  */
-static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *key, __u8 tcpflags,
-				  __u64 len, __u32 verdict_counter, int *reselect)
+static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *key,
+				  const struct sy_pkt *seg, __u64 len, __u32 verdict_counter,
+				  int *reselect)
 {
 	struct sy_flow *f = bpf_map_lookup_elem(&flows, key);
 	struct sy_tm *tm;
@@ -31,20 +34,19 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 		*reselect = 1;
 		return SY_GO_ON;
 	}
-	if (key->proto == IPPROTO_TCP) {
-		if ((tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN &&
-		    f->tcp_state == SY_TCP_CLOSING) {
+	if (seg && key->proto == IPPROTO_TCP) {
+		if ((seg->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN &&
+		    (f->tcp_state & SY_TCP_ENDED)) {
 			/* A new connection on the key of a closed one: a
 			 * selected flow is selected again (a drained TM must
-			 * not get it); others keep their TM. */
+			 * not get it); others keep their TM and start over. */
 			if (f->flags & SY_FLOW_SELECTED) {
 				*reselect = 1;
 				return SY_GO_ON;
 			}
-			f->tcp_state = SY_TCP_OPEN;
-		} else if ((tcpflags & (SY_TCP_FIN | SY_TCP_RST)) && f->tcp_state != SY_TCP_CLOSING) {
-			f->tcp_state = SY_TCP_CLOSING;
+			f->tcp_state = 0;
 		}
+		sy_tcp_track(f, seg, 0);
 	}
 	if (!(tm->flags & SY_TM_READY))
 		return sy_count(SY_C_DROP_TM_NOT_READY, len, XDP_DROP);
@@ -59,8 +61,10 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 /* After an exact miss, for a VIP (second keys must not let a TM pull in
  * traffic for the host or anyone else): the configured second keys, most
  * specific first. A hit memorizes the exact key to the second key's TM. */
-static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_flow_key *key, __u64 len)
+static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_pkt *p)
 {
+	const struct sy_flow_key *key = &p->key;
+	__u64 len = p->len;
 	int i;
 
 	for (i = 0; i < SY_MAX_MASKS; i++) {
@@ -91,6 +95,8 @@ static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_flow_ke
 		entry.svc = SY_SVC_NONE;
 		entry.flags = SY_FLOW_SECOND_KEY;
 		entry.mask = *mask;
+		if (key->proto == IPPROTO_TCP)
+			sy_tcp_track(&entry, p, 0);
 		bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
 		sy_traffic_add(&tm_stats, idx, len, 1);
 		sy_count(SY_C_FWD_SECOND_KEY, len, 0);

@@ -8,6 +8,33 @@
 
 #include "parse.h"
 #include "keys.h"
+#include "tcp.h"
+
+/* rev is key the other way round. */
+static __always_inline void sy_reverse(struct sy_flow_key *rev, const struct sy_flow_key *key)
+{
+	__builtin_memcpy(rev->src, key->dst, sizeof(rev->src));
+	__builtin_memcpy(rev->dst, key->src, sizeof(rev->dst));
+	rev->sport = key->dport;
+	rev->dport = key->sport;
+	rev->vlan = key->vlan;
+	rev->proto = key->proto;
+	rev->family = key->family;
+}
+
+/* A TM's TCP packet of a flow it owns (a client's reply through the
+ * distributor, or a learned connection's next packets): the TM's side of
+ * the flow's state. Another TM's flow is not touched. */
+static __always_inline void sy_tm_side(const struct sy_pkt *p)
+{
+	struct sy_flow_key rev = {};
+	struct sy_flow *cur;
+
+	sy_reverse(&rev, &p->key);
+	cur = bpf_map_lookup_elem(&flows, &rev);
+	if (cur && cur->tm == p->sender)
+		sy_tcp_track(cur, p, 1);
+}
 
 /*
  * A new flow the TM opens (a SYN, or a UDP packet whose reverse is not the
@@ -27,8 +54,10 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	if (!p->ports)
 		goto pass;
 	if (key->proto == IPPROTO_TCP) {
-		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) != SY_TCP_SYN)
+		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) != SY_TCP_SYN) {
+			sy_tm_side(p);
 			goto pass;
+		}
 	} else if (key->proto != IPPROTO_UDP) {
 		goto pass;
 	}
@@ -39,15 +68,9 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 		goto pass;
 	if (sy_is_vip(key))
 		goto pass;
-	__builtin_memcpy(rev.src, key->dst, sizeof(rev.src));
-	__builtin_memcpy(rev.dst, key->src, sizeof(rev.dst));
-	rev.sport = key->dport;
-	rev.dport = key->sport;
-	rev.vlan = key->vlan;
-	rev.proto = key->proto;
-	rev.family = key->family;
+	sy_reverse(&rev, key);
 	cur = bpf_map_lookup_elem(&flows, &rev);
-	if (cur && cur->tcp_state != SY_TCP_CLOSING) {
+	if (cur && !(cur->tcp_state & SY_TCP_ENDED)) {
 		/* Already the sender's (learned, or memorized by a shim on this
 		 * very packet): keep it. Another TM's live flow: never taken. */
 		if (cur->tm == sender)
@@ -61,6 +84,8 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	entry.tm = sender;
 	entry.svc = SY_SVC_NONE;
 	entry.flags = SY_FLOW_LEARNED;
+	if (key->proto == IPPROTO_TCP)
+		sy_tcp_track(&entry, p, 1);
 	bpf_map_update_elem(&flows, &rev, &entry, BPF_ANY);
 	sy_count(SY_C_LEARNED, p->len, 0);
 pass:

@@ -58,25 +58,44 @@ enum sy_flow_flags {
 	SY_FLOW_MIRROR = 0x10,    /* a TM asked to mirror it to the peers */
 };
 
-/* TCP state kept per flow (client direction only). */
+/*
+ * TCP state kept per flow: bits, from the packets of both directions. "Fwd"
+ * is the key's own direction (the client's for a selected flow, the server's
+ * for a learned one, seen by sy_hit); "rev" is the TM's packets of the same
+ * connection (seen by sy_from_tm when the TM routes through the
+ * distributor). A FIN or RST counts only when its sequence number lies in
+ * the window of its side (sy_tcp_track); 0 is "nothing seen yet" (an entry a
+ * signal made), aged like an established one.
+ */
 enum sy_tcp_state {
-	SY_TCP_OPEN = 0,
-	SY_TCP_CLOSING = 1, /* FIN or RST seen: a SYN on this key is a new connection */
+	SY_TCP_SYN_SEEN = 0x01,    /* a SYN: opening (half-open until an ACK) */
+	SY_TCP_ESTABLISHED = 0x02, /* an ACK without SYN from either side */
+	SY_TCP_FIN_FWD = 0x04,     /* a valid FIN in the key's direction */
+	SY_TCP_FIN_REV = 0x08,     /* a valid FIN from the TM */
+	SY_TCP_RESET = 0x10,       /* a valid RST from either side */
+	SY_TCP_SEQ_FWD = 0x20,     /* seq_fwd is known */
+	SY_TCP_SEQ_REV = 0x40,     /* seq_rev is known */
+	SY_TCP_ENDED = 0x1c,       /* FIN or RST: a SYN on this key is a new connection */
+	SY_TCP_SEQ_WINDOW = 262144, /* bytes either side of a side's next sequence number
+				     * in which a FIN or RST is believed */
 };
 
 /*
- * Flow table value. 16 bytes: the table is sized in millions, and each
- * entry already costs 48 bytes of kernel header and a 40-byte key.
+ * Flow table value. 24 bytes: the table is sized in millions, and each
+ * entry already costs 48 bytes of kernel header and a 40-byte key. The two
+ * sequence numbers are what validating FIN and RST needs.
  */
 struct sy_flow {
 	__u32 last_seen; /* seconds of sy_now (the daemon's clock) */
 	__u16 tm;        /* TM index */
 	__u16 svc;       /* service index when the flow was created, or SY_SVC_NONE */
 	__u16 flags;     /* SY_FLOW_* */
-	__u8 tcp_state;  /* SY_TCP_*: FIN or RST seen; a SYN then opens a new connection */
+	__u8 tcp_state;  /* SY_TCP_* bits */
 	__u8 mask;       /* SY_FLOW_SECOND_KEY: the fields of the second key */
-	__u16 timeout;   /* idle timeout in seconds; 0: the protocol's default */
+	__u16 timeout;   /* idle timeout in seconds; 0: the state's default */
 	__u16 pad;
+	__u32 seq_fwd;   /* SY_TCP_SEQ_FWD: the next sequence number of the key's direction */
+	__u32 seq_rev;   /* SY_TCP_SEQ_REV: the next sequence number of the TM's direction */
 };
 
 /* Service key: port 0 means all ports of the VIP for that protocol. */
@@ -304,6 +323,8 @@ enum sy_counter {
 	SY_C_SIG_REF_TABLE_FULL, /* op refused: second-key table full */
 	SY_C_LEARN_CONFLICT,    /* not learned: the reverse key is another TM's live flow */
 	SY_C_SIG_REF_WRONG_PORT, /* refused: a TM's MAC on another interface than its own */
+	SY_C_TCP_REF_FIN,       /* FIN ignored: sequence number out of its side's window */
+	SY_C_TCP_REF_RST,       /* RST ignored: sequence number out of its side's window */
 	SY_C_MAX,
 };
 

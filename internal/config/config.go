@@ -47,13 +47,15 @@ const (
 	MaxTrafficManagers = 255
 
 	// Idle timeouts, in seconds.
-	DefaultTCPTimeout        = 900
-	DefaultTCPClosingTimeout = 60
-	DefaultUDPTimeout        = 300
-	DefaultOtherTimeout      = 60
-	DefaultSecondKeyTimeout  = 300
-	MinTimeout               = 1
-	MaxTimeout               = 604800 // a week
+	DefaultTCPTimeout       = 900
+	DefaultTCPSynTimeout    = 30
+	DefaultTCPFinTimeout    = 120
+	DefaultTCPCloseTimeout  = 10
+	DefaultUDPTimeout       = 300
+	DefaultOtherTimeout     = 60
+	DefaultSecondKeyTimeout = 300
+	MinTimeout              = 1
+	MaxTimeout              = 604800 // a week
 
 	// Second-key tables.
 	DefaultSecondKeyMaxEntries = 65536
@@ -216,10 +218,15 @@ type FlowTable struct {
 // Timeouts are idle timeouts in seconds: a flow-table entry idle longer is
 // removed by the sweeper. Each is 1..604800 (a week).
 type Timeouts struct {
-	// TCP: TCP flows; default 900.
+	// TCP: established TCP flows (and those a signal made); default 900.
 	TCP uint32 `yaml:"tcp"`
-	// TCPClosing: TCP flows after a FIN or RST from the client; default 60.
-	TCPClosing uint32 `yaml:"tcp_closing"`
+	// TCPSyn: half-open TCP flows (a SYN, no ACK yet); default 30.
+	TCPSyn uint32 `yaml:"tcp_syn"`
+	// TCPFin: TCP flows after a valid FIN from one side; default 120.
+	TCPFin uint32 `yaml:"tcp_fin"`
+	// TCPClose: TCP flows after valid FINs from both sides or a valid RST;
+	// default 10.
+	TCPClose uint32 `yaml:"tcp_close"`
 	// UDP: UDP flows; default 300.
 	UDP uint32 `yaml:"udp"`
 	// Other: flows of other protocols; default 60.
@@ -580,7 +587,9 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	}
 	t := &c.Timeouts
 	num("timeouts.tcp", &t.TCP, DefaultTCPTimeout)
-	num("timeouts.tcp_closing", &t.TCPClosing, DefaultTCPClosingTimeout)
+	num("timeouts.tcp_syn", &t.TCPSyn, DefaultTCPSynTimeout)
+	num("timeouts.tcp_fin", &t.TCPFin, DefaultTCPFinTimeout)
+	num("timeouts.tcp_close", &t.TCPClose, DefaultTCPCloseTimeout)
 	num("timeouts.udp", &t.UDP, DefaultUDPTimeout)
 	num("timeouts.other", &t.Other, DefaultOtherTimeout)
 	num("timeouts.second_key", &t.SecondKey, DefaultSecondKeyTimeout)

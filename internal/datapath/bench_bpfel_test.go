@@ -171,7 +171,9 @@ const (
 	benchSyCounterSY_C_SIG_REF_TABLE_FULL  benchSyCounter = 45
 	benchSyCounterSY_C_LEARN_CONFLICT      benchSyCounter = 46
 	benchSyCounterSY_C_SIG_REF_WRONG_PORT  benchSyCounter = 47
-	benchSyCounterSY_C_MAX                 benchSyCounter = 48
+	benchSyCounterSY_C_TCP_REF_FIN         benchSyCounter = 48
+	benchSyCounterSY_C_TCP_REF_RST         benchSyCounter = 49
+	benchSyCounterSY_C_MAX                 benchSyCounter = 50
 )
 
 type benchSyCounterVal struct {
@@ -190,6 +192,8 @@ type benchSyFlow struct {
 	Mask     uint8
 	Timeout  uint16
 	Pad      uint16
+	SeqFwd   uint32
+	SeqRev   uint32
 }
 
 type benchSyFlowKey struct {

@@ -113,6 +113,22 @@ func TestDifferentialCases(t *testing.T) {
 		// The MACs are rewritten before the redirect fails.
 		{"reselected onto a tm without egress", with(func(p *flowtest.Packet) { p.SrcPort = 1026 }), datapath.Drop, datapath.CounterDropNoEgress, 5},
 		{"tm not ready", with(func(p *flowtest.Packet) { p.SrcPort = 1025 }), datapath.Drop, datapath.CounterDropTMNotReady, unchanged},
+		// TCP state of base's flow: its SYN (seq 1000) made the client's
+		// next 1001. Refused FIN and RST are still forwarded, only ignored.
+		{"fin out of window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.FIN|flowtest.ACK, 1001+datapath.TCPSeqWindow+1
+		}), datapath.TX, datapath.CounterTCPRefFin, tmOfBase},
+		{"rst out of window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.RST, 1001+1<<31
+		}), datapath.TX, datapath.CounterTCPRefRst, tmOfBase},
+		{"spoofed syn after refused fin is a hit", base, datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"data", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq, p.Payload = flowtest.ACK, 1001, make([]byte, 100)
+		}), datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"fin in window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.FIN|flowtest.ACK, 1101
+		}), datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"syn after fin selects again", base, datapath.TX, datapath.CounterFwdReselect, tmOfBase},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -126,4 +142,8 @@ func TestDifferentialCases(t *testing.T) {
 		})
 	}
 	f.compareTables(t)
+	k := flow.MakeKey(c4, vip4a, 5000, 80, flow.ProtoTCP, 0)
+	if st := f.model.Flows[k].TcpState; st != datapath.TCPSynSeen|datapath.TCPSeqFwd {
+		t.Errorf("base's flow after the new SYN: TCP state %#x, want SYN seen and the client's sequence", st)
+	}
 }

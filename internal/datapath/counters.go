@@ -53,6 +53,8 @@ const (
 	CounterSigRefTableFull  = sySyCounterSY_C_SIG_REF_TABLE_FULL
 	CounterLearnConflict    = sySyCounterSY_C_LEARN_CONFLICT
 	CounterSigRefWrongPort  = sySyCounterSY_C_SIG_REF_WRONG_PORT
+	CounterTCPRefFin        = sySyCounterSY_C_TCP_REF_FIN
+	CounterTCPRefRst        = sySyCounterSY_C_TCP_REF_RST
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -107,6 +109,8 @@ var counterNames = [...]string{
 	CounterSigRefTableFull:  "sig_refused_table_full",
 	CounterLearnConflict:    "learn_conflict",
 	CounterSigRefWrongPort:  "sig_refused_wrong_port",
+	CounterTCPRefFin:        "tcp_refused_fin",
+	CounterTCPRefRst:        "tcp_refused_rst",
 }
 
 // CounterName returns the operator-facing name of c.

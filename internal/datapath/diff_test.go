@@ -306,7 +306,7 @@ func TestDifferential(t *testing.T) {
 	f.standard(t)
 	g := generator(1)
 	so := signalOptions(g)
-	const n = 20000
+	const n = 40000
 	verdicts := map[string]int{}
 	for i := range n {
 		// lo plays every role in turn, and the clock moves.

@@ -166,7 +166,9 @@ const (
 	sySyCounterSY_C_SIG_REF_TABLE_FULL  sySyCounter = 45
 	sySyCounterSY_C_LEARN_CONFLICT      sySyCounter = 46
 	sySyCounterSY_C_SIG_REF_WRONG_PORT  sySyCounter = 47
-	sySyCounterSY_C_MAX                 sySyCounter = 48
+	sySyCounterSY_C_TCP_REF_FIN         sySyCounter = 48
+	sySyCounterSY_C_TCP_REF_RST         sySyCounter = 49
+	sySyCounterSY_C_MAX                 sySyCounter = 50
 )
 
 type sySyCounterVal struct {
@@ -204,6 +206,8 @@ type sySyFlow struct {
 	Mask     uint8
 	Timeout  uint16
 	Pad      uint16
+	SeqFwd   uint32
+	SeqRev   uint32
 }
 
 type sySyFlowFlags uint32
@@ -398,8 +402,15 @@ type sySySvcKey struct {
 type sySyTcpState uint32
 
 const (
-	sySyTcpStateSY_TCP_OPEN    sySyTcpState = 0
-	sySyTcpStateSY_TCP_CLOSING sySyTcpState = 1
+	sySyTcpStateSY_TCP_SYN_SEEN    sySyTcpState = 1
+	sySyTcpStateSY_TCP_ESTABLISHED sySyTcpState = 2
+	sySyTcpStateSY_TCP_FIN_FWD     sySyTcpState = 4
+	sySyTcpStateSY_TCP_FIN_REV     sySyTcpState = 8
+	sySyTcpStateSY_TCP_RESET       sySyTcpState = 16
+	sySyTcpStateSY_TCP_SEQ_FWD     sySyTcpState = 32
+	sySyTcpStateSY_TCP_SEQ_REV     sySyTcpState = 64
+	sySyTcpStateSY_TCP_ENDED       sySyTcpState = 28
+	sySyTcpStateSY_TCP_SEQ_WINDOW  sySyTcpState = 262144
 )
 
 type sySyTlv struct {

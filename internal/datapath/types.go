@@ -61,8 +61,19 @@ const (
 	FlowSecondKey = uint16(sySyFlowFlagsSY_FLOW_SECOND_KEY)
 	FlowMirror    = uint16(sySyFlowFlagsSY_FLOW_MIRROR)
 
-	TCPOpen    = uint8(sySyTcpStateSY_TCP_OPEN)
-	TCPClosing = uint8(sySyTcpStateSY_TCP_CLOSING)
+	// TCP state bits of a flow entry (enum sy_tcp_state, bpf/tcp.h).
+	TCPSynSeen     = uint8(sySyTcpStateSY_TCP_SYN_SEEN)
+	TCPEstablished = uint8(sySyTcpStateSY_TCP_ESTABLISHED)
+	TCPFinFwd      = uint8(sySyTcpStateSY_TCP_FIN_FWD)
+	TCPFinRev      = uint8(sySyTcpStateSY_TCP_FIN_REV)
+	TCPReset       = uint8(sySyTcpStateSY_TCP_RESET)
+	TCPSeqFwd      = uint8(sySyTcpStateSY_TCP_SEQ_FWD)
+	TCPSeqRev      = uint8(sySyTcpStateSY_TCP_SEQ_REV)
+	// TCPEnded is FIN or RST from either side: a SYN then is a new connection.
+	TCPEnded = uint8(sySyTcpStateSY_TCP_ENDED)
+	// TCPSeqWindow is how far from a side's next sequence number a FIN or
+	// RST is believed, either way.
+	TCPSeqWindow = uint32(sySyTcpStateSY_TCP_SEQ_WINDOW)
 
 	// SvcNone is the service index of flows no service created.
 	SvcNone = uint16(sySyMarkersSY_SVC_NONE)

@@ -223,8 +223,5 @@ func tcpState(k datapath.FlowKey, e datapath.Flow) string {
 	if k.Proto != flow.ProtoTCP {
 		return ""
 	}
-	if e.TcpState == datapath.TCPClosing {
-		return "closing"
-	}
-	return "open"
+	return flow.TCPPhaseOf(e.TcpState).String()
 }

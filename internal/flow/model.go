@@ -89,6 +89,9 @@ type packet struct {
 	ports     bool // a whole TCP/UDP header: the key has the ports
 	tcpHdr    bool // 20 bytes of TCP header are there (even with a bad data offset)
 	tcpFlags  uint8
+	seq       uint32 // TCP: sequence number
+	ack       uint32 // TCP: acknowledgment number
+	seqEnd    uint32 // TCP: seq + payload + SYN + FIN: the side's next
 	icmpKind  icmpKind
 }
 
@@ -159,7 +162,7 @@ func (p *packet) process() datapath.Verdict {
 	if !p.ports { // screen lets only ICMP through without ports
 		return p.icmp()
 	}
-	v, reselect := p.hit(&p.key, p.tcpFlags, datapath.CounterFwdHit)
+	v, reselect := p.hit(&p.key, true, datapath.CounterFwdHit)
 	if v != goOn {
 		return v
 	}

@@ -6,8 +6,9 @@ import "github.com/switchyard/switchyard/internal/datapath"
 
 // hit is sy_hit: sends the packet to the TM of an existing flow. It goes
 // on (goOn) on a miss, and with reselect true when the flow's TM was forced
-// out or a selected flow's key is reused by a new TCP connection.
-func (p *packet) hit(k *datapath.FlowKey, tcpFlags uint8, verdictCounter datapath.Counter) (v datapath.Verdict, reselect bool) {
+// out or a selected flow's key is reused by a new TCP connection. seg: the
+// packet's TCP header moves the flow's state (false: an ICMP error about it).
+func (p *packet) hit(k *datapath.FlowKey, seg bool, verdictCounter datapath.Counter) (v datapath.Verdict, reselect bool) {
 	f, ok := p.m.Flows[*k]
 	if !ok {
 		return goOn, false
@@ -17,17 +18,17 @@ func (p *packet) hit(k *datapath.FlowKey, tcpFlags uint8, verdictCounter datapat
 	if tm == nil || tm.Flags&datapath.TMDisabled != 0 {
 		return goOn, true
 	}
-	if k.Proto == ProtoTCP {
-		if tcpFlags&(tcpSYN|tcpACK) == tcpSYN && f.TcpState == datapath.TCPClosing {
+	if seg && k.Proto == ProtoTCP {
+		if p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN && f.TcpState&datapath.TCPEnded != 0 {
 			// A new connection on the key of a closed one: a selected
-			// flow is selected again, others keep their TM.
+			// flow is selected again, others keep their TM and start
+			// over.
 			if f.Flags&datapath.FlowSelected != 0 {
 				return goOn, true
 			}
-			f.TcpState = datapath.TCPOpen
-		} else if tcpFlags&(tcpFIN|tcpRST) != 0 && f.TcpState != datapath.TCPClosing {
-			f.TcpState = datapath.TCPClosing
+			f.TcpState = 0
 		}
+		p.tcpTrack(&f, false)
 		p.m.Flows[*k] = f
 	}
 	if tm.Flags&datapath.TMReady == 0 {
@@ -64,8 +65,12 @@ func (p *packet) second(k *datapath.FlowKey) datapath.Verdict {
 		}
 		s.LastSeen = p.m.Now
 		p.m.SecondKeys[sk] = s
-		p.m.Flows[*k] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: datapath.SvcNone,
+		e := datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: datapath.SvcNone,
 			Flags: datapath.FlowSecondKey, Mask: uint8(mask)}
+		if k.Proto == ProtoTCP {
+			p.tcpTrack(&e, false)
+		}
+		p.m.Flows[*k] = e
 		addTraffic(&p.m.TMStats[idx], p.n, true)
 		p.count(datapath.CounterFwdSecondKey, 0)
 		return p.forward(tm)

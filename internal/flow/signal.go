@@ -261,6 +261,13 @@ func memorize(t datapath.Tables, m datapath.OpMemorize, sender uint32) (datapath
 			return datapath.CounterSigRefForeignTM, nil
 		}
 		if ok {
+			// The sender's own is rewritten in place in C: the sequence
+			// numbers stay (the state bits are cleared, so each side
+			// records anew). Another's is replaced whole.
+			f.SeqFwd, f.SeqRev = 0, 0
+			if uint32(cur.Tm) == sender {
+				f.SeqFwd, f.SeqRev = cur.SeqFwd, cur.SeqRev
+			}
 			err = t.UpdateFlow(k, f)
 		} else {
 			err = t.InsertFlow(k, f)
