@@ -1,6 +1,8 @@
 package distributor
 
 import (
+	"net/netip"
+
 	"testing"
 
 	"github.com/switchyard/switchyard/internal/config"
@@ -57,5 +59,80 @@ func TestOrigins(t *testing.T) {
 	}
 	if got := origins(0); got[0] != "unknown" {
 		t.Errorf("origins(0) = %v", got)
+	}
+}
+
+// TestSweepByState: each TCP phase goes after its own timeout, and a
+// related second key whose parent ended or is gone — with the flow it made
+// — goes after the close timeout, while one whose parent lives stays.
+func TestSweepByState(t *testing.T) {
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1]}\n"
+	h := newHarness(t, "  - {id: tm1, address: 10.1.0.11}\n", web,
+		"timeouts: {tcp: 900, tcp_syn: 30, tcp_fin: 120, tcp_close: 10, second_key: 300}\n")
+	h.now = 10000
+	put := func(k datapath.FlowKey, st uint8, idle uint32) {
+		if err := h.m.PutFlow(k, datapath.Flow{LastSeen: h.now - idle, TcpState: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	synOld, synNew := key("10.9.0.1", 1), key("10.9.0.1", 2)
+	put(synOld, datapath.TCPSynSeen|datapath.TCPSeqFwd, 31)
+	put(synNew, datapath.TCPSynSeen|datapath.TCPSeqFwd, 30)
+	estab := key("10.9.0.1", 3)
+	put(estab, datapath.TCPSynSeen|datapath.TCPEstablished, 121)
+	fin := key("10.9.0.1", 4)
+	put(fin, datapath.TCPEstablished|datapath.TCPFinFwd, 121)
+	rst := key("10.9.0.1", 5)
+	put(rst, datapath.TCPEstablished|datapath.TCPReset, 11)
+
+	// Parents: one reset (rst above), one live (estab), one gone.
+	gone := key("10.9.0.1", 6)
+	child := func(parent datapath.FlowKey, port uint16) (datapath.SecondKey, datapath.FlowKey) {
+		ck := flow.MakeKey(netip.MustParseAddr("10.9.0.1"), testVIP, 0, port, flow.ProtoTCP, 0)
+		mask := datapath.FieldProto | datapath.FieldSrc | datapath.FieldDst | datapath.FieldDstPort
+		sk := datapath.SecondKey{Key: flow.MaskKey(ck, mask), Mask: mask}
+		if err := h.m.PutSecondKey(sk, datapath.Second{LastSeen: h.now - 11, Timeout: 3600, Svc: datapath.SvcNone, Parent: parent}); err != nil {
+			t.Fatal(err)
+		}
+		data := ck
+		data.Sport = 7000
+		if err := h.m.PutFlow(data, datapath.Flow{LastSeen: h.now - 11, Flags: datapath.FlowSecondKey, Mask: uint8(mask),
+			TcpState: datapath.TCPEstablished}); err != nil {
+			t.Fatal(err)
+		}
+		return sk, data
+	}
+	skRst, dataRst := child(rst, 2001)
+	skGone, dataGone := child(gone, 2002)
+	skLive, dataLive := child(estab, 2003)
+
+	if _, _, err := h.d.sweep(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		k    datapath.FlowKey
+		kept bool
+	}{
+		{"half-open idle 31 s", synOld, false}, {"half-open idle 30 s", synNew, true},
+		{"established idle 121 s", estab, true}, {"after a FIN idle 121 s", fin, false},
+		{"reset idle 11 s", rst, false},
+		{"flow of a related key whose parent reset", dataRst, false},
+		{"flow of a related key whose parent is gone", dataGone, false},
+		{"flow of a related key whose parent lives", dataLive, true},
+	} {
+		if _, ok := h.m.Flows[c.k]; ok != c.kept {
+			t.Errorf("%s: kept %v, want %v", c.name, ok, c.kept)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		k    datapath.SecondKey
+		kept bool
+	}{{"related key whose parent reset", skRst, false}, {"related key whose parent is gone", skGone, false},
+		{"related key whose parent lives", skLive, true}} {
+		if _, ok := h.m.SecondKeys[c.k]; ok != c.kept {
+			t.Errorf("%s: kept %v, want %v", c.name, ok, c.kept)
+		}
 	}
 }
