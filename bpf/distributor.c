@@ -15,7 +15,8 @@
  *   learn.h       step sy_from_tm: learning from a TM's own packets
  *   icmp.h        step sy_icmp (and sy_other)
  *   tcp.h         sy_tcp_track: a flow's TCP state, FIN and RST validated
- *   flows.h       steps sy_hit (flow table) and sy_second (second keys)
+ *   flows.h       steps sy_hit (flow table), sy_half_open (half-open table) and
+ *                 sy_second (second keys); sy_put_new, where a new entry goes
  *   select.h      step sy_select (Maglev) and sy_service
  *
  * The Go model in internal/flow has the same functions, Go-cased, in the
@@ -92,6 +93,9 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 	/* Second keys and selection are for VIPs only. */
 	if (!sy_is_vip(&p.key))
 		return sy_count(SY_C_PASS_NOT_VIP, p.len, XDP_PASS);
+	v = sy_half_open(ctx, &p);
+	if (v != SY_GO_ON)
+		return v;
 	v = sy_second(ctx, &p);
 	if (v != SY_GO_ON)
 		return v;

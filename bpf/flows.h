@@ -13,6 +13,26 @@
 #include "tcp.h"
 
 /*
+ * Writes the entry of a new flow: a bare SYN's to the half-open table, any
+ * other packet's to the flow table. A full table refuses it (counted) and
+ * the packet is forwarded all the same: without an entry it follows the
+ * ring, which is what it would get again.
+ */
+static __always_inline void sy_put_new(const struct sy_pkt *p, struct sy_flow *e)
+{
+	if (p->key.proto == IPPROTO_TCP) {
+		sy_tcp_track(e, p, 0);
+		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN) {
+			if (bpf_map_update_elem(&half_open, &p->key, e, BPF_ANY))
+				sy_count(SY_C_HALF_OPEN_REFUSED, p->len, 0);
+			return;
+		}
+	}
+	if (bpf_map_update_elem(&flows, &p->key, e, BPF_ANY))
+		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+}
+
+/*
  * Sends the packet to the TM of an existing flow. Goes on (SY_GO_ON) on a
  * miss, and with *reselect set when the flow's TM was forced out or a
  * selected flow's key is reused by a new TCP connection. seg is the packet
@@ -41,6 +61,9 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 			 * selected flow is selected again (a drained TM must
 			 * not get it); others keep their TM and start over. */
 			if (f->flags & SY_FLOW_SELECTED) {
+				/* Its next entry is half-open: this one must
+				 * not catch the ACK. */
+				bpf_map_delete_elem(&flows, key);
 				*reselect = 1;
 				return SY_GO_ON;
 			}
@@ -56,6 +79,54 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 	sy_traffic_add(&tm_stats, idx, len, 0);
 	sy_count(verdict_counter, len, 0);
 	return sy_forward(ctx, tm, len);
+}
+
+/*
+ * After an exact miss (or a flow to re-select), a TCP packet of a half-open
+ * flow: a retransmitted SYN goes to its TM; a packet in the client's window
+ * that establishes it (an ACK) moves the entry to the flow table; a valid
+ * RST ends it. Its TM forced out: the entry goes and the packet is selected
+ * again.
+ */
+static __always_inline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
+{
+	struct sy_flow *h, e;
+	struct sy_tm *tm;
+	__u32 idx;
+
+	if (p->key.proto != IPPROTO_TCP)
+		return SY_GO_ON;
+	h = bpf_map_lookup_elem(&half_open, &p->key);
+	if (!h)
+		return SY_GO_ON;
+	idx = h->tm;
+	tm = bpf_map_lookup_elem(&tms, &idx);
+	if (!tm || (tm->flags & SY_TM_DISABLED)) {
+		bpf_map_delete_elem(&half_open, &p->key);
+		return SY_GO_ON;
+	}
+	e = *h;
+	sy_tcp_track(&e, p, 0);
+	e.last_seen = sy_now;
+	if (e.tcp_state & SY_TCP_RESET) {
+		bpf_map_delete_elem(&half_open, &p->key);
+	} else if (e.tcp_state & SY_TCP_ESTABLISHED) {
+		if (bpf_map_update_elem(&flows, &p->key, &e, BPF_ANY)) {
+			sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+			*h = e;
+		} else {
+			bpf_map_delete_elem(&half_open, &p->key);
+			sy_count(SY_C_HALF_OPEN_PROMOTED, p->len, 0);
+		}
+	} else {
+		*h = e;
+	}
+	if (!(tm->flags & SY_TM_READY))
+		return sy_count(SY_C_DROP_TM_NOT_READY, p->len, XDP_DROP);
+	sy_traffic_add(&svc_stats, e.svc, p->len, 0);
+	sy_traffic_add(&tm_stats, idx, p->len, 0);
+	sy_count(SY_C_FWD_HALF_OPEN, p->len, 0);
+	return sy_forward(ctx, tm, p->len);
 }
 
 /* After an exact miss, for a VIP (second keys must not let a TM pull in
@@ -95,9 +166,7 @@ static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_pkt *p)
 		entry.svc = SY_SVC_NONE;
 		entry.flags = SY_FLOW_SECOND_KEY;
 		entry.mask = *mask;
-		if (key->proto == IPPROTO_TCP)
-			sy_tcp_track(&entry, p, 0);
-		bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
+		sy_put_new(p, &entry);
 		sy_traffic_add(&tm_stats, idx, len, 1);
 		sy_count(SY_C_FWD_SECOND_KEY, len, 0);
 		return sy_forward(ctx, tm, len);

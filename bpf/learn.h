@@ -86,8 +86,10 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	entry.flags = SY_FLOW_LEARNED;
 	if (key->proto == IPPROTO_TCP)
 		sy_tcp_track(&entry, p, 1);
-	bpf_map_update_elem(&flows, &rev, &entry, BPF_ANY);
-	sy_count(SY_C_LEARNED, p->len, 0);
+	if (bpf_map_update_elem(&flows, &rev, &entry, BPF_ANY))
+		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+	else
+		sy_count(SY_C_LEARNED, p->len, 0);
 pass:
 	return sy_count(SY_C_PASS_FROM_TM, p->len, XDP_PASS);
 }

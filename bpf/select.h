@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "forward.h"
 #include "tcp.h"
+#include "flows.h"
 
 /* Looks a service up for key: exact port first, then the all-ports VIP. */
 static __always_inline struct sy_svc *sy_service(const struct sy_flow_key *key)
@@ -57,9 +58,7 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u3
 	entry.tm = idx;
 	entry.svc = svc->index;
 	entry.flags = SY_FLOW_SELECTED;
-	if (key->proto == IPPROTO_TCP)
-		sy_tcp_track(&entry, p, 0);
-	bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
+	sy_put_new(p, &entry);
 
 	if (svc->persist_mask) {
 		/* The scratch, not the stack: it is shared with the caller's

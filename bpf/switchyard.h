@@ -325,6 +325,10 @@ enum sy_counter {
 	SY_C_SIG_REF_WRONG_PORT, /* refused: a TM's MAC on another interface than its own */
 	SY_C_TCP_REF_FIN,       /* FIN ignored: sequence number out of its side's window */
 	SY_C_TCP_REF_RST,       /* RST ignored: sequence number out of its side's window */
+	SY_C_FLOW_REFUSED,      /* new flow entry refused: flow table full (forwarded without one) */
+	SY_C_HALF_OPEN_REFUSED, /* SYN entry refused: half-open table full (forwarded without one) */
+	SY_C_HALF_OPEN_PROMOTED, /* half-open entry moved to the flow table by a valid ACK */
+	SY_C_FWD_HALF_OPEN,     /* forwarded on a half-open hit (SYN retransmit, the ACK) */
 	SY_C_MAX,
 };
 

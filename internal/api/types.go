@@ -31,6 +31,22 @@ type Stats struct {
 	Counters        []Counter      `json:"counters"`
 	FlowEntries     uint64         `json:"flow_entries"`
 	FlowCapacity    uint32         `json:"flow_capacity"`
+	// HalfOpenEntries are the half-open TCP entries (a SYN, no ACK yet),
+	// kept apart from the flow table; HalfOpenCapacity is its share of
+	// FlowCapacity.
+	HalfOpenEntries  uint64 `json:"half_open_entries"`
+	HalfOpenCapacity uint32 `json:"half_open_capacity"`
+	// FlowsByState counts flow-table entries by TCP phase (none, syn,
+	// established, fin, closed, reset) or udp / other; FlowsByOrigin by
+	// origin (selected, memorized, learned, second-key, mirror).
+	FlowsByState  map[string]uint64 `json:"flows_by_state,omitempty"`
+	FlowsByOrigin map[string]uint64 `json:"flows_by_origin,omitempty"`
+	// Aged counts entries the sweeper removed, by reason (the phase or
+	// protocol whose timeout ran out, "related" for a related entry whose
+	// parent ended, "half_open" for the half-open table).
+	Aged map[string]uint64 `json:"aged,omitempty"`
+	// LastSweep is the cost of the last sweep.
+	LastSweep *SweepStats `json:"last_sweep,omitempty"`
 	// FlowsCountedAt is when the active-flow counts were last computed (the
 	// flow table is walked at most every few seconds).
 	FlowsCountedAt string `json:"flows_counted_at"`
@@ -96,6 +112,14 @@ type Flow struct {
 	// TimeoutSeconds is the entry's own idle timeout (0: the default).
 	TimeoutSeconds uint16 `json:"timeout_seconds,omitempty"`
 	TCPState       string `json:"tcp_state,omitempty"`
+}
+
+// SweepStats is one sweep's cost: entries walked and removed, and time.
+type SweepStats struct {
+	At      string  `json:"at"`
+	Seconds float64 `json:"seconds"`
+	Walked  uint64  `json:"walked"`
+	Removed uint64  `json:"removed"`
 }
 
 // FlowFilter selects flows; zero fields match everything.

@@ -173,7 +173,11 @@ const (
 	benchSyCounterSY_C_SIG_REF_WRONG_PORT  benchSyCounter = 47
 	benchSyCounterSY_C_TCP_REF_FIN         benchSyCounter = 48
 	benchSyCounterSY_C_TCP_REF_RST         benchSyCounter = 49
-	benchSyCounterSY_C_MAX                 benchSyCounter = 50
+	benchSyCounterSY_C_FLOW_REFUSED        benchSyCounter = 50
+	benchSyCounterSY_C_HALF_OPEN_REFUSED   benchSyCounter = 51
+	benchSyCounterSY_C_HALF_OPEN_PROMOTED  benchSyCounter = 52
+	benchSyCounterSY_C_FWD_HALF_OPEN       benchSyCounter = 53
+	benchSyCounterSY_C_MAX                 benchSyCounter = 54
 )
 
 type benchSyCounterVal struct {
@@ -326,6 +330,7 @@ const (
 	benchMapCounters              = "counters"
 	benchMapFloorFlows            = "floor_flows"
 	benchMapFlows                 = "flows"
+	benchMapHalfOpen              = "half_open"
 	benchMapIfaces                = "ifaces"
 	benchMapLearnSrcs             = "learn_srcs"
 	benchMapMasks                 = "masks"
@@ -413,6 +418,7 @@ type benchMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	FloorFlows   *ebpf.MapSpec `ebpf:"floor_flows"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen     *ebpf.MapSpec `ebpf:"half_open"`
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks        *ebpf.MapSpec `ebpf:"masks"`
@@ -464,6 +470,7 @@ type benchMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	FloorFlows   *ebpf.Map `ebpf:"floor_flows"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	HalfOpen     *ebpf.Map `ebpf:"half_open"`
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
 	Masks        *ebpf.Map `ebpf:"masks"`
@@ -487,6 +494,7 @@ func (m *benchMaps) Close() error {
 		m.Counters,
 		m.FloorFlows,
 		m.Flows,
+		m.HalfOpen,
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,

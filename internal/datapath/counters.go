@@ -55,6 +55,10 @@ const (
 	CounterSigRefWrongPort  = sySyCounterSY_C_SIG_REF_WRONG_PORT
 	CounterTCPRefFin        = sySyCounterSY_C_TCP_REF_FIN
 	CounterTCPRefRst        = sySyCounterSY_C_TCP_REF_RST
+	CounterFlowRefused      = sySyCounterSY_C_FLOW_REFUSED
+	CounterHalfOpenRefused  = sySyCounterSY_C_HALF_OPEN_REFUSED
+	CounterHalfOpenPromoted = sySyCounterSY_C_HALF_OPEN_PROMOTED
+	CounterFwdHalfOpen      = sySyCounterSY_C_FWD_HALF_OPEN
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -111,6 +115,10 @@ var counterNames = [...]string{
 	CounterSigRefWrongPort:  "sig_refused_wrong_port",
 	CounterTCPRefFin:        "tcp_refused_fin",
 	CounterTCPRefRst:        "tcp_refused_rst",
+	CounterFlowRefused:      "flow_refused_table_full",
+	CounterHalfOpenRefused:  "half_open_refused_table_full",
+	CounterHalfOpenPromoted: "half_open_promoted",
+	CounterFwdHalfOpen:      "fwd_half_open",
 }
 
 // CounterName returns the operator-facing name of c.

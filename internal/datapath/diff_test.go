@@ -38,13 +38,18 @@ var (
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	labtest.Require(t)
-	dp, err := datapath.Load(datapath.Options{MaxFlows: 65536, RingSize: testRing, MaxServices: testServices, MaxSecond: testSecond, HashSeed: 7})
+	// Small tables: the generated packets fill them, so that refusals are
+	// compared too.
+	const maxFlows = 2048
+	dp, err := datapath.Load(datapath.Options{MaxFlows: maxFlows, RingSize: testRing, MaxServices: testServices, MaxSecond: testSecond, HashSeed: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
 	f := &fixture{dp: dp, model: flow.NewModel(testRing, testServices, 7)}
 	f.model.MaxSecond = testSecond
+	f.model.MaxHalfOpen = int(datapath.HalfOpenSize(maxFlows))
+	f.model.MaxFlows = maxFlows - f.model.MaxHalfOpen
 	f.tables = tee{dp: dp, model: f.model}
 	f.setNow(t, 1000)
 	return f
@@ -230,6 +235,20 @@ func (f *fixture) compareTables(t *testing.T) {
 	}
 	if n != len(f.model.Flows) {
 		t.Errorf("flow table: XDP %d entries, model %d", n, len(f.model.Flows))
+	}
+	n = 0
+	err = f.dp.WalkHalfOpen(func(k datapath.FlowKey, v datapath.Flow) bool {
+		n++
+		if m, ok := f.model.HalfOpen[k]; !ok || m != v {
+			t.Errorf("half-open %s: XDP %+v, model %+v (present %v)", flow.String(k), v, m, ok)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(f.model.HalfOpen) {
+		t.Errorf("half-open table: XDP %d entries, model %d", n, len(f.model.HalfOpen))
 	}
 	n = 0
 	err = f.dp.WalkSecondKeys(func(k datapath.SecondKey, v datapath.Second) bool {

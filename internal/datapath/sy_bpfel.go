@@ -168,7 +168,11 @@ const (
 	sySyCounterSY_C_SIG_REF_WRONG_PORT  sySyCounter = 47
 	sySyCounterSY_C_TCP_REF_FIN         sySyCounter = 48
 	sySyCounterSY_C_TCP_REF_RST         sySyCounter = 49
-	sySyCounterSY_C_MAX                 sySyCounter = 50
+	sySyCounterSY_C_FLOW_REFUSED        sySyCounter = 50
+	sySyCounterSY_C_HALF_OPEN_REFUSED   sySyCounter = 51
+	sySyCounterSY_C_HALF_OPEN_PROMOTED  sySyCounter = 52
+	sySyCounterSY_C_FWD_HALF_OPEN       sySyCounter = 53
+	sySyCounterSY_C_MAX                 sySyCounter = 54
 )
 
 type sySyCounterVal struct {
@@ -466,6 +470,7 @@ type sySyWireKey struct {
 const (
 	syMapCounters       = "counters"
 	syMapFlows          = "flows"
+	syMapHalfOpen       = "half_open"
 	syMapIfaces         = "ifaces"
 	syMapLearnSrcs      = "learn_srcs"
 	syMapMasks          = "masks"
@@ -538,6 +543,7 @@ type syProgramSpecs struct {
 type syMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen   *ebpf.MapSpec `ebpf:"half_open"`
 	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks      *ebpf.MapSpec `ebpf:"masks"`
@@ -586,6 +592,7 @@ func (o *syObjects) Close() error {
 type syMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Flows      *ebpf.Map `ebpf:"flows"`
+	HalfOpen   *ebpf.Map `ebpf:"half_open"`
 	Ifaces     *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
 	Masks      *ebpf.Map `ebpf:"masks"`
@@ -606,6 +613,7 @@ func (m *syMaps) Close() error {
 	return _SyClose(
 		m.Counters,
 		m.Flows,
+		m.HalfOpen,
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,

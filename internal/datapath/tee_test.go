@@ -111,6 +111,20 @@ func (t tee) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, 
 	}
 	return n, err
 }
+func (t tee) WalkHalfOpen(fn func(datapath.FlowKey, datapath.Flow) bool) error {
+	return t.dp.WalkHalfOpen(fn)
+}
+func (t tee) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
+	n, err := t.dp.DeleteHalfOpenWhere(match, limit)
+	if err != nil {
+		return n, err
+	}
+	m, err := t.model.DeleteHalfOpenWhere(match, limit)
+	if err == nil && m != n {
+		err = fmt.Errorf("delete half-open flows: %d in XDP, %d in the model", n, m)
+	}
+	return n, err
+}
 func (t tee) LookupSecondKey(k datapath.SecondKey) (datapath.Second, error) {
 	return t.dp.LookupSecondKey(k)
 }

@@ -95,6 +95,7 @@ type Daemon struct {
 	settingsWritten bool
 	countsMu        sync.Mutex // serializes flow-table walks for counts
 	flowCounts      *flowCounts
+	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
 	udp             *udpControl
 }
 
@@ -373,6 +374,9 @@ func (d *Daemon) clearTM(idx uint32) error {
 	}
 	if _, err := d.dp.DeleteSecondKeysWhere(func(_ datapath.SecondKey, v datapath.Second) bool { return uint32(v.Tm) == idx }, 0); err != nil {
 		return fmt.Errorf("clear second keys of TM index %d: %w", idx, err)
+	}
+	if _, err := d.dp.DeleteHalfOpenWhere(func(_ datapath.FlowKey, f datapath.Flow) bool { return uint32(f.Tm) == idx }, 0); err != nil {
+		return fmt.Errorf("clear half-open flows of TM index %d: %w", idx, err)
 	}
 	return nil
 }

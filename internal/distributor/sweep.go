@@ -1,6 +1,11 @@
 package distributor
 
 import (
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -102,28 +107,149 @@ func (d *Daemon) orphans() (map[datapath.SecondKey]bool, error) {
 	return out, err
 }
 
-// sweep removes flow-table entries and second keys idle longer than their
-// timeouts. An entry refreshed by the data path between the walk and the
-// delete is kept (DeleteFlowsWhere matches again just before deleting).
+// lifeStats is what the sweeper tells operators: entries aged by reason,
+// the last sweep's cost, and when it last warned of pressure.
+type lifeStats struct {
+	mu          sync.Mutex
+	aged        map[string]uint64
+	last        *api.SweepStats
+	warnedAt    time.Time
+	lastRefused uint64 // flow_refused + half_open_refused at the last sweep
+}
+
+// stats copies the sweeper's figures into st.
+func (l *lifeStats) stats(st *api.Stats) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st.Aged = maps.Clone(l.aged)
+	if l.last != nil {
+		c := *l.last
+		st.LastSweep = &c
+	}
+}
+
+// pressureEvery rate-limits the "under pressure" log line.
+const pressureEvery = time.Minute
+
+// tally wraps a sweep's match function: it counts the calls and remembers,
+// per matched key, the reason of its last call, so that after
+// Delete*Where (which calls match once per entry, then once more for each
+// candidate just before deleting it) the entries walked and the removed
+// entries by reason are known.
+type tally[K comparable] struct {
+	calls  uint64
+	reason map[K]string // "" when the last call did not match
+}
+
+func (t *tally[K]) match(k K, reason string, ok bool) bool {
+	t.calls++
+	if ok {
+		t.reason[k] = reason
+	} else if _, seen := t.reason[k]; seen {
+		t.reason[k] = ""
+	}
+	return ok
+}
+
+// walked is the entries walked: every entry once, candidates twice.
+func (t *tally[K]) walked() uint64 { return t.calls - uint64(len(t.reason)) }
+
+func (t *tally[K]) add(aged map[string]uint64) {
+	for _, r := range t.reason {
+		if r != "" {
+			aged[r]++
+		}
+	}
+}
+
+// flowReason names why entry f would age: its TCP phase, udp or other, or
+// related when its parent's end shortened it.
+func flowReason(k datapath.FlowKey, f datapath.Flow, related bool) string {
+	if related {
+		return "related"
+	}
+	return stateName(k, f)
+}
+
+// sweep removes flow-table, half-open and second-key entries idle longer
+// than their timeouts, counts them by reason, and warns (at most once a
+// minute) when the tables are under pressure. An entry refreshed by the
+// data path between the walk and the delete is kept (Delete*Where matches
+// again just before deleting).
 func (d *Daemon) sweep() (flows, seconds int, err error) {
+	start := time.Now()
 	d.mu.Lock()
 	t := d.cfg.Timeouts
+	maxFlows := d.cfg.FlowTable.MaxFlows
 	d.mu.Unlock()
 	now := d.clock()
 	orphans, err := d.orphans()
 	if err != nil {
 		return 0, 0, err
 	}
+	ft := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
 		related := len(orphans) > 0 && f.Flags&datapath.FlowSecondKey != 0 &&
 			orphans[datapath.SecondKey{Key: flow.MaskKey(k, uint32(f.Mask)), Mask: uint32(f.Mask)}]
-		return idle(now, f.LastSeen, idleTimeout(t, k, f, related))
+		return ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(t, k, f, related)))
 	}, maxSweep)
 	if err != nil {
 		return flows, 0, err
 	}
-	seconds, err = d.dp.DeleteSecondKeysWhere(func(k datapath.SecondKey, v datapath.Second) bool {
-		return idle(now, v.LastSeen, secondTimeout(t, v, orphans[k]))
+	ht := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
+	half, err := d.dp.DeleteHalfOpenWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
+		return ht.match(k, "half_open", idle(now, f.LastSeen, min(t.TCPSyn, idleTimeout(t, k, f, false))))
 	}, maxSweep)
-	return flows, seconds, err
+	if err != nil {
+		return flows, 0, err
+	}
+	st := tally[datapath.SecondKey]{reason: map[datapath.SecondKey]string{}}
+	seconds, err = d.dp.DeleteSecondKeysWhere(func(k datapath.SecondKey, v datapath.Second) bool {
+		r := "second_key"
+		if orphans[k] {
+			r = "related_second_key"
+		}
+		return st.match(k, r, idle(now, v.LastSeen, secondTimeout(t, v, orphans[k])))
+	}, maxSweep)
+	if err != nil {
+		return flows, seconds, err
+	}
+
+	l := &d.life
+	l.mu.Lock()
+	if l.aged == nil {
+		l.aged = map[string]uint64{}
+	}
+	ft.add(l.aged)
+	ht.add(l.aged)
+	st.add(l.aged)
+	l.last = &api.SweepStats{At: start.UTC().Format(time.RFC3339Nano), Seconds: time.Since(start).Seconds(),
+		Walked: ft.walked() + ht.walked() + st.walked(), Removed: uint64(flows + half + seconds)}
+	l.mu.Unlock()
+	d.pressure(maxFlows, ft.walked()-uint64(flows), ht.walked()-uint64(half))
+	return flows + half, seconds, nil
+}
+
+// pressure logs, at most once per pressureEvery, that the flow or
+// half-open table is 90% full or refused entries since the last sweep.
+func (d *Daemon) pressure(maxFlows uint32, flows, half uint64) {
+	var refused uint64
+	if c, err := d.dp.ReadCounters(); err == nil {
+		refused = c[datapath.CounterFlowRefused].Packets + c[datapath.CounterHalfOpenRefused].Packets
+	}
+	halfCap := uint64(datapath.HalfOpenSize(maxFlows))
+	flowCap := uint64(maxFlows) - halfCap
+	l := &d.life
+	l.mu.Lock()
+	moved := refused - l.lastRefused
+	l.lastRefused = refused
+	warn := (moved > 0 || flows*10 >= flowCap*9 || half*10 >= halfCap*9) && time.Since(l.warnedAt) >= pressureEvery
+	if warn {
+		l.warnedAt = time.Now()
+	}
+	l.mu.Unlock()
+	if warn {
+		d.log.Warn("flow table under pressure", "flows", flows, "flow_capacity", flowCap,
+			"half_open", half, "half_open_capacity", halfCap, "refused_since_last_sweep", moved)
+	}
 }

@@ -106,8 +106,34 @@ func TestSweepByState(t *testing.T) {
 	skGone, dataGone := child(gone, 2002)
 	skLive, dataLive := child(estab, 2003)
 
+	halfOld, halfNew := key("10.9.0.2", 1), key("10.9.0.2", 2)
+	h.m.HalfOpen[halfOld] = datapath.Flow{LastSeen: h.now - 31, TcpState: datapath.TCPSynSeen | datapath.TCPSeqFwd}
+	h.m.HalfOpen[halfNew] = datapath.Flow{LastSeen: h.now - 30, TcpState: datapath.TCPSynSeen | datapath.TCPSeqFwd}
+
 	if _, _, err := h.d.sweep(); err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := h.m.HalfOpen[halfOld]; ok {
+		t.Error("a half-open entry idle past tcp_syn was kept")
+	}
+	if _, ok := h.m.HalfOpen[halfNew]; !ok {
+		t.Error("a half-open entry idle exactly tcp_syn was swept")
+	}
+	st, err := h.d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAged := map[string]uint64{"syn": 1, "fin": 1, "reset": 1, "related": 2, "half_open": 1, "related_second_key": 2}
+	for k, v := range wantAged {
+		if st.Aged[k] != v {
+			t.Errorf("aged[%s] = %d, want %d (all: %v)", k, st.Aged[k], v, st.Aged)
+		}
+	}
+	if st.LastSweep == nil || st.LastSweep.Removed != 8 || st.LastSweep.Walked != 13 {
+		t.Errorf("last sweep %+v, want 8 removed of 13 walked", st.LastSweep)
+	}
+	if st.HalfOpenEntries != 1 || st.FlowsByState["established"] != 2 {
+		t.Errorf("half-open %d, by state %v: want 1 half-open and 2 established", st.HalfOpenEntries, st.FlowsByState)
 	}
 	for _, c := range []struct {
 		name string

@@ -58,6 +58,10 @@ func (p *packet) fromTM() datapath.Verdict {
 		if k.Proto == ProtoTCP {
 			p.tcpTrack(&e, true)
 		}
+		if flowsFull(p.m.Flows, p.m.MaxFlows, rev) {
+			p.count(datapath.CounterFlowRefused, 0)
+			return
+		}
 		p.m.Flows[rev] = e
 		p.count(datapath.CounterLearned, 0)
 	}

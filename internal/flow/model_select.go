@@ -37,10 +37,7 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 		return p.count(datapath.CounterDropTMNotReady, datapath.Drop)
 	}
 	e := datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
-	if k.Proto == ProtoTCP {
-		p.tcpTrack(&e, false)
-	}
-	p.m.Flows[*k] = e
+	p.putNew(&e)
 	if svc.PersistMask != 0 {
 		sk := datapath.SecondKey{Key: MaskKey(*k, svc.PersistMask), Mask: svc.PersistMask}
 		if _, ok := p.m.SecondKeys[sk]; ok || len(p.m.SecondKeys) < p.m.MaxSecond {

@@ -277,6 +277,10 @@ func memorize(t datapath.Tables, m datapath.OpMemorize, sender uint32) (datapath
 			return datapath.CounterSigMemorize, nil
 		case errors.Is(err, datapath.ErrKeyExist), errors.Is(err, datapath.ErrKeyNotExist):
 			continue // the entry came or went meanwhile: decide again
+		case errors.Is(err, datapath.ErrTableFull):
+			// XDP counts a refused insert as foreign_tm too (signal.h);
+			// flow_refused_table_full counts the data path's own.
+			return datapath.CounterSigRefForeignTM, nil
 		default:
 			return 0, fmt.Errorf("memorize flow %s: %w", String(k), err)
 		}
