@@ -88,11 +88,12 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
  * RST ends it. Its TM forced out: the entry goes and the packet is selected
  * again.
  */
-static __always_inline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
+static __noinline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
 {
-	struct sy_flow *h, e;
+	struct sy_flow *h;
 	struct sy_tm *tm;
 	__u32 idx;
+	__u16 svc;
 
 	if (p->key.proto != IPPROTO_TCP)
 		return SY_GO_ON;
@@ -105,25 +106,24 @@ static __always_inline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt 
 		bpf_map_delete_elem(&half_open, &p->key);
 		return SY_GO_ON;
 	}
-	e = *h;
-	sy_tcp_track(&e, p, 0);
-	e.last_seen = sy_now;
-	if (e.tcp_state & SY_TCP_RESET) {
+	/* In place, and inserted from the map value itself: a copy would
+	 * not fit the stack of the benchmark's call chain. */
+	sy_tcp_track(h, p, 0);
+	h->last_seen = sy_now;
+	svc = h->svc;
+	if (h->tcp_state & SY_TCP_RESET) {
 		bpf_map_delete_elem(&half_open, &p->key);
-	} else if (e.tcp_state & SY_TCP_ESTABLISHED) {
-		if (bpf_map_update_elem(&flows, &p->key, &e, BPF_ANY)) {
+	} else if (h->tcp_state & SY_TCP_ESTABLISHED) {
+		if (bpf_map_update_elem(&flows, &p->key, h, BPF_ANY)) {
 			sy_count(SY_C_FLOW_REFUSED, p->len, 0);
-			*h = e;
 		} else {
 			bpf_map_delete_elem(&half_open, &p->key);
 			sy_count(SY_C_HALF_OPEN_PROMOTED, p->len, 0);
 		}
-	} else {
-		*h = e;
 	}
 	if (!(tm->flags & SY_TM_READY))
 		return sy_count(SY_C_DROP_TM_NOT_READY, p->len, XDP_DROP);
-	sy_traffic_add(&svc_stats, e.svc, p->len, 0);
+	sy_traffic_add(&svc_stats, svc, p->len, 0);
 	sy_traffic_add(&tm_stats, idx, p->len, 0);
 	sy_count(SY_C_FWD_HALF_OPEN, p->len, 0);
 	return sy_forward(ctx, tm, p->len);

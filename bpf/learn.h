@@ -24,14 +24,14 @@ static __always_inline void sy_reverse(struct sy_flow_key *rev, const struct sy_
 
 /* A TM's TCP packet of a flow it owns (a client's reply through the
  * distributor, or a learned connection's next packets): the TM's side of
- * the flow's state. Another TM's flow is not touched. */
-static __always_inline void sy_tm_side(const struct sy_pkt *p)
+ * the flow's state. Another TM's flow is not touched. rev is the caller's
+ * (one key on the stack for both uses). */
+static __always_inline void sy_tm_side(const struct sy_pkt *p, struct sy_flow_key *rev)
 {
-	struct sy_flow_key rev = {};
 	struct sy_flow *cur;
 
-	sy_reverse(&rev, &p->key);
-	cur = bpf_map_lookup_elem(&flows, &rev);
+	sy_reverse(rev, &p->key);
+	cur = bpf_map_lookup_elem(&flows, rev);
 	if (cur && cur->tm == p->sender)
 		sy_tcp_track(cur, p, 1);
 }
@@ -48,14 +48,15 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	const struct sy_flow_key *key = &p->key;
 	struct sy_vip_key src = {};
 	struct sy_flow_key rev = {};
-	struct sy_flow entry = {}, *cur;
-	__u32 *owner, sender = p->sender;
+	struct sy_sig_scratch *x;
+	struct sy_flow *cur;
+	__u32 *owner, sender = p->sender, zero = 0;
 
 	if (!p->ports)
 		goto pass;
 	if (key->proto == IPPROTO_TCP) {
 		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) != SY_TCP_SYN) {
-			sy_tm_side(p);
+			sy_tm_side(p, &rev);
 			goto pass;
 		}
 	} else if (key->proto != IPPROTO_UDP) {
@@ -80,13 +81,20 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 			goto pass;
 		}
 	}
-	entry.last_seen = sy_now;
-	entry.tm = sender;
-	entry.svc = SY_SVC_NONE;
-	entry.flags = SY_FLOW_LEARNED;
+	/* The new entry in the scratch, not on the stack: sy_process's frame
+	 * is at the limit of the benchmark's call chain. Its lookup cannot
+	 * fail (maps.h). */
+	x = bpf_map_lookup_elem(&sig_scratch, &zero);
+	if (!x)
+		goto pass;
+	__builtin_memset(&x->flow, 0, sizeof(x->flow));
+	x->flow.last_seen = sy_now;
+	x->flow.tm = sender;
+	x->flow.svc = SY_SVC_NONE;
+	x->flow.flags = SY_FLOW_LEARNED;
 	if (key->proto == IPPROTO_TCP)
-		sy_tcp_track(&entry, p, 1);
-	if (bpf_map_update_elem(&flows, &rev, &entry, BPF_ANY))
+		sy_tcp_track(&x->flow, p, 1);
+	if (bpf_map_update_elem(&flows, &rev, &x->flow, BPF_ANY))
 		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
 	else
 		sy_count(SY_C_LEARNED, p->len, 0);

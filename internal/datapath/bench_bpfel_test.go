@@ -276,6 +276,7 @@ type benchSySigScratch struct {
 	}
 	Macs  [12]uint8
 	Inner benchSyFlowKey
+	Flow  benchSyFlow
 }
 
 type benchSySkey struct {

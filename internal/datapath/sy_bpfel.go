@@ -380,6 +380,7 @@ type sySySigScratch struct {
 	H      sySySigHdr
 	Macs   [12]uint8
 	Inner  sySyFlowKey
+	Flow   sySyFlow
 }
 
 type sySySkey struct {
