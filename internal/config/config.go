@@ -321,6 +321,33 @@ type Service struct {
 	// Persistence, if set, keeps a client's new flows on the TM of its
 	// previous ones; nil = none.
 	Persistence *Persistence `yaml:"persistence"`
+	// Timeouts, if set, override the global idle timeouts for the flows
+	// this service selected; a zero (omitted) field keeps the global one.
+	Timeouts *ServiceTimeouts `yaml:"timeouts"`
+}
+
+// ServiceTimeouts are a service's own idle timeouts in seconds, 1..604800;
+// 0 (omitted) keeps the global one (timeouts).
+type ServiceTimeouts struct {
+	TCP      uint32 `yaml:"tcp"`
+	TCPSyn   uint32 `yaml:"tcp_syn"`
+	TCPFin   uint32 `yaml:"tcp_fin"`
+	TCPClose uint32 `yaml:"tcp_close"`
+	UDP      uint32 `yaml:"udp"`
+}
+
+// Apply returns t with s's non-zero fields in place of t's (s may be nil).
+func (s *ServiceTimeouts) Apply(t Timeouts) Timeouts {
+	if s == nil {
+		return t
+	}
+	for _, f := range []struct{ from, to *uint32 }{{&s.TCP, &t.TCP}, {&s.TCPSyn, &t.TCPSyn},
+		{&s.TCPFin, &t.TCPFin}, {&s.TCPClose, &t.TCPClose}, {&s.UDP, &t.UDP}} {
+		if *f.from != 0 {
+			*f.to = *f.from
+		}
+	}
+	return t
 }
 
 // Persistence sends a client's new flows to the TM its previous one went to,

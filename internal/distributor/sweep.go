@@ -181,7 +181,20 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	d.mu.Lock()
 	t := d.cfg.Timeouts
 	maxFlows := d.cfg.FlowTable.MaxFlows
+	// Services with timeouts of their own, by the index their flows carry.
+	bySvc := map[uint16]config.Timeouts{}
+	for _, sc := range d.cfg.Services {
+		if s := d.svcs[idOf(sc)]; s != nil && sc.Timeouts != nil {
+			bySvc[uint16(s.index)] = sc.Timeouts.Apply(t)
+		}
+	}
 	d.mu.Unlock()
+	timeouts := func(f datapath.Flow) config.Timeouts {
+		if st, ok := bySvc[f.Svc]; ok {
+			return st
+		}
+		return t
+	}
 	now := d.clock()
 	orphans, err := d.orphans()
 	if err != nil {
@@ -191,14 +204,15 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
 		related := len(orphans) > 0 && f.Flags&datapath.FlowSecondKey != 0 &&
 			orphans[datapath.SecondKey{Key: flow.MaskKey(k, uint32(f.Mask)), Mask: uint32(f.Mask)}]
-		return ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(t, k, f, related)))
+		return ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(timeouts(f), k, f, related)))
 	}, maxSweep)
 	if err != nil {
 		return flows, 0, err
 	}
 	ht := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
 	half, err := d.dp.DeleteHalfOpenWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
-		return ht.match(k, "half_open", idle(now, f.LastSeen, min(t.TCPSyn, idleTimeout(t, k, f, false))))
+		ft := timeouts(f)
+		return ht.match(k, "half_open", idle(now, f.LastSeen, min(ft.TCPSyn, idleTimeout(ft, k, f, false))))
 	}, maxSweep)
 	if err != nil {
 		return flows, 0, err

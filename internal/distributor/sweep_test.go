@@ -162,3 +162,29 @@ func TestSweepByState(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepServiceTimeouts: a service's own timeouts apply to the flows it
+// selected (they carry its index); other flows keep the global ones.
+func TestSweepServiceTimeouts(t *testing.T) {
+	web := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1], timeouts: {tcp: 50}}\n"
+	h := newHarness(t, "  - {id: tm1, address: 10.1.0.11}\n", web, "timeouts: {tcp: 900}\n")
+	h.now = 10000
+	svc := uint16(h.d.svcs[serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}].index)
+	own, other := key("10.9.0.1", 1), key("10.9.0.1", 2)
+	st := datapath.TCPSynSeen | datapath.TCPEstablished
+	if err := h.m.PutFlow(own, datapath.Flow{LastSeen: h.now - 51, Svc: svc, Flags: datapath.FlowSelected, TcpState: st}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.PutFlow(other, datapath.Flow{LastSeen: h.now - 51, Svc: datapath.SvcNone, Flags: datapath.FlowMemorized, TcpState: st}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.d.sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.m.Flows[own]; ok {
+		t.Error("the service's flow idle past the service's tcp timeout (50 s) was kept")
+	}
+	if _, ok := h.m.Flows[other]; !ok {
+		t.Error("a memorized flow idle 51 s was swept: it has the global tcp timeout (900 s)")
+	}
+}
