@@ -14,10 +14,12 @@ import (
 
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
 	"github.com/switchyard/switchyard/internal/tm"
+	"github.com/switchyard/switchyard/signal"
 )
 
 // Flow-lifecycle tests (issue 8): TCP state and validated FIN/RST, aging by
@@ -357,4 +359,103 @@ func TestSpoofedFINAndRSTIgnored(t *testing.T) {
 	if n := statCounter(stats(t, d), "fwd_new") + statCounter(stats(t, d), "fwd_reselect"); n <= newBefore {
 		t.Error("the reused port was not selected again")
 	}
+}
+
+// TestRelatedAgesWithParent: an FTP-style parent (a real connection the TM
+// memorized, which relates the client's data connections to itself) and a
+// child (a data connection steered by the related second key). When the
+// parent closes (FINs from both sides), the child's idle entry and the
+// related second key get the close timeout and are swept, counted as
+// "related".
+func TestRelatedAgesWithParent(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3})
+	d := startDist(t, e, lab.ConfigOptions{
+		Timeouts: &config.Timeouts{TCPClose: 2, TCPFin: 2},
+		ExtraServices: []config.Service{{Name: "data", VIP: e.Topo.VIP4, Port: 2121,
+			Protocol: config.ProtocolTCP, TrafficManagers: []string{"tm1", "tm2", "tm3"}}}})
+	for _, h := range e.Topo.TMs {
+		s := tm.New(h.Name)
+		if err := h.NS.Do(func() error { return s.ListenHTTP(netip.AddrPortFrom(e.Topo.VIP4, 2121)) }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+	c1 := e.Topo.Clients[0]
+	relating := e.Topo.TMs[1]
+	c1addr := c1.Links["eth0"].Addr4.Addr()
+	vip80 := netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort)
+	vip2121 := netip.AddrPortFrom(e.Topo.VIP4, 2121)
+	parent := signal.Key{Src: c1addr, Dst: vip80.Addr(), SrcPort: 40001, DstPort: vip80.Port(), Proto: flow.ProtoTCP}
+	sendFrame(t, relating, distMAC(e),
+		signal.Memorize{Key: parent},
+		signal.Relate{Parent: parent, Second: signal.Key{Src: c1addr, Dst: vip2121.Addr(), DstPort: 2121, Proto: flow.ProtoTCP},
+			Mask: signal.FieldProto | signal.FieldSrc | signal.FieldDst | signal.FieldDstPort, Timeout: time.Hour})
+	waitFor(t, 5*time.Second, "the RELATE", func() bool { return counter(t, d, "sig_relate") == 1 })
+
+	// The child: a data connection, left open and idle.
+	var child net.Conn
+	err := c1.NS.Do(func() error {
+		var err error
+		child, err = net.DialTimeout("tcp", vip2121.String(), 5*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	ch := &heldConn{c: child, br: bufio.NewReader(child)}
+	if got, err := ch.get(); err != nil || got != relating.Name {
+		t.Fatalf("child connection answered by %q (%v), want the relating %s", got, err, relating.Name)
+	}
+	childKey := netip.MustParseAddrPort(child.LocalAddr().String())
+	childEntry := func() bool {
+		for _, f := range flowsOf(t, d, c1addr) {
+			if f.Src == childKey.String() {
+				return true
+			}
+		}
+		return false
+	}
+	// The related key lives an hour, the child's entry 900 s: without the
+	// parent's end neither would go within this test.
+	time.Sleep(6 * time.Second) // a sweep passes: the child stays while its parent lives
+	if !childEntry() {
+		t.Fatal("the child's entry went while its parent lived")
+	}
+
+	// The parent connection, on the memorized key, closed by both sides.
+	if got, err := getFrom(c1, int(parent.SrcPort), vip80); err != nil || got != relating.Name {
+		t.Fatalf("parent connection answered by %q (%v), want %s", got, err, relating.Name)
+	}
+	waitFor(t, 30*time.Second, "the child's entry and the related key to age with the parent", func() bool {
+		s := stats(t, d)
+		return !childEntry() && s.Aged["related"] >= 1 && s.Aged["related_second_key"] >= 1
+	})
+}
+
+// TestSYNOnlyEntryAges: a client's SYN that gets no further (sent raw, the
+// client's stack knows nothing of it) makes a half-open entry, gone one
+// sweep after tcp_syn; it never reaches the flow table.
+func TestSYNOnlyEntryAges(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	d := startDist(t, e, lab.ConfigOptions{Timeouts: &config.Timeouts{TCPSyn: 1}})
+	// From an address no host has: the TM's SYN-ACK finds no one to
+	// answer it with a RST (a valid RST would end the entry too), so only
+	// the timeout can end it.
+	src := netip.MustParseAddrPort("10.0.1.222:45678")
+	dst := netip.AddrPortFrom(e.Topo.VIP4, lab.HTTPPort)
+	err := e.Topo.Clients[0].NS.Do(func() error {
+		return loadgen.SendRaw([][]byte{loadgen.TCPPacket(src, dst, 12345, 0, loadgen.TCPFlagSYN)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the half-open entry", func() bool { return stats(t, d).HalfOpenEntries == 1 })
+	if len(flowsOf(t, d, src.Addr())) != 0 {
+		t.Error("a SYN-only connection is in the flow table")
+	}
+	waitFor(t, 20*time.Second, "the half-open entry to age", func() bool {
+		s := stats(t, d)
+		return s.HalfOpenEntries == 0 && s.Aged["half_open"] == 1
+	})
 }
