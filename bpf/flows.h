@@ -28,8 +28,12 @@ static __always_inline void sy_put_new(const struct sy_pkt *p, struct sy_flow *e
 			return;
 		}
 	}
-	if (bpf_map_update_elem(&flows, &p->key, e, BPF_ANY))
+	if (bpf_map_update_elem(&flows, &p->key, e, BPF_ANY)) {
 		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+		sy_event(&p->key, e, SY_EV_REFUSED);
+	} else {
+		sy_event(&p->key, e, SY_EV_NEW);
+	}
 }
 
 /*
@@ -69,7 +73,8 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 			}
 			f->tcp_state = 0;
 		}
-		sy_tcp_track(f, seg, 0);
+		if (sy_tcp_track(f, seg, 0))
+			sy_event(key, f, SY_EV_STATE);
 	}
 	if (!(tm->flags & SY_TM_READY))
 		return sy_count(SY_C_DROP_TM_NOT_READY, len, XDP_DROP);
@@ -116,7 +121,9 @@ static __noinline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
 	} else if (h->tcp_state & SY_TCP_ESTABLISHED) {
 		if (bpf_map_update_elem(&flows, &p->key, h, BPF_ANY)) {
 			sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+			sy_event(&p->key, h, SY_EV_REFUSED);
 		} else {
+			sy_event(&p->key, h, SY_EV_NEW);
 			bpf_map_delete_elem(&half_open, &p->key);
 			sy_count(SY_C_HALF_OPEN_PROMOTED, p->len, 0);
 		}

@@ -32,8 +32,8 @@ static __always_inline void sy_tm_side(const struct sy_pkt *p, struct sy_flow_ke
 
 	sy_reverse(rev, &p->key);
 	cur = bpf_map_lookup_elem(&flows, rev);
-	if (cur && cur->tm == p->sender)
-		sy_tcp_track(cur, p, 1);
+	if (cur && cur->tm == p->sender && sy_tcp_track(cur, p, 1))
+		sy_event(rev, cur, SY_EV_STATE);
 }
 
 /*
@@ -94,10 +94,13 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	x->flow.flags = SY_FLOW_LEARNED;
 	if (key->proto == IPPROTO_TCP)
 		sy_tcp_track(&x->flow, p, 1);
-	if (bpf_map_update_elem(&flows, &rev, &x->flow, BPF_ANY))
+	if (bpf_map_update_elem(&flows, &rev, &x->flow, BPF_ANY)) {
 		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
-	else
+		sy_event(&rev, &x->flow, SY_EV_REFUSED);
+	} else {
 		sy_count(SY_C_LEARNED, p->len, 0);
+		sy_event(&rev, &x->flow, SY_EV_NEW);
+	}
 pass:
 	return sy_count(SY_C_PASS_FROM_TM, p->len, XDP_PASS);
 }

@@ -154,6 +154,13 @@ struct {
 	__type(value, struct sy_traffic);
 } tm_stats SEC(".maps");
 
+/* Flow events (struct sy_event) for the daemon; a full ring loses the
+ * event and counts SY_C_EVENT_OVERRUN. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SY_EVENT_RING_BYTES);
+} events SEC(".maps");
+
 /* Room for big locals of the signal path, of persistence and of ICMP: the
  * BPF stack is shared by every frame of a call chain (512 bytes in all). */
 struct sy_sig_scratch {

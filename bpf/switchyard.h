@@ -329,6 +329,7 @@ enum sy_counter {
 	SY_C_HALF_OPEN_REFUSED, /* SYN entry refused: half-open table full (forwarded without one) */
 	SY_C_HALF_OPEN_PROMOTED, /* half-open entry moved to the flow table by a valid ACK */
 	SY_C_FWD_HALF_OPEN,     /* forwarded on a half-open hit (SYN retransmit, the ACK) */
+	SY_C_EVENT_OVERRUN,     /* flow events lost: the ring buffer was full */
 	SY_C_MAX,
 };
 
@@ -378,6 +379,34 @@ static __always_inline __u32 sy_hash_key(const struct sy_flow_key *k, __u32 seed
 	return h;
 }
 
+/*
+ * Flow events, from the data path to the daemon through a ring buffer
+ * (maps.h, events): a flow entered the flow table (new, or a half-open one
+ * promoted), its TCP state moved (established, FIN, RST), or its entry was
+ * refused (table full). Half-open entries are not reported: a SYN flood
+ * must not drown the stream. The daemon adds the sweeper's expirations.
+ */
+enum sy_event_type {
+	SY_EV_NEW = 1,
+	SY_EV_STATE = 2,
+	SY_EV_REFUSED = 3,
+	SY_EV_EXPIRED = 4, /* the sweeper's, not the data path's */
+};
+
+enum sy_event_consts {
+	SY_EVENT_RING_BYTES = 262144, /* 4096 events of 64 bytes (52 + the ring's 8-byte header, rounded) */
+};
+
+struct sy_event {
+	struct sy_flow_key key;
+	__u32 time;     /* sy_now */
+	__u16 tm;
+	__u16 flags;    /* SY_FLOW_* */
+	__u8 type;      /* SY_EV_* */
+	__u8 tcp_state; /* SY_TCP_* bits after the change */
+	__u16 pad;
+};
+
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */
 struct sy_consts {
 	enum sy_limits limits;
@@ -400,6 +429,9 @@ struct sy_consts {
 	struct sy_op_key op_key;
 	struct sy_op_relate op_relate;
 	struct sy_op_age op_age;
+	enum sy_event_type event_type;
+	enum sy_event_consts event_consts;
+	struct sy_event event;
 };
 
 #endif

@@ -10,6 +10,29 @@
 
 #include "parse.h"
 
+/* Reports a flow event (switchyard.h, enum sy_event_type). Reserved in the
+ * ring itself: no copy on the stack. */
+static __always_inline void sy_event(const struct sy_flow_key *k, const struct sy_flow *f, __u8 type)
+{
+	struct sy_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+
+	if (!ev) {
+		sy_count(SY_C_EVENT_OVERRUN, 0, 0);
+		return;
+	}
+	__builtin_memcpy(&ev->key, k, sizeof(ev->key));
+	ev->time = sy_now;
+	ev->tm = f->tm;
+	ev->flags = f->flags;
+	ev->type = type;
+	ev->tcp_state = f->tcp_state;
+	ev->pad = 0;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* The state bits whose change is an event. */
+#define SY_TCP_EVENT_BITS (SY_TCP_ESTABLISHED | SY_TCP_ENDED)
+
 /* Is x within SY_TCP_SEQ_WINDOW of next, either side (mod 2^32)? */
 static __always_inline int sy_in_window(__u32 x, __u32 next)
 {
@@ -24,9 +47,10 @@ static __always_inline int sy_in_window(__u32 x, __u32 next)
  * answering a SYN), if it acknowledges the other side's next; otherwise it
  * is counted and ignored (the packet itself still goes to the TM, whose
  * stack judges it again). Writes only what changed: the hit path stays a
- * read for a packet that changes nothing.
+ * read for a packet that changes nothing. Returns whether an event bit
+ * (established, FIN, RST) was newly set.
  */
-static __always_inline void sy_tcp_track(struct sy_flow *f, const struct sy_pkt *p, int rev)
+static __always_inline int sy_tcp_track(struct sy_flow *f, const struct sy_pkt *p, int rev)
 {
 	__u8 fl = p->tcpflags, st = f->tcp_state;
 	__u8 seen = rev ? SY_TCP_SEQ_REV : SY_TCP_SEQ_FWD;
@@ -46,7 +70,7 @@ static __always_inline void sy_tcp_track(struct sy_flow *f, const struct sy_pkt 
 			sy_count(SY_C_TCP_REF_RST, p->len, 0);
 		else if (fl & SY_TCP_FIN)
 			sy_count(SY_C_TCP_REF_FIN, p->len, 0);
-		return;
+		return 0;
 	}
 	if (!(st & seen) || (__s32)(p->seq_end - next) > 0) {
 		st |= seen;
@@ -63,8 +87,11 @@ static __always_inline void sy_tcp_track(struct sy_flow *f, const struct sy_pkt 
 		st |= SY_TCP_RESET;
 	if (fl & SY_TCP_FIN)
 		st |= rev ? SY_TCP_FIN_REV : SY_TCP_FIN_FWD;
-	if (st != f->tcp_state)
-		f->tcp_state = st;
+	if (st == f->tcp_state)
+		return 0;
+	ok = (st & ~f->tcp_state & SY_TCP_EVENT_BITS) != 0;
+	f->tcp_state = st;
+	return ok;
 }
 
 #endif

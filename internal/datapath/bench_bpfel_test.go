@@ -118,6 +118,27 @@ type benchSyConsts struct {
 		}
 		Timeout uint32
 	}
+	EventType   uint32
+	EventConsts uint32
+	Event       struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Time     uint32
+		Tm       uint16
+		Flags    uint16
+		Type     uint8
+		TcpState uint8
+		Pad      uint16
+	}
 }
 
 type benchSyCounter uint32
@@ -177,7 +198,8 @@ const (
 	benchSyCounterSY_C_HALF_OPEN_REFUSED   benchSyCounter = 51
 	benchSyCounterSY_C_HALF_OPEN_PROMOTED  benchSyCounter = 52
 	benchSyCounterSY_C_FWD_HALF_OPEN       benchSyCounter = 53
-	benchSyCounterSY_C_MAX                 benchSyCounter = 54
+	benchSyCounterSY_C_EVENT_OVERRUN       benchSyCounter = 54
+	benchSyCounterSY_C_MAX                 benchSyCounter = 55
 )
 
 type benchSyCounterVal struct {
@@ -329,6 +351,7 @@ const (
 	benchMapBenchCfg              = "bench_cfg"
 	benchMapBenchScratch          = "bench_scratch"
 	benchMapCounters              = "counters"
+	benchMapEvents                = "events"
 	benchMapFloorFlows            = "floor_flows"
 	benchMapFlows                 = "flows"
 	benchMapHalfOpen              = "half_open"
@@ -417,6 +440,7 @@ type benchMapSpecs struct {
 	BenchCfg     *ebpf.MapSpec `ebpf:"bench_cfg"`
 	BenchScratch *ebpf.MapSpec `ebpf:"bench_scratch"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	FloorFlows   *ebpf.MapSpec `ebpf:"floor_flows"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	HalfOpen     *ebpf.MapSpec `ebpf:"half_open"`
@@ -469,6 +493,7 @@ type benchMaps struct {
 	BenchCfg     *ebpf.Map `ebpf:"bench_cfg"`
 	BenchScratch *ebpf.Map `ebpf:"bench_scratch"`
 	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
 	FloorFlows   *ebpf.Map `ebpf:"floor_flows"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	HalfOpen     *ebpf.Map `ebpf:"half_open"`
@@ -493,6 +518,7 @@ func (m *benchMaps) Close() error {
 		m.BenchCfg,
 		m.BenchScratch,
 		m.Counters,
+		m.Events,
 		m.FloorFlows,
 		m.Flows,
 		m.HalfOpen,

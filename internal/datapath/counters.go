@@ -59,6 +59,7 @@ const (
 	CounterHalfOpenRefused  = sySyCounterSY_C_HALF_OPEN_REFUSED
 	CounterHalfOpenPromoted = sySyCounterSY_C_HALF_OPEN_PROMOTED
 	CounterFwdHalfOpen      = sySyCounterSY_C_FWD_HALF_OPEN
+	CounterEventOverrun     = sySyCounterSY_C_EVENT_OVERRUN
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -119,6 +120,7 @@ var counterNames = [...]string{
 	CounterHalfOpenRefused:  "half_open_refused_table_full",
 	CounterHalfOpenPromoted: "half_open_promoted",
 	CounterFwdHalfOpen:      "fwd_half_open",
+	CounterEventOverrun:     "event_overrun",
 }
 
 // CounterName returns the operator-facing name of c.

@@ -7,9 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -45,6 +50,9 @@ type Datapath struct {
 	opts  Options
 	objs  syObjects
 	links map[int]link.Link
+
+	evMu   sync.Mutex
+	events *ringbuf.Reader // made by the first ReadEvents
 }
 
 // Load loads the XDP program and creates its maps, sized by opts.
@@ -168,7 +176,51 @@ func (d *Datapath) Detach() error {
 
 // Close detaches and releases the program and its maps.
 func (d *Datapath) Close() error {
-	return errors.Join(d.Detach(), d.objs.Close())
+	d.evMu.Lock()
+	var everr error
+	if d.events != nil {
+		everr = d.events.Close()
+	}
+	d.evMu.Unlock()
+	return errors.Join(d.Detach(), everr, d.objs.Close())
+}
+
+// MaxEventsPerRead bounds one ReadEvents call; the rest wait for the next.
+const MaxEventsPerRead = 65536
+
+// ReadEvents calls fn for each flow event waiting in the ring buffer, at
+// most MaxEventsPerRead, without blocking, and returns how many it read.
+func (d *Datapath) ReadEvents(fn func(Event)) (int, error) {
+	d.evMu.Lock()
+	defer d.evMu.Unlock()
+	if d.events == nil {
+		r, err := ringbuf.NewReader(d.maps().Events)
+		if err != nil {
+			return 0, fmt.Errorf("open flow events: %w", err)
+		}
+		d.events = r
+	}
+	// A deadline in the past: read what is there, then stop.
+	d.events.SetDeadline(time.Now())
+	var rec ringbuf.Record
+	n := 0
+	for n < MaxEventsPerRead {
+		err := d.events.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read flow events: %w", err)
+		}
+		var ev Event
+		if len(rec.RawSample) < int(unsafe.Sizeof(ev)) {
+			return n, fmt.Errorf("read flow events: a %d-byte record, want %d", len(rec.RawSample), unsafe.Sizeof(ev))
+		}
+		ev = *(*Event)(unsafe.Pointer(&rec.RawSample[0]))
+		fn(ev)
+		n++
+	}
+	return n, nil
 }
 
 // Maps are the program's maps, for the control plane's writers and readers.

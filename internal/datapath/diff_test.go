@@ -50,6 +50,11 @@ func newFixture(t testing.TB) *fixture {
 	f.model.MaxSecond = testSecond
 	f.model.MaxHalfOpen = int(datapath.HalfOpenSize(maxFlows))
 	f.model.MaxFlows = maxFlows - f.model.MaxHalfOpen
+	// The ring holds 64-byte records (a 52-byte event and the ring's
+	// 8-byte header, rounded to 8), one fewer than fill it (the kernel
+	// keeps producer - consumer below the size); nobody reads it until
+	// compareTables.
+	f.model.EventCap = datapath.EventRingBytes/64 - 1
 	f.tables = tee{dp: dp, model: f.model}
 	f.setNow(t, 1000)
 	return f
@@ -263,6 +268,11 @@ func (f *fixture) compareTables(t *testing.T) {
 	}
 	if n != len(f.model.SecondKeys) {
 		t.Errorf("second keys: XDP %d entries, model %d", n, len(f.model.SecondKeys))
+	}
+	// The events: the same ones, in the same order, and the same overruns
+	// (counted below with the other counters).
+	if _, err := f.tables.ReadEvents(func(datapath.Event) {}); err != nil {
+		t.Error(err)
 	}
 	counters, err := f.dp.ReadCounters()
 	if err != nil {

@@ -88,6 +88,10 @@ type Tables interface {
 	// DeleteHalfOpenWhere is DeleteFlowsWhere for the half-open table.
 	DeleteHalfOpenWhere(match func(FlowKey, Flow) bool, limit int) (int, error)
 
+	// ReadEvents calls fn for each flow event waiting (at most
+	// MaxEventsPerRead), without blocking, and returns how many.
+	ReadEvents(fn func(Event)) (int, error)
+
 	// LookupSecondKey returns the entry for k, or ErrKeyNotExist.
 	LookupSecondKey(k SecondKey) (Second, error)
 	// PutSecondKey writes a second-key entry; an error when the table is

@@ -113,6 +113,27 @@ type sySyConsts struct {
 		}
 		Timeout uint32
 	}
+	EventType   uint32
+	EventConsts uint32
+	Event       struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Time     uint32
+		Tm       uint16
+		Flags    uint16
+		Type     uint8
+		TcpState uint8
+		Pad      uint16
+	}
 }
 
 type sySyCounter uint32
@@ -172,7 +193,8 @@ const (
 	sySyCounterSY_C_HALF_OPEN_REFUSED   sySyCounter = 51
 	sySyCounterSY_C_HALF_OPEN_PROMOTED  sySyCounter = 52
 	sySyCounterSY_C_FWD_HALF_OPEN       sySyCounter = 53
-	sySyCounterSY_C_MAX                 sySyCounter = 54
+	sySyCounterSY_C_EVENT_OVERRUN       sySyCounter = 54
+	sySyCounterSY_C_MAX                 sySyCounter = 55
 )
 
 type sySyCounterVal struct {
@@ -180,6 +202,32 @@ type sySyCounterVal struct {
 	Packets uint64
 	Bytes   uint64
 }
+
+type sySyEvent struct {
+	_        structs.HostLayout
+	Key      sySyFlowKey
+	Time     uint32
+	Tm       uint16
+	Flags    uint16
+	Type     uint8
+	TcpState uint8
+	Pad      uint16
+}
+
+type sySyEventConsts uint32
+
+const (
+	sySyEventConstsSY_EVENT_RING_BYTES sySyEventConsts = 262144
+)
+
+type sySyEventType uint32
+
+const (
+	sySyEventTypeSY_EV_NEW     sySyEventType = 1
+	sySyEventTypeSY_EV_STATE   sySyEventType = 2
+	sySyEventTypeSY_EV_REFUSED sySyEventType = 3
+	sySyEventTypeSY_EV_EXPIRED sySyEventType = 4
+)
 
 type sySyFamily uint32
 
@@ -470,6 +518,7 @@ type sySyWireKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	syMapCounters       = "counters"
+	syMapEvents         = "events"
 	syMapFlows          = "flows"
 	syMapHalfOpen       = "half_open"
 	syMapIfaces         = "ifaces"
@@ -543,6 +592,7 @@ type syProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type syMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
 	HalfOpen   *ebpf.MapSpec `ebpf:"half_open"`
 	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
@@ -592,6 +642,7 @@ func (o *syObjects) Close() error {
 // It can be passed to loadSyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
 	HalfOpen   *ebpf.Map `ebpf:"half_open"`
 	Ifaces     *ebpf.Map `ebpf:"ifaces"`
@@ -613,6 +664,7 @@ type syMaps struct {
 func (m *syMaps) Close() error {
 	return _SyClose(
 		m.Counters,
+		m.Events,
 		m.Flows,
 		m.HalfOpen,
 		m.Ifaces,

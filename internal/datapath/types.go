@@ -41,6 +41,8 @@ type (
 	OpRelate = sySyOpRelate
 	// OpAge is the value of an AGE TLV.
 	OpAge = sySyOpAge
+	// Event is a flow event of the data path (struct sy_event).
+	Event = sySyEvent
 )
 
 // Constants of the C header.
@@ -60,6 +62,14 @@ const (
 	FlowLearned   = uint16(sySyFlowFlagsSY_FLOW_LEARNED)
 	FlowSecondKey = uint16(sySyFlowFlagsSY_FLOW_SECOND_KEY)
 	FlowMirror    = uint16(sySyFlowFlagsSY_FLOW_MIRROR)
+
+	// Flow event types (enum sy_event_type).
+	EventNew     = uint8(sySyEventTypeSY_EV_NEW)
+	EventState   = uint8(sySyEventTypeSY_EV_STATE)
+	EventRefused = uint8(sySyEventTypeSY_EV_REFUSED)
+	EventExpired = uint8(sySyEventTypeSY_EV_EXPIRED)
+	// EventRingBytes is the events ring buffer's size.
+	EventRingBytes = int(sySyEventConstsSY_EVENT_RING_BYTES)
 
 	// TCP state bits of a flow entry (enum sy_tcp_state, bpf/tcp.h).
 	TCPSynSeen     = uint8(sySyTcpStateSY_TCP_SYN_SEEN)

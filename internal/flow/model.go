@@ -32,6 +32,11 @@ type Model struct {
 	// between them (datapath.HalfOpenSize).
 	MaxFlows, MaxHalfOpen int
 
+	// EventCap is how many events the ring holds unread (0: unbounded);
+	// Events are the events not read yet (ReadEvents drains them).
+	EventCap int
+	Events   []datapath.Event
+
 	Flows      map[datapath.FlowKey]datapath.Flow
 	HalfOpen   map[datapath.FlowKey]datapath.Flow
 	SecondKeys map[datapath.SecondKey]datapath.Second

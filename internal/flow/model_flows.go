@@ -22,9 +22,11 @@ func (p *packet) putNew(e *datapath.Flow) {
 	}
 	if flowsFull(p.m.Flows, p.m.MaxFlows, k) {
 		p.count(datapath.CounterFlowRefused, 0)
+		p.event(k, e, datapath.EventRefused)
 		return
 	}
 	p.m.Flows[k] = *e
+	p.event(k, e, datapath.EventNew)
 }
 
 // halfOpen is sy_half_open: after an exact miss (or a flow to re-select),
@@ -56,9 +58,11 @@ func (p *packet) halfOpen() datapath.Verdict {
 	case e.TcpState&datapath.TCPEstablished != 0:
 		if flowsFull(p.m.Flows, p.m.MaxFlows, k) {
 			p.count(datapath.CounterFlowRefused, 0)
+			p.event(k, &e, datapath.EventRefused)
 			p.m.HalfOpen[k] = e
 		} else {
 			p.m.Flows[k] = e
+			p.event(k, &e, datapath.EventNew)
 			delete(p.m.HalfOpen, k)
 			p.count(datapath.CounterHalfOpenPromoted, 0)
 		}
@@ -101,7 +105,9 @@ func (p *packet) hit(k *datapath.FlowKey, seg bool, verdictCounter datapath.Coun
 			}
 			f.TcpState = 0
 		}
-		p.tcpTrack(&f, false)
+		if p.tcpTrack(&f, false) {
+			p.event(*k, &f, datapath.EventState)
+		}
 		p.m.Flows[*k] = f
 	}
 	if tm.Flags&datapath.TMReady == 0 {

@@ -9,8 +9,11 @@ import "github.com/switchyard/switchyard/internal/datapath"
 func (p *packet) tmSide() {
 	rev := Reverse(p.key)
 	if cur, ok := p.m.Flows[rev]; ok && uint32(cur.Tm) == p.sender {
-		p.tcpTrack(&cur, true)
+		changed := p.tcpTrack(&cur, true)
 		p.m.Flows[rev] = cur
+		if changed {
+			p.event(rev, &cur, datapath.EventState)
+		}
 	}
 }
 
@@ -60,10 +63,12 @@ func (p *packet) fromTM() datapath.Verdict {
 		}
 		if flowsFull(p.m.Flows, p.m.MaxFlows, rev) {
 			p.count(datapath.CounterFlowRefused, 0)
+			p.event(rev, &e, datapath.EventRefused)
 			return
 		}
 		p.m.Flows[rev] = e
 		p.count(datapath.CounterLearned, 0)
+		p.event(rev, &e, datapath.EventNew)
 	}
 	learn()
 	return p.count(datapath.CounterPassFromTM, datapath.Pass)

@@ -11,12 +11,27 @@ func inWindow(x, next uint32) bool {
 	return x-next+datapath.TCPSeqWindow <= 2*datapath.TCPSeqWindow
 }
 
+// eventBits are the state bits whose change is an event (SY_TCP_EVENT_BITS).
+const eventBits = datapath.TCPEstablished | datapath.TCPEnded
+
+// event is sy_event: a flow event in the ring, or an overrun when it is full.
+func (p *packet) event(k datapath.FlowKey, f *datapath.Flow, typ uint8) {
+	m := p.m
+	if m.EventCap != 0 && len(m.Events) >= m.EventCap {
+		c := &m.Counters[datapath.CounterEventOverrun]
+		c.Packets++
+		return
+	}
+	m.Events = append(m.Events, datapath.Event{Key: k, Time: m.Now, Tm: f.Tm, Flags: f.Flags, Type: typ, TcpState: f.TcpState})
+}
+
 // tcpTrack is sy_tcp_track: updates f's TCP state for the packet, of the
 // TM's side when rev. The first packet of a side records its next sequence
 // number; later ones count only inside the window and move it forward. A
 // FIN or RST is believed in its side's window or, its side unknown yet, if
-// it acknowledges the other side's next; otherwise counted and ignored.
-func (p *packet) tcpTrack(f *datapath.Flow, rev bool) {
+// it acknowledges the other side's next; otherwise counted and ignored. It
+// reports whether an event bit was newly set.
+func (p *packet) tcpTrack(f *datapath.Flow, rev bool) bool {
 	fl, st := p.tcpFlags, f.TcpState
 	seen, oseen := datapath.TCPSeqFwd, datapath.TCPSeqRev
 	next, onext := &f.SeqFwd, f.SeqRev
@@ -39,7 +54,7 @@ func (p *packet) tcpTrack(f *datapath.Flow, rev bool) {
 		} else if fl&tcpFIN != 0 {
 			p.count(datapath.CounterTCPRefFin, 0)
 		}
-		return
+		return false
 	}
 	if st&seen == 0 || int32(p.seqEnd-*next) > 0 {
 		st |= seen
@@ -60,5 +75,7 @@ func (p *packet) tcpTrack(f *datapath.Flow, rev bool) {
 			st |= datapath.TCPFinFwd
 		}
 	}
+	changed := st&^f.TcpState&eventBits != 0
 	f.TcpState = st
+	return changed
 }

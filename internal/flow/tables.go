@@ -294,6 +294,17 @@ func (m *Model) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) 
 	return deleteWhere(m.HalfOpen, match, limit), nil
 }
 
+// ReadEvents drains the model's events, at most
+// datapath.MaxEventsPerRead.
+func (m *Model) ReadEvents(fn func(datapath.Event)) (int, error) {
+	n := min(len(m.Events), datapath.MaxEventsPerRead)
+	for _, ev := range m.Events[:n] {
+		fn(ev)
+	}
+	m.Events = m.Events[n:]
+	return n, nil
+}
+
 // LookupSecondKey returns the entry for k.
 func (m *Model) LookupSecondKey(k datapath.SecondKey) (datapath.Second, error) {
 	v, ok := m.SecondKeys[k]
