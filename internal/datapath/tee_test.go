@@ -126,6 +126,7 @@ func (t tee) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) boo
 	}
 	return n, err
 }
+
 // ReadEvents reads both and fails when they differ.
 func (t tee) ReadEvents(fn func(datapath.Event)) (int, error) {
 	var a, b []datapath.Event
