@@ -114,6 +114,26 @@ type Flow struct {
 	TCPState       string `json:"tcp_state,omitempty"`
 }
 
+// FlowEvent is one flow event (GET /v1/flows/events, `switchyard flows
+// --follow`): a flow entered the flow table (new), its TCP state moved
+// (state), its entry was refused (refused: table full), or the sweeper
+// removed it (expired, with the reason). "lost" tells how many events this
+// follower lost (it did not keep up, or a sweep expired too many).
+type FlowEvent struct {
+	Type     string   `json:"type"`
+	Time     uint32   `json:"time,omitempty"` // the data path's clock, seconds
+	Proto    string   `json:"proto,omitempty"`
+	Src      string   `json:"src,omitempty"`
+	Dst      string   `json:"dst,omitempty"`
+	VLAN     uint16   `json:"vlan,omitempty"`
+	TM       string   `json:"tm,omitempty"`
+	TMIndex  uint16   `json:"tm_index,omitempty"`
+	Origin   []string `json:"origin,omitempty"`
+	TCPState string   `json:"tcp_state,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	Lost     uint64   `json:"lost,omitempty"`
+}
+
 // SweepStats is one sweep's cost: entries walked and removed, and time.
 type SweepStats struct {
 	At      string  `json:"at"`

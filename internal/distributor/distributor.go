@@ -96,6 +96,7 @@ type Daemon struct {
 	countsMu        sync.Mutex // serializes flow-table walks for counts
 	flowCounts      *flowCounts
 	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
+	hub             eventHub  // flow event followers (events.go)
 	udp             *udpControl
 }
 
@@ -219,6 +220,19 @@ const sweepEvery = 5 * time.Second
 func (d *Daemon) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	go func() {
+		// Flow events: drained often, apart from the clock's tick.
+		et := time.NewTicker(eventsEvery)
+		defer et.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-et.C:
+				d.readEvents()
+			}
+		}
+	}()
 	lastSweep := time.Now()
 	var sweeping atomic.Bool
 	for {

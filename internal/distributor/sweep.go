@@ -201,13 +201,22 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 		return 0, 0, err
 	}
 	ft := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
+	following := d.hub.any()
+	gone := map[datapath.FlowKey]datapath.Flow{} // for the expired events, when followed
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
 		related := len(orphans) > 0 && f.Flags&datapath.FlowSecondKey != 0 &&
 			orphans[datapath.SecondKey{Key: flow.MaskKey(k, uint32(f.Mask)), Mask: uint32(f.Mask)}]
-		return ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(timeouts(f), k, f, related)))
+		ok := ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(timeouts(f), k, f, related)))
+		if ok && following {
+			gone[k] = f
+		}
+		return ok
 	}, maxSweep)
 	if err != nil {
 		return flows, 0, err
+	}
+	if following {
+		d.publishExpired(&ft, gone)
 	}
 	ht := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
 	half, err := d.dp.DeleteHalfOpenWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
