@@ -459,3 +459,58 @@ func TestSYNOnlyEntryAges(t *testing.T) {
 		return s.HalfOpenEntries == 0 && s.Aged["half_open"] == 1
 	})
 }
+
+// TestFollowFlowEvents: `switchyard flows --follow`'s stream shows a
+// connection entering the flow table (its ACK promotes the half-open entry)
+// and its state moving, from the real data path's ring buffer.
+func TestFollowFlowEvents(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
+	d := startDist(t, e, lab.ConfigOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events := make(chan api.FlowEvent, 1024)
+	go func() {
+		_ = d.API.FollowFlows(ctx, func(ev api.FlowEvent) error {
+			select {
+			case events <- ev:
+			default:
+			}
+			return nil
+		})
+	}()
+	// The stream is open once the daemon counts it.
+	time.Sleep(500 * time.Millisecond)
+	h := dialHeld(t, e, 0)
+	local := h.c.LocalAddr().String()
+	var seen []string
+	wait := func(want func(api.FlowEvent) bool, what string) {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Src != local {
+					continue
+				}
+				seen = append(seen, ev.Type+":"+ev.TCPState)
+				if want(ev) {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("no %s event for %s; saw %v", what, local, seen)
+			}
+		}
+	}
+	wait(func(ev api.FlowEvent) bool {
+		return ev.Type == "new" && ev.TM == h.tm && ev.TCPState == "established"
+	}, "new (established, on "+h.tm+")")
+	// The TM closes (Connection: close), then the client: state events.
+	if _, err := io.WriteString(h.c, "GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, h.br)
+	h.c.Close()
+	wait(func(ev api.FlowEvent) bool {
+		return ev.Type == "state" && (ev.TCPState == "fin" || ev.TCPState == "closed")
+	}, "state (fin or closed)")
+	t.Logf("events of %s: %v", local, seen)
+}
