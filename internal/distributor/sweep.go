@@ -128,6 +128,38 @@ func (l *lifeStats) stats(st *api.Stats) {
 	}
 }
 
+// sweepRate bounds how many entries a sweep walks per second, so that a
+// sweep of a big table spreads over time instead of taking a CPU whole
+// (BenchmarkSweepWalk: ~0.4 µs of CPU per entry).
+const sweepRate = 2_000_000
+
+// pacer holds a walk to rate entries per second: every batch entries it
+// sleeps until the walk is no longer ahead of the rate.
+type pacer struct {
+	rate  int
+	start time.Time
+	n     int
+	now   func() time.Time
+	sleep func(time.Duration)
+}
+
+const pacerBatch = 4096
+
+func newPacer(rate int) *pacer {
+	return &pacer{rate: rate, start: time.Now(), now: time.Now, sleep: time.Sleep}
+}
+
+func (p *pacer) tick() {
+	p.n++
+	if p.n%pacerBatch != 0 {
+		return
+	}
+	due := time.Duration(float64(p.n) / float64(p.rate) * float64(time.Second))
+	if ahead := due - p.now().Sub(p.start); ahead > 0 {
+		p.sleep(ahead)
+	}
+}
+
 // pressureEvery rate-limits the "under pressure" log line.
 const pressureEvery = time.Minute
 
@@ -200,10 +232,12 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	pace := newPacer(sweepRate)
 	ft := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
 	following := d.hub.any()
 	gone := map[datapath.FlowKey]datapath.Flow{} // for the expired events, when followed
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
+		pace.tick()
 		related := len(orphans) > 0 && f.Flags&datapath.FlowSecondKey != 0 &&
 			orphans[datapath.SecondKey{Key: flow.MaskKey(k, uint32(f.Mask)), Mask: uint32(f.Mask)}]
 		ok := ft.match(k, flowReason(k, f, related), idle(now, f.LastSeen, idleTimeout(timeouts(f), k, f, related)))
@@ -220,6 +254,7 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	}
 	ht := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
 	half, err := d.dp.DeleteHalfOpenWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
+		pace.tick()
 		ft := timeouts(f)
 		return ht.match(k, "half_open", idle(now, f.LastSeen, min(ft.TCPSyn, idleTimeout(ft, k, f, false))))
 	}, maxSweep)
@@ -228,6 +263,7 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	}
 	st := tally[datapath.SecondKey]{reason: map[datapath.SecondKey]string{}}
 	seconds, err = d.dp.DeleteSecondKeysWhere(func(k datapath.SecondKey, v datapath.Second) bool {
+		pace.tick()
 		r := "second_key"
 		if orphans[k] {
 			r = "related_second_key"

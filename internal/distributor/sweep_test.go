@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"net/netip"
+	"time"
 
 	"testing"
 
@@ -186,5 +187,28 @@ func TestSweepServiceTimeouts(t *testing.T) {
 	}
 	if _, ok := h.m.Flows[other]; !ok {
 		t.Error("a memorized flow idle 51 s was swept: it has the global tcp timeout (900 s)")
+	}
+}
+
+// TestPacer: a walk faster than the rate sleeps, per batch, until it is on
+// the rate; one slower than the rate never sleeps. (A fake clock: no
+// timing assertions.)
+func TestPacer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var slept time.Duration
+	p := &pacer{rate: 4096, start: now, now: func() time.Time { return now }, sleep: func(d time.Duration) { slept += d; now = now.Add(d) }}
+	for range 3 * pacerBatch {
+		p.tick() // no time passes: every batch is a second ahead
+	}
+	if slept != 3*time.Second {
+		t.Errorf("slept %v for 3 batches at one batch a second, want 3s", slept)
+	}
+	slept = 0
+	for range pacerBatch {
+		now = now.Add(time.Millisecond) // 4 s for a batch: behind the rate
+		p.tick()
+	}
+	if slept != 0 {
+		t.Errorf("a walk slower than the rate slept %v", slept)
 	}
 }
