@@ -514,3 +514,52 @@ func TestFollowFlowEvents(t *testing.T) {
 	}, "state (fin or closed)")
 	t.Logf("events of %s: %v", local, seen)
 }
+
+// TestLearnedFlowEndsWithTMReset: a TM's server-side connection (learned
+// from its SYN on the shared SNAT address) that the TM ends with a RST, as
+// HAProxy does with most of its server connections, is believed from the
+// TM's side (the RST is in the TM's window) and swept after tcp_close, not
+// kept for the established timeout.
+func TestLearnedFlowEndsWithTMReset(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2, Servers: 1})
+	d := startDist(t, e, lab.ConfigOptions{SNAT: true, Timeouts: &config.Timeouts{TCPClose: 1}})
+	srv := e.Topo.Servers[0]
+	startServer(t, srv, 9000)
+	target := netip.AddrPortFrom(srv.Links["eth0"].Addr4.Addr(), 9000)
+	var local netip.AddrPort
+	err := e.Topo.TMs[0].NS.Do(func() error {
+		dl := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: e.Topo.SNAT4.AsSlice()}}
+		c, err := dl.Dial("tcp", target.String())
+		if err != nil {
+			return err
+		}
+		local = netip.MustParseAddrPort(c.LocalAddr().String())
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return err
+		}
+		// Linger 0: close sends a RST.
+		if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	learned := func() (api.Flow, bool) {
+		for _, f := range flowsOf(t, d, target.Addr()) {
+			if f.Src == target.String() && f.Dst == local.String() {
+				return f, true
+			}
+		}
+		return api.Flow{}, false
+	}
+	if f, ok := learned(); ok && (f.Origin[0] != "learned" || f.TCPState != "reset") {
+		t.Errorf("learned entry after the TM's RST: %+v, want learned and reset", f)
+	}
+	waitFor(t, 15*time.Second, "the reset learned entry to be swept", func() bool {
+		_, ok := learned()
+		return !ok && stats(t, d).Aged["reset"] >= 1
+	})
+}
