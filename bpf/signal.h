@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "keys.h"
+#include "tcp.h"
 
 /* Signal ops: each returns the counter of its outcome. */
 
@@ -90,6 +91,7 @@ static __always_inline __u32 sy_op_own(__u8 op, const struct sy_wire_key *w, __u
 		return SY_C_SIG_REF_FOREIGN_TM;
 	switch (op) {
 	case SY_OP_FORGET:
+		sy_event(&k, cur, SY_EV_FORGOTTEN);
 		bpf_map_delete_elem(&flows, &k);
 		return SY_C_SIG_FORGET;
 	case SY_OP_MIRROR:

@@ -391,6 +391,7 @@ enum sy_event_type {
 	SY_EV_STATE = 2,
 	SY_EV_REFUSED = 3,
 	SY_EV_EXPIRED = 4, /* the sweeper's, not the data path's */
+	SY_EV_FORGOTTEN = 5, /* a FORGET signal removed it */
 };
 
 enum sy_event_consts {

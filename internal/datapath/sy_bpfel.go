@@ -223,10 +223,11 @@ const (
 type sySyEventType uint32
 
 const (
-	sySyEventTypeSY_EV_NEW     sySyEventType = 1
-	sySyEventTypeSY_EV_STATE   sySyEventType = 2
-	sySyEventTypeSY_EV_REFUSED sySyEventType = 3
-	sySyEventTypeSY_EV_EXPIRED sySyEventType = 4
+	sySyEventTypeSY_EV_NEW       sySyEventType = 1
+	sySyEventTypeSY_EV_STATE     sySyEventType = 2
+	sySyEventTypeSY_EV_REFUSED   sySyEventType = 3
+	sySyEventTypeSY_EV_EXPIRED   sySyEventType = 4
+	sySyEventTypeSY_EV_FORGOTTEN sySyEventType = 5
 )
 
 type sySyFamily uint32

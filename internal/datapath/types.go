@@ -68,6 +68,7 @@ const (
 	EventState   = uint8(sySyEventTypeSY_EV_STATE)
 	EventRefused = uint8(sySyEventTypeSY_EV_REFUSED)
 	EventExpired = uint8(sySyEventTypeSY_EV_EXPIRED)
+	EventForgot  = uint8(sySyEventTypeSY_EV_FORGOTTEN)
 	// EventRingBytes is the events ring buffer's size.
 	EventRingBytes = int(sySyEventConstsSY_EVENT_RING_BYTES)
 

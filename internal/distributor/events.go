@@ -94,6 +94,8 @@ func eventName(t uint8) string {
 		return "refused"
 	case datapath.EventExpired:
 		return "expired"
+	case datapath.EventForgot:
+		return "forgotten"
 	}
 	return "unknown"
 }

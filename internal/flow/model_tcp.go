@@ -25,6 +25,12 @@ func (p *packet) event(k datapath.FlowKey, f *datapath.Flow, typ uint8) {
 	m.Events = append(m.Events, datapath.Event{Key: k, Time: m.Now, Tm: f.Tm, Flags: f.Flags, Type: typ, TcpState: f.TcpState})
 }
 
+// forgotten reports a FORGET's removal (signal.h: sy_event before the
+// delete).
+func (m *Model) forgotten(k datapath.FlowKey, f datapath.Flow) {
+	(&packet{m: m}).event(k, &f, datapath.EventForgot)
+}
+
 // tcpTrack is sy_tcp_track: updates f's TCP state for the packet, of the
 // TM's side when rev. The first packet of a side records its next sequence
 // number; later ones count only inside the window and move it forward. A

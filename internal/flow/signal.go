@@ -202,6 +202,9 @@ func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender
 	}
 	switch op {
 	case datapath.OpForgetCode:
+		if n, ok := t.(forgetNotifier); ok {
+			n.forgotten(k, cur)
+		}
 		return datapath.CounterSigForget, deleteFlow(t, k)
 	case datapath.OpMirrorCode:
 		cur.Flags |= datapath.FlowMirror
@@ -212,6 +215,13 @@ func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender
 	}
 	cur.Timeout = capTimeout(timeout)
 	return datapath.CounterSigAge, updateFlow(t, k, cur)
+}
+
+// forgetNotifier is a data path that reports FORGET as a flow event: the
+// model, as XDP does (signal.h). The UDP transport's FORGET, written through
+// the real seam, is not reported.
+type forgetNotifier interface {
+	forgotten(k datapath.FlowKey, f datapath.Flow)
 }
 
 // deleteFlow deletes k's entry; one already gone is not an error.
