@@ -382,8 +382,8 @@ static __always_inline __u32 sy_hash_key(const struct sy_flow_key *k, __u32 seed
 /*
  * Flow events, from the data path to the daemon through a ring buffer
  * (maps.h, events): a flow entered the flow table (new, or a half-open one
- * promoted), its TCP state moved (established, FIN, RST), or its entry was
- * refused (table full). Half-open entries are not reported: a SYN flood
+ * promoted), its TCP state moved (established, FIN, RST), its entry was
+ * refused (table full), or a FORGET removed it. Half-open entries are not reported: a SYN flood
  * must not drown the stream. The daemon adds the sweeper's expirations.
  */
 enum sy_event_type {

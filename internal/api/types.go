@@ -116,8 +116,8 @@ type Flow struct {
 
 // FlowEvent is one flow event (GET /v1/flows/events, `switchyard flows
 // --follow`): a flow entered the flow table (new), its TCP state moved
-// (state), its entry was refused (refused: table full), or the sweeper
-// removed it (expired, with the reason). "lost" tells how many events this
+// (state), its entry was refused (refused: table full), a FORGET removed it
+// (forgotten), or the sweeper removed it (expired, with the reason). "lost" tells how many events this
 // follower lost (it did not keep up, or a sweep expired too many).
 type FlowEvent struct {
 	Type     string   `json:"type"`
