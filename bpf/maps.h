@@ -177,7 +177,7 @@ struct sy_sig_scratch {
 	struct sy_sig_hdr h;
 	__u8 macs[12];
 	struct sy_flow_key inner; /* sy_parse_icmp → sy_icmp: the key of the flow an ICMP error is about */
-	struct sy_flow flow;      /* sy_from_tm: a learned entry being made */
+	struct sy_flow flow;      /* sy_from_tm, sy_op_memorize: a new entry being made */
 };
 
 /* One entry, key 0: a lookup of it cannot fail, the NULL checks after it
