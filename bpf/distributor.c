@@ -14,7 +14,9 @@
  *   signal.h      step sy_signal and its ops
  *   learn.h       step sy_from_tm: learning from a TM's own packets
  *   icmp.h        step sy_icmp (and sy_other)
- *   flows.h       steps sy_hit (flow table) and sy_second (second keys)
+ *   tcp.h         sy_tcp_track: a flow's TCP state, FIN and RST validated
+ *   flows.h       steps sy_hit (flow table), sy_half_open (half-open table) and
+ *                 sy_second (second keys); sy_put_new, where a new entry goes
  *   select.h      step sy_select (Maglev) and sy_service
  *
  * The Go model in internal/flow has the same functions, Go-cased, in the
@@ -85,16 +87,19 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 		return v;
 	if (!p.ports) /* sy_screen lets only ICMP through without ports */
 		return sy_icmp(ctx, &p);
-	v = sy_hit(ctx, &p.key, p.tcpflags, p.len, SY_C_FWD_HIT, &reselect);
+	v = sy_hit(ctx, &p.key, &p, p.len, SY_C_FWD_HIT, &reselect);
 	if (v != SY_GO_ON)
 		return v;
 	/* Second keys and selection are for VIPs only. */
 	if (!sy_is_vip(&p.key))
 		return sy_count(SY_C_PASS_NOT_VIP, p.len, XDP_PASS);
-	v = sy_second(ctx, &p.key, p.len);
+	v = sy_half_open(ctx, &p);
 	if (v != SY_GO_ON)
 		return v;
-	return sy_select(ctx, &p.key, p.len, reselect ? SY_C_FWD_RESELECT : SY_C_FWD_NEW);
+	v = sy_second(ctx, &p);
+	if (v != SY_GO_ON)
+		return v;
+	return sy_select(ctx, &p, reselect ? SY_C_FWD_RESELECT : SY_C_FWD_NEW);
 }
 
 SEC("xdp")

@@ -10,14 +10,41 @@
 #include "parse.h"
 #include "keys.h"
 #include "forward.h"
+#include "tcp.h"
+
+/*
+ * Writes the entry of a new flow: a bare SYN's to the half-open table, any
+ * other packet's to the flow table. A full table refuses it (counted) and
+ * the packet is forwarded all the same: without an entry it follows the
+ * ring, which is what it would get again.
+ */
+static __always_inline void sy_put_new(const struct sy_pkt *p, struct sy_flow *e)
+{
+	if (p->key.proto == IPPROTO_TCP) {
+		sy_tcp_track(e, p, 0);
+		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN) {
+			if (bpf_map_update_elem(&half_open, &p->key, e, BPF_ANY))
+				sy_count(SY_C_HALF_OPEN_REFUSED, p->len, 0);
+			return;
+		}
+	}
+	if (bpf_map_update_elem(&flows, &p->key, e, BPF_ANY)) {
+		sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+		sy_event(&p->key, e, SY_EV_REFUSED);
+	} else {
+		sy_event(&p->key, e, SY_EV_NEW);
+	}
+}
 
 /*
  * Sends the packet to the TM of an existing flow. Goes on (SY_GO_ON) on a
  * miss, and with *reselect set when the flow's TM was forced out or a
- * selected flow's key is reused by a new TCP connection.
+ * selected flow's key is reused by a new TCP connection. seg is the packet
+ * whose TCP header moves the flow's state (NULL: an ICMP error about it).
  */
-static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *key, __u8 tcpflags,
-				  __u64 len, __u32 verdict_counter, int *reselect)
+static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *key,
+				  const struct sy_pkt *seg, __u64 len, __u32 verdict_counter,
+				  int *reselect)
 {
 	struct sy_flow *f = bpf_map_lookup_elem(&flows, key);
 	struct sy_tm *tm;
@@ -31,20 +58,23 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 		*reselect = 1;
 		return SY_GO_ON;
 	}
-	if (key->proto == IPPROTO_TCP) {
-		if ((tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN &&
-		    f->tcp_state == SY_TCP_CLOSING) {
+	if (seg && key->proto == IPPROTO_TCP) {
+		if ((seg->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN &&
+		    (f->tcp_state & SY_TCP_ENDED)) {
 			/* A new connection on the key of a closed one: a
 			 * selected flow is selected again (a drained TM must
-			 * not get it); others keep their TM. */
+			 * not get it); others keep their TM and start over. */
 			if (f->flags & SY_FLOW_SELECTED) {
+				/* Its next entry is half-open: this one must
+				 * not catch the ACK. */
+				bpf_map_delete_elem(&flows, key);
 				*reselect = 1;
 				return SY_GO_ON;
 			}
-			f->tcp_state = SY_TCP_OPEN;
-		} else if ((tcpflags & (SY_TCP_FIN | SY_TCP_RST)) && f->tcp_state != SY_TCP_CLOSING) {
-			f->tcp_state = SY_TCP_CLOSING;
+			f->tcp_state = 0;
 		}
+		if (sy_tcp_track(f, seg, 0))
+			sy_event(key, f, SY_EV_STATE);
 	}
 	if (!(tm->flags & SY_TM_READY))
 		return sy_count(SY_C_DROP_TM_NOT_READY, len, XDP_DROP);
@@ -56,11 +86,63 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 	return sy_forward(ctx, tm, len);
 }
 
+/*
+ * After an exact miss (or a flow to re-select), a TCP packet of a half-open
+ * flow: a retransmitted SYN goes to its TM; a packet in the client's window
+ * that establishes it (an ACK) moves the entry to the flow table; a valid
+ * RST ends it. Its TM forced out: the entry goes and the packet is selected
+ * again.
+ */
+static __noinline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
+{
+	struct sy_flow *h;
+	struct sy_tm *tm;
+	__u32 idx;
+	__u16 svc;
+
+	if (p->key.proto != IPPROTO_TCP)
+		return SY_GO_ON;
+	h = bpf_map_lookup_elem(&half_open, &p->key);
+	if (!h)
+		return SY_GO_ON;
+	idx = h->tm;
+	tm = bpf_map_lookup_elem(&tms, &idx);
+	if (!tm || (tm->flags & SY_TM_DISABLED)) {
+		bpf_map_delete_elem(&half_open, &p->key);
+		return SY_GO_ON;
+	}
+	/* In place, and inserted from the map value itself: a copy would
+	 * not fit the stack of the benchmark's call chain. */
+	sy_tcp_track(h, p, 0);
+	h->last_seen = sy_now;
+	svc = h->svc;
+	if (h->tcp_state & SY_TCP_RESET) {
+		bpf_map_delete_elem(&half_open, &p->key);
+	} else if (h->tcp_state & SY_TCP_ESTABLISHED) {
+		if (bpf_map_update_elem(&flows, &p->key, h, BPF_ANY)) {
+			sy_count(SY_C_FLOW_REFUSED, p->len, 0);
+			sy_event(&p->key, h, SY_EV_REFUSED);
+		} else {
+			sy_event(&p->key, h, SY_EV_NEW);
+			bpf_map_delete_elem(&half_open, &p->key);
+			sy_count(SY_C_HALF_OPEN_PROMOTED, p->len, 0);
+		}
+	}
+	if (!(tm->flags & SY_TM_READY))
+		return sy_count(SY_C_DROP_TM_NOT_READY, p->len, XDP_DROP);
+	sy_traffic_add(&svc_stats, svc, p->len, 0);
+	sy_traffic_add(&tm_stats, idx, p->len, 0);
+	sy_count(SY_C_FWD_HALF_OPEN, p->len, 0);
+	return sy_forward(ctx, tm, p->len);
+}
+
 /* After an exact miss, for a VIP (second keys must not let a TM pull in
  * traffic for the host or anyone else): the configured second keys, most
  * specific first. A hit memorizes the exact key to the second key's TM. */
-static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_flow_key *key, __u64 len)
+static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_pkt *p)
 {
+	const struct sy_flow_key *key = &p->key;
+	__u64 len = p->len;
 	int i;
 
 	for (i = 0; i < SY_MAX_MASKS; i++) {
@@ -91,7 +173,7 @@ static __always_inline int sy_second(struct xdp_md *ctx, const struct sy_flow_ke
 		entry.svc = SY_SVC_NONE;
 		entry.flags = SY_FLOW_SECOND_KEY;
 		entry.mask = *mask;
-		bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
+		sy_put_new(p, &entry);
 		sy_traffic_add(&tm_stats, idx, len, 1);
 		sy_count(SY_C_FWD_SECOND_KEY, len, 0);
 		return sy_forward(ctx, tm, len);

@@ -29,7 +29,7 @@ static __noinline int sy_icmp(struct xdp_md *ctx, const struct sy_pkt *p)
 		/* sy_parse_icmp left the key there; the lookup cannot fail. */
 		x = bpf_map_lookup_elem(&sig_scratch, &zero);
 		if (x) {
-			v = sy_hit(ctx, &x->inner, 0, p->len, SY_C_FWD_ICMP, &reselect);
+			v = sy_hit(ctx, &x->inner, NULL, p->len, SY_C_FWD_ICMP, &reselect);
 			if (v != SY_GO_ON)
 				return v;
 		}

@@ -23,13 +23,32 @@ volatile __u32 sy_now;
 /* Never read: keeps struct sy_consts (and so every enum) in BTF. */
 volatile const struct sy_consts sy_consts_anchor;
 
+/*
+ * The flow table. A plain hash, not an LRU: when full it refuses a new entry
+ * (counted, the packet is forwarded anyway) instead of evicting one, so that
+ * no new flow ever pushes out an established, memorized, learned or related
+ * one. The sweeper is what empties it.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, 1024); /* resized by the loader */
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024); /* resized by the loader: max_flows - max_half_open */
 	__type(key, struct sy_flow_key);
 	__type(value, struct sy_flow);
 } flows SEC(".maps");
+
+/*
+ * Half-open TCP flows: a client's bare SYN makes its entry here, not in
+ * flows; the first ACK in the client's window moves it to flows (sy_half_open).
+ * A spoofed SYN flood fills this small table only; when it is full a SYN is
+ * forwarded by the ring without an entry (counted), and its ACK then makes
+ * the flow like any mid-stream packet.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024); /* resized by the loader */
+	__type(key, struct sy_flow_key);
+	__type(value, struct sy_flow);
+} half_open SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -135,6 +154,13 @@ struct {
 	__type(value, struct sy_traffic);
 } tm_stats SEC(".maps");
 
+/* Flow events (struct sy_event) for the daemon; a full ring loses the
+ * event and counts SY_C_EVENT_OVERRUN. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SY_EVENT_RING_BYTES);
+} events SEC(".maps");
+
 /* Room for big locals of the signal path, of persistence and of ICMP: the
  * BPF stack is shared by every frame of a call chain (512 bytes in all). */
 struct sy_sig_scratch {
@@ -151,6 +177,7 @@ struct sy_sig_scratch {
 	struct sy_sig_hdr h;
 	__u8 macs[12];
 	struct sy_flow_key inner; /* sy_parse_icmp → sy_icmp: the key of the flow an ICMP error is about */
+	struct sy_flow flow;      /* sy_from_tm, sy_op_memorize: a new entry being made */
 };
 
 /* One entry, key 0: a lookup of it cannot fail, the NULL checks after it

@@ -67,6 +67,9 @@ struct sy_pkt {
 	__u8 tcp_hdr;             /* 20 bytes of TCP header are there (even with a bad data offset) */
 	__u8 tcpflags;            /* with ports, TCP: the flags byte */
 	__u8 icmp_kind;           /* enum sy_icmp_kind */
+	__u32 seq;                /* with ports, TCP: sequence number (host order) */
+	__u32 ack;                /* with ports, TCP: acknowledgment number (host order) */
+	__u32 seq_end;            /* with ports, TCP: seq + payload + SYN + FIN: the side's next */
 };
 
 /* Ethernet and the ingress side: the interface's role and, on an internal
@@ -187,6 +190,7 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 	__u32 off = sizeof(*eth), l4off;
 	__u8 l4proto;
 	__be16 proto;
+	__u32 ip_end; /* offset of the end of the IP packet (padding excluded) */
 	int i;
 
 	/* Again after a shim was stripped: the head moved. */
@@ -229,6 +233,7 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 		l4proto = ip->protocol;
 		p->frag = (ip->frag_off & bpf_htons(0x3fff)) != 0;
 		l4off = off + ihl;
+		ip_end = off + bpf_ntohs(ip->tot_len);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + off;
 
@@ -243,6 +248,7 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 		p->key.family = SY_AF_INET6;
 		l4proto = ip6->nexthdr;
 		l4off = off + sizeof(*ip6);
+		ip_end = l4off + bpf_ntohs(ip6->payload_len);
 #pragma unroll
 		for (i = 0; i < SY_MAX_IPV6_EXT; i++) {
 			__u8 *eh = data + l4off;
@@ -282,6 +288,13 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 				p->key.dport = th->dest;
 				p->tcpflags = ((__u8 *)th)[13];
 				p->ports = 1;
+				p->seq = bpf_ntohl(th->seq);
+				p->ack = bpf_ntohl(th->ack_seq);
+				/* A header longer than the packet counts as no payload. */
+				p->seq_end = p->seq + (p->tcpflags & SY_TCP_SYN ? 1 : 0) +
+					     (p->tcpflags & SY_TCP_FIN ? 1 : 0);
+				if (ip_end > l4off + th->doff * 4)
+					p->seq_end += ip_end - l4off - th->doff * 4;
 			}
 		}
 	} else if (l4proto == IPPROTO_UDP) {

@@ -9,6 +9,8 @@
 
 #include "keys.h"
 #include "forward.h"
+#include "tcp.h"
+#include "flows.h"
 
 /* Looks a service up for key: exact port first, then the all-ports VIP. */
 static __always_inline struct sy_svc *sy_service(const struct sy_flow_key *key)
@@ -30,9 +32,10 @@ static __always_inline struct sy_svc *sy_service(const struct sy_flow_key *key)
 /* Picks a TM for a new flow by the service's Maglev ring and remembers it
  * (and, with persistence, remembers the TM under the service's mask). A
  * subprogram: its frame is not on top of the caller's for the stack limit. */
-static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *key,
-				__u64 len, __u32 verdict_counter)
+static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u32 verdict_counter)
 {
+	const struct sy_flow_key *key = &p->key;
+	__u64 len = p->len;
 	struct sy_flow entry = {};
 	struct sy_svc *svc;
 	struct sy_tm *tm;
@@ -55,7 +58,7 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_flow_key *ke
 	entry.tm = idx;
 	entry.svc = svc->index;
 	entry.flags = SY_FLOW_SELECTED;
-	bpf_map_update_elem(&flows, key, &entry, BPF_ANY);
+	sy_put_new(p, &entry);
 
 	if (svc->persist_mask) {
 		/* The scratch, not the stack: it is shared with the caller's

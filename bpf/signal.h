@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "keys.h"
+#include "tcp.h"
 
 /* Signal ops: each returns the counter of its outcome. */
 
@@ -35,10 +36,11 @@ static __always_inline int sy_wire_key(const struct sy_wire_key *w, struct sy_fl
 	return 0;
 }
 
-static __always_inline __u32 sy_op_memorize(const struct sy_op_memorize *m, __u32 sender)
+static __always_inline __u32 sy_op_memorize(struct sy_sig_scratch *x, __u32 sender)
 {
+	const struct sy_op_memorize *m = &x->v.m;
 	struct sy_flow_key k = {};
-	struct sy_flow e = {}, *cur;
+	struct sy_flow *e = &x->flow, *cur;
 	__u16 tm = bpf_ntohs(m->tm);
 	__u32 timeout = bpf_ntohl(m->timeout);
 
@@ -49,27 +51,30 @@ static __always_inline __u32 sy_op_memorize(const struct sy_op_memorize *m, __u3
 	cur = bpf_map_lookup_elem(&flows, &k);
 	if (cur && cur->tm != sender && sy_tm_usable(cur->tm))
 		return SY_C_SIG_REF_FOREIGN_TM;
-	e.last_seen = sy_now;
-	e.tm = sender;
-	e.svc = SY_SVC_NONE;
-	e.flags = SY_FLOW_MEMORIZED;
+	/* The new entry in the scratch, not on the stack: sy_signal's frame
+	 * is at the limit of the call chain. */
+	__builtin_memset(e, 0, sizeof(*e));
+	e->last_seen = sy_now;
+	e->tm = sender;
+	e->svc = SY_SVC_NONE;
+	e->flags = SY_FLOW_MEMORIZED;
 	if (bpf_ntohs(m->flags) & SY_MEMORIZE_F_MIRROR)
-		e.flags |= SY_FLOW_MIRROR;
-	e.timeout = timeout > 0xffff ? 0xffff : timeout;
+		e->flags |= SY_FLOW_MIRROR;
+	e->timeout = timeout > 0xffff ? 0xffff : timeout;
 	if (cur && cur->tm == sender) {
-		/* The sender's own entry: rewrite it in place. An LRU update
+		/* The sender's own entry: rewrite it in place. A map update
 		 * would take a fresh element and free the old (~250 ns). */
-		cur->last_seen = e.last_seen;
-		cur->svc = e.svc;
-		cur->flags = e.flags;
-		cur->tcp_state = e.tcp_state;
-		cur->mask = e.mask;
-		cur->timeout = e.timeout;
+		cur->last_seen = e->last_seen;
+		cur->svc = e->svc;
+		cur->flags = e->flags;
+		cur->tcp_state = e->tcp_state;
+		cur->mask = e->mask;
+		cur->timeout = e->timeout;
 		return SY_C_SIG_MEMORIZE;
 	}
 	/* NOEXIST when there was no entry: a flow another CPU selected
 	 * meanwhile is not overwritten. */
-	if (bpf_map_update_elem(&flows, &k, &e, cur ? BPF_ANY : BPF_NOEXIST))
+	if (bpf_map_update_elem(&flows, &k, e, cur ? BPF_ANY : BPF_NOEXIST))
 		return SY_C_SIG_REF_FOREIGN_TM;
 	return SY_C_SIG_MEMORIZE;
 }
@@ -90,6 +95,7 @@ static __always_inline __u32 sy_op_own(__u8 op, const struct sy_wire_key *w, __u
 		return SY_C_SIG_REF_FOREIGN_TM;
 	switch (op) {
 	case SY_OP_FORGET:
+		sy_event(&k, cur, SY_EV_FORGOTTEN);
 		bpf_map_delete_elem(&flows, &k);
 		return SY_C_SIG_FORGET;
 	case SY_OP_MIRROR:
@@ -273,7 +279,7 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc,
 		switch (t.op) {
 		case SY_OP_MEMORIZE:
 			if (!bpf_xdp_load_bytes(ctx, off, &x->v.m, sizeof(x->v.m)))
-				c = sy_op_memorize(&x->v.m, who);
+				c = sy_op_memorize(x, who);
 			off += sizeof(x->v.m);
 			break;
 		case SY_OP_FORGET:

@@ -58,25 +58,44 @@ enum sy_flow_flags {
 	SY_FLOW_MIRROR = 0x10,    /* a TM asked to mirror it to the peers */
 };
 
-/* TCP state kept per flow (client direction only). */
+/*
+ * TCP state kept per flow: bits, from the packets of both directions. "Fwd"
+ * is the key's own direction (the client's for a selected flow, the server's
+ * for a learned one, seen by sy_hit); "rev" is the TM's packets of the same
+ * connection (seen by sy_from_tm when the TM routes through the
+ * distributor). A FIN or RST counts only when its sequence number lies in
+ * the window of its side (sy_tcp_track); 0 is "nothing seen yet" (an entry a
+ * signal made), aged like an established one.
+ */
 enum sy_tcp_state {
-	SY_TCP_OPEN = 0,
-	SY_TCP_CLOSING = 1, /* FIN or RST seen: a SYN on this key is a new connection */
+	SY_TCP_SYN_SEEN = 0x01,    /* a SYN: opening (half-open until an ACK) */
+	SY_TCP_ESTABLISHED = 0x02, /* an ACK without SYN from either side */
+	SY_TCP_FIN_FWD = 0x04,     /* a valid FIN in the key's direction */
+	SY_TCP_FIN_REV = 0x08,     /* a valid FIN from the TM */
+	SY_TCP_RESET = 0x10,       /* a valid RST from either side */
+	SY_TCP_SEQ_FWD = 0x20,     /* seq_fwd is known */
+	SY_TCP_SEQ_REV = 0x40,     /* seq_rev is known */
+	SY_TCP_ENDED = 0x1c,       /* FIN or RST: a SYN on this key is a new connection */
+	SY_TCP_SEQ_WINDOW = 262144, /* bytes either side of a side's next sequence number
+				     * in which a FIN or RST is believed */
 };
 
 /*
- * Flow table value. 16 bytes: the table is sized in millions, and each
- * entry already costs 48 bytes of kernel header and a 40-byte key.
+ * Flow table value. 24 bytes: the table is sized in millions, and each
+ * entry already costs 48 bytes of kernel header and a 40-byte key. The two
+ * sequence numbers are what validating FIN and RST needs.
  */
 struct sy_flow {
 	__u32 last_seen; /* seconds of sy_now (the daemon's clock) */
 	__u16 tm;        /* TM index */
 	__u16 svc;       /* service index when the flow was created, or SY_SVC_NONE */
 	__u16 flags;     /* SY_FLOW_* */
-	__u8 tcp_state;  /* SY_TCP_*: FIN or RST seen; a SYN then opens a new connection */
+	__u8 tcp_state;  /* SY_TCP_* bits */
 	__u8 mask;       /* SY_FLOW_SECOND_KEY: the fields of the second key */
-	__u16 timeout;   /* idle timeout in seconds; 0: the protocol's default */
+	__u16 timeout;   /* idle timeout in seconds; 0: the state's default */
 	__u16 pad;
+	__u32 seq_fwd;   /* SY_TCP_SEQ_FWD: the next sequence number of the key's direction */
+	__u32 seq_rev;   /* SY_TCP_SEQ_REV: the next sequence number of the TM's direction */
 };
 
 /* Service key: port 0 means all ports of the VIP for that protocol. */
@@ -305,6 +324,13 @@ enum sy_counter {
 	SY_C_LEARN_CONFLICT,    /* not learned: the reverse key is another TM's live flow */
 	SY_C_SIG_REF_WRONG_PORT, /* refused: a TM's MAC on another interface than its own */
 	SY_C_SIG_REF_NOT_READY, /* refused: the sending TM is not ready (no interface or MAC yet) */
+	SY_C_TCP_REF_FIN,       /* FIN ignored: sequence number out of its side's window */
+	SY_C_TCP_REF_RST,       /* RST ignored: sequence number out of its side's window */
+	SY_C_FLOW_REFUSED,      /* new flow entry refused: flow table full (forwarded without one) */
+	SY_C_HALF_OPEN_REFUSED, /* SYN entry refused: half-open table full (forwarded without one) */
+	SY_C_HALF_OPEN_PROMOTED, /* half-open entry moved to the flow table by a valid ACK */
+	SY_C_FWD_HALF_OPEN,     /* forwarded on a half-open hit (SYN retransmit, the ACK) */
+	SY_C_EVENT_OVERRUN,     /* flow events lost: the ring buffer was full */
 	SY_C_MAX,
 };
 
@@ -354,6 +380,35 @@ static __always_inline __u32 sy_hash_key(const struct sy_flow_key *k, __u32 seed
 	return h;
 }
 
+/*
+ * Flow events, from the data path to the daemon through a ring buffer
+ * (maps.h, events): a flow entered the flow table (new, or a half-open one
+ * promoted), its TCP state moved (established, FIN, RST), its entry was
+ * refused (table full), or a FORGET removed it. Half-open entries are not reported: a SYN flood
+ * must not drown the stream. The daemon adds the sweeper's expirations.
+ */
+enum sy_event_type {
+	SY_EV_NEW = 1,
+	SY_EV_STATE = 2,
+	SY_EV_REFUSED = 3,
+	SY_EV_EXPIRED = 4, /* the sweeper's, not the data path's */
+	SY_EV_FORGOTTEN = 5, /* a FORGET signal removed it */
+};
+
+enum sy_event_consts {
+	SY_EVENT_RING_BYTES = 262144, /* 4096 events of 64 bytes (52 + the ring's 8-byte header, rounded) */
+};
+
+struct sy_event {
+	struct sy_flow_key key;
+	__u32 time;     /* sy_now */
+	__u16 tm;
+	__u16 flags;    /* SY_FLOW_* */
+	__u8 type;      /* SY_EV_* */
+	__u8 tcp_state; /* SY_TCP_* bits after the change */
+	__u16 pad;
+};
+
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */
 struct sy_consts {
 	enum sy_limits limits;
@@ -376,6 +431,9 @@ struct sy_consts {
 	struct sy_op_key op_key;
 	struct sy_op_relate op_relate;
 	struct sy_op_age op_age;
+	enum sy_event_type event_type;
+	enum sy_event_consts event_consts;
+	struct sy_event event;
 };
 
 #endif

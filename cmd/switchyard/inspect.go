@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,13 +193,14 @@ func newFlowsCmd() *cobra.Command {
 	var af apiFlags
 	var f api.FlowFilter
 	var addr string
-	var asJSON bool
+	var asJSON, follow bool
 	cmd := &cobra.Command{
 		Use:   "flows",
 		Short: "List a distributor's flow table (streamed; filter by service, TM, address)",
 		Example: `  switchyard flows --service web
   switchyard flows --tm tm2 --limit 100
-  switchyard flows --addr 10.0.1.11 --json`,
+  switchyard flows --addr 10.0.1.11 --json
+  switchyard flows --follow`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if addr != "" {
@@ -214,6 +216,9 @@ func newFlowsCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			enc := json.NewEncoder(w)
+			if follow {
+				return followFlows(cmd.Context(), c, w, asJSON)
+			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			if !asJSON {
 				fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tVLAN\tSERVICE\tTM\tORIGIN\tPARENT\tIDLE")
@@ -244,5 +249,23 @@ func newFlowsCmd() *cobra.Command {
 	cmd.Flags().StringVar(&addr, "addr", "", "only flows from or to this address")
 	cmd.Flags().IntVar(&f.Limit, "limit", 0, "stop after this many flows (0: all)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	cmd.Flags().BoolVar(&follow, "follow", false, "stream flow events (new, state, refused, expired) as they happen, until interrupted")
 	return cmd
+}
+
+// followFlows prints flow events, one line each, until ctx is done.
+func followFlows(ctx context.Context, c *api.Client, w io.Writer, asJSON bool) error {
+	enc := json.NewEncoder(w)
+	return c.FollowFlows(ctx, func(ev api.FlowEvent) error {
+		if asJSON {
+			return enc.Encode(ev)
+		}
+		if ev.Type == "lost" {
+			_, err := fmt.Fprintf(w, "lost %d events (this follower did not keep up)\n", ev.Lost)
+			return err
+		}
+		_, err := fmt.Fprintf(w, "%-8s %s %s -> %s vlan %d tm %s origin %s tcp %s %s\n", ev.Type, ev.Proto, ev.Src, ev.Dst,
+			ev.VLAN, ev.TM, strings.Join(ev.Origin, ","), ev.TCPState, ev.Reason)
+		return err
+	})
 }

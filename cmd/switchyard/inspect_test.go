@@ -21,7 +21,21 @@ func (b *statsBackend) Stats() (api.Stats, error) {
 	return api.Stats{ID: "d9", FlowEntries: 7, FlowCapacity: 100}, nil
 }
 func (b *statsBackend) WalkFlows(api.FlowFilter, func(api.Flow) bool) error { return nil }
-func (b *statsBackend) Reload() error                                       { b.reloads++; return nil }
+
+// FollowFlows sends one event of each kind.
+func (b *statsBackend) FollowFlows(_ context.Context, fn func(api.FlowEvent) error) error {
+	for _, ev := range []api.FlowEvent{
+		{Type: "new", Proto: "tcp", Src: "10.0.1.11:40000", Dst: "10.0.0.100:80", TM: "tm1", Origin: []string{"selected"}, TCPState: "established"},
+		{Type: "expired", Proto: "udp", Src: "10.0.1.11:5353", Dst: "10.0.0.100:53", TM: "tm2", Origin: []string{"selected"}, Reason: "udp"},
+		{Type: "lost", Lost: 3},
+	} {
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (b *statsBackend) Reload() error { b.reloads++; return nil }
 
 // runCmd runs a root command line and returns its output and error.
 func runCmd(args ...string) (string, error) {
@@ -68,6 +82,13 @@ func TestClientsTokenFile(t *testing.T) {
 	out, err := runCmd("stats", "--api", addr, "--token-file", tokFile)
 	if err != nil || !strings.Contains(out, "distributor d9: 7 flow entries") {
 		t.Errorf("stats --token-file: %v\n%s", err, out)
+	}
+	// flows --follow prints each event on a line (the fake stream ends
+	// after three).
+	out, err = runCmd("flows", "--follow", "--api", addr, "--token-file", tokFile)
+	if err != nil || !strings.Contains(out, "new      tcp 10.0.1.11:40000 -> 10.0.0.100:80 vlan 0 tm tm1 origin selected tcp established") ||
+		!strings.Contains(out, "expired  udp") || !strings.Contains(out, "lost 3 events") {
+		t.Errorf("flows --follow: %v\n%s", err, out)
 	}
 	t.Setenv(tokenEnv, tokFile)
 	if out, err := runCmd("reload", "--api", addr); err != nil || b.reloads != 1 || !strings.Contains(out, "reloaded") {

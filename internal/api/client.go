@@ -141,3 +141,28 @@ func (c *Client) Flows(ctx context.Context, f FlowFilter, fn func(Flow) error) e
 	}
 	return sc.Err()
 }
+
+// FollowFlows streams flow events through fn until ctx is done, fn fails or
+// the daemon ends the stream.
+func (c *Client) FollowFlows(ctx context.Context, fn func(FlowEvent) error) error {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/flows/events")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev FlowEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("admin API flow events: decode: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
+}

@@ -18,6 +18,14 @@ var (
 	descTMReady    = prometheus.NewDesc("switchyard_tm_ready", "1 when the traffic manager's MAC is resolved.", []string{"tm", "state"}, nil)
 	descPackets    = prometheus.NewDesc("switchyard_packets_total", "Packets by verdict or drop reason.", []string{"counter"}, nil)
 	descFlows      = prometheus.NewDesc("switchyard_flow_table_entries", "Entries in the flow table.", nil, nil)
+	descFlowCap    = prometheus.NewDesc("switchyard_flow_table_capacity", "max_flows: flow and half-open entries together.", nil, nil)
+	descHalfOpen   = prometheus.NewDesc("switchyard_half_open_entries", "Half-open TCP entries (a SYN, no ACK yet).", nil, nil)
+	descHalfCap    = prometheus.NewDesc("switchyard_half_open_capacity", "The half-open table's share of max_flows.", nil, nil)
+	descByState    = prometheus.NewDesc("switchyard_flows_by_state", "Flow-table entries by TCP phase, or udp / other.", []string{"state"}, nil)
+	descByOrigin   = prometheus.NewDesc("switchyard_flows_by_origin", "Flow-table entries by origin.", []string{"origin"}, nil)
+	descAged       = prometheus.NewDesc("switchyard_flows_aged_total", "Entries the sweeper removed, by reason.", []string{"reason"}, nil)
+	descSweepSecs  = prometheus.NewDesc("switchyard_sweep_seconds", "Duration of the last sweep.", nil, nil)
+	descSweepWalk  = prometheus.NewDesc("switchyard_sweep_walked_entries", "Entries the last sweep walked.", nil, nil)
 )
 
 // collector reads the counters on each scrape.
@@ -28,7 +36,8 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcNew, descSvcActive,
-		descTMPackets, descTMBytes, descTMNew, descTMActive, descTMReady, descPackets, descFlows} {
+		descTMPackets, descTMBytes, descTMNew, descTMActive, descTMReady, descPackets, descFlows,
+		descFlowCap, descHalfOpen, descHalfCap, descByState, descByOrigin, descAged, descSweepSecs, descSweepWalk} {
 		ch <- d
 	}
 }
@@ -66,4 +75,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPackets, ct.Packets, ct.Name)
 	}
 	gauge(descFlows, s.FlowEntries)
+	gauge(descFlowCap, uint64(s.FlowCapacity))
+	gauge(descHalfOpen, s.HalfOpenEntries)
+	gauge(descHalfCap, uint64(s.HalfOpenCapacity))
+	for k, v := range s.FlowsByState {
+		gauge(descByState, v, k)
+	}
+	for k, v := range s.FlowsByOrigin {
+		gauge(descByOrigin, v, k)
+	}
+	for k, v := range s.Aged {
+		counter(descAged, v, k)
+	}
+	if s.LastSweep != nil {
+		ch <- prometheus.MustNewConstMetric(descSweepSecs, prometheus.GaugeValue, s.LastSweep.Seconds)
+		gauge(descSweepWalk, s.LastSweep.Walked)
+	}
 }

@@ -29,6 +29,9 @@ type Backend interface {
 	Stats() (Stats, error)
 	WalkFlows(f FlowFilter, fn func(Flow) bool) error
 	Reload() error
+	// FollowFlows calls fn for each flow event until ctx is done or fn
+	// fails.
+	FollowFlows(ctx context.Context, fn func(FlowEvent) error) error
 }
 
 // Defaults of ServerOptions.
@@ -83,6 +86,7 @@ type Server struct {
 //	GET  /v1/status
 //	GET  /v1/stats
 //	GET  /v1/flows?service=NAME&tm=ID&addr=IP&limit=N   (NDJSON, streamed)
+//	GET  /v1/flows/events                               (NDJSON, until the client goes)
 //	POST /v1/reload
 //	GET  /metrics                                        (Prometheus)
 func NewServer(b Backend, log *slog.Logger, o ServerOptions) *Server {
@@ -111,6 +115,7 @@ func NewServer(b Backend, log *slog.Logger, o ServerOptions) *Server {
 		s.writeJSON(w, http.StatusOK, st)
 	})
 	s.mux.HandleFunc("GET /v1/flows", s.flows)
+	s.mux.HandleFunc("GET /v1/flows/events", s.followFlows)
 	s.mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := b.Reload(); err != nil {
 			s.writeError(w, http.StatusConflict, err)
@@ -217,6 +222,41 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Headers are gone; end the stream with an error line.
 		_ = enc.Encode(map[string]string{"error": err.Error()})
+	}
+}
+
+// followFlows streams flow events as NDJSON, each written and flushed under
+// its own deadline; it counts against the flow streams' limit.
+func (s *Server) followFlows(w http.ResponseWriter, r *http.Request) {
+	if n := s.streams.Add(1); n > int64(s.o.MaxFlowStreams) {
+		s.streams.Add(-1)
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, http.StatusServiceUnavailable, fmt.Errorf("admin API: %d flow streams are open already (the limit); try again when one ends", s.o.MaxFlowStreams))
+		return
+	}
+	defer s.streams.Add(-1)
+	rc := http.NewResponseController(w)
+	if rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)) != nil {
+		s.writeError(w, http.StatusInternalServerError, errors.New("admin API: connection takes no write deadline"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if rc.Flush() != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	err := s.b.FollowFlows(r.Context(), func(ev FlowEvent) error {
+		if err := rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)); err != nil {
+			return err
+		}
+		if err := enc.Encode(ev); err != nil {
+			return err // client went away or stopped reading
+		}
+		return rc.Flush()
+	})
+	if err != nil {
+		s.log.Debug("flow events stream ended", "error", err)
 	}
 }
 

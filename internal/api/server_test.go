@@ -39,6 +39,17 @@ func (b *tableBackend) WalkFlows(_ FlowFilter, fn func(Flow) bool) error {
 	return nil
 }
 
+// FollowFlows sends b.n events, then waits for the stream's end.
+func (b *tableBackend) FollowFlows(ctx context.Context, fn func(FlowEvent) error) error {
+	for i := range b.n {
+		if err := fn(FlowEvent{Type: "new", Proto: "tcp", Src: fmt.Sprintf("10.0.0.1:%d", 1024+i), Dst: "10.0.0.100:80"}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
 // serveUnix serves s on a new unix socket and returns its path.
 func serveUnix(t *testing.T, s *Server) string {
 	t.Helper()

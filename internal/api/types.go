@@ -31,6 +31,22 @@ type Stats struct {
 	Counters        []Counter      `json:"counters"`
 	FlowEntries     uint64         `json:"flow_entries"`
 	FlowCapacity    uint32         `json:"flow_capacity"`
+	// HalfOpenEntries are the half-open TCP entries (a SYN, no ACK yet),
+	// kept apart from the flow table; HalfOpenCapacity is its share of
+	// FlowCapacity.
+	HalfOpenEntries  uint64 `json:"half_open_entries"`
+	HalfOpenCapacity uint32 `json:"half_open_capacity"`
+	// FlowsByState counts flow-table entries by TCP phase (none, syn,
+	// established, fin, closed, reset) or udp / other; FlowsByOrigin by
+	// origin (selected, memorized, learned, second-key, mirror).
+	FlowsByState  map[string]uint64 `json:"flows_by_state,omitempty"`
+	FlowsByOrigin map[string]uint64 `json:"flows_by_origin,omitempty"`
+	// Aged counts entries the sweeper removed, by reason (the phase or
+	// protocol whose timeout ran out, "related" for a related entry whose
+	// parent ended, "half_open" for the half-open table).
+	Aged map[string]uint64 `json:"aged,omitempty"`
+	// LastSweep is the cost of the last sweep.
+	LastSweep *SweepStats `json:"last_sweep,omitempty"`
 	// FlowsCountedAt is when the active-flow counts were last computed (the
 	// flow table is walked at most every few seconds).
 	FlowsCountedAt string `json:"flows_counted_at"`
@@ -100,6 +116,34 @@ type Flow struct {
 	// TimeoutSeconds is the entry's own idle timeout (0: the default).
 	TimeoutSeconds uint16 `json:"timeout_seconds,omitempty"`
 	TCPState       string `json:"tcp_state,omitempty"`
+}
+
+// FlowEvent is one flow event (GET /v1/flows/events, `switchyard flows
+// --follow`): a flow entered the flow table (new), its TCP state moved
+// (state), its entry was refused (refused: table full), a FORGET removed it
+// (forgotten), or the sweeper removed it (expired, with the reason). "lost" tells how many events this
+// follower lost (it did not keep up, or a sweep expired too many).
+type FlowEvent struct {
+	Type     string   `json:"type"`
+	Time     uint32   `json:"time,omitempty"` // the data path's clock, seconds
+	Proto    string   `json:"proto,omitempty"`
+	Src      string   `json:"src,omitempty"`
+	Dst      string   `json:"dst,omitempty"`
+	VLAN     uint16   `json:"vlan,omitempty"`
+	TM       string   `json:"tm,omitempty"`
+	TMIndex  uint16   `json:"tm_index,omitempty"`
+	Origin   []string `json:"origin,omitempty"`
+	TCPState string   `json:"tcp_state,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	Lost     uint64   `json:"lost,omitempty"`
+}
+
+// SweepStats is one sweep's cost: entries walked and removed, and time.
+type SweepStats struct {
+	At      string  `json:"at"`
+	Seconds float64 `json:"seconds"`
+	Walked  uint64  `json:"walked"`
+	Removed uint64  `json:"removed"`
 }
 
 // FlowFilter selects flows; zero fields match everything.

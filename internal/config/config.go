@@ -49,13 +49,15 @@ const (
 	MaxTMAddresses = 4
 
 	// Idle timeouts, in seconds.
-	DefaultTCPTimeout        = 900
-	DefaultTCPClosingTimeout = 60
-	DefaultUDPTimeout        = 300
-	DefaultOtherTimeout      = 60
-	DefaultSecondKeyTimeout  = 300
-	MinTimeout               = 1
-	MaxTimeout               = 604800 // a week
+	DefaultTCPTimeout       = 900
+	DefaultTCPSynTimeout    = 30
+	DefaultTCPFinTimeout    = 120
+	DefaultTCPCloseTimeout  = 10
+	DefaultUDPTimeout       = 300
+	DefaultOtherTimeout     = 60
+	DefaultSecondKeyTimeout = 300
+	MinTimeout              = 1
+	MaxTimeout              = 604800 // a week
 
 	// Second-key tables.
 	DefaultSecondKeyMaxEntries = 65536
@@ -227,10 +229,15 @@ type FlowTable struct {
 // Timeouts are idle timeouts in seconds: a flow-table entry idle longer is
 // removed by the sweeper. Each is 1..604800 (a week).
 type Timeouts struct {
-	// TCP: TCP flows; default 900.
+	// TCP: established TCP flows (and those a signal made); default 900.
 	TCP uint32 `yaml:"tcp"`
-	// TCPClosing: TCP flows after a FIN or RST from the client; default 60.
-	TCPClosing uint32 `yaml:"tcp_closing"`
+	// TCPSyn: half-open TCP flows (a SYN, no ACK yet); default 30.
+	TCPSyn uint32 `yaml:"tcp_syn"`
+	// TCPFin: TCP flows after a valid FIN from one side; default 120.
+	TCPFin uint32 `yaml:"tcp_fin"`
+	// TCPClose: TCP flows after valid FINs from both sides or a valid RST;
+	// default 10.
+	TCPClose uint32 `yaml:"tcp_close"`
 	// UDP: UDP flows; default 300.
 	UDP uint32 `yaml:"udp"`
 	// Other: flows of other protocols; default 60.
@@ -332,6 +339,33 @@ type Service struct {
 	// Persistence, if set, keeps a client's new flows on the TM of its
 	// previous ones; nil = none.
 	Persistence *Persistence `yaml:"persistence"`
+	// Timeouts, if set, override the global idle timeouts for the flows
+	// this service selected; a zero (omitted) field keeps the global one.
+	Timeouts *ServiceTimeouts `yaml:"timeouts"`
+}
+
+// ServiceTimeouts are a service's own idle timeouts in seconds, 1..604800;
+// 0 (omitted) keeps the global one (timeouts).
+type ServiceTimeouts struct {
+	TCP      uint32 `yaml:"tcp"`
+	TCPSyn   uint32 `yaml:"tcp_syn"`
+	TCPFin   uint32 `yaml:"tcp_fin"`
+	TCPClose uint32 `yaml:"tcp_close"`
+	UDP      uint32 `yaml:"udp"`
+}
+
+// Apply returns t with s's non-zero fields in place of t's (s may be nil).
+func (s *ServiceTimeouts) Apply(t Timeouts) Timeouts {
+	if s == nil {
+		return t
+	}
+	for _, f := range []struct{ from, to *uint32 }{{&s.TCP, &t.TCP}, {&s.TCPSyn, &t.TCPSyn},
+		{&s.TCPFin, &t.TCPFin}, {&s.TCPClose, &t.TCPClose}, {&s.UDP, &t.UDP}} {
+		if *f.from != 0 {
+			*f.to = *f.from
+		}
+	}
+	return t
 }
 
 // Persistence sends a client's new flows to the TM its previous one went to,
@@ -599,7 +633,9 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	}
 	t := &c.Timeouts
 	num("timeouts.tcp", &t.TCP, DefaultTCPTimeout)
-	num("timeouts.tcp_closing", &t.TCPClosing, DefaultTCPClosingTimeout)
+	num("timeouts.tcp_syn", &t.TCPSyn, DefaultTCPSynTimeout)
+	num("timeouts.tcp_fin", &t.TCPFin, DefaultTCPFinTimeout)
+	num("timeouts.tcp_close", &t.TCPClose, DefaultTCPCloseTimeout)
 	num("timeouts.udp", &t.UDP, DefaultUDPTimeout)
 	num("timeouts.other", &t.Other, DefaultOtherTimeout)
 	num("timeouts.second_key", &t.SecondKey, DefaultSecondKeyTimeout)

@@ -139,7 +139,7 @@ func TestFull(t *testing.T) {
 	if !all || !web {
 		t.Errorf("an all-ports and a port-80 service on one VIP should coexist: %+v", c.Services)
 	}
-	if want := (Timeouts{TCP: 3600, TCPClosing: 30, UDP: 120, Other: 60, SecondKey: 600}); c.Timeouts != want {
+	if want := (Timeouts{TCP: 3600, TCPSyn: 20, TCPFin: 60, TCPClose: 5, UDP: 120, Other: 60, SecondKey: 600}); c.Timeouts != want {
 		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
 	}
 	if got := fmt.Sprint(c.SecondKeys.Masks); got != "[[proto src dst dport] [proto dst dport] [proto src dst] [src]]" || c.SecondKeys.MaxEntries != 262144 {
@@ -171,7 +171,7 @@ func TestFull(t *testing.T) {
 func TestNewKeyDefaults(t *testing.T) {
 	check := func(t *testing.T, c *Config) {
 		t.Helper()
-		if want := (Timeouts{TCP: 900, TCPClosing: 60, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
+		if want := (Timeouts{TCP: 900, TCPSyn: 30, TCPFin: 120, TCPClose: 10, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
 			t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
 		}
 		if got := fmt.Sprint(c.SecondKeys.Masks); got != "[[proto src dst dport] [proto dst dport] [proto src dst] [src]]" {
@@ -231,7 +231,7 @@ signals: {udp_listen: "[2001:db8::2]:7946"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Timeouts{TCP: 100, TCPClosing: 60, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
+	if want := (Timeouts{TCP: 100, TCPSyn: 30, TCPFin: 120, TCPClose: 10, UDP: 300, Other: 60, SecondKey: 300}); c.Timeouts != want {
 		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, want)
 	}
 	if len(c.SecondKeys.Masks) != 4 || c.SecondKeys.MaxEntries != 1024 {
@@ -573,7 +573,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -589,16 +589,16 @@ func TestBadConfigs(t *testing.T) {
 		// timeouts (minimal has 16 lines: appended sections start at line 17)
 		{"timeout 0", func(t *testing.T) string { return minimal + "timeouts:\n  tcp: 0\n" },
 			18, "timeouts.tcp", []string{`config.yaml:18: timeouts.tcp: 0 is out of range (expected 1..604800 seconds)`}, 0},
-		{"timeout too long", func(t *testing.T) string { return minimal + "timeouts:\n  udp: 60\n  tcp_closing: 604801\n" },
-			19, "timeouts.tcp_closing", []string{`604801 is out of range (expected 1..604800 seconds)`}, 0},
+		{"timeout too long", func(t *testing.T) string { return minimal + "timeouts:\n  udp: 60\n  tcp_fin: 604801\n" },
+			19, "timeouts.tcp_fin", []string{`604801 is out of range (expected 1..604800 seconds)`}, 0},
 		{"timeout a string", func(t *testing.T) string { return minimal + "timeouts:\n  other: 5m\n" },
 			18, "timeouts.other", []string{`got the string "5m" (expected an integer, 1..604800 seconds)`}, 0},
 		{"second_key timeout negative", func(t *testing.T) string { return minimal + "timeouts:\n  second_key: -1\n" },
 			18, "timeouts.second_key", []string{`-1 is out of range (expected 1..604800 seconds)`}, 0},
 		{"timeouts unknown key", func(t *testing.T) string { return minimal + "timeouts:\n  syn: 10\n" },
-			18, "timeouts.syn", []string{`unknown key "syn" in timeouts; expected one of: tcp, tcp_closing, udp, other, second_key`}, 0},
+			18, "timeouts.syn", []string{`unknown key "syn" in timeouts; expected one of: tcp, tcp_syn, tcp_fin, tcp_close, udp, other, second_key`}, 0},
 		{"timeouts a list", func(t *testing.T) string { return minimal + "timeouts: [900]\n" },
-			17, "timeouts", []string{`got a list (expected a mapping with keys tcp, tcp_closing, udp, other, second_key)`}, 0},
+			17, "timeouts", []string{`got a list (expected a mapping with keys tcp, tcp_syn, tcp_fin, tcp_close, udp, other, second_key)`}, 0},
 		// second_keys
 		{"mask unknown field", func(t *testing.T) string {
 			return minimal + "second_keys:\n  masks:\n    - [proto, src]\n    - [src, port]\n"

@@ -141,7 +141,7 @@ func (v *validator) timeouts(t Timeouts) {
 	for _, f := range []struct {
 		key string
 		val uint32
-	}{{"tcp", t.TCP}, {"tcp_closing", t.TCPClosing}, {"udp", t.UDP}, {"other", t.Other}, {"second_key", t.SecondKey}} {
+	}{{"tcp", t.TCP}, {"tcp_syn", t.TCPSyn}, {"tcp_fin", t.TCPFin}, {"tcp_close", t.TCPClose}, {"udp", t.UDP}, {"other", t.Other}, {"second_key", t.SecondKey}} {
 		if f.val < MinTimeout || f.val > MaxTimeout {
 			v.errorf("timeouts."+f.key, "%d is out of range (expected %s)", f.val, timeoutExpected)
 		}

@@ -118,6 +118,27 @@ type benchSyConsts struct {
 		}
 		Timeout uint32
 	}
+	EventType   uint32
+	EventConsts uint32
+	Event       struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Time     uint32
+		Tm       uint16
+		Flags    uint16
+		Type     uint8
+		TcpState uint8
+		Pad      uint16
+	}
 }
 
 type benchSyCounter uint32
@@ -172,7 +193,14 @@ const (
 	benchSyCounterSY_C_LEARN_CONFLICT      benchSyCounter = 46
 	benchSyCounterSY_C_SIG_REF_WRONG_PORT  benchSyCounter = 47
 	benchSyCounterSY_C_SIG_REF_NOT_READY   benchSyCounter = 48
-	benchSyCounterSY_C_MAX                 benchSyCounter = 49
+	benchSyCounterSY_C_TCP_REF_FIN         benchSyCounter = 49
+	benchSyCounterSY_C_TCP_REF_RST         benchSyCounter = 50
+	benchSyCounterSY_C_FLOW_REFUSED        benchSyCounter = 51
+	benchSyCounterSY_C_HALF_OPEN_REFUSED   benchSyCounter = 52
+	benchSyCounterSY_C_HALF_OPEN_PROMOTED  benchSyCounter = 53
+	benchSyCounterSY_C_FWD_HALF_OPEN       benchSyCounter = 54
+	benchSyCounterSY_C_EVENT_OVERRUN       benchSyCounter = 55
+	benchSyCounterSY_C_MAX                 benchSyCounter = 56
 )
 
 type benchSyCounterVal struct {
@@ -191,6 +219,8 @@ type benchSyFlow struct {
 	Mask     uint8
 	Timeout  uint16
 	Pad      uint16
+	SeqFwd   uint32
+	SeqRev   uint32
 }
 
 type benchSyFlowKey struct {
@@ -269,6 +299,7 @@ type benchSySigScratch struct {
 	}
 	Macs  [12]uint8
 	Inner benchSyFlowKey
+	Flow  benchSyFlow
 }
 
 type benchSySkey struct {
@@ -321,8 +352,10 @@ const (
 	benchMapBenchCfg              = "bench_cfg"
 	benchMapBenchScratch          = "bench_scratch"
 	benchMapCounters              = "counters"
+	benchMapEvents                = "events"
 	benchMapFloorFlows            = "floor_flows"
 	benchMapFlows                 = "flows"
+	benchMapHalfOpen              = "half_open"
 	benchMapIfaces                = "ifaces"
 	benchMapLearnSrcs             = "learn_srcs"
 	benchMapMasks                 = "masks"
@@ -408,8 +441,10 @@ type benchMapSpecs struct {
 	BenchCfg     *ebpf.MapSpec `ebpf:"bench_cfg"`
 	BenchScratch *ebpf.MapSpec `ebpf:"bench_scratch"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	FloorFlows   *ebpf.MapSpec `ebpf:"floor_flows"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen     *ebpf.MapSpec `ebpf:"half_open"`
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks        *ebpf.MapSpec `ebpf:"masks"`
@@ -459,8 +494,10 @@ type benchMaps struct {
 	BenchCfg     *ebpf.Map `ebpf:"bench_cfg"`
 	BenchScratch *ebpf.Map `ebpf:"bench_scratch"`
 	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
 	FloorFlows   *ebpf.Map `ebpf:"floor_flows"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	HalfOpen     *ebpf.Map `ebpf:"half_open"`
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
 	Masks        *ebpf.Map `ebpf:"masks"`
@@ -482,8 +519,10 @@ func (m *benchMaps) Close() error {
 		m.BenchCfg,
 		m.BenchScratch,
 		m.Counters,
+		m.Events,
 		m.FloorFlows,
 		m.Flows,
+		m.HalfOpen,
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,

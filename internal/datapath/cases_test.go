@@ -85,12 +85,20 @@ func TestDifferentialCases(t *testing.T) {
 	)
 	cases := []namedCase{
 		{"icmp frag needed, no flow", icmpAboutBase, datapath.Pass, datapath.CounterPassICMPNoFlow, unchanged},
+		// A SYN's entry is half-open; its ACK (in the client's window)
+		// moves it to the flow table.
 		{"tcp syn", base, datapath.TX, datapath.CounterFwdNew, tmOfBase},
+		{"icmp frag needed about a half-open flow", icmpAboutBase, datapath.Pass, datapath.CounterPassICMPNoFlow, unchanged},
+		{"syn retransmitted", base, datapath.TX, datapath.CounterFwdHalfOpen, tmOfBase},
+		{"ack out of window is not promoted", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.ACK, 1001+1<<31
+		}), datapath.TX, datapath.CounterFwdHalfOpen, tmOfBase},
+		{"ack promotes", with(func(p *flowtest.Packet) { p.TCPFlags, p.Seq = flowtest.ACK, 1001 }), datapath.TX, datapath.CounterHalfOpenPromoted, tmOfBase},
 		{"icmp frag needed about tcp syn's flow", icmpAboutBase, datapath.TX, datapath.CounterFwdICMP, tmOfBase},
 		{"ipv4 max options", with(func(p *flowtest.Packet) { p.IPv4Options = 40 }), datapath.TX, datapath.CounterFwdHit, tmOfBase},
 		{"one vlan", with(func(p *flowtest.Packet) { p.VLANs = []uint16{7} }), datapath.TX, datapath.CounterFwdNew, tmOfBase},
 		// The key holds the inner tag: the flow of "one vlan".
-		{"qinq", with(func(p *flowtest.Packet) { p.VLANs = []uint16{100, 7} }), datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"qinq", with(func(p *flowtest.Packet) { p.VLANs = []uint16{100, 7} }), datapath.TX, datapath.CounterFwdHalfOpen, tmOfBase},
 		{"three vlans", with(func(p *flowtest.Packet) { p.VLANs = []uint16{100, 7, 8} }), datapath.Drop, datapath.CounterDropVLANDepth, unchanged},
 		{"ipv6 four ext", with(func(p *flowtest.Packet) {
 			p.Src, p.Dst, p.DstPort, p.IPv6Ext = c6, vip6, 443, []uint8{0, 43, 60, 60}
@@ -113,6 +121,22 @@ func TestDifferentialCases(t *testing.T) {
 		// The MACs are rewritten before the redirect fails.
 		{"reselected onto a tm without egress", with(func(p *flowtest.Packet) { p.SrcPort = 1026 }), datapath.Drop, datapath.CounterDropNoEgress, 5},
 		{"tm not ready", with(func(p *flowtest.Packet) { p.SrcPort = 1025 }), datapath.Drop, datapath.CounterDropTMNotReady, unchanged},
+		// TCP state of base's flow: its SYN (seq 1000) made the client's
+		// next 1001. Refused FIN and RST are still forwarded, only ignored.
+		{"fin out of window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.FIN|flowtest.ACK, 1001+datapath.TCPSeqWindow+1
+		}), datapath.TX, datapath.CounterTCPRefFin, tmOfBase},
+		{"rst out of window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.RST, 1001+1<<31
+		}), datapath.TX, datapath.CounterTCPRefRst, tmOfBase},
+		{"spoofed syn after refused fin is a hit", base, datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"data", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq, p.Payload = flowtest.ACK, 1001, make([]byte, 100)
+		}), datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"fin in window", with(func(p *flowtest.Packet) {
+			p.TCPFlags, p.Seq = flowtest.FIN|flowtest.ACK, 1101
+		}), datapath.TX, datapath.CounterFwdHit, tmOfBase},
+		{"syn after fin selects again", base, datapath.TX, datapath.CounterFwdReselect, tmOfBase},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -126,4 +150,11 @@ func TestDifferentialCases(t *testing.T) {
 		})
 	}
 	f.compareTables(t)
+	k := flow.MakeKey(c4, vip4a, 5000, 80, flow.ProtoTCP, 0)
+	if _, ok := f.model.Flows[k]; ok {
+		t.Error("base's ended flow is still in the flow table after the new SYN")
+	}
+	if st := f.model.HalfOpen[k].TcpState; st != datapath.TCPSynSeen|datapath.TCPSeqFwd {
+		t.Errorf("base's half-open flow after the new SYN: TCP state %#x, want SYN seen and the client's sequence", st)
+	}
 }

@@ -54,6 +54,13 @@ const (
 	CounterLearnConflict    = sySyCounterSY_C_LEARN_CONFLICT
 	CounterSigRefWrongPort  = sySyCounterSY_C_SIG_REF_WRONG_PORT
 	CounterSigRefNotReady   = sySyCounterSY_C_SIG_REF_NOT_READY
+	CounterTCPRefFin        = sySyCounterSY_C_TCP_REF_FIN
+	CounterTCPRefRst        = sySyCounterSY_C_TCP_REF_RST
+	CounterFlowRefused      = sySyCounterSY_C_FLOW_REFUSED
+	CounterHalfOpenRefused  = sySyCounterSY_C_HALF_OPEN_REFUSED
+	CounterHalfOpenPromoted = sySyCounterSY_C_HALF_OPEN_PROMOTED
+	CounterFwdHalfOpen      = sySyCounterSY_C_FWD_HALF_OPEN
+	CounterEventOverrun     = sySyCounterSY_C_EVENT_OVERRUN
 	NumCounters             = int(sySyCounterSY_C_MAX)
 )
 
@@ -109,6 +116,13 @@ var counterNames = [...]string{
 	CounterLearnConflict:    "learn_conflict",
 	CounterSigRefWrongPort:  "sig_refused_wrong_port",
 	CounterSigRefNotReady:   "sig_refused_not_ready",
+	CounterTCPRefFin:        "tcp_refused_fin",
+	CounterTCPRefRst:        "tcp_refused_rst",
+	CounterFlowRefused:      "flow_refused_table_full",
+	CounterHalfOpenRefused:  "half_open_refused_table_full",
+	CounterHalfOpenPromoted: "half_open_promoted",
+	CounterFwdHalfOpen:      "fwd_half_open",
+	CounterEventOverrun:     "event_overrun",
 }
 
 // CounterName returns the operator-facing name of c.

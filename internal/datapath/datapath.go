@@ -7,9 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -18,7 +23,7 @@ const DefaultRingSize = uint32(sySyLimitsSY_RING_SIZE_DEFAULT)
 
 // Options size the data path. Zero values take the defaults.
 type Options struct {
-	MaxFlows    uint32 // flow table entries; default 1,000,000
+	MaxFlows    uint32 // flow and half-open entries in all; default 1,000,000
 	RingSize    uint32 // Maglev slots per service; default DefaultRingSize
 	MaxServices uint32 // default 64
 	MaxSecond   uint32 // second-key entries; default 65536
@@ -45,6 +50,9 @@ type Datapath struct {
 	opts  Options
 	objs  syObjects
 	links map[int]link.Link
+
+	evMu   sync.Mutex
+	events *ringbuf.Reader // made by the first ReadEvents
 }
 
 // Load loads the XDP program and creates its maps, sized by opts.
@@ -71,13 +79,25 @@ func Load(opts Options) (*Datapath, error) {
 	return d, nil
 }
 
+// HalfOpenSize is how many of maxFlows entries are the half-open table's: a
+// sixteenth, at least 256. The flow table gets the rest, so that maxFlows
+// bounds both together.
+func HalfOpenSize(maxFlows uint32) uint32 {
+	return max(maxFlows/16, 256)
+}
+
 // sizeSpec applies opts to the map sizes and load-time constants of spec, a
 // spec of the distributor program or of an object that includes it.
 func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
 	if opts.RingSize < 2 || uint64(opts.RingSize)*uint64(opts.MaxServices) > 1<<30 {
 		return fmt.Errorf("ring size %d × %d services is out of range", opts.RingSize, opts.MaxServices)
 	}
-	spec.Maps["flows"].MaxEntries = opts.MaxFlows
+	half := HalfOpenSize(opts.MaxFlows)
+	if opts.MaxFlows < 2*half {
+		return fmt.Errorf("%d flow entries: at least %d needed", opts.MaxFlows, 2*half)
+	}
+	spec.Maps["flows"].MaxEntries = opts.MaxFlows - half
+	spec.Maps["half_open"].MaxEntries = half
 	spec.Maps["second_keys"].MaxEntries = opts.MaxSecond
 	spec.Maps["rings"].MaxEntries = opts.RingSize * opts.MaxServices
 	spec.Maps["svc_stats"].MaxEntries = opts.MaxServices
@@ -156,7 +176,51 @@ func (d *Datapath) Detach() error {
 
 // Close detaches and releases the program and its maps.
 func (d *Datapath) Close() error {
-	return errors.Join(d.Detach(), d.objs.Close())
+	d.evMu.Lock()
+	var everr error
+	if d.events != nil {
+		everr = d.events.Close()
+	}
+	d.evMu.Unlock()
+	return errors.Join(d.Detach(), everr, d.objs.Close())
+}
+
+// MaxEventsPerRead bounds one ReadEvents call; the rest wait for the next.
+const MaxEventsPerRead = 65536
+
+// ReadEvents calls fn for each flow event waiting in the ring buffer, at
+// most MaxEventsPerRead, without blocking, and returns how many it read.
+func (d *Datapath) ReadEvents(fn func(Event)) (int, error) {
+	d.evMu.Lock()
+	defer d.evMu.Unlock()
+	if d.events == nil {
+		r, err := ringbuf.NewReader(d.maps().Events)
+		if err != nil {
+			return 0, fmt.Errorf("open flow events: %w", err)
+		}
+		d.events = r
+	}
+	// A deadline in the past: read what is there, then stop.
+	d.events.SetDeadline(time.Now())
+	var rec ringbuf.Record
+	n := 0
+	for n < MaxEventsPerRead {
+		err := d.events.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read flow events: %w", err)
+		}
+		var ev Event
+		if len(rec.RawSample) < int(unsafe.Sizeof(ev)) {
+			return n, fmt.Errorf("read flow events: a %d-byte record, want %d", len(rec.RawSample), unsafe.Sizeof(ev))
+		}
+		ev = *(*Event)(unsafe.Pointer(&rec.RawSample[0]))
+		fn(ev)
+		n++
+	}
+	return n, nil
 }
 
 // Maps are the program's maps, for the control plane's writers and readers.
@@ -337,6 +401,23 @@ func (d *Datapath) SetSettings(s Settings) error {
 	return nil
 }
 
+// WalkHalfOpen calls fn for each half-open entry until fn returns false.
+func (d *Datapath) WalkHalfOpen(fn func(FlowKey, Flow) bool) error {
+	if err := walk(d.maps().HalfOpen, fn); err != nil {
+		return fmt.Errorf("walk half-open flows: %w", err)
+	}
+	return nil
+}
+
+// DeleteHalfOpenWhere is DeleteFlowsWhere for the half-open table.
+func (d *Datapath) DeleteHalfOpenWhere(match func(FlowKey, Flow) bool, limit int) (int, error) {
+	n, err := deleteWhere(d.maps().HalfOpen, match, limit)
+	if err != nil {
+		return n, fmt.Errorf("delete half-open flows: %w", err)
+	}
+	return n, nil
+}
+
 // PutSecondKey writes a second-key entry.
 func (d *Datapath) PutSecondKey(k SecondKey, v Second) error {
 	return d.maps().SecondKeys.Put(k, v)
@@ -499,7 +580,10 @@ func (d *Datapath) LookupFlow(k FlowKey) (Flow, error) {
 
 // PutFlow writes a flow entry whether or not the key has one (BPF_ANY).
 func (d *Datapath) PutFlow(k FlowKey, f Flow) error {
-	return d.maps().Flows.Put(k, f)
+	if err := d.maps().Flows.Put(k, f); err != nil {
+		return fmt.Errorf("write flow: %w", full(err))
+	}
+	return nil
 }
 
 // DeleteFlow removes a flow entry.

@@ -1,7 +1,9 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 )
@@ -81,6 +83,15 @@ type Tables interface {
 	// matching each again just before deleting it.
 	DeleteFlowsWhere(match func(FlowKey, Flow) bool, limit int) (int, error)
 
+	// WalkHalfOpen calls fn for each half-open entry until fn returns false.
+	WalkHalfOpen(fn func(FlowKey, Flow) bool) error
+	// DeleteHalfOpenWhere is DeleteFlowsWhere for the half-open table.
+	DeleteHalfOpenWhere(match func(FlowKey, Flow) bool, limit int) (int, error)
+
+	// ReadEvents calls fn for each flow event waiting (at most
+	// MaxEventsPerRead), without blocking, and returns how many.
+	ReadEvents(fn func(Event)) (int, error)
+
 	// LookupSecondKey returns the entry for k, or ErrKeyNotExist.
 	LookupSecondKey(k SecondKey) (Second, error)
 	// PutSecondKey writes a second-key entry; an error when the table is
@@ -98,7 +109,18 @@ var (
 	ErrKeyNotExist = ebpf.ErrKeyNotExist
 	// ErrKeyExist: an entry for the key exists (InsertFlow).
 	ErrKeyExist = ebpf.ErrKeyExist
+	// ErrTableFull: the flow table has no room for a new key (it is a
+	// hash, not an LRU: it refuses rather than evicts).
+	ErrTableFull = errors.New("table full")
 )
+
+// full maps the kernel's "no room" (E2BIG) to ErrTableFull.
+func full(err error) error {
+	if errors.Is(err, syscall.E2BIG) {
+		return fmt.Errorf("%w: %w", ErrTableFull, err)
+	}
+	return err
+}
 
 var _ Tables = (*Datapath)(nil)
 
@@ -139,7 +161,7 @@ func (d *Datapath) ReadNow() (uint32, error) {
 // InsertFlow writes a flow entry only if the key has none (BPF_NOEXIST).
 func (d *Datapath) InsertFlow(k FlowKey, f Flow) error {
 	if err := d.maps().Flows.Update(k, f, ebpf.UpdateNoExist); err != nil {
-		return fmt.Errorf("insert flow: %w", err)
+		return fmt.Errorf("insert flow: %w", full(err))
 	}
 	return nil
 }

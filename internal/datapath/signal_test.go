@@ -184,7 +184,8 @@ func TestSignalCases(t *testing.T) {
 	if f.model.Counters[datapath.CounterFwdSecondKey].Packets != before+1 {
 		t.Fatalf("related connection did not use the second key")
 	}
-	if e := f.model.Flows[flow.MakeKey(rel.Src, rel.Dst, 40000, 2121, 6, 0)]; e.Tm != 0 || e.Flags != datapath.FlowSecondKey {
+	// A SYN: the entry is half-open until its ACK.
+	if e := f.model.HalfOpen[flow.MakeKey(rel.Src, rel.Dst, 40000, 2121, 6, 0)]; e.Tm != 0 || e.Flags != datapath.FlowSecondKey {
 		t.Fatalf("related flow entry %+v", e)
 	}
 

@@ -113,6 +113,27 @@ type sySyConsts struct {
 		}
 		Timeout uint32
 	}
+	EventType   uint32
+	EventConsts uint32
+	Event       struct {
+		_   structs.HostLayout
+		Key struct {
+			_      structs.HostLayout
+			Src    [16]uint8
+			Dst    [16]uint8
+			Sport  uint16
+			Dport  uint16
+			Vlan   uint16
+			Proto  uint8
+			Family uint8
+		}
+		Time     uint32
+		Tm       uint16
+		Flags    uint16
+		Type     uint8
+		TcpState uint8
+		Pad      uint16
+	}
 }
 
 type sySyCounter uint32
@@ -167,7 +188,14 @@ const (
 	sySyCounterSY_C_LEARN_CONFLICT      sySyCounter = 46
 	sySyCounterSY_C_SIG_REF_WRONG_PORT  sySyCounter = 47
 	sySyCounterSY_C_SIG_REF_NOT_READY   sySyCounter = 48
-	sySyCounterSY_C_MAX                 sySyCounter = 49
+	sySyCounterSY_C_TCP_REF_FIN         sySyCounter = 49
+	sySyCounterSY_C_TCP_REF_RST         sySyCounter = 50
+	sySyCounterSY_C_FLOW_REFUSED        sySyCounter = 51
+	sySyCounterSY_C_HALF_OPEN_REFUSED   sySyCounter = 52
+	sySyCounterSY_C_HALF_OPEN_PROMOTED  sySyCounter = 53
+	sySyCounterSY_C_FWD_HALF_OPEN       sySyCounter = 54
+	sySyCounterSY_C_EVENT_OVERRUN       sySyCounter = 55
+	sySyCounterSY_C_MAX                 sySyCounter = 56
 )
 
 type sySyCounterVal struct {
@@ -175,6 +203,33 @@ type sySyCounterVal struct {
 	Packets uint64
 	Bytes   uint64
 }
+
+type sySyEvent struct {
+	_        structs.HostLayout
+	Key      sySyFlowKey
+	Time     uint32
+	Tm       uint16
+	Flags    uint16
+	Type     uint8
+	TcpState uint8
+	Pad      uint16
+}
+
+type sySyEventConsts uint32
+
+const (
+	sySyEventConstsSY_EVENT_RING_BYTES sySyEventConsts = 262144
+)
+
+type sySyEventType uint32
+
+const (
+	sySyEventTypeSY_EV_NEW       sySyEventType = 1
+	sySyEventTypeSY_EV_STATE     sySyEventType = 2
+	sySyEventTypeSY_EV_REFUSED   sySyEventType = 3
+	sySyEventTypeSY_EV_EXPIRED   sySyEventType = 4
+	sySyEventTypeSY_EV_FORGOTTEN sySyEventType = 5
+)
 
 type sySyFamily uint32
 
@@ -205,6 +260,8 @@ type sySyFlow struct {
 	Mask     uint8
 	Timeout  uint16
 	Pad      uint16
+	SeqFwd   uint32
+	SeqRev   uint32
 }
 
 type sySyFlowFlags uint32
@@ -373,6 +430,7 @@ type sySySigScratch struct {
 	H      sySySigHdr
 	Macs   [12]uint8
 	Inner  sySyFlowKey
+	Flow   sySyFlow
 }
 
 type sySySkey struct {
@@ -399,8 +457,15 @@ type sySySvcKey struct {
 type sySyTcpState uint32
 
 const (
-	sySyTcpStateSY_TCP_OPEN    sySyTcpState = 0
-	sySyTcpStateSY_TCP_CLOSING sySyTcpState = 1
+	sySyTcpStateSY_TCP_SYN_SEEN    sySyTcpState = 1
+	sySyTcpStateSY_TCP_ESTABLISHED sySyTcpState = 2
+	sySyTcpStateSY_TCP_FIN_FWD     sySyTcpState = 4
+	sySyTcpStateSY_TCP_FIN_REV     sySyTcpState = 8
+	sySyTcpStateSY_TCP_RESET       sySyTcpState = 16
+	sySyTcpStateSY_TCP_SEQ_FWD     sySyTcpState = 32
+	sySyTcpStateSY_TCP_SEQ_REV     sySyTcpState = 64
+	sySyTcpStateSY_TCP_ENDED       sySyTcpState = 28
+	sySyTcpStateSY_TCP_SEQ_WINDOW  sySyTcpState = 262144
 )
 
 type sySyTlv struct {
@@ -455,7 +520,9 @@ type sySyWireKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	syMapCounters       = "counters"
+	syMapEvents         = "events"
 	syMapFlows          = "flows"
+	syMapHalfOpen       = "half_open"
 	syMapIfaces         = "ifaces"
 	syMapLearnSrcs      = "learn_srcs"
 	syMapMasks          = "masks"
@@ -527,7 +594,9 @@ type syProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type syMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen   *ebpf.MapSpec `ebpf:"half_open"`
 	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks      *ebpf.MapSpec `ebpf:"masks"`
@@ -575,7 +644,9 @@ func (o *syObjects) Close() error {
 // It can be passed to loadSyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
+	HalfOpen   *ebpf.Map `ebpf:"half_open"`
 	Ifaces     *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
 	Masks      *ebpf.Map `ebpf:"masks"`
@@ -595,7 +666,9 @@ type syMaps struct {
 func (m *syMaps) Close() error {
 	return _SyClose(
 		m.Counters,
+		m.Events,
 		m.Flows,
+		m.HalfOpen,
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,

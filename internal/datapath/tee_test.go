@@ -3,6 +3,7 @@ package datapath_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -110,6 +111,39 @@ func (t tee) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, 
 		err = fmt.Errorf("delete flows: %d in XDP, %d in the model", n, m)
 	}
 	return n, err
+}
+func (t tee) WalkHalfOpen(fn func(datapath.FlowKey, datapath.Flow) bool) error {
+	return t.dp.WalkHalfOpen(fn)
+}
+func (t tee) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
+	n, err := t.dp.DeleteHalfOpenWhere(match, limit)
+	if err != nil {
+		return n, err
+	}
+	m, err := t.model.DeleteHalfOpenWhere(match, limit)
+	if err == nil && m != n {
+		err = fmt.Errorf("delete half-open flows: %d in XDP, %d in the model", n, m)
+	}
+	return n, err
+}
+
+// ReadEvents reads both and fails when they differ.
+func (t tee) ReadEvents(fn func(datapath.Event)) (int, error) {
+	var a, b []datapath.Event
+	n, err := t.dp.ReadEvents(func(e datapath.Event) { a = append(a, e) })
+	if err != nil {
+		return n, err
+	}
+	if _, err := t.model.ReadEvents(func(e datapath.Event) { b = append(b, e) }); err != nil {
+		return n, err
+	}
+	if !slices.Equal(a, b) {
+		return n, fmt.Errorf("events differ: XDP %d %+v, model %d %+v", len(a), a, len(b), b)
+	}
+	for _, e := range a {
+		fn(e)
+	}
+	return n, nil
 }
 func (t tee) LookupSecondKey(k datapath.SecondKey) (datapath.Second, error) {
 	return t.dp.LookupSecondKey(k)

@@ -41,6 +41,8 @@ type (
 	OpRelate = sySyOpRelate
 	// OpAge is the value of an AGE TLV.
 	OpAge = sySyOpAge
+	// Event is a flow event of the data path (struct sy_event).
+	Event = sySyEvent
 )
 
 // Constants of the C header.
@@ -61,8 +63,28 @@ const (
 	FlowSecondKey = uint16(sySyFlowFlagsSY_FLOW_SECOND_KEY)
 	FlowMirror    = uint16(sySyFlowFlagsSY_FLOW_MIRROR)
 
-	TCPOpen    = uint8(sySyTcpStateSY_TCP_OPEN)
-	TCPClosing = uint8(sySyTcpStateSY_TCP_CLOSING)
+	// Flow event types (enum sy_event_type).
+	EventNew     = uint8(sySyEventTypeSY_EV_NEW)
+	EventState   = uint8(sySyEventTypeSY_EV_STATE)
+	EventRefused = uint8(sySyEventTypeSY_EV_REFUSED)
+	EventExpired = uint8(sySyEventTypeSY_EV_EXPIRED)
+	EventForgot  = uint8(sySyEventTypeSY_EV_FORGOTTEN)
+	// EventRingBytes is the events ring buffer's size.
+	EventRingBytes = int(sySyEventConstsSY_EVENT_RING_BYTES)
+
+	// TCP state bits of a flow entry (enum sy_tcp_state, bpf/tcp.h).
+	TCPSynSeen     = uint8(sySyTcpStateSY_TCP_SYN_SEEN)
+	TCPEstablished = uint8(sySyTcpStateSY_TCP_ESTABLISHED)
+	TCPFinFwd      = uint8(sySyTcpStateSY_TCP_FIN_FWD)
+	TCPFinRev      = uint8(sySyTcpStateSY_TCP_FIN_REV)
+	TCPReset       = uint8(sySyTcpStateSY_TCP_RESET)
+	TCPSeqFwd      = uint8(sySyTcpStateSY_TCP_SEQ_FWD)
+	TCPSeqRev      = uint8(sySyTcpStateSY_TCP_SEQ_REV)
+	// TCPEnded is FIN or RST from either side: a SYN then is a new connection.
+	TCPEnded = uint8(sySyTcpStateSY_TCP_ENDED)
+	// TCPSeqWindow is how far from a side's next sequence number a FIN or
+	// RST is believed, either way.
+	TCPSeqWindow = uint32(sySyTcpStateSY_TCP_SEQ_WINDOW)
 
 	// SvcNone is the service index of flows no service created.
 	SvcNone = uint16(sySyMarkersSY_SVC_NONE)

@@ -95,6 +95,8 @@ type Daemon struct {
 	settingsWritten bool
 	countsMu        sync.Mutex // serializes flow-table walks for counts
 	flowCounts      *flowCounts
+	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
+	hub             eventHub  // flow event followers (events.go)
 	udp             *udpControl
 }
 
@@ -218,6 +220,19 @@ const sweepEvery = 5 * time.Second
 func (d *Daemon) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	go func() {
+		// Flow events: drained often, apart from the clock's tick.
+		et := time.NewTicker(eventsEvery)
+		defer et.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-et.C:
+				d.readEvents()
+			}
+		}
+	}()
 	lastSweep := time.Now()
 	var sweeping atomic.Bool
 	for {
@@ -373,6 +388,9 @@ func (d *Daemon) clearTM(idx uint32) error {
 	}
 	if _, err := d.dp.DeleteSecondKeysWhere(func(_ datapath.SecondKey, v datapath.Second) bool { return uint32(v.Tm) == idx }, 0); err != nil {
 		return fmt.Errorf("clear second keys of TM index %d: %w", idx, err)
+	}
+	if _, err := d.dp.DeleteHalfOpenWhere(func(_ datapath.FlowKey, f datapath.Flow) bool { return uint32(f.Tm) == idx }, 0); err != nil {
+		return fmt.Errorf("clear half-open flows of TM index %d: %w", idx, err)
 	}
 	return nil
 }

@@ -19,6 +19,12 @@ type flowCounts struct {
 	entries uint64
 	bySvc   map[uint16]uint64
 	byTM    map[uint16]uint64
+	// halfOpen: entries of the half-open table; byState: flow-table
+	// entries by TCP phase ("udp", "other" for the rest); byOrigin: by
+	// origin flag (an entry may have two).
+	halfOpen uint64
+	byState  map[string]uint64
+	byOrigin map[string]uint64
 }
 
 // counts returns the per-service and per-TM entry counts, walking the table
@@ -29,11 +35,23 @@ func (d *Daemon) counts() (*flowCounts, error) {
 	if d.flowCounts != nil && time.Since(d.flowCounts.at) < flowCountsMaxAge {
 		return d.flowCounts, nil
 	}
-	c := &flowCounts{at: time.Now(), bySvc: map[uint16]uint64{}, byTM: map[uint16]uint64{}}
-	err := d.dp.WalkFlows(func(_ datapath.FlowKey, f datapath.Flow) bool {
+	c := &flowCounts{at: time.Now(), bySvc: map[uint16]uint64{}, byTM: map[uint16]uint64{},
+		byState: map[string]uint64{}, byOrigin: map[string]uint64{}}
+	err := d.dp.WalkFlows(func(k datapath.FlowKey, f datapath.Flow) bool {
 		c.entries++
 		c.bySvc[f.Svc]++
 		c.byTM[f.Tm]++
+		c.byState[stateName(k, f)]++
+		for _, o := range origins(f.Flags) {
+			c.byOrigin[o]++
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = d.dp.WalkHalfOpen(func(datapath.FlowKey, datapath.Flow) bool {
+		c.halfOpen++
 		return true
 	})
 	if err != nil {
@@ -80,11 +98,16 @@ func (d *Daemon) Stats() (api.Stats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := api.Stats{
-		ID:             d.cfg.Distributor.ID,
-		FlowEntries:    fc.entries,
-		FlowCapacity:   d.cfg.FlowTable.MaxFlows,
-		FlowsCountedAt: fc.at.UTC().Format(time.RFC3339Nano),
+		ID:               d.cfg.Distributor.ID,
+		FlowEntries:      fc.entries,
+		FlowCapacity:     d.cfg.FlowTable.MaxFlows,
+		FlowsCountedAt:   fc.at.UTC().Format(time.RFC3339Nano),
+		HalfOpenEntries:  fc.halfOpen,
+		HalfOpenCapacity: datapath.HalfOpenSize(d.cfg.FlowTable.MaxFlows),
+		FlowsByState:     fc.byState,
+		FlowsByOrigin:    fc.byOrigin,
 	}
+	d.life.stats(&st)
 	for _, sc := range d.cfg.Services {
 		s := d.svcs[idOf(sc)]
 		if s == nil {
@@ -219,14 +242,23 @@ func (d *Daemon) WalkFlows(f api.FlowFilter, fn func(api.Flow) bool) error {
 
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 
+// stateName is an entry's state for counts: its TCP phase, or "udp" or
+// "other".
+func stateName(k datapath.FlowKey, e datapath.Flow) string {
+	switch k.Proto {
+	case flow.ProtoTCP:
+		return flow.TCPPhaseOf(e.TcpState).String()
+	case flow.ProtoUDP:
+		return "udp"
+	}
+	return "other"
+}
+
 func tcpState(k datapath.FlowKey, e datapath.Flow) string {
 	if k.Proto != flow.ProtoTCP {
 		return ""
 	}
-	if e.TcpState == datapath.TCPClosing {
-		return "closing"
-	}
-	return "open"
+	return flow.TCPPhaseOf(e.TcpState).String()
 }
 
 func firstAddr(as []netip.Addr) string {

@@ -47,8 +47,10 @@ func TestKeyFromWire(t *testing.T) {
 	for i := range m.RingSize {
 		m.Rings[i] = 3
 	}
+	// An ACK (a mid-stream packet): its entry goes to the flow table, not
+	// the half-open one.
 	for _, vlans := range [][]uint16{nil, {7}, {100, 7}} {
-		pkt := flowtest.Packet{Src: client, Dst: vip, Proto: ProtoTCP, SrcPort: 40000, DstPort: 80, TCPFlags: flowtest.SYN, VLANs: vlans, IPv4Options: 8}.Bytes()
+		pkt := flowtest.Packet{Src: client, Dst: vip, Proto: ProtoTCP, SrcPort: 40000, DstPort: 80, TCPFlags: flowtest.ACK, VLANs: vlans, IPv4Options: 8}.Bytes()
 		v, out := m.Process(pkt, 1)
 		if v != datapath.TX {
 			t.Fatalf("vlans %v: verdict %v, want TX", vlans, v)

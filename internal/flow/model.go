@@ -14,7 +14,8 @@ import (
 // order: parse (model_parse.go, bpf/parse.h), then the steps process runs
 // (bpf/distributor.c) — signal (model_signal.go, bpf/signal.h), fromTM
 // (model_learn.go, bpf/learn.h), screen and icmp (model_icmp.go,
-// bpf/icmp.h), hit and second (model_flows.go, bpf/flows.h), selectTM
+// bpf/icmp.h), hit, halfOpen and second (model_flows.go, bpf/flows.h), with
+// tcpTrack (model_tcp.go, bpf/tcp.h), selectTM
 // (model_select.go, sy_select in bpf/select.h) — with the shared helpers in
 // model_keys.go (bpf/keys.h, bpf/forward.h, bpf/counters.h).
 type Model struct {
@@ -26,8 +27,18 @@ type Model struct {
 	Now uint32
 	// MaxSecond is the second-key table's capacity.
 	MaxSecond int
+	// MaxFlows and MaxHalfOpen are the flow and half-open tables'
+	// capacities (0: unbounded), as datapath.Options.MaxFlows splits
+	// between them (datapath.HalfOpenSize).
+	MaxFlows, MaxHalfOpen int
+
+	// EventCap is how many events the ring holds unread (0: unbounded);
+	// Events are the events not read yet (ReadEvents drains them).
+	EventCap int
+	Events   []datapath.Event
 
 	Flows      map[datapath.FlowKey]datapath.Flow
+	HalfOpen   map[datapath.FlowKey]datapath.Flow
 	SecondKeys map[datapath.SecondKey]datapath.Second
 	Masks      [datapath.MaxMasks]uint32
 	Services   map[datapath.ServiceKey]datapath.Service
@@ -54,6 +65,7 @@ func NewModel(ringSize, maxServices, seed uint32) *Model {
 		Seed:        seed,
 		MaxSecond:   65536,
 		Flows:       map[datapath.FlowKey]datapath.Flow{},
+		HalfOpen:    map[datapath.FlowKey]datapath.Flow{},
 		SecondKeys:  map[datapath.SecondKey]datapath.Second{},
 		TMByMAC:     map[[6]uint8]uint32{},
 		LearnSrcs:   map[datapath.VIPKey]uint32{},
@@ -89,6 +101,9 @@ type packet struct {
 	ports     bool // a whole TCP/UDP header: the key has the ports
 	tcpHdr    bool // 20 bytes of TCP header are there (even with a bad data offset)
 	tcpFlags  uint8
+	seq       uint32 // TCP: sequence number
+	ack       uint32 // TCP: acknowledgment number
+	seqEnd    uint32 // TCP: seq + payload + SYN + FIN: the side's next
 	icmpKind  icmpKind
 }
 
@@ -159,13 +174,16 @@ func (p *packet) process() datapath.Verdict {
 	if !p.ports { // screen lets only ICMP through without ports
 		return p.icmp()
 	}
-	v, reselect := p.hit(&p.key, p.tcpFlags, datapath.CounterFwdHit)
+	v, reselect := p.hit(&p.key, true, datapath.CounterFwdHit)
 	if v != goOn {
 		return v
 	}
 	// Second keys and selection are for VIPs only.
 	if !p.isVIP(&p.key) {
 		return p.count(datapath.CounterPassNotVIP, datapath.Pass)
+	}
+	if v := p.halfOpen(); v != goOn {
+		return v
 	}
 	if v := p.second(&p.key); v != goOn {
 		return v

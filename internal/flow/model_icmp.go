@@ -20,7 +20,7 @@ func (p *packet) icmp() datapath.Verdict {
 		return p.other()
 	}
 	if p.icmpKind == icmpInner {
-		if v, _ := p.hit(&p.inner, 0, datapath.CounterFwdICMP); v != goOn {
+		if v, _ := p.hit(&p.inner, false, datapath.CounterFwdICMP); v != goOn {
 			return v
 		}
 	}

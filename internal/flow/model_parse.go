@@ -1,6 +1,10 @@
 package flow
 
-import "github.com/switchyard/switchyard/internal/datapath"
+import (
+	"encoding/binary"
+
+	"github.com/switchyard/switchyard/internal/datapath"
+)
 
 // Model of bpf/parse.h: the parsers that fill the packet description. They
 // read headers and drop only malformed packets; decisions are the steps'.
@@ -144,7 +148,7 @@ func (p *packet) parse() datapath.Verdict {
 	}
 
 	var l4proto uint8
-	var l4off uint32
+	var l4off, ipEnd uint32 // ipEnd: the end of the IP packet (padding excluded)
 	switch proto {
 	case etherTypeIPv4:
 		if off+20 > end {
@@ -169,6 +173,7 @@ func (p *packet) parse() datapath.Verdict {
 		l4proto = ip[9]
 		p.frag = be16(ip[6:])&0x3fff != 0
 		l4off = off + ihl
+		ipEnd = off + totLen
 	case etherTypeIPv6:
 		if off+40 > end {
 			return p.count(datapath.CounterDropTruncIP, datapath.Drop)
@@ -185,6 +190,7 @@ func (p *packet) parse() datapath.Verdict {
 		p.key.Family = datapath.FamilyIPv6
 		l4proto = ip[6]
 		l4off = off + 40
+		ipEnd = l4off + uint32(be16(ip[4:]))
 		for range datapath.MaxIPv6Ext {
 			if l4proto == ipv6Fragment {
 				p.frag = true
@@ -222,6 +228,19 @@ func (p *packet) parse() datapath.Verdict {
 				p.key.Sport, p.key.Dport = le16(d[l4off:]), le16(d[l4off+2:])
 				p.tcpFlags = d[l4off+13]
 				p.ports = true
+				p.seq = binary.BigEndian.Uint32(d[l4off+4:])
+				p.ack = binary.BigEndian.Uint32(d[l4off+8:])
+				p.seqEnd = p.seq
+				if p.tcpFlags&tcpSYN != 0 {
+					p.seqEnd++
+				}
+				if p.tcpFlags&tcpFIN != 0 {
+					p.seqEnd++
+				}
+				// A header longer than the packet counts as no payload.
+				if hdr := l4off + uint32(d[l4off+12]>>4)*4; ipEnd > hdr {
+					p.seqEnd += ipEnd - hdr
+				}
 			}
 		}
 	case l4proto == ProtoUDP:

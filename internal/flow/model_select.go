@@ -36,7 +36,8 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 	if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
 		return p.count(datapath.CounterDropTMNotReady, datapath.Drop)
 	}
-	p.m.Flows[*k] = datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
+	e := datapath.Flow{LastSeen: p.m.Now, Tm: uint16(idx), Svc: uint16(svc.Index), Flags: datapath.FlowSelected}
+	p.putNew(&e)
 	if svc.PersistMask != 0 {
 		sk := datapath.SecondKey{Key: MaskKey(*k, svc.PersistMask), Mask: svc.PersistMask}
 		if _, ok := p.m.SecondKeys[sk]; ok || len(p.m.SecondKeys) < p.m.MaxSecond {

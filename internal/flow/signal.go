@@ -202,6 +202,9 @@ func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender
 	}
 	switch op {
 	case datapath.OpForgetCode:
+		if n, ok := t.(forgetNotifier); ok {
+			n.forgotten(k, cur)
+		}
 		return datapath.CounterSigForget, deleteFlow(t, k)
 	case datapath.OpMirrorCode:
 		cur.Flags |= datapath.FlowMirror
@@ -212,6 +215,13 @@ func own(t datapath.Tables, op uint8, w datapath.WireKey, timeout uint32, sender
 	}
 	cur.Timeout = capTimeout(timeout)
 	return datapath.CounterSigAge, updateFlow(t, k, cur)
+}
+
+// forgetNotifier is a data path that reports FORGET as a flow event: the
+// model, as XDP does (signal.h). The UDP transport's FORGET, written through
+// the real seam, is not reported.
+type forgetNotifier interface {
+	forgotten(k datapath.FlowKey, f datapath.Flow)
 }
 
 // deleteFlow deletes k's entry; one already gone is not an error.
@@ -261,6 +271,13 @@ func memorize(t datapath.Tables, m datapath.OpMemorize, sender uint32) (datapath
 			return datapath.CounterSigRefForeignTM, nil
 		}
 		if ok {
+			// The sender's own is rewritten in place in C: the sequence
+			// numbers stay (the state bits are cleared, so each side
+			// records anew). Another's is replaced whole.
+			f.SeqFwd, f.SeqRev = 0, 0
+			if uint32(cur.Tm) == sender {
+				f.SeqFwd, f.SeqRev = cur.SeqFwd, cur.SeqRev
+			}
 			err = t.UpdateFlow(k, f)
 		} else {
 			err = t.InsertFlow(k, f)
@@ -270,6 +287,10 @@ func memorize(t datapath.Tables, m datapath.OpMemorize, sender uint32) (datapath
 			return datapath.CounterSigMemorize, nil
 		case errors.Is(err, datapath.ErrKeyExist), errors.Is(err, datapath.ErrKeyNotExist):
 			continue // the entry came or went meanwhile: decide again
+		case errors.Is(err, datapath.ErrTableFull):
+			// XDP counts a refused insert as foreign_tm too (signal.h);
+			// flow_refused_table_full counts the data path's own.
+			return datapath.CounterSigRefForeignTM, nil
 		default:
 			return 0, fmt.Errorf("memorize flow %s: %w", String(k), err)
 		}

@@ -15,6 +15,19 @@ var _ datapath.Tables = (*Model)(nil)
 // errSecondFull is what a write to a full second-key table returns.
 var errSecondFull = errors.New("second-key table full")
 
+// errFlowsFull is what a new entry in a full flow or half-open table gets.
+var errFlowsFull = fmt.Errorf("flow table: %w", datapath.ErrTableFull)
+
+// flowsFull reports whether table t of capacity max (0: unbounded) has no
+// room for a new key k.
+func flowsFull(t map[datapath.FlowKey]datapath.Flow, max int, k datapath.FlowKey) bool {
+	if max == 0 {
+		return false
+	}
+	_, ok := t[k]
+	return !ok && len(t) >= max
+}
+
 // SetService installs or updates a service.
 func (m *Model) SetService(k datapath.ServiceKey, s datapath.Service) error {
 	if s.Index >= m.MaxServices {
@@ -216,6 +229,9 @@ func (m *Model) InsertFlow(k datapath.FlowKey, f datapath.Flow) error {
 	if _, ok := m.Flows[k]; ok {
 		return fmt.Errorf("insert flow: %w", datapath.ErrKeyExist)
 	}
+	if flowsFull(m.Flows, m.MaxFlows, k) {
+		return fmt.Errorf("insert flow: %w", errFlowsFull)
+	}
 	m.Flows[k] = f
 	return nil
 }
@@ -231,6 +247,9 @@ func (m *Model) UpdateFlow(k datapath.FlowKey, f datapath.Flow) error {
 
 // PutFlow writes an entry whether or not k has one.
 func (m *Model) PutFlow(k datapath.FlowKey, f datapath.Flow) error {
+	if flowsFull(m.Flows, m.MaxFlows, k) {
+		return fmt.Errorf("write flow: %w", errFlowsFull)
+	}
 	m.Flows[k] = f
 	return nil
 }
@@ -257,6 +276,33 @@ func (m *Model) WalkFlows(fn func(datapath.FlowKey, datapath.Flow) bool) error {
 // DeleteFlowsWhere deletes up to limit (0: all) entries that match.
 func (m *Model) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
 	return deleteWhere(m.Flows, match, limit), nil
+}
+
+// WalkHalfOpen calls fn for each half-open entry until fn returns false.
+func (m *Model) WalkHalfOpen(fn func(datapath.FlowKey, datapath.Flow) bool) error {
+	for k, f := range m.HalfOpen {
+		if !fn(k, f) {
+			break
+		}
+	}
+	return nil
+}
+
+// DeleteHalfOpenWhere deletes up to limit (0: all) half-open entries that
+// match.
+func (m *Model) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
+	return deleteWhere(m.HalfOpen, match, limit), nil
+}
+
+// ReadEvents drains the model's events, at most
+// datapath.MaxEventsPerRead.
+func (m *Model) ReadEvents(fn func(datapath.Event)) (int, error) {
+	n := min(len(m.Events), datapath.MaxEventsPerRead)
+	for _, ev := range m.Events[:n] {
+		fn(ev)
+	}
+	m.Events = m.Events[n:]
+	return n, nil
 }
 
 // LookupSecondKey returns the entry for k.
@@ -297,6 +343,12 @@ func deleteWhere[K comparable, V any](t map[K]V, match func(K, V) bool, limit in
 	for k, v := range t {
 		if limit != 0 && n >= limit {
 			break
+		}
+		// Matched again just before deleting, as the seam promises (the
+		// data path may refresh an entry between its walk and its delete;
+		// callers may count the calls).
+		if !match(k, v) {
+			continue
 		}
 		if match(k, v) {
 			delete(t, k)

@@ -40,7 +40,7 @@ func TestConfigOptions(t *testing.T) {
 			TrafficManagers: []string{"tm3"}, Persistence: &config.Persistence{Timeout: 60}}},
 		// As bench.go writes it.
 		Extra:    fmt.Sprintf("  - {name: iperf, vip: %s, port: %d, protocol: tcp, traffic_managers: [%s]}\n", topo.VIP4, 5201, "tm1"),
-		Timeouts: &config.Timeouts{UDP: 2, TCP: 600, TCPClosing: 1},
+		Timeouts: &config.Timeouts{UDP: 2, TCP: 600, TCPFin: 1, TCPClose: 1},
 		Mutate:   func(c *config.Config) { c.Distributor.XDPMode = config.XDPModeGeneric },
 	})
 	c, err := config.Parse([]byte(src), "lab.yaml")
@@ -66,7 +66,7 @@ func TestConfigOptions(t *testing.T) {
 	if p := c.Services[4].Persistence; p == nil || p.Timeout != 60 {
 		t.Errorf("persistence %+v", p)
 	}
-	if c.Timeouts != (config.Timeouts{UDP: 2, TCP: 600, TCPClosing: 1, Other: 60, SecondKey: 300}) {
+	if c.Timeouts != (config.Timeouts{UDP: 2, TCP: 600, TCPSyn: 30, TCPFin: 1, TCPClose: 1, Other: 60, SecondKey: 300}) {
 		t.Errorf("timeouts %+v", c.Timeouts)
 	}
 	if fmt.Sprint(c.Learning.SNATAddresses) != "[10.1.255.1 fd00:1ff::1]" || c.Signals.UDPListen != "10.1.0.2:7946" {

@@ -300,7 +300,7 @@ func TestBadConfig(t *testing.T) {
 // their timeout, and keeps busy ones.
 func TestIdleFlowsAge(t *testing.T) {
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2})
-	d := startDist(t, e, lab.ConfigOptions{Timeouts: &config.Timeouts{UDP: 2, TCP: 600, TCPClosing: 1}})
+	d := startDist(t, e, lab.ConfigOptions{Timeouts: &config.Timeouts{UDP: 2, TCP: 600, TCPFin: 1, TCPClose: 1}})
 	rep := runLoad(t, e, false, loadgen.Options{UDPFlows: 6, KeepAlive: 2, Interval: 20 * time.Millisecond}, time.Second)
 	if rep.Errors != 0 {
 		t.Fatalf("errors: %v", rep.ErrorSamples)
@@ -325,7 +325,7 @@ func TestIdleFlowsAge(t *testing.T) {
 		t.Fatalf("after the load: %d UDP and %d TCP entries, want 6 UDP and some TCP", udp, tcp)
 	}
 	// UDP entries idle for more than 2 s go at the next sweep (every 5 s);
-	// the keep-alive connections were closed by the client (FIN: closing,
+	// the keep-alive connections were closed by the client (FIN: tcp_fin,
 	// 1 s) and go too.
 	waitFor(t, 15*time.Second, "idle entries to be swept", func() bool {
 		udp, tcp := count()

@@ -18,6 +18,8 @@ type Packet struct {
 	SrcPort        uint16
 	DstPort        uint16
 	TCPFlags       uint8
+	Seq            uint32  // TCP sequence number; 0: 1000
+	Ack            uint32  // TCP acknowledgment number
 	IPv4Options    int     // bytes of options (rounded up to 4)
 	IPv6Ext        []uint8 // extension headers (0, 43, 60, 44) before the L4 header, 8 bytes each
 	Fragment       bool    // IPv4: MF set; IPv6: adds a fragment header
@@ -65,7 +67,12 @@ func (p Packet) l4() []byte {
 		h = make([]byte, 20)
 		binary.BigEndian.PutUint16(h[0:], p.SrcPort)
 		binary.BigEndian.PutUint16(h[2:], p.DstPort)
-		binary.BigEndian.PutUint32(h[4:], 1000)
+		seq := p.Seq
+		if seq == 0 {
+			seq = 1000
+		}
+		binary.BigEndian.PutUint32(h[4:], seq)
+		binary.BigEndian.PutUint32(h[8:], p.Ack)
 		h[12] = 5 << 4
 		h[13] = p.TCPFlags
 		binary.BigEndian.PutUint16(h[14:], 65535)
@@ -222,6 +229,12 @@ func (g *Generator) Describe() Packet {
 	}
 	if r.IntN(20) == 0 {
 		p.Fragment = true
+	}
+	if p.Proto == 6 {
+		// Sequence numbers near the flows' (in and out of the FIN/RST
+		// window) and anywhere; acks likewise.
+		p.Seq = pick(r, []uint32{0, 1001, 1064, 1000 + 1<<18, 1000 + 1<<19, r.Uint32()})
+		p.Ack = pick(r, []uint32{0, 1001, r.Uint32()})
 	}
 	return p
 }
