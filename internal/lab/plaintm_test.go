@@ -168,8 +168,9 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 	const transfers = 100
 	failed := 0
 	perTM := map[string]int{} // transfers per control connection's TM
+	st := &plainFTPState{ports: map[int]string{}}
 	for i := range transfers {
-		tm, err := plainFTPTransfer(t, d, client, e.Topo.VIP4, i, sums)
+		tm, err := plainFTPTransfer(t, d, client, e.Topo.VIP4, i, sums, st)
 		if err != nil {
 			t.Error(err)
 			if failed++; failed == 3 {
@@ -224,6 +225,7 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 	if k := counter(t, d, "fwd_second_key"); k < transfers/2 {
 		t.Errorf("fwd_second_key = %d, want at least %d (one per passive data connection)", k, transfers/2)
 	}
+	t.Logf("%d passive ports asked again (related by another TM before)", st.reasked)
 	t.Logf("%d transfers over %d TMs; sig_relate %d, fwd_second_key %d, sig_memorize %d, learned %d", transfers, used,
 		counter(t, d, "sig_relate"), counter(t, d, "fwd_second_key"), counter(t, d, "sig_memorize"), counter(t, d, "learned"))
 }
@@ -245,7 +247,7 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 // like a new flow: with curl, 35 of 100 passive transfers failed so. A
 // plain TM cannot hold the reply back (docs/traffic-managers.md); the
 // reference TM sends its RELATE before it forwards the reply.
-func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip netip.Addr, i int, sums []string) (tm string, err error) {
+func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip netip.Addr, i int, sums []string, st *plainFTPState) (tm string, err error) {
 	t.Helper()
 	f := i % len(sums)
 	var ctl net.Conn
@@ -276,6 +278,12 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 			return "", err
 		}
 	}
+	// The control connection's TM, from the distributor's flow table.
+	cf, ok := flowOfSoon(t, d, netip.MustParseAddrPort(ctl.LocalAddr().String()), vip21)
+	if !ok {
+		return "", fmt.Errorf("transfer %d: no flow entry for the control connection", i)
+	}
+	ctlTM := cf.TM
 	rel0 := counter(t, d, "sig_relate")
 	waitRelate := func() error {
 		deadline := time.Now().Add(5 * time.Second)
@@ -288,32 +296,63 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 		return nil
 	}
 	var data net.Conn
+	// checkData looks the data connection up in the distributor's flow
+	// table as soon as it is up (the agents forget it when it ends, and
+	// a server may end it with a RST as soon as it sent the file): its
+	// client side, client → VIP:port (passive) or client → VIP:20
+	// (active: the client's answers), must be on the control
+	// connection's TM.
+	var dataErr error
+	checkData := func() {
+		src, dst := netip.MustParseAddrPort(data.LocalAddr().String()), netip.MustParseAddrPort(data.RemoteAddr().String())
+		df, ok := flowOfSoon(t, d, src, dst)
+		if !ok || df.TM != ctlTM {
+			dataErr = fmt.Errorf("transfer %d: control flow on %q, data flow %s → %s on %q (found %v, origin %v)", i, ctlTM, src, dst, df.TM, ok, df.Origin)
+		}
+	}
 	switch mode := ftpModes[i%len(ftpModes)].name; mode {
 	case "EPSV", "PASV":
 		var port int
-		if mode == "EPSV" {
-			reply, err := cmd("EPSV", "229")
-			if err != nil {
-				return "", err
+		for try := 0; ; try++ {
+			rel0 = counter(t, d, "sig_relate")
+			if mode == "EPSV" {
+				reply, err := cmd("EPSV", "229")
+				if err != nil {
+					return "", err
+				}
+				if _, err := fmt.Sscanf(reply[strings.Index(reply, "(|||"):], "(|||%d|)", &port); err != nil {
+					return "", fmt.Errorf("transfer %d: EPSV reply %q: %w", i, reply, err)
+				}
+			} else {
+				reply, err := cmd("PASV", "227")
+				if err != nil {
+					return "", err
+				}
+				var h [4]byte
+				var p1, p2 int
+				if _, err := fmt.Sscanf(reply[strings.Index(reply, "("):], "(%d,%d,%d,%d,%d,%d)", &h[0], &h[1], &h[2], &h[3], &p1, &p2); err != nil {
+					return "", fmt.Errorf("transfer %d: PASV reply %q: %w", i, reply, err)
+				}
+				if a := netip.AddrFrom4(h); a != vip {
+					return "", fmt.Errorf("transfer %d: PASV reply names %s, want the VIP %s (nf_nat_ftp rewrites it)", i, a, vip)
+				}
+				port = p1<<8 | p2
 			}
-			if _, err := fmt.Sscanf(reply[strings.Index(reply, "(|||"):], "(|||%d|)", &port); err != nil {
-				return "", fmt.Errorf("transfer %d: EPSV reply %q: %w", i, reply, err)
+			// vsftpd picks its passive ports at random, and a second key
+			// lives for the expectation's timeout (5 min): a port another
+			// TM related for this client before is still that TM's, and
+			// this TM's RELATE would be refused (foreign). One client
+			// makes that likely over 50 transfers (a few per cent); a
+			// client asks again, as it would after a failed connection.
+			if prev, used := st.ports[port]; !used || prev == ctlTM {
+				break
 			}
-		} else {
-			reply, err := cmd("PASV", "227")
-			if err != nil {
-				return "", err
+			if try == 4 {
+				return "", fmt.Errorf("transfer %d: 5 passive ports in a row were related by other TMs before", i)
 			}
-			var h [4]byte
-			var p1, p2 int
-			if _, err := fmt.Sscanf(reply[strings.Index(reply, "("):], "(%d,%d,%d,%d,%d,%d)", &h[0], &h[1], &h[2], &h[3], &p1, &p2); err != nil {
-				return "", fmt.Errorf("transfer %d: PASV reply %q: %w", i, reply, err)
-			}
-			if a := netip.AddrFrom4(h); a != vip {
-				return "", fmt.Errorf("transfer %d: PASV reply names %s, want the VIP %s (nf_nat_ftp rewrites it)", i, a, vip)
-			}
-			port = p1<<8 | p2
+			st.reasked++
 		}
+		st.ports[port] = ctlTM
 		if err := waitRelate(); err != nil {
 			return "", err
 		}
@@ -322,17 +361,25 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 			return "", fmt.Errorf("transfer %d: data connection to %s: %w", i, dataAddr, err)
 		}
 		defer data.Close()
+		checkData()
 		if _, err := cmd(fmt.Sprintf("RETR f%d", f), "150"); err != nil {
 			return "", err
 		}
 	default: // EPRT, PORT: the server connects to the client through the TM
 		caddr := client.Links["eth0"].Addr4.Addr()
 		var ln net.Listener
-		if err := client.NS.Do(func() (err error) { ln, err = net.Listen("tcp4", netip.AddrPortFrom(caddr, 0).String()); return err }); err != nil {
+		// One port per transfer, below the ephemeral range: a second key
+		// (client:port → VIP) lives for the expectation's timeout, and a
+		// port reused through another TM within it would have its RELATE
+		// refused (foreign), as for passive ports above.
+		cp := 12000 + i
+		if err := client.NS.Do(func() (err error) {
+			ln, err = net.Listen("tcp4", netip.AddrPortFrom(caddr, uint16(cp)).String())
+			return err
+		}); err != nil {
 			return "", fmt.Errorf("transfer %d: listen: %w", i, err)
 		}
 		defer ln.Close()
-		cp := ln.Addr().(*net.TCPAddr).Port
 		line := fmt.Sprintf("EPRT |1|%s|%d|", caddr, cp)
 		if mode == "PORT" {
 			a := caddr.As4()
@@ -360,6 +407,7 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 		}
 		data = c
 		defer data.Close()
+		checkData()
 		if _, err := cmd("", "150"); err != nil {
 			return "", err
 		}
@@ -375,15 +423,28 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 	if _, err := cmd("", "226"); err != nil {
 		return "", err
 	}
-	// Both connections are open on the client's side: no TIME_WAIT yet,
-	// so the agents have not forgotten them. The data connection's key is
-	// the client's side: client → VIP:port (passive), client → VIP:20
-	// (active: the client's answers).
-	src, dst := netip.MustParseAddrPort(data.LocalAddr().String()), netip.MustParseAddrPort(data.RemoteAddr().String())
-	cf, ok1 := flowOf(t, d, netip.MustParseAddrPort(ctl.LocalAddr().String()), vip21)
-	df, ok2 := flowOf(t, d, src, dst)
-	if !ok1 || !ok2 || cf.TM != df.TM {
-		return "", fmt.Errorf("transfer %d: control flow on %q (found %v), data flow %s → %s on %q (found %v, origin %v)", i, cf.TM, ok1, src, dst, df.TM, ok2, df.Origin)
+	if dataErr != nil {
+		return "", dataErr
 	}
-	return cf.TM, nil
+	return ctlTM, nil
+}
+
+// plainFTPState is what plainFTPTransfer remembers across transfers.
+type plainFTPState struct {
+	ports   map[int]string // passive port → the TM that related it
+	reasked int            // passive ports asked again (used by another TM)
+}
+
+// flowOfSoon is flowOf, polled for up to 2 s: the API walks the flow table
+// while the data path changes it, and a walk may miss an entry.
+func flowOfSoon(t *testing.T, d *lab.Distributor, src, dst netip.AddrPort) (api.Flow, bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f, ok := flowOf(t, d, src, dst)
+		if ok || time.Now().After(deadline) {
+			return f, ok
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
