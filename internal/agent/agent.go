@@ -9,7 +9,10 @@
 // original tuple, client → VIP); an entry whose reply destination is a VIP
 // or a shared SNAT address is a flow the TM opened (its key is the reply
 // tuple, server → SNAT, which is how the server's packets arrive at the
-// distributor). Everything else on the host is ignored.
+// distributor). An entry that came to a shared SNAT address and that NAT
+// mapped to a VIP (a server's active FTP data connection through a TM that
+// NATs FTP, InboundOf) has both keys. Everything else on the host is
+// ignored.
 package agent
 
 import (
