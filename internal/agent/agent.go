@@ -9,7 +9,10 @@
 // original tuple, client → VIP); an entry whose reply destination is a VIP
 // or a shared SNAT address is a flow the TM opened (its key is the reply
 // tuple, server → SNAT, which is how the server's packets arrive at the
-// distributor). Everything else on the host is ignored.
+// distributor). An entry that came to a shared SNAT address and that NAT
+// mapped to a VIP (a server's active FTP data connection through a TM that
+// NATs FTP, InboundOf) has both keys. Everything else on the host is
+// ignored.
 package agent
 
 import (
@@ -222,6 +225,18 @@ func (a *Agent) KeyOf(orig, reply Tuple) (signal.Key, bool) {
 	return signal.Key{}, false
 }
 
+// InboundOf returns the second key of a connection that arrives at the
+// distributor from both sides: one that came to an SNAT address and that
+// the TM mapped to a VIP (a server's active FTP data connection through a
+// TM that NATs FTP): its original tuple (server → SNAT address), KeyOf
+// giving its reply tuple (client → VIP).
+func (a *Agent) InboundOf(orig, reply Tuple) (signal.Key, bool) {
+	if (orig.Proto != 6 && orig.Proto != 17) || a.isVIP(orig.Dst) || !in(a.cfg.SNAT, orig.Dst) || !a.isVIP(reply.Dst) {
+		return signal.Key{}, false
+	}
+	return orig.key(), true
+}
+
 // FlowNew is a new connection: the agent memorizes it if it is the TM's.
 func (a *Agent) FlowNew(ctx context.Context, orig, reply Tuple) error {
 	k, ok := a.KeyOf(orig, reply)
@@ -231,6 +246,12 @@ func (a *Agent) FlowNew(ctx context.Context, orig, reply Tuple) error {
 	}
 	a.newFlows.Add(1)
 	a.track(k)
+	if k2, ok := a.InboundOf(orig, reply); ok {
+		a.track(k2)
+		if err := a.memorizeSoon(ctx, k2); err != nil {
+			return err
+		}
+	}
 	return a.memorizeSoon(ctx, k)
 }
 
@@ -321,22 +342,35 @@ func (a *Agent) FlowEnd(ctx context.Context, orig, reply Tuple) error {
 		a.ignored.Add(1)
 		return nil
 	}
-	a.mu.Lock()
-	_, owned := a.owned[k]
-	full := len(a.owned) >= a.cfg.MaxFlows
-	delete(a.owned, k)
-	a.mu.Unlock()
-	if !owned && !full {
-		return nil
+	keys := []signal.Key{k}
+	if k2, ok := a.InboundOf(orig, reply); ok {
+		keys = append(keys, k2)
 	}
-	a.ended.Add(1)
-	// A MEMORIZE still waiting for a packet must not outlive the flow:
-	// sent after the FORGET, it would pin a dead key. (If the deadline
-	// worker took it first, it is queued ahead of this FORGET.)
-	if a.cfg.Pending != nil {
-		a.cfg.Pending.Take(k)
+	ended := false
+	for _, k := range keys {
+		a.mu.Lock()
+		_, owned := a.owned[k]
+		full := len(a.owned) >= a.cfg.MaxFlows
+		delete(a.owned, k)
+		a.mu.Unlock()
+		if !owned && !full {
+			continue
+		}
+		ended = true
+		// A MEMORIZE still waiting for a packet must not outlive the flow:
+		// sent after the FORGET, it would pin a dead key. (If the deadline
+		// worker took it first, it is queued ahead of this FORGET.)
+		if a.cfg.Pending != nil {
+			a.cfg.Pending.Take(k)
+		}
+		if err := a.enqueue(ctx, signal.Forget{Key: k}); err != nil {
+			return err
+		}
 	}
-	return a.enqueue(ctx, signal.Forget{Key: k})
+	if ended {
+		a.ended.Add(1)
+	}
+	return nil
 }
 
 // Expectation is a related connection the kernel expects (a conntrack
@@ -347,6 +381,16 @@ func (a *Agent) FlowEnd(ctx context.Context, orig, reply Tuple) error {
 type Expectation struct {
 	Master, Tuple, Mask Tuple
 	Timeout             time.Duration
+	// NATAddr and NATPort are, when the TM NATs the master (nf_nat_ftp),
+	// where the expected connection is mapped to (the kernel's saved
+	// address and port): for an active FTP data connection to the SNAT
+	// address, the port of the client's PORT command (nf_nat_ftp saves
+	// no address: the connection goes to the master's peer). Zero
+	// without NAT.
+	NATAddr netip.Addr
+	NATPort uint16
+	// Helper is the kernel helper that made the expectation ("ftp").
+	Helper string
 }
 
 // RelateOf returns the RELATE for an expectation, or false if its master
@@ -378,7 +422,19 @@ func (a *Agent) RelateOf(e Expectation) (signal.Relate, bool) {
 	} else {
 		// The TM side opens it; the peer's answers come to the local
 		// address of the parent (where NAT maps the TM's side).
-		r.Second = signal.Key{Src: e.Tuple.Dst.Unmap(), SrcPort: e.Tuple.DstPort, Dst: parent.Dst, Proto: e.Tuple.Proto}
+		peer, port := e.Tuple.Dst.Unmap(), e.Tuple.DstPort
+		if e.NATPort != 0 {
+			// The TM NATs it (a server's active FTP data connection to
+			// the SNAT address): the peer is where NAT maps it, the
+			// client of the PORT command. nf_nat_ftp saves only the
+			// port; the kernel then maps the address to the master's
+			// peer (nf_nat_follow_master).
+			peer, port = e.Master.Src.Unmap(), e.NATPort
+			if e.NATAddr.IsValid() && !e.NATAddr.IsUnspecified() {
+				peer = e.NATAddr.Unmap()
+			}
+		}
+		r.Second = signal.Key{Src: peer, SrcPort: port, Dst: parent.Dst, Proto: e.Tuple.Proto}
 		mask |= signal.FieldDst
 		if maskAddr(e.Mask.Dst) {
 			mask |= signal.FieldSrc
@@ -411,7 +467,30 @@ func unspecified(like netip.Addr) netip.Addr {
 	return netip.IPv6Unspecified()
 }
 
-// Expect is a new expectation: the agent relates it to its master's TM.
+// InboundKeyOf returns, for an expectation of the FTP helper whose
+// expected connection comes to a shared SNAT address (a server's active
+// data connection through a TM that NATs FTP to the server, nf_nat_ftp),
+// the key of that connection as it arrives at the distributor, so the
+// agent can MEMORIZE it before the server connects: the distributor
+// balances nothing to an SNAT address, so without an entry the server's
+// SYN reaches no TM. The server's source port is not in the expectation
+// (any port); it is taken as the master's port minus one, where an FTP
+// server opens active data connections from (RFC 959 3.2; vsftpd
+// connect_from_port_20): the TM must forward the control port unchanged
+// (VIP:21 to server:21).
+func (a *Agent) InboundKeyOf(e Expectation) (signal.Key, bool) {
+	if e.Helper != "ftp" || e.Tuple.Proto != 6 || a.isVIP(e.Tuple.Dst) || !in(a.cfg.SNAT, e.Tuple.Dst) ||
+		e.Mask.SrcPort != 0 || e.Master.DstPort < 2 {
+		return signal.Key{}, false
+	}
+	if _, ok := a.KeyOf(e.Master, e.Master.reverse()); !ok {
+		return signal.Key{}, false
+	}
+	return signal.Key{Src: e.Tuple.Src.Unmap(), SrcPort: e.Master.DstPort - 1, Dst: e.Tuple.Dst.Unmap(), DstPort: e.Tuple.DstPort, Proto: 6}, true
+}
+
+// Expect is a new expectation: the agent relates it to its master's TM
+// (and memorizes an inbound data connection's key, InboundKeyOf).
 func (a *Agent) Expect(ctx context.Context, e Expectation) error {
 	r, ok := a.RelateOf(e)
 	if !ok {
@@ -419,6 +498,13 @@ func (a *Agent) Expect(ctx context.Context, e Expectation) error {
 		return nil
 	}
 	a.relates.Add(1)
+	if k, ok := a.InboundKeyOf(e); ok {
+		// A frame at once, before the RELATE: the server may connect as
+		// soon as the PORT command reaches it.
+		if err := a.enqueue(ctx, a.memorize(k)); err != nil {
+			return err
+		}
+	}
 	return a.enqueue(ctx, r)
 }
 

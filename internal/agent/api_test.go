@@ -293,6 +293,65 @@ func TestRelateOf(t *testing.T) {
 	}
 }
 
+// TestRelateOfNAT: an active FTP data connection through a TM that NATs
+// FTP to the server (nf_nat_ftp): the helper expects the server at the
+// SNAT address's port 30001, mapped to the client's port 6000 from the
+// PORT command. The RELATE covers the client's answers (client:6000 →
+// VIP); InboundKeyOf is the server's SYN (server:20 → SNAT:30001); once
+// the connection exists, InboundOf gives that key and KeyOf the client's.
+func TestRelateOfNAT(t *testing.T) {
+	a, err := agent.New(testConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, vip := netip.MustParseAddr("10.0.1.11"), netip.MustParseAddr("10.0.0.100")
+	server, snat := netip.MustParseAddr("10.2.0.11"), netip.MustParseAddr("10.1.255.1")
+	ones := netip.MustParseAddr("255.255.255.255")
+	e := agent.Expectation{
+		Master:  agent.Tuple{Src: client, Dst: vip, SrcPort: 40000, DstPort: 21, Proto: 6},
+		Tuple:   agent.Tuple{Src: server, Dst: snat, DstPort: 30001, Proto: 6},
+		Mask:    agent.Tuple{Src: ones, Dst: ones, DstPort: 0xffff, Proto: 0xff},
+		NATPort: 6000, Helper: "ftp", // nf_nat_ftp saves no address
+
+	}
+	r, ok := a.RelateOf(e)
+	want := signal.FieldProto | signal.FieldSrc | signal.FieldDst | signal.FieldSrcPort
+	if !ok || r.Mask != want || r.Second.Src != client || r.Second.SrcPort != 6000 || r.Second.Dst != vip || r.Second.DstPort != 0 {
+		t.Fatalf("relate: %+v %v", r, ok)
+	}
+	k, ok := a.InboundKeyOf(e)
+	if wantK := (signal.Key{Src: server, SrcPort: 20, Dst: snat, DstPort: 30001, Proto: 6}); !ok || k != wantK {
+		t.Fatalf("inbound key %+v %v, want %+v", k, ok, wantK)
+	}
+	// Only the FTP helper's, only to an SNAT address, only with the
+	// server's port unknown.
+	for name, bad := range map[string]func(*agent.Expectation){
+		"helper":   func(e *agent.Expectation) { e.Helper = "sip" },
+		"to a VIP": func(e *agent.Expectation) { e.Tuple.Dst = vip },
+		"sport":    func(e *agent.Expectation) { e.Mask.SrcPort = 0xffff },
+		"master":   func(e *agent.Expectation) { e.Master.Dst = client },
+	} {
+		e2 := e
+		bad(&e2)
+		if k, ok := a.InboundKeyOf(e2); ok {
+			t.Errorf("%s: inbound key %+v", name, k)
+		}
+	}
+	orig := agent.Tuple{Src: server, Dst: snat, SrcPort: 20, DstPort: 30001, Proto: 6}
+	reply := agent.Tuple{Src: client, Dst: vip, SrcPort: 6000, DstPort: 20, Proto: 6}
+	if k, ok := a.KeyOf(orig, reply); !ok || k != (signal.Key{Src: client, SrcPort: 6000, Dst: vip, DstPort: 20, Proto: 6}) {
+		t.Errorf("KeyOf: %+v %v", k, ok)
+	}
+	if k, ok := a.InboundOf(orig, reply); !ok || k != (signal.Key{Src: server, SrcPort: 20, Dst: snat, DstPort: 30001, Proto: 6}) {
+		t.Errorf("InboundOf: %+v %v", k, ok)
+	}
+	// A server-side connection the TM opens has no inbound key.
+	if k, ok := a.InboundOf(agent.Tuple{Src: snat, Dst: server, SrcPort: 30002, DstPort: 21, Proto: 6},
+		agent.Tuple{Src: server, Dst: snat, SrcPort: 21, DstPort: 30002, Proto: 6}); ok {
+		t.Errorf("InboundOf of an outgoing connection: %+v", k)
+	}
+}
+
 // FuzzDecodeRequest: any input either decodes into 1..MaxBatch ops that
 // encode as signal messages, or is refused with a RequestError; nothing
 // panics.

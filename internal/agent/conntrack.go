@@ -26,6 +26,10 @@ func expectationOf(e *conntrack.Expect) Expectation {
 	return Expectation{
 		Master: tupleOf(e.TupleMaster), Tuple: tupleOf(e.Tuple), Mask: tupleOf(e.Mask),
 		Timeout: time.Duration(e.Timeout) * time.Second,
+		// The kernel reports NAT's saved address and port as the source
+		// of CTA_EXPECT_NAT_TUPLE (zero without NAT).
+		NATAddr: e.NAT.Tuple.IP.SourceAddress, NATPort: e.NAT.Tuple.Proto.SourcePort,
+		Helper: e.HelpName,
 	}
 }
 
@@ -158,14 +162,26 @@ func (a *Agent) announce(ctx context.Context) error {
 		if err := a.memorizeSoon(ctx, k); err != nil {
 			return err
 		}
+		if k2, ok := a.InboundOf(tupleOf(f.TupleOrig), tupleOf(f.TupleReply)); ok {
+			a.track(k2)
+			if err := a.memorizeSoon(ctx, k2); err != nil {
+				return err
+			}
+		}
 	}
 	exps, err := c.DumpExpect()
 	if err != nil {
 		return fmt.Errorf("conntrack: dump expectations: %w", err)
 	}
 	for i := range exps {
-		if r, ok := a.RelateOf(expectationOf(&exps[i])); ok {
+		e := expectationOf(&exps[i])
+		if r, ok := a.RelateOf(e); ok {
 			a.announced.Add(1)
+			if k, ok := a.InboundKeyOf(e); ok {
+				if err := a.enqueue(ctx, a.memorize(k)); err != nil {
+					return err
+				}
+			}
 			if err := a.enqueue(ctx, r); err != nil {
 				return err
 			}

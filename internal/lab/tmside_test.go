@@ -411,12 +411,46 @@ type tmSoftware func(t *testing.T, e *lab.Env, h *netlab.Host, mode string, udp 
 // is added and tm1 drained half-way: tm1 keeps its flows (none moves) and
 // gets no new one, the new TM gets new flows.
 func scenario(t *testing.T, sw tmSoftware, mode string, udp, change bool) {
+	scenarioWith(t, sw, mode, udp, scenarioOpts{change: change})
+}
+
+// scenarioOpts are scenario's variants.
+type scenarioOpts struct {
+	// change: add a fourth TM and drain tm1 half-way.
+	change bool
+	// agent: run `switchyard agent` (frames, in-band) on every TM host,
+	// started before the TM software, so every flow it sees is memorized.
+	agent bool
+	// restart: kill -9 every agent half-way and start it again (needs
+	// agent). The new agents re-announce what conntrack holds.
+	restart bool
+}
+
+// scenarioWith is scenario with the agent variants of scenarioOpts.
+func scenarioWith(t *testing.T, sw tmSoftware, mode string, udp bool, so scenarioOpts) {
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3, Servers: 3})
 	o := lab.ConfigOptions{SNAT: true}
 	d := startDist(t, e, o)
 	h, u, _ := startServers(t, e)
+	agents := map[string]*lab.Agent{}
+	startAgent := func(host *netlab.Host) {
+		a, err := e.StartAgent(context.Background(), host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents[host.Name] = a
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("agent on %s:\n%s", host.Name, a.Output())
+			}
+			a.Kill()
+		})
+	}
 	for i, host := range e.Topo.TMs {
 		tmHostPrep(t, e, i, host)
+		if so.agent {
+			startAgent(host)
+		}
 		sw(t, e, host, mode, udp, h, u)
 	}
 	lo := loadgen.Options{KeepAlive: 6, Short: 3, Interval: 2 * time.Millisecond}
@@ -425,15 +459,44 @@ func scenario(t *testing.T, sw tmSoftware, mode string, udp, change bool) {
 	}
 	var drainedAt uint64
 	var added string
-	var during func()
-	if change {
-		during = func() {
+	var announced uint64
+	var refused0 map[string]uint64
+	var during []func()
+	if so.restart {
+		during = append(during, func() {
+			mem0 := counter(t, d, "sig_memorize")
+			var hosts []*netlab.Host
+			for _, host := range e.Topo.TMs {
+				if a := agents[host.Name]; a != nil {
+					a.Kill() // a crash: no FORGET, its nftables table and tc link left behind
+					hosts = append(hosts, host)
+				}
+			}
+			for _, host := range hosts {
+				startAgent(host)
+				st, err := agents[host.Name].Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				announced += st.Announced
+			}
+			// The re-announced flows reach the distributor as MEMORIZEs.
+			waitFor(t, 20*time.Second, "the re-announced flows' MEMORIZEs", func() bool {
+				return counter(t, d, "sig_memorize") > mem0
+			})
+		})
+	}
+	if so.change {
+		during = append(during, func() {
 			host, err := e.AddTM(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
 			added = host.Name
 			tmHostPrep(t, e, 3, host)
+			if so.agent {
+				startAgent(host)
+			}
 			sw(t, e, host, mode, udp, h, u)
 			o.TMs = []string{"tm1", "tm2", "tm3", added}
 			o.States = map[string]string{"tm1": config.StateDraining}
@@ -449,11 +512,23 @@ func scenario(t *testing.T, sw tmSoftware, mode string, udp, change bool) {
 				return draining && ready
 			})
 			drainedAt = newFlowsOf(t, d, "tm1")
+			// The added TM's agent signalled (health checks' SYNs) before
+			// the reload made its MAC known: those are refused, rightly;
+			// none after.
+			refused0 = refusedSignals(t, d)
+		})
+	}
+	var hook func()
+	if len(during) > 0 {
+		hook = func() {
+			for _, f := range during {
+				f()
+			}
 		}
 	}
-	rep := loadUntil(t, e, lo, 2000, during)
+	rep := loadUntil(t, e, lo, 2000, hook)
 	checkLoad(t, rep, 2000, udp)
-	if change {
+	if so.change {
 		if n := newFlowsOf(t, d, "tm1") - drainedAt; n != 0 {
 			t.Errorf("tm1 got %d new flows after it was drained", n)
 		}
@@ -461,7 +536,63 @@ func scenario(t *testing.T, sw tmSoftware, mode string, udp, change bool) {
 			t.Errorf("the added TM %s got no new flow", added)
 		}
 	}
-	t.Logf("learned %d", counter(t, d, "learned"))
+	if so.agent {
+		checkAgents(t, d, agents, refused0)
+	}
+	if so.restart {
+		if announced == 0 {
+			t.Errorf("the restarted agents re-announced no flow (the load's keep-alive connections were open)")
+		}
+		t.Logf("restarted agents re-announced %d flows", announced)
+	}
+	t.Logf("learned %d, sig_memorize %d, sig_forget %d, sig_shim %d", counter(t, d, "learned"),
+		counter(t, d, "sig_memorize"), counter(t, d, "sig_forget"), counter(t, d, "sig_shim"))
+}
+
+// checkAgents checks that every agent memorized flows and sent without
+// error, and that the distributor refused none of their signals since
+// refused0 (refusedSignals' counts at a point; nil: since the start).
+func checkAgents(t *testing.T, d *lab.Distributor, agents map[string]*lab.Agent, refused0 map[string]uint64) {
+	t.Helper()
+	for name, a := range agents {
+		st, err := a.Stats()
+		if err != nil {
+			t.Fatalf("agent on %s: %v", name, err)
+		}
+		if st.New == 0 || st.SendErrors != 0 {
+			t.Errorf("agent on %s: %d new flows, %d send errors; want some and none", name, st.New, st.SendErrors)
+		}
+		t.Logf("agent on %s: new %d, ended %d, ops %d, in-band %d (late %d), announced %d", name, st.New, st.Ended, st.Ops, st.InBand, st.InBandLate, st.Announced)
+	}
+	if counter(t, d, "sig_memorize") == 0 {
+		t.Errorf("sig_memorize = 0: the agents' MEMORIZEs did not arrive")
+	}
+	var refused []string
+	for name, n := range refusedSignals(t, d) {
+		if n != refused0[name] {
+			refused = append(refused, fmt.Sprintf("%s=%d", name, n-refused0[name]))
+		}
+	}
+	if len(refused) > 0 {
+		t.Errorf("the distributor refused signals: %s", strings.Join(refused, " "))
+	}
+	for name, n := range refused0 {
+		if n != 0 {
+			t.Logf("refused before the added TM was configured: %s=%d", name, n)
+		}
+	}
+}
+
+// refusedSignals returns the distributor's sig_refused_* counters.
+func refusedSignals(t *testing.T, d *lab.Distributor) map[string]uint64 {
+	t.Helper()
+	m := map[string]uint64{}
+	for _, c := range stats(t, d).Counters {
+		if strings.HasPrefix(c.Name, "sig_refused") {
+			m[c.Name] = c.Packets
+		}
+	}
+	return m
 }
 
 func newFlowsOf(t *testing.T, d *lab.Distributor, id string) uint64 {
@@ -682,6 +813,29 @@ func TestTMSoftware(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) { scenario(t, tc.sw, tc.mode, tc.udp, change) })
 		}
+	}
+}
+
+// TestTMSoftwareAgent: the same TM software with the agent on every TM host
+// (memorizing every flow, in-band), with every agent killed (-9) and
+// started again half-way, and with a TM added and one drained half-way.
+func TestTMSoftwareAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sw   tmSoftware
+		mode string
+		udp  bool
+	}{
+		{"haproxy-tcp", haproxySoftware, tm.ModeTCP, false},
+		{"haproxy-http", haproxySoftware, tm.ModeHTTP, false},
+		{"nginx-stream", nginxSoftware, tm.ModeTCP, true},
+	} {
+		t.Run(tc.name+"/agent-restart", func(t *testing.T) {
+			scenarioWith(t, tc.sw, tc.mode, tc.udp, scenarioOpts{agent: true, restart: true})
+		})
+		t.Run(tc.name+"/agent-add-and-drain", func(t *testing.T) {
+			scenarioWith(t, tc.sw, tc.mode, tc.udp, scenarioOpts{agent: true, change: true})
+		})
 	}
 }
 
