@@ -98,6 +98,12 @@ type Daemon struct {
 	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
 	hub             eventHub  // flow event followers (events.go)
 	udp             *udpControl
+	// Restart (restart.go): where the TM index assignment is kept, what
+	// was last saved, whether a pinned data path was adopted.
+	indexPath    string
+	savedIndexes *tmIndexes
+	adopted      bool
+	gate         readyGate // what holds traffic back at start (gate.go)
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -111,13 +117,27 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		}
 		ifaces = append(ifaces, iface{name: ic.Name, role: ic.Role, index: l.Attrs().Index, mac: l.Attrs().HardwareAddr})
 	}
-	dp, err := datapath.Load(Options(cfg))
+	// The data path is pinned, so that it outlives this process; one left
+	// by a previous daemon is adopted (restart.go).
+	dp, adopted, err := datapath.LoadPinned(Options(cfg), PinDir(cfg))
 	if err != nil {
 		return nil, err
 	}
-	d, err := newDaemon(log, cfgPath, cfg, dp, &netResolver{log: log, ifaces: ifaces}, ifaces, monotonicSeconds)
+	seed := func(d *Daemon) error {
+		d.indexPath = tmIndexFile(cfg)
+		if adopted {
+			return d.adopt(cfg, dp)
+		}
+		return nil
+	}
+	d, err := newDaemonSeeded(log, cfgPath, cfg, dp, &netResolver{log: log, ifaces: ifaces}, ifaces, monotonicSeconds, seed)
 	if err != nil {
-		dp.Close()
+		if adopted {
+			// Leave the running data path alone: it still forwards.
+			dp.Close()
+		} else {
+			dp.Remove()
+		}
 		return nil, err
 	}
 	d.prog = dp
@@ -138,6 +158,12 @@ func Options(cfg *config.Config) datapath.Options {
 // reconcile logic with what needs root (loading, netlink) left outside, so
 // that it runs against the model in tests.
 func newDaemon(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath.Tables, res resolver, ifaces []iface, clock func() uint32) (*Daemon, error) {
+	return newDaemonSeeded(log, cfgPath, cfg, dp, res, ifaces, clock, nil)
+}
+
+// newDaemonSeeded is newDaemon with seed run before the first apply (an
+// adopted data path's indexes and written state).
+func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath.Tables, res resolver, ifaces []iface, clock func() uint32, seed func(*Daemon) error) (*Daemon, error) {
 	d := &Daemon{
 		log:     log,
 		cfgPath: cfgPath,
@@ -168,6 +194,11 @@ func newDaemon(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if seed != nil {
+		if err := seed(d); err != nil {
+			return nil, err
+		}
+	}
 	d.resolveAll()
 	if err := d.apply(cfg); err != nil {
 		return nil, err
@@ -193,12 +224,17 @@ func (d *Daemon) Attach() error {
 	return nil
 }
 
-// Close detaches the program from every interface and frees it.
-func (d *Daemon) Close() error {
+// Close detaches the program from every interface and frees it, pins
+// included. With keep, the pinned data path stays attached and forwarding
+// for the next daemon to adopt.
+func (d *Daemon) Close(keep bool) error {
 	if d.prog == nil {
 		return nil
 	}
-	return d.prog.Close()
+	if keep {
+		return d.prog.Close()
+	}
+	return d.prog.Remove()
 }
 
 // StartControl starts the UDP signal transport, when configured.
@@ -303,6 +339,9 @@ func (d *Daemon) reloadable(next *config.Config) error {
 // written, written through the seam (write). Called with d.mu held.
 func (d *Daemon) apply(cfg *config.Config) error {
 	if err := d.assign(cfg); err != nil {
+		return err
+	}
+	if err := d.saveIndexes(); err != nil {
 		return err
 	}
 	want, err := desired(cfg, d.tms, d.svcs)

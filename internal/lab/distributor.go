@@ -118,6 +118,9 @@ func BuildConfig(topo *netlab.Topology, o ConfigOptions) (*config.Config, error)
 	if o.APIPath != "" {
 		// State kept across restarts lives with the lab's other files.
 		c.Distributor.StateDir = filepath.Dir(o.APIPath)
+		// So does the pinned data path, in a directory of its own per lab
+		// (Env.Close removes it).
+		c.Distributor.PinDir = filepath.Join(PinRoot(filepath.Dir(o.APIPath)), o.ID)
 	}
 	for _, id := range tms {
 		h := byName[id]
@@ -180,6 +183,7 @@ type Distributor struct {
 	out     *syncBuffer
 	done    chan struct{}
 	err     error
+	killed  bool
 }
 
 // syncBuffer is a bytes.Buffer safe for a process to write while we read.
@@ -241,6 +245,10 @@ func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg stri
 	}
 }
 
+// PinRoot is the bpffs directory under which the distributors of the lab
+// in dir pin their data paths.
+func PinRoot(dir string) string { return filepath.Join("/sys/fs/bpf/switchyard-lab", dir) }
+
 // APIPath is the admin socket of the distributor on host.
 func APIPath(dir string, host *netlab.Host) string { return filepath.Join(dir, host.Name+".sock") }
 
@@ -265,9 +273,23 @@ func (d *Distributor) Reload(cfg string) error {
 	return d.cmd.Process.Signal(syscall.SIGHUP)
 }
 
+// Kill sends SIGKILL and waits for the process to end: a crash, which
+// leaves the pinned data path forwarding.
+func (d *Distributor) Kill() {
+	if d.Exited() {
+		return
+	}
+	d.killed = true
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
 // Stop sends SIGTERM and waits for the process to end (SIGKILL after 5 s).
 func (d *Distributor) Stop() error {
 	if d.Exited() {
+		if d.killed {
+			return nil
+		}
 		return d.err
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)

@@ -150,6 +150,10 @@ func (e *Env) Close() error {
 		s.Close()
 	}
 	e.mu.Unlock()
+	// Pinned data paths left by killed distributors (or kept ones).
+	if err := os.RemoveAll(PinRoot(e.Dir)); err != nil {
+		errs = append(errs, fmt.Errorf("remove pinned data paths: %w", err))
+	}
 	if err := e.Topo.Close(); err != nil {
 		errs = append(errs, err)
 	}

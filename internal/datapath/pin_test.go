@@ -1,0 +1,127 @@
+package datapath_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/flow"
+	"github.com/switchyard/switchyard/internal/netlab"
+	"github.com/switchyard/switchyard/internal/netlab/labtest"
+)
+
+// TestPinAdoptRefuse: a pinned data path outlives its Datapath (links stay
+// attached, maps keep their entries); a second LoadPinned adopts it and swaps
+// its program into the links; one with another map layout is refused with
+// the map and the difference named; Remove detaches and removes the pins.
+func TestPinAdoptRefuse(t *testing.T) {
+	topo := labtest.Topology(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1})
+	host := topo.Distributors[0]
+	ext := host.Links["ext0"]
+	dir := fmt.Sprintf("/sys/fs/bpf/switchyard-test/pin-%08x", rand.Uint32())
+	t.Cleanup(func() {
+		if err := datapath.RemovePinned(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	opts := datapath.Options{MaxFlows: 4096, RingSize: 257, MaxServices: 4, MaxSecond: 1024}
+	attached := func() bool {
+		t.Helper()
+		var on bool
+		err := host.NS.Do(func() error {
+			l, err := netlink.LinkByName("ext0")
+			if err != nil {
+				return err
+			}
+			on = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+
+	dp1, adopted, err := datapath.LoadPinned(opts, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adopted {
+		t.Fatal("a fresh directory was adopted")
+	}
+	k := flow.MakeKey(netip.MustParseAddr("10.0.9.1"), netip.MustParseAddr("10.0.0.100"), 40000, 80, flow.ProtoTCP, 0)
+	tm := datapath.TM{Mac: [6]uint8{2, 0, 0, 0, 0, 7}, Ifindex: uint32(ext.Index), Flags: datapath.TMReady}
+	if err := dp1.SetTM(3, tm); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp1.PutFlow(k, datapath.Flow{Tm: 3}); err != nil {
+		t.Fatal(err)
+	}
+	err = host.NS.Do(func() error {
+		_, err := dp1.Attach(ext.Index, "ext0", datapath.AttachGeneric)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dp1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !attached() {
+		t.Fatal("closing a pinned data path detached it")
+	}
+
+	// Another layout: refused, naming the map and the difference; the
+	// running data path is untouched.
+	bigger := opts
+	bigger.MaxFlows = 8192
+	if _, _, err := datapath.LoadPinned(bigger, dir); !errors.Is(err, datapath.ErrLayout) ||
+		!strings.Contains(err.Error(), "map flows") || !strings.Contains(err.Error(), "max entries") {
+		t.Fatalf("a different flow table size: %v, want a layout refusal naming flows' max entries", err)
+	}
+	if !attached() {
+		t.Fatal("a refused adoption detached the data path")
+	}
+
+	dp2, adopted, err := datapath.LoadPinned(opts, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !adopted {
+		t.Fatal("the pinned data path was not adopted")
+	}
+	if f, err := dp2.LookupFlow(k); err != nil || f.Tm != 3 {
+		t.Fatalf("flow after adoption: %+v, %v", f, err)
+	}
+	tables, err := dp2.ReadConfigTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tables.TMs[3]; got != tm || len(tables.TMs) != 1 {
+		t.Fatalf("TMs after adoption: %+v", tables.TMs)
+	}
+	var mode datapath.AttachMode
+	err = host.NS.Do(func() error {
+		mode, err = dp2.Attach(ext.Index, "ext0", datapath.AttachGeneric)
+		return err
+	})
+	if err != nil || mode != datapath.AttachAdopted {
+		t.Fatalf("attach over the pinned link: %v, %v", mode, err)
+	}
+	if err := dp2.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if attached() {
+		t.Fatal("XDP still attached after Remove")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin directory after Remove: %v", err)
+	}
+}
