@@ -42,20 +42,48 @@ const linkPrefix = "xdp_link_"
 var ErrLayout = errors.New("pinned data path has another map layout")
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf when dir is under it and it is not
-// mounted yet.
+// mounted yet, and checks that dir is on a bpffs.
+//
+// A mount made here lives in this process's mount namespace: a daemon run
+// by `ip netns exec` (which mounts a sysfs of its own on /sys) would get a
+// bpffs that dies with it, and its pins with it. Such a daemon needs a
+// pin_dir on a bpffs mounted outside /sys in the host's mount namespace
+// (MountBPFFS; the lab does this).
 func ensureBPFFS(dir string) error {
-	if !strings.HasPrefix(dir, bpffsRoot+"/") {
-		return nil
+	if strings.HasPrefix(dir, bpffsRoot+"/") {
+		if err := MountBPFFS(bpffsRoot); err != nil {
+			return err
+		}
 	}
+	// The nearest existing ancestor tells the file system dir will be on.
+	p := dir
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return fmt.Errorf("pin directory %s: %s is not on a bpffs (mount -t bpf bpf DIR)", dir, p)
+			}
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || p == "/" {
+			return fmt.Errorf("pin directory %s: %w", dir, err)
+		}
+		p = filepath.Dir(p)
+	}
+}
+
+// MountBPFFS mounts a bpffs on dir (made if need be) unless one is there.
+func MountBPFFS(dir string) error {
 	var st unix.Statfs_t
-	if err := unix.Statfs(bpffsRoot, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
 		return nil
 	}
-	if err := os.MkdirAll(bpffsRoot, 0o700); err != nil {
-		return fmt.Errorf("mount bpffs on %s: %w", bpffsRoot, err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
 	}
-	if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs on %s: %w", bpffsRoot, err)
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
 	}
 	return nil
 }

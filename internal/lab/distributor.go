@@ -245,9 +245,15 @@ func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg stri
 	}
 }
 
+// LabBPFFS is the bpffs the lab's distributors pin their data paths on.
+// Not /sys/fs/bpf: `ip netns exec` mounts a sysfs of its own on /sys, so a
+// daemon run by it would not see the host's bpffs there, and one it mounted
+// would die with it. NewEnv mounts it (once; it stays mounted, empty).
+const LabBPFFS = "/run/switchyard-lab-bpf"
+
 // PinRoot is the bpffs directory under which the distributors of the lab
 // in dir pin their data paths.
-func PinRoot(dir string) string { return filepath.Join("/sys/fs/bpf/switchyard-lab", dir) }
+func PinRoot(dir string) string { return filepath.Join(LabBPFFS, dir) }
 
 // APIPath is the admin socket of the distributor on host.
 func APIPath(dir string, host *netlab.Host) string { return filepath.Join(dir, host.Name+".sock") }

@@ -1,0 +1,136 @@
+package lab_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/lab"
+	"github.com/switchyard/switchyard/internal/loadgen"
+	"github.com/switchyard/switchyard/internal/netlab"
+)
+
+// Hitless restart (issue 9, point 1).
+
+// flowTable maps each flow of src (proto src dst) to its TM.
+func flowTable(t *testing.T, d *lab.Distributor, src netip.Addr) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, f := range flowsOf(t, d, src) {
+		out[f.Proto+" "+f.Src+" "+f.Dst] = f.TM
+	}
+	return out
+}
+
+// TestHitlessRestart: 500 long-lived connections exchange data (client 0)
+// and short connections keep opening (client 1) while a TM is added (the
+// ring changes) and the daemon is killed with SIGKILL and started again
+// with the new config. The pinned data path forwards throughout: no
+// long-lived connection breaks or changes TM, no short one fails, the
+// long-lived flows' entries are the same before and after, and the new
+// daemon gives the new TM new flows. Then a daemon whose flow table has
+// another size (another layout) is refused with the map named, and the
+// data path still forwards.
+func TestHitlessRestart(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 2, Distributors: 1, TMs: 3})
+	d := startDist(t, e, lab.ConfigOptions{})
+	if !strings.Contains(d.Output(), "XDP attached") {
+		t.Fatalf("first start did not attach:\n%s", d.Output())
+	}
+
+	ka := loadgen.Options{KeepAlive: 500, Interval: 100 * time.Millisecond}
+	e.ClientDialer(0, &ka)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long := loadgen.Start(ctx, e.Target(false), ka)
+	so := loadgen.Options{Short: 4, Interval: 20 * time.Millisecond}
+	e.ClientDialer(1, &so)
+	short := loadgen.Start(ctx, e.Target(false), so)
+
+	c0 := e.Topo.Clients[0].Links["eth0"].Addr4.Addr()
+	var before map[string]string
+	waitFor(t, 30*time.Second, "500 long-lived flows", func() bool {
+		before = flowTable(t, d, c0)
+		return len(before) >= 500
+	})
+	if s := long.Snapshot(); s.Errors != 0 {
+		t.Fatalf("errors before the restart: %v", s.ErrorSamples)
+	}
+
+	tm4, err := e.AddTM(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Kill()
+	// Nobody runs the control plane now: the pinned program forwards.
+	time.Sleep(2 * time.Second)
+	d2, err := e.StartDistributor(context.Background(), e.Config(lab.ConfigOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("restarted distributor output:\n%s", d2.Output())
+		}
+	})
+	if !strings.Contains(d2.Output(), "adopted the pinned data path") {
+		t.Fatalf("the restarted daemon did not adopt the data path:\n%s", d2.Output())
+	}
+	waitFor(t, 10*time.Second, "tm4 eligible", func() bool {
+		for _, s := range stats(t, d2).Services {
+			if s.Name == "web" {
+				return strings.Join(s.Eligible, ",") == "tm1,tm2,tm3,tm4"
+			}
+		}
+		return false
+	})
+	after := flowTable(t, d2, c0)
+	changed := 0
+	for k, tm := range before {
+		if after[k] != tm {
+			changed++
+			if changed <= 5 {
+				t.Errorf("flow %s: TM %q before the restart, %q after", k, tm, after[k])
+			}
+		}
+	}
+	if changed > 0 || len(after) != len(before) {
+		t.Errorf("%d of %d long-lived flows changed; %d entries after, %d before", changed, len(before), len(after), len(before))
+	}
+	nf0 := tmNewFlows(stats(t, d2))[tm4.Name]
+	time.Sleep(3 * time.Second)
+
+	// An upgrade whose layout differs (here: another flow table size) is
+	// refused, and the data path keeps forwarding.
+	d2.Kill()
+	_, err = e.StartDistributor(context.Background(), e.Config(lab.ConfigOptions{MaxFlows: 500_000}))
+	if err == nil || !strings.Contains(err.Error(), "map flows") || !strings.Contains(err.Error(), "max entries") {
+		t.Fatalf("start with another flow-table size: %v, want a refusal naming map flows", err)
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	lr, sr := long.Wait(), short.Wait()
+	t.Logf("long-lived: %s", lr)
+	t.Logf("short: %s", sr)
+	if lr.Errors != 0 || lr.FlowsMoved != 0 {
+		t.Errorf("long-lived connections: %d errors %v, %d moved %v", lr.Errors, lr.ErrorSamples, lr.FlowsMoved, lr.MoveSamples)
+	}
+	var conns uint64
+	for _, c := range lr.PerTM {
+		conns += c.KeepAliveConns
+	}
+	if conns != 500 {
+		t.Errorf("%d keep-alive connections answered, want 500", conns)
+	}
+	if sr.Errors != 0 {
+		t.Errorf("short connections: %d errors %v", sr.Errors, sr.ErrorSamples)
+	}
+	if sr.PerTM[tm4.Name].ShortConns == 0 {
+		t.Errorf("the added %s got no new connections after the restart (new flows counted by the restarted daemon before the wait: %d)", tm4.Name, nf0)
+	}
+	if n := sr.Requests; n == 0 {
+		t.Errorf("no short connections at all")
+	}
+}
