@@ -2,7 +2,10 @@ package lab_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +135,18 @@ func TestHitlessRestart(t *testing.T) {
 	}
 	if n := sr.Requests; n == 0 {
 		t.Errorf("no short connections at all")
+	}
+
+	// --unpin removes it all: the program is detached, the pins are gone.
+	cfgPath := filepath.Join(e.Dir, e.Topo.Distributors[0].Name+".yaml")
+	out, err := e.Topo.Distributors[0].NS.Command(context.Background(), e.Bin, "distributor", "--config", cfgPath, "--unpin").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--unpin: %v\n%s", err, out)
+	}
+	if got := xdpAttached(t, e); len(got) != 0 {
+		t.Errorf("XDP still attached on %v after --unpin", got)
+	}
+	if _, err := os.Stat(filepath.Join(lab.PinRoot(e.Dir), "d1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin directory after --unpin: %v", err)
 	}
 }
