@@ -132,8 +132,10 @@ const (
 )
 
 // Attach attaches the program to the interface with index ifindex and returns
-// the mode that took. The attachment is a BPF link: it goes away with the
-// process, so a crashed daemon leaves no program behind.
+// the mode that took. The attachment is a BPF link. Unpinned (Load), it goes
+// away with the process, so a crashed daemon leaves no program behind;
+// pinned (LoadPinned), it stays, and the program keeps forwarding for the
+// next daemon, which swaps its own program into it (AttachAdopted).
 func (d *Datapath) Attach(ifindex int, name string, mode AttachMode) (AttachMode, error) {
 	if _, ok := d.links[ifindex]; ok {
 		return "", fmt.Errorf("attach XDP to %s: already attached", name)

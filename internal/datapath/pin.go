@@ -415,3 +415,32 @@ func (d *Datapath) ReadConfigTables() (ConfigTables, error) {
 	}
 	return t, err
 }
+
+// PruneLinks removes the pinned links of interfaces this data path was not
+// attached to (an interface dropped from the config across a restart), so
+// that the program leaves them.
+func (d *Datapath) PruneLinks() error {
+	if d.pinDir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(d.pinDir)
+	if err != nil {
+		return fmt.Errorf("prune pinned XDP links in %s: %w", d.pinDir, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		idx, ok := strings.CutPrefix(e.Name(), linkPrefix)
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(idx); err == nil {
+			if _, mine := d.links[n]; mine {
+				continue
+			}
+		}
+		if err := os.Remove(filepath.Join(d.pinDir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("remove pinned XDP link %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}

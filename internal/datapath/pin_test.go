@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -19,7 +20,8 @@ import (
 
 // TestPinAdoptRefuse: a pinned data path outlives its Datapath (links stay
 // attached, maps keep their entries); a second LoadPinned adopts it and swaps
-// its program into the links; one with another map layout is refused with
+// its program into the links and prunes those of interfaces it does not
+// attach to; one with another map layout is refused with
 // the map and the difference named; Remove detaches and removes the pins.
 func TestPinAdoptRefuse(t *testing.T) {
 	topo := labtest.Topology(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1})
@@ -32,11 +34,11 @@ func TestPinAdoptRefuse(t *testing.T) {
 		}
 	})
 	opts := datapath.Options{MaxFlows: 4096, RingSize: 257, MaxServices: 4, MaxSecond: 1024}
-	attached := func() bool {
+	attachedOn := func(name string) bool {
 		t.Helper()
 		var on bool
 		err := host.NS.Do(func() error {
-			l, err := netlink.LinkByName("ext0")
+			l, err := netlink.LinkByName(name)
 			if err != nil {
 				return err
 			}
@@ -48,6 +50,7 @@ func TestPinAdoptRefuse(t *testing.T) {
 		}
 		return on
 	}
+	attached := func() bool { return attachedOn("ext0") }
 
 	dp1, adopted, err := datapath.LoadPinned(opts, dir)
 	if err != nil {
@@ -65,7 +68,10 @@ func TestPinAdoptRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = host.NS.Do(func() error {
-		_, err := dp1.Attach(ext.Index, "ext0", datapath.AttachGeneric)
+		if _, err := dp1.Attach(ext.Index, "ext0", datapath.AttachGeneric); err != nil {
+			return err
+		}
+		_, err := dp1.Attach(host.Links["int0"].Index, "int0", datapath.AttachGeneric)
 		return err
 	})
 	if err != nil {
@@ -114,6 +120,20 @@ func TestPinAdoptRefuse(t *testing.T) {
 	})
 	if err != nil || mode != datapath.AttachAdopted {
 		t.Fatalf("attach over the pinned link: %v, %v", mode, err)
+	}
+	// int0 is not attached this time (dropped from the config): pruned.
+	if !attachedOn("int0") {
+		t.Fatal("int0 detached before PruneLinks")
+	}
+	if err := dp2.PruneLinks(); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel releases an unpinned link asynchronously.
+	for i := 0; i < 100 && attachedOn("int0"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if attachedOn("int0") || !attached() {
+		t.Fatalf("after PruneLinks: int0 attached %v (want false), ext0 %v (want true)", attachedOn("int0"), attached())
 	}
 	if err := dp2.Remove(); err != nil {
 		t.Fatal(err)

@@ -221,7 +221,9 @@ func (d *Daemon) Attach() error {
 		ifc.mode = got
 		d.log.Info("XDP attached", "interface", ifc.name, "role", ifc.role, "mode", got)
 	}
-	return nil
+	// An adopted data path may hold links of interfaces no longer
+	// configured.
+	return d.prog.PruneLinks()
 }
 
 // Close detaches the program from every interface and frees it, pins
