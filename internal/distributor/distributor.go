@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,7 @@ type Daemon struct {
 	savedIndexes *tmIndexes
 	adopted      bool
 	gate         readyGate // what holds traffic back at start (gate.go)
+	lock         *os.File  // held while the daemon runs (restart.go)
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -118,9 +120,14 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		ifaces = append(ifaces, iface{name: ic.Name, role: ic.Role, index: l.Attrs().Index, mac: l.Attrs().HardwareAddr})
 	}
 	// The data path is pinned, so that it outlives this process; one left
-	// by a previous daemon is adopted (restart.go).
+	// by a previous daemon is adopted (restart.go), by one daemon at a time.
+	lk, err := lock(cfg)
+	if err != nil {
+		return nil, err
+	}
 	dp, adopted, err := datapath.LoadPinned(Options(cfg), PinDir(cfg))
 	if err != nil {
+		lk.Close()
 		return nil, err
 	}
 	seed := func(d *Daemon) error {
@@ -138,8 +145,10 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		} else {
 			dp.Remove()
 		}
+		lk.Close()
 		return nil, err
 	}
+	d.lock = lk
 	d.prog = dp
 	return d, nil
 }
@@ -232,6 +241,10 @@ func (d *Daemon) Attach() error {
 func (d *Daemon) Close(keep bool) error {
 	if d.prog == nil {
 		return nil
+	}
+	if d.lock != nil {
+		// Released last: the next daemon may adopt only once this one is done.
+		defer d.lock.Close()
 	}
 	if keep {
 		return d.prog.Close()

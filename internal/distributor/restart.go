@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 )
@@ -168,3 +170,27 @@ func (d *Daemon) adopt(cfg *config.Config, dp *datapath.Datapath) error {
 
 // Adopted reports whether the daemon adopted a pinned data path.
 func (d *Daemon) Adopted() bool { return d.adopted }
+
+// lockFile is held (flock) by the running daemon of an id, so that a second
+// one never adopts the same pinned data path while the first still writes it.
+func lockFile(cfg *config.Config) string {
+	return filepath.Join(cfg.Distributor.StateDir, cfg.Distributor.ID+".lock")
+}
+
+// lock takes the daemon's lock; the file stays open (and locked) until the
+// process ends.
+func lock(cfg *config.Config) (*os.File, error) {
+	if err := os.MkdirAll(cfg.Distributor.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("distributor.state_dir: %w", err)
+	}
+	path := lockFile(cfg)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another distributor with id %s is running (it holds %s): stop it first (SIGTERM --keep for a hitless restart)", cfg.Distributor.ID, path)
+	}
+	return f, nil
+}

@@ -208,12 +208,18 @@ func (s *syncBuffer) String() string {
 // host's namespace, waiting until its admin API answers. The config's API
 // must be unix:<dir>/<host>.sock (see APIPath).
 func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg string) (*Distributor, error) {
+	return StartDistributorArgs(ctx, host, bin, dir, cfg)
+}
+
+// StartDistributorArgs is StartDistributor with more arguments for the
+// distributor command (e.g. --keep).
+func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg string, args ...string) (*Distributor, error) {
 	d := &Distributor{Host: host, CfgPath: filepath.Join(dir, host.Name+".yaml"), out: &syncBuffer{}, done: make(chan struct{})}
 	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	d.API = api.NewClient("unix:" + APIPath(dir, host))
-	d.cmd = host.NS.Command(context.Background(), bin, "distributor", "--config", d.CfgPath)
+	d.cmd = host.NS.Command(context.Background(), bin, append([]string{"distributor", "--config", d.CfgPath}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start distributor in %s: %w", host.Name, err)

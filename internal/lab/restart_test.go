@@ -17,12 +17,12 @@ import (
 
 // Hitless restart (issue 9, point 1).
 
-// flowTable maps each flow of src (proto src dst) to its TM.
+// flowTable maps each flow of src (proto src dst) to its TM and origin.
 func flowTable(t *testing.T, d *lab.Distributor, src netip.Addr) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, f := range flowsOf(t, d, src) {
-		out[f.Proto+" "+f.Src+" "+f.Dst] = f.TM
+		out[f.Proto+" "+f.Src+" "+f.Dst] = f.TM + " " + strings.Join(f.Origin, ",")
 	}
 	return out
 }
@@ -95,7 +95,7 @@ func TestHitlessRestart(t *testing.T) {
 		if after[k] != tm {
 			changed++
 			if changed <= 5 {
-				t.Errorf("flow %s: TM %q before the restart, %q after", k, tm, after[k])
+				t.Errorf("flow %s: TM and origin %q before the restart, %q after", k, tm, after[k])
 			}
 		}
 	}
@@ -148,5 +148,71 @@ func TestHitlessRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(lab.PinRoot(e.Dir), "d1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin directory after --unpin: %v", err)
+	}
+}
+
+// TestKeepRestart: a second daemon with the same id is refused while the
+// first runs; SIGTERM with --keep leaves the data path attached and
+// forwarding; the next daemon adopts it and held connections keep their
+// TMs.
+func TestKeepRestart(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 3})
+	cfg := e.Config(lab.ConfigOptions{})
+	h := e.Topo.Distributors[0]
+	d, err := lab.StartDistributorArgs(context.Background(), h, e.Bin, e.Dir, cfg, "--keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("first distributor output:\n%s", d.Output())
+		}
+	})
+	conns := make([]*heldConn, 50)
+	for i := range conns {
+		conns[i] = dialHeld(t, e, 0)
+	}
+
+	// Same id, same state_dir (another API socket): refused while the
+	// first runs.
+	other := filepath.Join(e.Dir, "other.yaml")
+	if err := os.WriteFile(other, []byte(e.Config(lab.ConfigOptions{APIPath: filepath.Join(e.Dir, "other.sock")})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.NS.Command(context.Background(), e.Bin, "distributor", "--config", other).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another distributor with id d1 is running") {
+		t.Fatalf("a second daemon with the same id: %v\n%s", err, out)
+	}
+
+	if err := d.Stop(); err != nil {
+		t.Fatalf("stop with --keep: %v\n%s", err, d.Output())
+	}
+	if !strings.Contains(d.Output(), "left pinned and forwarding") {
+		t.Fatalf("no --keep message:\n%s", d.Output())
+	}
+	if got := xdpAttached(t, e); len(got) != 3 {
+		t.Fatalf("XDP attached on %v after SIGTERM --keep, want ext0, int0, srv0", got)
+	}
+	// No daemon runs: the pinned program forwards the held connections.
+	for i, c := range conns {
+		if tm, err := c.get(); err != nil || tm != c.tm {
+			t.Fatalf("connection %d with no daemon: %q, %v (was on %s)", i, tm, err, c.tm)
+		}
+	}
+	d2, err := e.StartDistributor(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(d2.Output(), "adopted the pinned data path") {
+		t.Fatalf("not adopted:\n%s", d2.Output())
+	}
+	for i, c := range conns {
+		if tm, err := c.get(); err != nil || tm != c.tm {
+			t.Fatalf("connection %d after the restart: %q, %v (was on %s)", i, tm, err, c.tm)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.Dir, "d1.tm-indexes")); err != nil {
+		t.Errorf("TM index file: %v", err)
 	}
 }
