@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,9 +28,9 @@ func TestPinAdoptRefuse(t *testing.T) {
 	topo := labtest.Topology(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1})
 	host := topo.Distributors[0]
 	ext := host.Links["ext0"]
-	dir := fmt.Sprintf("/sys/fs/bpf/switchyard-test/pin-%08x", rand.Uint32())
+	dir := fmt.Sprintf("/sys/fs/bpf/switchyard-test-%08x/pin", rand.Uint32())
 	t.Cleanup(func() {
-		if err := datapath.RemovePinned(dir); err != nil {
+		if err := datapath.RemovePinned(filepath.Dir(dir)); err != nil {
 			t.Error(err)
 		}
 	})

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -259,7 +260,11 @@ const LabBPFFS = "/run/switchyard-lab-bpf"
 
 // PinRoot is the bpffs directory under which the distributors of the lab
 // in dir pin their data paths.
-func PinRoot(dir string) string { return filepath.Join(LabBPFFS, dir) }
+// One directory per lab, flat under LabBPFFS, so that removing it leaves
+// nothing behind.
+func PinRoot(dir string) string {
+	return filepath.Join(LabBPFFS, strings.ReplaceAll(strings.Trim(dir, "/"), "/", "_"))
+}
 
 // APIPath is the admin socket of the distributor on host.
 func APIPath(dir string, host *netlab.Host) string { return filepath.Join(dir, host.Name+".sock") }
