@@ -27,7 +27,8 @@ func flowTable(t *testing.T, d *lab.Distributor, src netip.Addr) map[string]stri
 	return out
 }
 
-// TestHitlessRestart: 500 long-lived connections exchange data (client 0)
+// TestHitlessRestart: 500 long-lived connections and 20 UDP flows exchange
+// data (client 0)
 // and short connections keep opening (client 1) while a TM is added (the
 // ring changes) and the daemon is killed with SIGKILL and started again
 // with the new config. The pinned data path forwards throughout: no
@@ -43,7 +44,7 @@ func TestHitlessRestart(t *testing.T) {
 		t.Fatalf("first start did not attach:\n%s", d.Output())
 	}
 
-	ka := loadgen.Options{KeepAlive: 500, Interval: 100 * time.Millisecond}
+	ka := loadgen.Options{KeepAlive: 500, UDPFlows: 20, Interval: 100 * time.Millisecond}
 	e.ClientDialer(0, &ka)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -54,9 +55,9 @@ func TestHitlessRestart(t *testing.T) {
 
 	c0 := e.Topo.Clients[0].Links["eth0"].Addr4.Addr()
 	var before map[string]string
-	waitFor(t, 30*time.Second, "500 long-lived flows", func() bool {
+	waitFor(t, 30*time.Second, "500 long-lived TCP flows and 20 UDP flows", func() bool {
 		before = flowTable(t, d, c0)
-		return len(before) >= 500
+		return len(before) >= 520
 	})
 	if s := long.Snapshot(); s.Errors != 0 {
 		t.Fatalf("errors before the restart: %v", s.ErrorSamples)
@@ -90,6 +91,15 @@ func TestHitlessRestart(t *testing.T) {
 		return false
 	})
 	after := flowTable(t, d2, c0)
+	// The clock resumed where it was: busy flows are not idle for long
+	// (a clock restarted from another origin would make them look idle
+	// for ages, or from the future).
+	for _, f := range flowsOf(t, d2, c0) {
+		if f.IdleSeconds > 10 || f.IdleSeconds < 0 {
+			t.Errorf("flow %s %s → %s idle for %.1f s after the restart", f.Proto, f.Src, f.Dst, f.IdleSeconds)
+			break
+		}
+	}
 	changed := 0
 	for k, tm := range before {
 		if after[k] != tm {
