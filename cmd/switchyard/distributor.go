@@ -15,12 +15,13 @@ import (
 
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/distributor"
 )
 
 func newDistributorCmd() *cobra.Command {
 	var cfgPath string
-	var check bool
+	var check, keep, unpin bool
 	cmd := &cobra.Command{
 		Use:   "distributor --config FILE",
 		Short: "Run the distributor: XDP data path, TM resolution, admin API",
@@ -33,11 +34,16 @@ flows').
 
 Signals: SIGHUP reloads the config file (a bad file is refused and the running
 state stays as it was; established flows never move); SIGTERM or SIGINT
-detaches the program from every interface and exits.
+detaches the program from every interface, removes its pins and exits; with
+--keep it leaves the data path pinned and forwarding, for the next daemon to
+adopt (a hitless restart or upgrade; also what SIGKILL or a crash leaves).
+--unpin removes a pinned data path (this stops forwarding) and exits.
 
 Config reference: docs/config.md.`,
 		Example: `  switchyard distributor --config /etc/switchyard/d1.yaml
-  switchyard distributor --config d1.yaml --check   # validate only (and check the interfaces exist)`,
+  switchyard distributor --config d1.yaml --check   # validate only (and check the interfaces exist)
+  switchyard distributor --config d1.yaml --keep    # SIGTERM leaves the data path forwarding
+  switchyard distributor --config d1.yaml --unpin   # remove the pinned data path`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
@@ -60,15 +66,29 @@ Config reference: docs/config.md.`,
 			if err != nil {
 				return err
 			}
-			return runDistributor(cmd.Context(), cfgPath, cfg)
+			if unpin {
+				dir := distributor.PinDir(cfg)
+				if err := datapath.RemovePinned(dir); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed the pinned data path %s\n", dir)
+				return nil
+			}
+			return runDistributor(cmd.Context(), cfgPath, cfg, keep)
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
 	cmd.Flags().BoolVar(&check, "check", false, "validate the config, check that its interfaces exist, and exit")
+	cmd.Flags().BoolVar(&keep, "keep", false, "on SIGTERM/SIGINT, leave the pinned data path attached and forwarding")
+	cmd.Flags().BoolVar(&unpin, "unpin", false, "remove the pinned data path (detach, free the flow table) and exit")
 	return cmd
 }
 
-func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) error {
+// readyTimeout bounds how long the start sequence waits for the holds on
+// its ready gate (the mirror's initial resync) before it takes traffic.
+const readyTimeout = 10 * time.Second
+
+func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, keep bool) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("distributor", cfg.Distributor.ID)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -94,12 +114,24 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) err
 		return err
 	}
 	defer func() {
-		if err := d.Close(); err != nil {
+		if keep {
+			if err := d.Close(true); err != nil {
+				log.Error("close", "error", err)
+			}
+			log.Info("data path left pinned and forwarding (--keep); exiting", "dir", distributor.PinDir(cfg))
+			return
+		}
+		if err := d.Close(false); err != nil {
 			log.Error("detach", "error", err)
 		}
 		log.Info("detached; exiting")
 	}()
 	d.Settle(ctx, 3*time.Second)
+	if !d.Adopted() {
+		if left := d.WaitReady(ctx, readyTimeout); len(left) > 0 {
+			log.Warn("taking traffic before these were ready (timeout)", "waiting_for", left, "timeout", readyTimeout)
+		}
+	}
 	if err := d.Attach(); err != nil {
 		l.Close()
 		return err

@@ -205,7 +205,16 @@ type Distributor struct {
 	// path; default DefaultStateDir. Created (mode 0700) when UDP control is
 	// on.
 	StateDir string `yaml:"state_dir"`
+	// PinDir is the bpffs directory where the data path (program links and
+	// maps) is pinned, so that it outlives the daemon: a restarted daemon
+	// adopts it (docs/operations.md, "Restart"). An absolute path under a
+	// bpffs mount; default DefaultPinRoot/<id>.
+	PinDir string `yaml:"pin_dir"`
 }
+
+// DefaultPinRoot holds each distributor's pin directory when
+// distributor.pin_dir is omitted: DefaultPinRoot/<id>.
+const DefaultPinRoot = "/sys/fs/bpf/switchyard"
 
 // DefaultStateDir is distributor.state_dir when it is omitted.
 const DefaultStateDir = "/var/lib/switchyard"

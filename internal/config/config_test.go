@@ -519,7 +519,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -577,7 +577,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {

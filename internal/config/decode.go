@@ -231,6 +231,7 @@ var leaves = map[string]leaf{
 	"distributor.api_token_file":     {expected: apiTokenFileExpected},
 	"distributor.xdp_mode":           {expected: xdpModeExpected},
 	"distributor.state_dir":          {expected: stateDirExpected},
+	"distributor.pin_dir":            {expected: pinDirExpected},
 	"flow_table.max_flows":           {expected: maxFlowsExpected, min: MinMaxFlows, max: MaxMaxFlows},
 	"selection.ring_size":            {expected: ringSizeExpected, max: 1<<32 - 1},
 	"selection.max_services":         {expected: maxServicesExpected, min: 1, max: MaxMaxServices},

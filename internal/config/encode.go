@@ -172,6 +172,7 @@ func RestartNeeded(cur, next *Config) error {
 		{next.Distributor.APITokenFile != cur.Distributor.APITokenFile, "distributor.api_token_file changed: restart to change it"},
 		{next.Distributor.XDPMode != cur.Distributor.XDPMode, "distributor.xdp_mode changed: restart to change it"},
 		{next.Distributor.StateDir != cur.Distributor.StateDir, "distributor.state_dir changed: restart to move the state directory"},
+		{next.Distributor.PinDir != cur.Distributor.PinDir, "distributor.pin_dir changed: restart to move the pinned data path"},
 		{next.FlowTable != cur.FlowTable, "flow_table changed: restart to resize the flow table"},
 		{next.Selection != cur.Selection, "selection changed: restart to resize the Maglev rings"},
 		{next.SecondKeys.MaxEntries != cur.SecondKeys.MaxEntries, "second_keys.max_entries changed: restart to resize the second-key table"},

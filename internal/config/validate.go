@@ -19,6 +19,7 @@ const (
 	roleExpected         = "external or internal"
 	apiExpected          = "unix:/absolute/path, 127.0.0.1:PORT or [::1]:PORT"
 	stateDirExpected     = "an absolute path of a directory for state kept across restarts, e.g. /var/lib/switchyard"
+	pinDirExpected       = "an absolute path of a bpffs directory for the pinned data path, e.g. /sys/fs/bpf/switchyard/d1 (default: /sys/fs/bpf/switchyard/<id>)"
 	apiTokenFileExpected = "an absolute path to a file of 1..4096 bytes holding the admin API token, mode 0600 or stricter (no group or other access)"
 	xdpModeExpected      = "auto, native or generic"
 	maxFlowsExpected     = "1024..100000000"
@@ -364,6 +365,10 @@ func (v *validator) distributor(d *Distributor) {
 		v.errorf("distributor.state_dir", "missing (expected %s)", stateDirExpected)
 	case !filepath.IsAbs(d.StateDir) || filepath.Clean(d.StateDir) != d.StateDir || len(d.StateDir) > 4096:
 		v.errorf("distributor.state_dir", "%q is not a clean absolute path (expected %s)", d.StateDir, stateDirExpected)
+	}
+
+	if d.PinDir != "" && (!filepath.IsAbs(d.PinDir) || filepath.Clean(d.PinDir) != d.PinDir || len(d.PinDir) > 4096 || d.PinDir == "/") {
+		v.errorf("distributor.pin_dir", "%q is not a clean absolute path (expected %s)", d.PinDir, pinDirExpected)
 	}
 
 	switch d.XDPMode {

@@ -50,6 +50,8 @@ type Datapath struct {
 	opts  Options
 	objs  syObjects
 	links map[int]link.Link
+	// pinDir is where maps and links are pinned (LoadPinned); "" when not.
+	pinDir string
 
 	evMu   sync.Mutex
 	events *ringbuf.Reader // made by the first ReadEvents
@@ -68,8 +70,13 @@ func Load(opts Options) (*Datapath, error) {
 	if err := sizeSpec(spec, opts); err != nil {
 		return nil, err
 	}
+	return load(spec, opts, nil)
+}
+
+// load loads a sized spec (Load, LoadPinned).
+func load(spec *ebpf.CollectionSpec, opts Options, copts *ebpf.CollectionOptions) (*Datapath, error) {
 	d := &Datapath{opts: opts, links: map[int]link.Link{}}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&d.objs, copts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load XDP program: %+v", verr)
@@ -120,19 +127,40 @@ const (
 	AttachAuto    AttachMode = "auto" // native, generic as a logged fallback
 	AttachNative  AttachMode = "native"
 	AttachGeneric AttachMode = "generic"
+	// AttachAdopted: a pinned link of a previous daemon, kept with its mode.
+	AttachAdopted AttachMode = "adopted"
 )
 
 // Attach attaches the program to the interface with index ifindex and returns
-// the mode that took. The attachment is a BPF link: it goes away with the
-// process, so a crashed daemon leaves no program behind.
+// the mode that took. The attachment is a BPF link. Unpinned (Load), it goes
+// away with the process, so a crashed daemon leaves no program behind;
+// pinned (LoadPinned), it stays, and the program keeps forwarding for the
+// next daemon, which swaps its own program into it (AttachAdopted).
 func (d *Datapath) Attach(ifindex int, name string, mode AttachMode) (AttachMode, error) {
 	if _, ok := d.links[ifindex]; ok {
 		return "", fmt.Errorf("attach XDP to %s: already attached", name)
+	}
+	if d.pinDir != "" {
+		// A pinned link still on the interface: the new program replaces
+		// the old one in it, atomically, without a moment detached.
+		ok, err := d.adoptLink(ifindex)
+		if err != nil {
+			return "", fmt.Errorf("attach XDP to %s: %w", name, err)
+		}
+		if ok {
+			return AttachAdopted, nil
+		}
 	}
 	try := func(flags link.XDPAttachFlags) error {
 		l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.SwitchyardXdp, Interface: ifindex, Flags: flags})
 		if err != nil {
 			return err
+		}
+		if d.pinDir != "" {
+			if err := d.pinLink(ifindex, l); err != nil {
+				l.Close()
+				return err
+			}
 		}
 		d.links[ifindex] = l
 		return nil
@@ -162,7 +190,8 @@ func (d *Datapath) Attach(ifindex int, name string, mode AttachMode) (AttachMode
 	return "", fmt.Errorf("attach XDP to %s: unknown mode %q", name, mode)
 }
 
-// Detach removes the program from every interface it was attached to.
+// Detach removes the program from every interface it was attached to. The
+// links of a pinned data path stay (Remove removes them).
 func (d *Datapath) Detach() error {
 	var errs []error
 	for idx, l := range d.links {
@@ -174,7 +203,8 @@ func (d *Datapath) Detach() error {
 	return errors.Join(errs...)
 }
 
-// Close detaches and releases the program and its maps.
+// Close detaches and releases the program and its maps; a pinned data path
+// stays attached and keeps its maps (Remove removes it).
 func (d *Datapath) Close() error {
 	d.evMu.Lock()
 	var everr error

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,13 @@ type Daemon struct {
 	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
 	hub             eventHub  // flow event followers (events.go)
 	udp             *udpControl
+	// Restart (restart.go): where the TM index assignment is kept, what
+	// was last saved, whether a pinned data path was adopted.
+	indexPath    string
+	savedIndexes *tmIndexes
+	adopted      bool
+	gate         readyGate // what holds traffic back at start (gate.go)
+	lock         *os.File  // held while the daemon runs (restart.go)
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -111,15 +119,36 @@ func New(log *slog.Logger, cfgPath string, cfg *config.Config) (*Daemon, error) 
 		}
 		ifaces = append(ifaces, iface{name: ic.Name, role: ic.Role, index: l.Attrs().Index, mac: l.Attrs().HardwareAddr})
 	}
-	dp, err := datapath.Load(Options(cfg))
+	// The data path is pinned, so that it outlives this process; one left
+	// by a previous daemon is adopted (restart.go), by one daemon at a time.
+	lk, err := lock(cfg)
 	if err != nil {
 		return nil, err
 	}
-	d, err := newDaemon(log, cfgPath, cfg, dp, &netResolver{log: log, ifaces: ifaces}, ifaces, monotonicSeconds)
+	dp, adopted, err := datapath.LoadPinned(Options(cfg), PinDir(cfg))
 	if err != nil {
-		dp.Close()
+		lk.Close()
 		return nil, err
 	}
+	seed := func(d *Daemon) error {
+		d.indexPath = tmIndexFile(cfg)
+		if adopted {
+			return d.adopt(cfg, dp)
+		}
+		return nil
+	}
+	d, err := newDaemonSeeded(log, cfgPath, cfg, dp, &netResolver{log: log, ifaces: ifaces}, ifaces, monotonicSeconds, seed)
+	if err != nil {
+		if adopted {
+			// Leave the running data path alone: it still forwards.
+			dp.Close()
+		} else {
+			dp.Remove()
+		}
+		lk.Close()
+		return nil, err
+	}
+	d.lock = lk
 	d.prog = dp
 	return d, nil
 }
@@ -138,6 +167,12 @@ func Options(cfg *config.Config) datapath.Options {
 // reconcile logic with what needs root (loading, netlink) left outside, so
 // that it runs against the model in tests.
 func newDaemon(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath.Tables, res resolver, ifaces []iface, clock func() uint32) (*Daemon, error) {
+	return newDaemonSeeded(log, cfgPath, cfg, dp, res, ifaces, clock, nil)
+}
+
+// newDaemonSeeded is newDaemon with seed run before the first apply (an
+// adopted data path's indexes and written state).
+func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath.Tables, res resolver, ifaces []iface, clock func() uint32, seed func(*Daemon) error) (*Daemon, error) {
 	d := &Daemon{
 		log:     log,
 		cfgPath: cfgPath,
@@ -168,6 +203,11 @@ func newDaemon(log *slog.Logger, cfgPath string, cfg *config.Config, dp datapath
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if seed != nil {
+		if err := seed(d); err != nil {
+			return nil, err
+		}
+	}
 	d.resolveAll()
 	if err := d.apply(cfg); err != nil {
 		return nil, err
@@ -190,15 +230,26 @@ func (d *Daemon) Attach() error {
 		ifc.mode = got
 		d.log.Info("XDP attached", "interface", ifc.name, "role", ifc.role, "mode", got)
 	}
-	return nil
+	// An adopted data path may hold links of interfaces no longer
+	// configured.
+	return d.prog.PruneLinks()
 }
 
-// Close detaches the program from every interface and frees it.
-func (d *Daemon) Close() error {
+// Close detaches the program from every interface and frees it, pins
+// included. With keep, the pinned data path stays attached and forwarding
+// for the next daemon to adopt.
+func (d *Daemon) Close(keep bool) error {
 	if d.prog == nil {
 		return nil
 	}
-	return d.prog.Close()
+	if d.lock != nil {
+		// Released last: the next daemon may adopt only once this one is done.
+		defer d.lock.Close()
+	}
+	if keep {
+		return d.prog.Close()
+	}
+	return d.prog.Remove()
 }
 
 // StartControl starts the UDP signal transport, when configured.
@@ -303,6 +354,9 @@ func (d *Daemon) reloadable(next *config.Config) error {
 // written, written through the seam (write). Called with d.mu held.
 func (d *Daemon) apply(cfg *config.Config) error {
 	if err := d.assign(cfg); err != nil {
+		return err
+	}
+	if err := d.saveIndexes(); err != nil {
 		return err
 	}
 	want, err := desired(cfg, d.tms, d.svcs)

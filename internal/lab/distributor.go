@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -118,6 +119,9 @@ func BuildConfig(topo *netlab.Topology, o ConfigOptions) (*config.Config, error)
 	if o.APIPath != "" {
 		// State kept across restarts lives with the lab's other files.
 		c.Distributor.StateDir = filepath.Dir(o.APIPath)
+		// So does the pinned data path, in a directory of its own per lab
+		// (Env.Close removes it).
+		c.Distributor.PinDir = filepath.Join(PinRoot(filepath.Dir(o.APIPath)), o.ID)
 	}
 	for _, id := range tms {
 		h := byName[id]
@@ -180,6 +184,7 @@ type Distributor struct {
 	out     *syncBuffer
 	done    chan struct{}
 	err     error
+	killed  bool
 }
 
 // syncBuffer is a bytes.Buffer safe for a process to write while we read.
@@ -204,12 +209,18 @@ func (s *syncBuffer) String() string {
 // host's namespace, waiting until its admin API answers. The config's API
 // must be unix:<dir>/<host>.sock (see APIPath).
 func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg string) (*Distributor, error) {
+	return StartDistributorArgs(ctx, host, bin, dir, cfg)
+}
+
+// StartDistributorArgs is StartDistributor with more arguments for the
+// distributor command (e.g. --keep).
+func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg string, args ...string) (*Distributor, error) {
 	d := &Distributor{Host: host, CfgPath: filepath.Join(dir, host.Name+".yaml"), out: &syncBuffer{}, done: make(chan struct{})}
 	if err := os.WriteFile(d.CfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	d.API = api.NewClient("unix:" + APIPath(dir, host))
-	d.cmd = host.NS.Command(context.Background(), bin, "distributor", "--config", d.CfgPath)
+	d.cmd = host.NS.Command(context.Background(), bin, append([]string{"distributor", "--config", d.CfgPath}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start distributor in %s: %w", host.Name, err)
@@ -241,6 +252,20 @@ func StartDistributor(ctx context.Context, host *netlab.Host, bin, dir, cfg stri
 	}
 }
 
+// LabBPFFS is the bpffs the lab's distributors pin their data paths on.
+// Not /sys/fs/bpf: `ip netns exec` mounts a sysfs of its own on /sys, so a
+// daemon run by it would not see the host's bpffs there, and one it mounted
+// would die with it. NewEnv mounts it (once; it stays mounted, empty).
+const LabBPFFS = "/run/switchyard-lab-bpf"
+
+// PinRoot is the bpffs directory under which the distributors of the lab
+// in dir pin their data paths.
+// One directory per lab, flat under LabBPFFS, so that removing it leaves
+// nothing behind.
+func PinRoot(dir string) string {
+	return filepath.Join(LabBPFFS, strings.ReplaceAll(strings.Trim(dir, "/"), "/", "_"))
+}
+
 // APIPath is the admin socket of the distributor on host.
 func APIPath(dir string, host *netlab.Host) string { return filepath.Join(dir, host.Name+".sock") }
 
@@ -265,9 +290,23 @@ func (d *Distributor) Reload(cfg string) error {
 	return d.cmd.Process.Signal(syscall.SIGHUP)
 }
 
+// Kill sends SIGKILL and waits for the process to end: a crash, which
+// leaves the pinned data path forwarding.
+func (d *Distributor) Kill() {
+	if d.Exited() {
+		return
+	}
+	d.killed = true
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
 // Stop sends SIGTERM and waits for the process to end (SIGKILL after 5 s).
 func (d *Distributor) Stop() error {
 	if d.Exited() {
+		if d.killed {
+			return nil
+		}
 		return d.err
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)

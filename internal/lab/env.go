@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/switchyard/switchyard/internal/datapath"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -37,6 +38,9 @@ type Env struct {
 // holds configs and sockets; bin is the switchyard binary to run
 // distributors with.
 func NewEnv(ctx context.Context, spec netlab.Spec, dir, bin string) (*Env, error) {
+	if err := datapath.MountBPFFS(LabBPFFS); err != nil {
+		return nil, err
+	}
 	topo, err := netlab.Build(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -150,6 +154,10 @@ func (e *Env) Close() error {
 		s.Close()
 	}
 	e.mu.Unlock()
+	// Pinned data paths left by killed distributors (or kept ones).
+	if err := os.RemoveAll(PinRoot(e.Dir)); err != nil {
+		errs = append(errs, fmt.Errorf("remove pinned data paths: %w", err))
+	}
 	if err := e.Topo.Close(); err != nil {
 		errs = append(errs, err)
 	}

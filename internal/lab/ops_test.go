@@ -2,11 +2,14 @@ package lab_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -440,6 +443,32 @@ func TestStopDetaches(t *testing.T) {
 	if !strings.Contains(d.Output(), "detached") {
 		t.Errorf("no detach message in the output:\n%s", d.Output())
 	}
+	// SIGTERM without --keep removes the pinned data path too.
+	if _, err := os.Stat(filepath.Join(lab.PinRoot(e.Dir), "d1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin directory after SIGTERM: %v", err)
+	}
+}
+
+// xdpAttached lists the distributor's interfaces with an XDP program.
+func xdpAttached(t *testing.T, e *lab.Env) []string {
+	t.Helper()
+	var names []string
+	err := e.Topo.Distributors[0].NS.Do(func() error {
+		for _, n := range []string{"ext0", "int0", "srv0"} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if x := l.Attrs().Xdp; x != nil && x.Attached {
+				names = append(names, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // TestPersistence: with persistence, a client's new connections follow its
