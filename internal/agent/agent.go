@@ -121,6 +121,8 @@ type Stats struct {
 	InBandFull uint64 `json:"inband_full"`
 	// Shim is the in-band program's own counters (nil without it).
 	Shim *ShimCounters `json:"shim,omitempty"`
+	// FTPHold is the FTP hold's counters (HoldFTP).
+	FTPHold FTPHoldStats `json:"ftp_hold"`
 }
 
 // Agent turns flow events into signals. Create it with New, feed it with
@@ -143,6 +145,8 @@ type Agent struct {
 	ops, msgs, sendErrs, resyncs, announced      atomic.Uint64
 	apiOps, apiErrs                              atomic.Uint64
 	shimPut, shimLate, shimFull                  atomic.Uint64
+	// The FTP hold's counters (ftphold.go).
+	holdHeld, holdRelated, holdDeadline, holdPassed atomic.Uint64
 }
 
 // New makes an agent that sends through s.
@@ -590,5 +594,7 @@ func (a *Agent) Stats() Stats {
 		Resyncs: a.resyncs.Load(), Announced: a.announced.Load(),
 		APIOps: a.apiOps.Load(), APIErrors: a.apiErrs.Load(),
 		InBand: a.shimPut.Load(), InBandLate: a.shimLate.Load(), InBandFull: a.shimFull.Load(),
+		FTPHold: FTPHoldStats{Held: a.holdHeld.Load(), Related: a.holdRelated.Load(),
+			Deadline: a.holdDeadline.Load(), Passed: a.holdPassed.Load()},
 	}
 }
