@@ -463,3 +463,70 @@ func flowOfSoon(t *testing.T, d *lab.Distributor, src, dst netip.AddrPort) (api.
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFTPHoldBypass: forwarding never depends on the agent. With every
+// agent killed (kill -9: its nftables table, with the chains that queue
+// the FTP control packets, stays behind), FTP control connections through
+// the plain TMs still get every reply, 227 and 229 included: the queue
+// rule's bypass lets the packets pass when no agent is bound to the queue.
+// (Their data connections are not checked: without an agent nothing
+// relates them.)
+func TestFTPHoldBypass(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2, Servers: 1})
+	all := []string{"tm1", "tm2"}
+	startDist(t, e, lab.ConfigOptions{SNAT: true, ExtraServices: []config.Service{
+		{Name: "ftp", VIP: e.Topo.VIP4, Port: 21, Protocol: config.ProtocolTCP, TrafficManagers: all},
+	}})
+	root, _ := ftpFiles(t, 1)
+	srvAddr := startVsftpd(t, e.Topo.Servers[0], root)
+	for i, h := range e.Topo.TMs {
+		tmHostPrep(t, e, i, h)
+		plainFTPTM(t, h, i, e.Topo.VIP4, e.Topo.SNAT4, srvAddr)
+		a, err := e.StartAgent(context.Background(), h, "--ftp-port", "21")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Kill()
+		// The queueing chain is still there.
+		if err := h.NS.Do(func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+			if err != nil {
+				return err
+			}
+			for _, ch := range chains {
+				if ch.Table.Name == agent.NFTable && ch.Name == "ftp_hold_post" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no chain ftp_hold_post in table inet %s after kill -9", agent.NFTable)
+		}); err != nil {
+			t.Fatalf("TM %s: %v", h.Name, err)
+		}
+	}
+	client := e.Topo.Clients[0]
+	vip21 := netip.AddrPortFrom(e.Topo.VIP4, 21)
+	for i := range 8 {
+		var ctl net.Conn
+		if err := client.NS.Do(func() (err error) { ctl, err = net.DialTimeout("tcp4", vip21.String(), 5*time.Second); return err }); err != nil {
+			t.Fatalf("session %d: control connection: %v", i, err)
+		}
+		_ = ctl.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(ctl)
+		for _, c := range [][2]string{{"", "220"}, {"USER anonymous", "230"}, {"EPSV", "229"}, {"PASV", "227"}, {"QUIT", "221"}} {
+			if c[0] != "" {
+				if _, err := fmt.Fprintf(ctl, "%s\r\n", c[0]); err != nil {
+					t.Fatalf("session %d: %q: %v", i, c[0], err)
+				}
+			}
+			reply, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(reply, c[1]+" ") {
+				t.Fatalf("session %d: %q answered %q (%v), want %s", i, c[0], strings.TrimSpace(reply), err, c[1])
+			}
+		}
+		ctl.Close()
+	}
+}
