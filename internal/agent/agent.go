@@ -4,7 +4,9 @@
 // software a local API on a unix socket for the signals only the software
 // can know (mirror, age, its own relates).
 //
-// The agent never looks at packets. A conntrack entry whose original
+// The agent never looks at packets, but for the FTP hold (ftphold.go):
+// with --ftp-port it holds the FTP control packets that make the kernel's
+// helper create an expectation until their RELATE is sent. A conntrack entry whose original
 // destination is a VIP is a client's flow the TM accepted (its key is the
 // original tuple, client → VIP); an entry whose reply destination is a VIP
 // or a shared SNAT address is a flow the TM opened (its key is the reply

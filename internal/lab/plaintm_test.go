@@ -131,8 +131,10 @@ func ftpConntrack(t *testing.T, h *netlab.Host, vip netip.Addr) (related, unrela
 // expectation there (passive: nothing listens on the VIP's data port,
 // refused; active: the server's SYN to the SNAT address or the client's
 // answers reach a TM that has no such connection), and the transfer
-// fails; without plainFTPTransfer's wait for the RELATE, 35 of 100
-// passive transfers did. The distributor's flow table must hold each data
+// fails. The client connects (passive) or sends RETR (active) as soon as
+// it has the reply, as curl does: the agents' FTP hold (on by default) is
+// what gets the RELATE to the distributor first, and every agent must
+// have held at least one packet per transfer. The distributor's flow table must hold each data
 // connection on its control connection's TM, and each TM's conntrack table
 // as many related data connections as control connections of the
 // transfers it carried, none unrelated.
@@ -272,14 +274,10 @@ func plainFTPRun(t *testing.T, hold bool) {
 // connection (its client side) on the control connection's TM. It returns
 // that TM.
 //
-// It opens (passive) or asks for (active: RETR) the data connection only
-// once the distributor counted one more RELATE: the agent relates an
-// expectation about a millisecond after the kernel made it from the
-// server's reply or the client's PORT, and a client that connects faster
-// (curl does) reaches the distributor before the RELATE and is balanced
-// like a new flow: with curl, 35 of 100 passive transfers failed so. A
-// plain TM cannot hold the reply back (docs/traffic-managers.md); the
-// reference TM sends its RELATE before it forwards the reply.
+// It opens (passive) or asks for (active: RETR) the data connection as
+// soon as it has the reply, without waiting for anything: the agent's FTP
+// hold must have sent the RELATE before the reply (or the PORT command)
+// went on (docs/traffic-managers.md).
 func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip netip.Addr, i int, sums []string, st *plainFTPState) (tm string, err error) {
 	t.Helper()
 	f := i % len(sums)
