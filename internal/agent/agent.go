@@ -149,6 +149,7 @@ type Agent struct {
 	shimPut, shimLate, shimFull                  atomic.Uint64
 	// The FTP hold's counters (ftphold.go).
 	holdHeld, holdRelated, holdDeadline, holdPassed atomic.Uint64
+	holdSends                                       chan struct{}
 }
 
 // New makes an agent that sends through s.
@@ -178,6 +179,8 @@ func New(cfg Config, s Sender) (*Agent, error) {
 		queue:  make(chan signal.Op, queueLen),
 		owned:  map[signal.Key]struct{}{},
 		ready:  make(chan struct{}),
+		// The FTP hold's sends in flight.
+		holdSends: make(chan struct{}, ftpHoldSends),
 		// One slot per entry of the program's pending table.
 		deadlines: make(chan deadline, int(shimSyAgentConstsSY_AGENT_MAX_PENDING)),
 	}, nil

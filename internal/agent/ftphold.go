@@ -44,6 +44,10 @@ const DefaultFTPQueue = 7321
 // packets pass unheld (NFQA_CFG_F_FAIL_OPEN).
 const ftpHoldQueueLen = 1024
 
+// ftpHoldSends bounds the hold's sends in flight (one per held packet; a
+// send that outlives its deadline still holds its slot).
+const ftpHoldSends = 64
+
 // ftpExpectTimeout is the FTP helper's expectation timeout (its policy: 5 min).
 const ftpExpectTimeout = 5 * time.Minute
 
@@ -215,8 +219,19 @@ func (a *Agent) holdOne(ctx context.Context, ct *conntrack.Conn, pkt []byte) {
 		ops = append(ops, a.memorize(k))
 	}
 	ops = append(ops, r)
+	// A send outlives its deadline in its goroutine; a stuck sender must
+	// not pile them up: beyond ftpHoldSends outstanding, release at once.
+	select {
+	case a.holdSends <- struct{}{}:
+	default:
+		a.holdDeadline.Add(1)
+		return
+	}
 	done := make(chan error, 1)
-	go func() { done <- a.sendOps(ops) }()
+	go func() {
+		done <- a.sendOps(ops)
+		<-a.holdSends
+	}()
 	t := time.NewTimer(FTPHoldDeadline)
 	defer t.Stop()
 	select {

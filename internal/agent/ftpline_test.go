@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"context"
 	"encoding/binary"
 	"net/netip"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/signal"
 )
 
 func TestParseFTP(t *testing.T) {
@@ -104,4 +109,48 @@ func FuzzFTPHoldParse(f *testing.F) {
 			t.Fatalf("kind %d", kind)
 		}
 	})
+}
+
+// slowSender takes delay to send each message.
+type slowSender struct {
+	delay time.Duration
+	sent  atomic.Int32
+}
+
+func (s *slowSender) Send(signal.Message) error {
+	time.Sleep(s.delay)
+	s.sent.Add(1)
+	return nil
+}
+
+// TestFTPHoldRelease: a held 227 is let go once its RELATE is sent, or at
+// FTPHoldDeadline if sending takes longer; a packet without such a line
+// passes unheld. (The hold's passive path needs no conntrack.)
+func TestFTPHoldRelease(t *testing.T) {
+	vip, client := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.3.0.11")
+	reply := ipv4TCP(vip, client, 21, 40000, []byte("227 Entering Passive Mode (10,2,0,11,156,64).\r\n"))
+	for _, c := range []struct {
+		delay             time.Duration
+		related, deadline uint64
+	}{{0, 1, 0}, {10 * FTPHoldDeadline, 0, 1}} {
+		s := &slowSender{delay: c.delay}
+		a, err := New(Config{VIPs: []netip.Prefix{netip.PrefixFrom(vip, 32)}}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		a.holdOne(context.Background(), nil, reply)
+		took := time.Since(start)
+		a.holdOne(context.Background(), nil, ipv4TCP(vip, client, 21, 40000, []byte("200 ok\r\n")))
+		st := a.Stats().FTPHold
+		if st.Held != 1 || st.Related != c.related || st.Deadline != c.deadline || st.Passed != 1 {
+			t.Errorf("send delay %v: %+v, want 1 held, %d by relate, %d by deadline, 1 passed", c.delay, st, c.related, c.deadline)
+		}
+		if c.deadline == 1 && took >= c.delay {
+			t.Errorf("send delay %v: held %v, not released at the deadline", c.delay, took)
+		}
+		if c.related == 1 && s.sent.Load() != 1 {
+			t.Errorf("released by relate, yet %d messages sent", s.sent.Load())
+		}
+	}
 }
