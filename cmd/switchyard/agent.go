@@ -47,7 +47,9 @@ start it announces every flow and expectation conntrack already holds, so a
 restarted agent loses nothing. Signals go as frames on --iface to the
 distributor's MAC (the TM is on its segment) or as authenticated UDP
 (--udp, when it is not). TM software adds its own signals through the local
-API on --socket (see docs/traffic-managers.md).`,
+API on --socket (see docs/traffic-managers.md). With --ftp-port it holds
+the FTP control packets that make an expectation (an NFQUEUE with bypass:
+they pass when no agent runs) until the expectation's RELATE is sent.`,
 		Example: `  switchyard agent --vip 10.0.0.100 --snat 10.1.255.1 --iface eth0 --distributor-mac 02:00:00:00:00:01 --socket /run/switchyard-agent.sock
   switchyard agent --vip 10.0.0.100 --udp 10.1.0.1:7946 --tm-id tm1 --key-file /etc/switchyard/tm1.key`,
 		Args: cobra.NoArgs,
