@@ -31,6 +31,8 @@ func newAgentCmd() *cobra.Command {
 		inBand, setup                                  bool
 		deadline                                       time.Duration
 		gateways                                       []string
+		ftpHold                                        bool
+		ftpQueue                                       uint16
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
@@ -45,7 +47,9 @@ start it announces every flow and expectation conntrack already holds, so a
 restarted agent loses nothing. Signals go as frames on --iface to the
 distributor's MAC (the TM is on its segment) or as authenticated UDP
 (--udp, when it is not). TM software adds its own signals through the local
-API on --socket (see docs/traffic-managers.md).`,
+API on --socket (see docs/traffic-managers.md). With --ftp-port it holds
+the FTP control packets that make an expectation (an NFQUEUE with bypass:
+they pass when no agent runs) until the expectation's RELATE is sent.`,
 		Example: `  switchyard agent --vip 10.0.0.100 --snat 10.1.255.1 --iface eth0 --distributor-mac 02:00:00:00:00:01 --socket /run/switchyard-agent.sock
   switchyard agent --vip 10.0.0.100 --udp 10.1.0.1:7946 --tm-id tm1 --key-file /etc/switchyard/tm1.key`,
 		Args: cobra.NoArgs,
@@ -157,9 +161,16 @@ API on --socket (see docs/traffic-managers.md).`,
 					cfg.Logger.Warn("agent: cleanup", "err", err)
 				}
 			}()
+			holdQueue := -1
+			if ftpHold && len(ports) > 0 {
+				if err := agent.EnableFTPHold(ftpQueue, ports); err != nil {
+					return err
+				}
+				holdQueue = int(ftpQueue)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, a, socket, cfg.Logger)
+			return runAgent(ctx, a, socket, holdQueue, cfg.Logger)
 		},
 	}
 	f := cmd.Flags()
@@ -174,6 +185,8 @@ API on --socket (see docs/traffic-managers.md).`,
 	f.DurationVar(&timeout, "timeout", 0, "idle timeout sent with every MEMORIZE (0: the distributor's default)")
 	f.BoolVar(&mirror, "mirror", false, "mirror every memorized flow to the peer distributors")
 	f.UintSliceVar(&ftpPorts, "ftp-port", nil, "assign the kernel's FTP helper to TCP connections to this port (repeatable)")
+	f.BoolVar(&ftpHold, "ftp-hold", true, "with --ftp-port: hold the FTP control packets that make an expectation (NFQUEUE, bypass) until its RELATE is sent")
+	f.Uint16Var(&ftpQueue, "ftp-queue", agent.DefaultFTPQueue, "the NFQUEUE number of the FTP hold")
 	f.BoolVar(&inBand, "in-band", true, "with frames: put MEMORIZEs on the flows' own packets (tc egress on --iface); SYNs from --snat addresses carry their own")
 	f.DurationVar(&deadline, "deadline", agent.DefaultDeadline, "how long an in-band MEMORIZE waits for a packet of its flow before it goes in a frame")
 	f.BoolVar(&setup, "setup", false, "prepare the host for the l2 mode (VIPs and SNAT addresses on lo, arp_ignore/arp_announce, default routes via --gateway) and undo it on exit")
@@ -182,10 +195,13 @@ API on --socket (see docs/traffic-managers.md).`,
 	return cmd
 }
 
-func runAgent(ctx context.Context, a *agent.Agent, socket string, log *slog.Logger) error {
+func runAgent(ctx context.Context, a *agent.Agent, socket string, holdQueue int, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	if holdQueue >= 0 {
+		go func() { errc <- a.HoldFTP(ctx, uint16(holdQueue)) }()
+	}
 	go a.Send(ctx)
 	go a.Measure(ctx)
 	go a.Deadlines(ctx)

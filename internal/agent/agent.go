@@ -4,7 +4,9 @@
 // software a local API on a unix socket for the signals only the software
 // can know (mirror, age, its own relates).
 //
-// The agent never looks at packets. A conntrack entry whose original
+// The agent never looks at packets, but for the FTP hold (ftphold.go):
+// with --ftp-port it holds the FTP control packets that make the kernel's
+// helper create an expectation until their RELATE is sent. A conntrack entry whose original
 // destination is a VIP is a client's flow the TM accepted (its key is the
 // original tuple, client → VIP); an entry whose reply destination is a VIP
 // or a shared SNAT address is a flow the TM opened (its key is the reply
@@ -121,6 +123,8 @@ type Stats struct {
 	InBandFull uint64 `json:"inband_full"`
 	// Shim is the in-band program's own counters (nil without it).
 	Shim *ShimCounters `json:"shim,omitempty"`
+	// FTPHold is the FTP hold's counters (HoldFTP).
+	FTPHold FTPHoldStats `json:"ftp_hold"`
 }
 
 // Agent turns flow events into signals. Create it with New, feed it with
@@ -143,6 +147,9 @@ type Agent struct {
 	ops, msgs, sendErrs, resyncs, announced      atomic.Uint64
 	apiOps, apiErrs                              atomic.Uint64
 	shimPut, shimLate, shimFull                  atomic.Uint64
+	// The FTP hold's counters (ftphold.go).
+	holdHeld, holdRelated, holdDeadline, holdPassed atomic.Uint64
+	holdSends                                       chan struct{}
 }
 
 // New makes an agent that sends through s.
@@ -172,6 +179,8 @@ func New(cfg Config, s Sender) (*Agent, error) {
 		queue:  make(chan signal.Op, queueLen),
 		owned:  map[signal.Key]struct{}{},
 		ready:  make(chan struct{}),
+		// The FTP hold's sends in flight.
+		holdSends: make(chan struct{}, ftpHoldSends),
 		// One slot per entry of the program's pending table.
 		deadlines: make(chan deadline, int(shimSyAgentConstsSY_AGENT_MAX_PENDING)),
 	}, nil
@@ -590,5 +599,7 @@ func (a *Agent) Stats() Stats {
 		Resyncs: a.resyncs.Load(), Announced: a.announced.Load(),
 		APIOps: a.apiOps.Load(), APIErrors: a.apiErrs.Load(),
 		InBand: a.shimPut.Load(), InBandLate: a.shimLate.Load(), InBandFull: a.shimFull.Load(),
+		FTPHold: FTPHoldStats{Held: a.holdHeld.Load(), Related: a.holdRelated.Load(),
+			Deadline: a.holdDeadline.Load(), Passed: a.holdPassed.Load()},
 	}
 }

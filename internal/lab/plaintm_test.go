@@ -24,6 +24,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
+	"github.com/switchyard/switchyard/internal/agent"
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/lab"
@@ -130,12 +131,22 @@ func ftpConntrack(t *testing.T, h *netlab.Host, vip netip.Addr) (related, unrela
 // expectation there (passive: nothing listens on the VIP's data port,
 // refused; active: the server's SYN to the SNAT address or the client's
 // answers reach a TM that has no such connection), and the transfer
-// fails; without plainFTPTransfer's wait for the RELATE, 35 of 100
-// passive transfers did. The distributor's flow table must hold each data
+// fails. The client connects (passive) or sends RETR (active) as soon as
+// it has the reply, as curl does: the agents' FTP hold (on by default) is
+// what gets the RELATE to the distributor first, and every agent must
+// have held at least one packet per transfer. The distributor's flow table must hold each data
 // connection on its control connection's TM, and each TM's conntrack table
 // as many related data connections as control connections of the
 // transfers it carried, none unrelated.
-func TestFTPThroughPlainTMs(t *testing.T) {
+func TestFTPThroughPlainTMs(t *testing.T) { plainFTPRun(t, true) }
+
+// TestFTPThroughPlainTMsWithoutHold is the same with the agents' FTP hold
+// off (--ftp-hold=false): a client that connects as soon as it has the
+// reply must then, some of the time, reach another TM (the race the hold
+// closes); the test fails if all 100 transfers land right.
+func TestFTPThroughPlainTMsWithoutHold(t *testing.T) { plainFTPRun(t, false) }
+
+func plainFTPRun(t *testing.T, hold bool) {
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4, Servers: 1})
 	all := []string{"tm1", "tm2", "tm3", "tm4"}
 	d := startDist(t, e, lab.ConfigOptions{SNAT: true, ExtraServices: []config.Service{
@@ -152,7 +163,7 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 	for i, h := range e.Topo.TMs {
 		tmHostPrep(t, e, i, h)
 		plainFTPTM(t, h, i, e.Topo.VIP4, e.Topo.SNAT4, srvAddr)
-		a, err := e.StartAgent(context.Background(), h, "--ftp-port", "21")
+		a, err := e.StartAgent(context.Background(), h, "--ftp-port", "21", fmt.Sprintf("--ftp-hold=%t", hold))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,10 +183,15 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 	for i := range transfers {
 		tm, err := plainFTPTransfer(t, d, client, e.Topo.VIP4, i, sums, st)
 		if err != nil {
-			t.Error(err)
+			// Without the hold, failures are what the test looks for.
+			report := t.Errorf
+			if !hold {
+				report = t.Logf
+			}
+			report("%v", err)
 			if failed++; failed == 3 {
 				// Each failure may cost a 10 s timeout: enough to judge.
-				t.Errorf("stopping after %d of %d transfers: 3 failed", i+1, transfers)
+				report("stopping after %d of %d transfers: 3 failed", i+1, transfers)
 				break
 			}
 			continue
@@ -184,6 +200,7 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 	}
 	var related, unrelated, used int
 	var relates uint64
+	var hs agent.FTPHoldStats
 	for _, h := range e.Topo.TMs {
 		r, u := ftpConntrack(t, h, e.Topo.VIP4)
 		st, err := agents[h.Name].Stats()
@@ -191,18 +208,36 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("TM %s: %d data connections related, %d unrelated; agent: %d relates, %d new flows, %d send errors", h.Name, r, u, st.Relates, st.New, st.SendErrors)
-		if r != perTM[h.Name] {
+		if hold && r != perTM[h.Name] {
 			t.Errorf("TM %s: %d related data connections in its conntrack, %d control connections of transfers there", h.Name, r, perTM[h.Name])
 		}
 		related += r
 		unrelated += u
 		relates += st.Relates
+		hs.Held += st.FTPHold.Held
+		hs.Related += st.FTPHold.Related
+		hs.Deadline += st.FTPHold.Deadline
+		hs.Passed += st.FTPHold.Passed
 		if r > 0 {
 			used++
 		}
 		if st.SendErrors != 0 {
 			t.Errorf("agent on %s: %d send errors", h.Name, st.SendErrors)
 		}
+	}
+	t.Logf("FTP hold (all agents): %d held, %d released by relate, %d by deadline, %d passed", hs.Held, hs.Related, hs.Deadline, hs.Passed)
+	if !hold {
+		if failed == 0 && unrelated == 0 {
+			t.Fatalf("without the hold, all %d transfers landed on their control connection's TM: the test cannot see the race", transfers)
+		}
+		if hs.Held != 0 {
+			t.Errorf("the hold is off, yet %d packets were held", hs.Held)
+		}
+		t.Logf("without the hold: %d transfers failed, %d data connections at another TM (the race)", failed, unrelated)
+		return
+	}
+	if hs.Held < transfers || hs.Related+hs.Deadline != hs.Held || hs.Related == 0 {
+		t.Errorf("FTP hold: %d held, %d released by relate, %d by deadline; want at least %d held, each released once", hs.Held, hs.Related, hs.Deadline, transfers)
 	}
 	if failed > 0 {
 		var nonzero []string
@@ -239,14 +274,10 @@ func TestFTPThroughPlainTMs(t *testing.T) {
 // connection (its client side) on the control connection's TM. It returns
 // that TM.
 //
-// It opens (passive) or asks for (active: RETR) the data connection only
-// once the distributor counted one more RELATE: the agent relates an
-// expectation about a millisecond after the kernel made it from the
-// server's reply or the client's PORT, and a client that connects faster
-// (curl does) reaches the distributor before the RELATE and is balanced
-// like a new flow: with curl, 35 of 100 passive transfers failed so. A
-// plain TM cannot hold the reply back (docs/traffic-managers.md); the
-// reference TM sends its RELATE before it forwards the reply.
+// It opens (passive) or asks for (active: RETR) the data connection as
+// soon as it has the reply, without waiting for anything: the agent's FTP
+// hold must have sent the RELATE before the reply (or the PORT command)
+// went on (docs/traffic-managers.md).
 func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip netip.Addr, i int, sums []string, st *plainFTPState) (tm string, err error) {
 	t.Helper()
 	f := i % len(sums)
@@ -284,17 +315,6 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 		return "", fmt.Errorf("transfer %d: no flow entry for the control connection", i)
 	}
 	ctlTM := cf.TM
-	rel0 := counter(t, d, "sig_relate")
-	waitRelate := func() error {
-		deadline := time.Now().Add(5 * time.Second)
-		for counter(t, d, "sig_relate") == rel0 {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("transfer %d: no RELATE reached the distributor within 5 s", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		return nil
-	}
 	var data net.Conn
 	// checkData looks the data connection up in the distributor's flow
 	// table as soon as it is up (the agents forget it when it ends, and
@@ -314,7 +334,6 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 	case "EPSV", "PASV":
 		var port int
 		for try := 0; ; try++ {
-			rel0 = counter(t, d, "sig_relate")
 			if mode == "EPSV" {
 				reply, err := cmd("EPSV", "229")
 				if err != nil {
@@ -353,9 +372,6 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 			st.reasked++
 		}
 		st.ports[port] = ctlTM
-		if err := waitRelate(); err != nil {
-			return "", err
-		}
 		dataAddr := netip.AddrPortFrom(vip, uint16(port))
 		if err := client.NS.Do(func() (err error) { data, err = net.DialTimeout("tcp4", dataAddr.String(), 5*time.Second); return err }); err != nil {
 			return "", fmt.Errorf("transfer %d: data connection to %s: %w", i, dataAddr, err)
@@ -386,9 +402,6 @@ func plainFTPTransfer(t *testing.T, d *lab.Distributor, client *netlab.Host, vip
 			line = fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", a[0], a[1], a[2], a[3], cp>>8, cp&0xff)
 		}
 		if _, err := cmd(line, "200"); err != nil {
-			return "", err
-		}
-		if err := waitRelate(); err != nil {
 			return "", err
 		}
 		if _, err := fmt.Fprintf(ctl, "RETR f%d\r\n", f); err != nil {
@@ -446,5 +459,72 @@ func flowOfSoon(t *testing.T, d *lab.Distributor, src, dst netip.AddrPort) (api.
 			return f, ok
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFTPHoldBypass: forwarding never depends on the agent. With every
+// agent killed (kill -9: its nftables table, with the chains that queue
+// the FTP control packets, stays behind), FTP control connections through
+// the plain TMs still get every reply, 227 and 229 included: the queue
+// rule's bypass lets the packets pass when no agent is bound to the queue.
+// (Their data connections are not checked: without an agent nothing
+// relates them.)
+func TestFTPHoldBypass(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 2, Servers: 1})
+	all := []string{"tm1", "tm2"}
+	startDist(t, e, lab.ConfigOptions{SNAT: true, ExtraServices: []config.Service{
+		{Name: "ftp", VIP: e.Topo.VIP4, Port: 21, Protocol: config.ProtocolTCP, TrafficManagers: all},
+	}})
+	root, _ := ftpFiles(t, 1)
+	srvAddr := startVsftpd(t, e.Topo.Servers[0], root)
+	for i, h := range e.Topo.TMs {
+		tmHostPrep(t, e, i, h)
+		plainFTPTM(t, h, i, e.Topo.VIP4, e.Topo.SNAT4, srvAddr)
+		a, err := e.StartAgent(context.Background(), h, "--ftp-port", "21")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Kill()
+		// The queueing chain is still there.
+		if err := h.NS.Do(func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+			if err != nil {
+				return err
+			}
+			for _, ch := range chains {
+				if ch.Table.Name == agent.NFTable && ch.Name == "ftp_hold_post" {
+					return nil
+				}
+			}
+			return fmt.Errorf("no chain ftp_hold_post in table inet %s after kill -9", agent.NFTable)
+		}); err != nil {
+			t.Fatalf("TM %s: %v", h.Name, err)
+		}
+	}
+	client := e.Topo.Clients[0]
+	vip21 := netip.AddrPortFrom(e.Topo.VIP4, 21)
+	for i := range 8 {
+		var ctl net.Conn
+		if err := client.NS.Do(func() (err error) { ctl, err = net.DialTimeout("tcp4", vip21.String(), 5*time.Second); return err }); err != nil {
+			t.Fatalf("session %d: control connection: %v", i, err)
+		}
+		_ = ctl.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(ctl)
+		for _, c := range [][2]string{{"", "220"}, {"USER anonymous", "230"}, {"EPSV", "229"}, {"PASV", "227"}, {"QUIT", "221"}} {
+			if c[0] != "" {
+				if _, err := fmt.Fprintf(ctl, "%s\r\n", c[0]); err != nil {
+					t.Fatalf("session %d: %q: %v", i, c[0], err)
+				}
+			}
+			reply, err := br.ReadString('\n')
+			if err != nil || !strings.HasPrefix(reply, c[1]+" ") {
+				t.Fatalf("session %d: %q answered %q (%v), want %s", i, c[0], strings.TrimSpace(reply), err, c[1])
+			}
+		}
+		ctl.Close()
 	}
 }
