@@ -351,6 +351,15 @@ type Service struct {
 	// Timeouts, if set, override the global idle timeouts for the flows
 	// this service selected; a zero (omitted) field keeps the global one.
 	Timeouts *ServiceTimeouts `yaml:"timeouts"`
+	// Health, if set, probes each TM of the pool (and of the fallback
+	// pool) for this service; an unhealthy TM gets no new flows of it.
+	// nil = no checks: a TM is eligible as soon as its MAC resolves.
+	Health *Health `yaml:"health"`
+	// FallbackTrafficManagers is the pool used while no TM of
+	// TrafficManagers is eligible (all unhealthy, draining, disabled or
+	// unresolved); empty = new flows of the service are then dropped
+	// (counted as no_tm). Ids of traffic_managers entries, no duplicates.
+	FallbackTrafficManagers []string `yaml:"fallback_traffic_managers"`
 }
 
 // ServiceTimeouts are a service's own idle timeouts in seconds, 1..604800;
@@ -375,6 +384,76 @@ func (s *ServiceTimeouts) Apply(t Timeouts) Timeouts {
 		}
 	}
 	return t
+}
+
+// Health check kinds (services[].health.type).
+const (
+	HealthTCP   = "tcp"
+	HealthHTTP  = "http"
+	HealthHTTPS = "https"
+	HealthUDP   = "udp"
+)
+
+// What an unhealthy TM's established flows do (services[].health.on_unhealthy).
+const (
+	// OnUnhealthyKeep: established flows stay on the TM (stateful services).
+	OnUnhealthyKeep = "keep"
+	// OnUnhealthyReselect: established flows of the service are removed
+	// from the flow table, so that their next packet selects a healthy TM
+	// (stateless services).
+	OnUnhealthyReselect = "reselect"
+)
+
+// Health-check defaults and limits.
+const (
+	DefaultHealthIntervalMS = 2000
+	DefaultHealthTimeoutMS  = 1000
+	DefaultHealthRise       = 2
+	DefaultHealthFall       = 3
+	MinHealthIntervalMS     = 10
+	MaxHealthIntervalMS     = 3600000
+	MaxHealthRiseFall       = 100
+	MaxHealthPayload        = 512
+	MaxHealthPath           = 256
+)
+
+// Health is a service's health check of its TMs, run from the
+// distributor's network namespace against each TM's address (the first of
+// the VIP's family, else the first).
+type Health struct {
+	// Type is "tcp" (a connection is accepted), "http" or "https" (a GET
+	// answers with the expected status; the certificate is not verified)
+	// or "udp" (a datagram gets an answer). Required.
+	Type string `yaml:"type"`
+	// Port is the TM's port to probe; default the service's port, required
+	// for an all-ports service.
+	Port uint16 `yaml:"port"`
+	// IntervalMS is the time between probes, in milliseconds; default 2000,
+	// 10..3600000.
+	IntervalMS uint32 `yaml:"interval_ms"`
+	// TimeoutMS bounds each probe, in milliseconds; default 1000, at least
+	// 10 and at most interval_ms.
+	TimeoutMS uint32 `yaml:"timeout_ms"`
+	// Rise is how many successes in a row make an unhealthy TM healthy;
+	// default 2, 1..100.
+	Rise uint32 `yaml:"rise"`
+	// Fall is how many failures in a row make a healthy TM unhealthy;
+	// default 3, 1..100.
+	Fall uint32 `yaml:"fall"`
+	// Path is the HTTP(S) request path; default "/", must start with '/',
+	// at most 256 bytes of printable ASCII without spaces.
+	Path string `yaml:"path"`
+	// Status is the HTTP(S) status expected, 100..599; 0 or omitted = any
+	// 2xx or 3xx.
+	Status uint16 `yaml:"status"`
+	// Send is the UDP probe's payload, at most 512 bytes.
+	Send string `yaml:"send"`
+	// Expect is a substring the UDP answer must hold, at most 512 bytes;
+	// empty = any answer.
+	Expect string `yaml:"expect"`
+	// OnUnhealthy is what the TM's established flows of this service do
+	// when it turns unhealthy: "keep" (default) or "reselect".
+	OnUnhealthy string `yaml:"on_unhealthy"`
 }
 
 // Persistence sends a client's new flows to the TM its previous one went to,
@@ -638,6 +717,19 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	for i := range c.Services {
 		if p := c.Services[i].Persistence; p != nil && omitted(index("services", i)+".persistence.mask", p.Mask == nil) {
 			p.Mask = DefaultPersistenceMask()
+		}
+		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
+			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)
+			num(p+".timeout_ms", &h.TimeoutMS, min(DefaultHealthTimeoutMS, h.IntervalMS))
+			num(p+".rise", &h.Rise, DefaultHealthRise)
+			num(p+".fall", &h.Fall, DefaultHealthFall)
+			str(p+".on_unhealthy", &h.OnUnhealthy, OnUnhealthyKeep)
+			if h.Type == HealthHTTP || h.Type == HealthHTTPS {
+				str(p+".path", &h.Path, "/")
+			}
+			if omitted(p+".port", h.Port == 0) {
+				h.Port = c.Services[i].Port
+			}
 		}
 	}
 	t := &c.Timeouts

@@ -573,7 +573,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -965,4 +965,43 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip differs:\n got %+v\nwant %+v\n%s", back, c, out)
 		}
 	})
+}
+
+// TestHealthConfig checks services[].health and fallback_traffic_managers:
+// defaults, and one error per bad value.
+func TestHealthConfig(t *testing.T) {
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, dns := c.Services[0], c.Services[3]
+	if h := web.Health; h == nil || h.Type != HealthHTTP || h.Port != 80 || h.Path != "/healthz" || h.Status != 200 || h.OnUnhealthy != OnUnhealthyKeep {
+		t.Errorf("web health = %+v", web.Health)
+	}
+	if strings.Join(web.FallbackTrafficManagers, ",") != "tm7" {
+		t.Errorf("web fallback = %v", web.FallbackTrafficManagers)
+	}
+	if h := dns.Health; h == nil || h.Port != 53 || h.IntervalMS != DefaultHealthIntervalMS || h.TimeoutMS != DefaultHealthTimeoutMS ||
+		h.Rise != DefaultHealthRise || h.Fall != DefaultHealthFall || h.Path != "" || h.OnUnhealthy != OnUnhealthyReselect {
+		t.Errorf("dns health = %+v", dns.Health)
+	}
+	base := readFile(t, "testdata/minimal.yaml")
+	for _, tc := range []struct{ name, add, want string }{
+		{"no type", "    health: {port: 80}\n", "health.type: missing"},
+		{"bad type", "    health: {type: icmp}\n", `"icmp" is not a health check type`},
+		{"timeout over interval", "    health: {type: tcp, interval_ms: 100, timeout_ms: 200}\n", "health.timeout_ms: 200 is out of range"},
+		{"rise zero", "    health: {type: tcp, rise: 0}\n", "health.rise"},
+		{"path for tcp", "    health: {type: tcp, path: /x}\n", "path and status are for http"},
+		{"bad path", "    health: {type: http, path: \"no slash\"}\n", "is not a valid path"},
+		{"status low", "    health: {type: http, status: 42}\n", "health.status: 42 is out of range"},
+		{"send for http", "    health: {type: http, send: x}\n", "send and expect are for udp"},
+		{"on_unhealthy", "    health: {type: tcp, on_unhealthy: drop}\n", `"drop" is not valid`},
+		{"fallback unknown", "    fallback_traffic_managers: [nope]\n", `unknown traffic manager "nope"`},
+		{"fallback in pool", "    fallback_traffic_managers: [tm1]\n", `"tm1" is in the service's pool already`},
+	} {
+		_, err := Parse([]byte(base+tc.add), "c.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
 }
