@@ -52,6 +52,9 @@ type svcSlot struct {
 	id    serviceID
 	name  string
 	index uint32
+	// down are the ids of the TMs the service's health check finds
+	// unhealthy: they get none of its new flows (health.go keeps it).
+	down map[string]bool
 }
 
 type iface struct {
@@ -106,6 +109,7 @@ type Daemon struct {
 	adopted      bool
 	gate         readyGate // what holds traffic back at start (gate.go)
 	lock         *os.File  // held while the daemon runs (restart.go)
+	health       *healthChecks
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -184,6 +188,7 @@ func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp da
 		svcs:    map[serviceID]*svcSlot{},
 		written: emptyState(),
 	}
+	d.health = newHealthChecks(d)
 	if err := dp.SetNow(clock()); err != nil {
 		return nil, fmt.Errorf("set the data path clock: %w", err)
 	}
@@ -239,6 +244,8 @@ func (d *Daemon) Attach() error {
 // included. With keep, the pinned data path stays attached and forwarding
 // for the next daemon to adopt.
 func (d *Daemon) Close(keep bool) error {
+	// Not under d.mu: a probe that just changed state may be waiting for it.
+	d.health.close()
 	if d.prog == nil {
 		return nil
 	}
@@ -359,6 +366,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if err := d.saveIndexes(); err != nil {
 		return err
 	}
+	d.syncHealth(cfg)
 	want, err := desired(cfg, d.tms, d.svcs)
 	if err != nil {
 		return err

@@ -142,15 +142,11 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !ok {
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
-		var backends []selector.Backend
-		var pool []uint32
-		for _, tid := range sc.TrafficManagers {
-			tm := tms[tid]
-			if !eligibleSlot(tm) {
-				continue
-			}
-			backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: tm.cfg.Weight})
-			pool = append(pool, tm.index)
+		backends, pool := poolOf(sc.TrafficManagers, tms, s)
+		if len(pool) == 0 {
+			// The whole pool is down: the fallback pool, if any, else
+			// an empty ring (new flows dropped, counted as no_tm).
+			backends, pool = poolOf(sc.FallbackTrafficManagers, tms, s)
 		}
 		ring, err := selector.Maglev(backends, cfg.Selection.RingSize)
 		if err != nil {
@@ -370,4 +366,20 @@ func (d *Daemon) svcName(idx uint32) string {
 		}
 	}
 	return fmt.Sprintf("#%d", idx)
+}
+
+// poolOf returns the TMs of ids (in order) that get new flows of service s:
+// eligible (eligibleSlot) and not unhealthy for s.
+func poolOf(ids []string, tms map[string]*tmSlot, s *svcSlot) ([]selector.Backend, []uint32) {
+	var backends []selector.Backend
+	var pool []uint32
+	for _, tid := range ids {
+		tm := tms[tid]
+		if !eligibleSlot(tm) || s.down[tid] {
+			continue
+		}
+		backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: tm.cfg.Weight})
+		pool = append(pool, tm.index)
+	}
+	return backends, pool
 }
