@@ -358,7 +358,7 @@ type Service struct {
 	// FallbackTrafficManagers is the pool used while no TM of
 	// TrafficManagers is eligible (all unhealthy, draining, disabled or
 	// unresolved); empty = new flows of the service are then dropped
-	// (counted as no_tm). Ids of traffic_managers entries, no duplicates.
+	// (counted as drop_no_tm). Ids of traffic_managers entries, no duplicates.
 	FallbackTrafficManagers []string `yaml:"fallback_traffic_managers"`
 }
 

@@ -145,7 +145,7 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		backends, pool := poolOf(sc.TrafficManagers, tms, s)
 		if len(pool) == 0 {
 			// The whole pool is down: the fallback pool, if any, else
-			// an empty ring (new flows dropped, counted as no_tm).
+			// an empty ring (new flows dropped, counted as drop_no_tm).
 			backends, pool = poolOf(sc.FallbackTrafficManagers, tms, s)
 		}
 		ring, err := selector.Maglev(backends, cfg.Selection.RingSize)
