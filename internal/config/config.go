@@ -360,7 +360,51 @@ type Service struct {
 	// unresolved); empty = new flows of the service are then dropped
 	// (counted as drop_no_tm). Ids of traffic_managers entries, no duplicates.
 	FallbackTrafficManagers []string `yaml:"fallback_traffic_managers"`
+	// Policy is how a new flow's TM is chosen: "maglev" (default) or
+	// "hash", the same thing under the name operators look for: a Maglev
+	// ring indexed by the Hash of the flow, so that weights are static
+	// ratios and only the flows of a TM that leaves or joins move.
+	Policy string `yaml:"policy"`
+	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
+	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
+	// (the protocol and the larger port: the same for both directions of
+	// a flow, and across a NAT that keeps the larger port) or
+	// "symmetric-addr" (the larger port and the address that has it).
+	Hash string `yaml:"hash"`
 }
+
+// Selection policies (services[].policy).
+const (
+	PolicyMaglev = "maglev"
+	PolicyHash   = "hash"
+)
+
+// Hashes (services[].hash).
+const (
+	Hash5Tuple       = "5-tuple"
+	HashSrcIP        = "src-ip"
+	HashDstIP        = "dst-ip"
+	HashSrcIPPort    = "src-ip-port"
+	HashPort         = "port"
+	HashSymmetric    = "symmetric"
+	HashSymmetricAdr = "symmetric-addr"
+)
+
+// hashBits are the data path's sy_svc.hash values of the hashes.
+var hashBits = map[string]uint32{
+	Hash5Tuple:       0,
+	HashSrcIP:        datapath.FieldSrc,
+	HashDstIP:        datapath.FieldDst,
+	HashSrcIPPort:    datapath.FieldSrc | datapath.FieldSrcPort,
+	HashPort:         datapath.FieldDstPort,
+	HashSymmetric:    datapath.HashSymPort,
+	HashSymmetricAdr: datapath.HashSymAddr,
+}
+
+// HashBits returns the data path's value of a services[].hash (0, the
+// whole key, for "5-tuple" or an unknown name; a validated configuration
+// has none).
+func HashBits(h string) uint32 { return hashBits[h] }
 
 // ServiceTimeouts are a service's own idle timeouts in seconds, 1..604800;
 // 0 (omitted) keeps the global one (timeouts).
@@ -718,6 +762,8 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 		if p := c.Services[i].Persistence; p != nil && omitted(index("services", i)+".persistence.mask", p.Mask == nil) {
 			p.Mask = DefaultPersistenceMask()
 		}
+		str(index("services", i)+".policy", &c.Services[i].Policy, PolicyMaglev)
+		str(index("services", i)+".hash", &c.Services[i].Hash, Hash5Tuple)
 		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
 			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)
 			num(p+".timeout_ms", &h.TimeoutMS, min(DefaultHealthTimeoutMS, h.IntervalMS))

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/switchyard/switchyard/internal/datapath"
 )
 
 func readFile(t testing.TB, path string) string {
@@ -573,7 +575,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, policy, hash)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -974,7 +976,7 @@ func TestHealthConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	web, dns := c.Services[0], c.Services[3]
+	web, dns := c.Services[0], c.Services[4]
 	if h := web.Health; h == nil || h.Type != HealthHTTP || h.Port != 80 || h.Path != "/healthz" || h.Status != 200 || h.OnUnhealthy != OnUnhealthyKeep {
 		t.Errorf("web health = %+v", web.Health)
 	}
@@ -1002,6 +1004,30 @@ func TestHealthConfig(t *testing.T) {
 		_, err := Parse([]byte(base+tc.add), "c.yaml")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestPolicyConfig checks services[].policy and services[].hash: defaults,
+// the data path's bits, and errors.
+func TestPolicyConfig(t *testing.T) {
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Services[0]; s.Policy != PolicyMaglev || s.Hash != Hash5Tuple || HashBits(s.Hash) != 0 {
+		t.Errorf("web: policy %q hash %q, want the defaults", s.Policy, s.Hash)
+	}
+	if s := c.Services[2]; s.Name != "nat-return" || s.Policy != PolicyHash || HashBits(s.Hash) != datapath.HashSymPort {
+		t.Errorf("nat-return: %+v", s)
+	}
+	base := readFile(t, "testdata/minimal.yaml")
+	for _, tc := range []struct{ add, want string }{
+		{"    policy: least-connections\n", `services[0].policy: "least-connections" is not a selection policy`},
+		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
+	} {
+		if _, err := Parse([]byte(base+tc.add), "c.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.add, err, tc.want)
 		}
 	}
 }

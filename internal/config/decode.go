@@ -591,6 +591,8 @@ var policyLeaves = map[string]leaf{
 	"services[].health.on_unhealthy":         {expected: onUnhealthyExpected},
 	"services[].fallback_traffic_managers":   {expected: fallbackExpected},
 	"services[].fallback_traffic_managers[]": {expected: "a traffic manager id"},
+	"services[].policy":                      {expected: policyExpected},
+	"services[].hash":                        {expected: hashExpected},
 }
 
 func init() { maps.Copy(leaves, policyLeaves) }

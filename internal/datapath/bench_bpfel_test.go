@@ -139,6 +139,7 @@ type benchSyConsts struct {
 		TcpState uint8
 		Pad      uint16
 	}
+	HashFlags uint32
 }
 
 type benchSyCounter uint32
@@ -313,6 +314,7 @@ type benchSySvc struct {
 	Index          uint32
 	PersistMask    uint32
 	PersistTimeout uint32
+	Hash           uint32
 }
 
 type benchSySvcKey struct {

@@ -134,6 +134,7 @@ type sySyConsts struct {
 		TcpState uint8
 		Pad      uint16
 	}
+	HashFlags uint32
 }
 
 type sySyCounter uint32
@@ -284,6 +285,13 @@ type sySyFlowKey struct {
 	Proto  uint8
 	Family uint8
 }
+
+type sySyHashFlags uint32
+
+const (
+	sySyHashFlagsSY_HASH_SYM_PORT sySyHashFlags = 256
+	sySyHashFlagsSY_HASH_SYM_ADDR sySyHashFlags = 512
+)
 
 type sySyIface struct {
 	_    structs.HostLayout
@@ -444,6 +452,7 @@ type sySySvc struct {
 	Index          uint32
 	PersistMask    uint32
 	PersistTimeout uint32
+	Hash           uint32
 }
 
 type sySySvcKey struct {

@@ -125,3 +125,13 @@ const (
 	// NoTM marks an empty ring slot (SY_TM_NONE).
 	NoTM = uint32(sySyMarkersSY_TM_NONE)
 )
+
+// A service's new-flow hash (Service.Hash), beside the Field* bits: the
+// symmetric hashes of bpf/switchyard.h's enum sy_hash_flags.
+const (
+	// HashSymPort hashes the protocol and the larger port.
+	HashSymPort = uint32(sySyHashFlagsSY_HASH_SYM_PORT)
+	// HashSymAddr also hashes the address that has the larger port (on
+	// equal ports, the XOR of both addresses).
+	HashSymAddr = uint32(sySyHashFlagsSY_HASH_SYM_ADDR)
+)

@@ -154,7 +154,7 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		}
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
-		v := datapath.Service{Index: s.index}
+		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
 		if p := sc.Persistence; p != nil {
 			v.PersistMask = config.MaskBits(p.Mask)
 			v.PersistTimeout = p.Timeout

@@ -1,0 +1,69 @@
+package distributor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/flow"
+)
+
+// choice is the TM (by id) that service svc's ring gives a new flow with
+// key k, as the data path computes it (flow.PolicyHash is sy_policy_hash).
+func (h *harness) choice(t *testing.T, sk datapath.ServiceKey, k datapath.FlowKey) string {
+	t.Helper()
+	svc, ok := h.m.Services[sk]
+	if !ok {
+		t.Fatalf("no service %v", sk)
+	}
+	idx := h.m.Rings[svc.Index*testRing+flow.PolicyHash(k, svc, h.m.Seed)%testRing]
+	if idx == datapath.NoTM {
+		return "(none)"
+	}
+	return h.d.tmName(idx)
+}
+
+// TestSameChoiceAcrossDistributors: two distributors with the same config
+// choose the same TM for the same key under every hash, even when their
+// TM indexes differ (their histories differ): the property ECMP in front
+// of several distributors, and mirroring, rely on.
+func TestSameChoiceAcrossDistributors(t *testing.T) {
+	hashes := []string{config.Hash5Tuple, config.HashSrcIP, config.HashDstIP, config.HashSrcIPPort, config.HashPort, config.HashSymmetric, config.HashSymmetricAdr}
+	var svcs strings.Builder
+	for i, hsh := range hashes {
+		fmt.Fprintf(&svcs, "  - {name: s%d, vip: 10.0.0.100, port: %d, protocol: udp, traffic_managers: [tm1, tm2, tm3, tm4], policy: hash, hash: %s}\n", i, 1000+i, hsh)
+	}
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12, weight: 2}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
+	a := newHarness(t, tms, svcs.String(), "")
+	defer a.d.Close()
+	// b first knew other TMs, in another order: its indexes differ.
+	b := newHarness(t, "  - {id: tm7, address: 10.1.0.17}\n  - {id: tm4, address: 10.1.0.14}\n  - {id: tm2, address: 10.1.0.12}\n",
+		"  - {name: s0, vip: 10.0.0.100, port: 1000, protocol: udp, traffic_managers: [tm7, tm4, tm2]}\n", "")
+	defer b.d.Close()
+	b.reload(t, tms, svcs.String())
+	if a.index(t, "tm4") == b.index(t, "tm4") {
+		t.Fatal("the two distributors' TM indexes agree; the test needs them to differ")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i, hsh := range hashes {
+		sk := flow.ServiceKey(testVIP, uint16(1000+i), flow.ProtoUDP)
+		used := map[string]int{}
+		for range 1000 {
+			src := netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
+			k := flow.MakeKey(src, testVIP, uint16(1024+r.IntN(60000)), uint16(1000+i), flow.ProtoUDP, 0)
+			ca, cb := a.choice(t, sk, k), b.choice(t, sk, k)
+			if ca != cb {
+				t.Fatalf("hash %s, key %s: distributor a chose %s, b %s", hsh, flow.String(k), ca, cb)
+			}
+			used[ca]++
+		}
+		t.Logf("hash %-14s 1000 keys: %v", hsh, used)
+		if hsh != config.HashDstIP && hsh != config.HashPort && len(used) != 4 {
+			t.Errorf("hash %s: 1000 keys used TMs %v, want all four", hsh, used)
+		}
+	}
+}
