@@ -63,6 +63,23 @@ static __always_inline __u32 sy_policy_hash(const struct sy_flow_key *key, __u32
 	return sy_hash_key(k, sy_hash_seed);
 }
 
+/* The ring offset a service's policy gives a new flow: its hash, or the
+ * next slot of the service's per-CPU round-robin counter. */
+static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const struct sy_svc *svc,
+					    struct sy_flow_key *k)
+{
+	__u32 idx = svc->index, *next, n;
+
+	if (svc->policy != SY_POLICY_RR)
+		return sy_policy_hash(key, svc->hash, k) % sy_ring_size;
+	next = bpf_map_lookup_elem(&policy_rr, &idx);
+	if (!next)
+		return 0;
+	n = *next;
+	*next = n + 1 >= sy_ring_size ? 0 : n + 1;
+	return n % sy_ring_size;
+}
+
 /* Picks a TM for a new flow by the service's Maglev ring and remembers it
  * (and, with persistence, remembers the TM under the service's mask). A
  * subprogram: its frame is not on top of the caller's for the stack limit. */
@@ -80,7 +97,7 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u3
 	if (!svc)
 		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
 
-	slot = svc->index * sy_ring_size + sy_policy_hash(key, svc->hash, &hk) % sy_ring_size;
+	slot = svc->index * sy_ring_size + sy_policy_slot(key, svc, &hk);
 	tmidx = bpf_map_lookup_elem(&rings, &slot);
 	if (!tmidx || *tmidx == SY_TM_NONE)
 		return sy_count(SY_C_DROP_NO_TM, len, XDP_DROP);

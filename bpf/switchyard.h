@@ -111,6 +111,7 @@ struct sy_svc {
 	__u32 persist_mask;    /* SY_FIELD_*: remember each new flow's TM under this second key; 0: none */
 	__u32 persist_timeout; /* seconds */
 	__u32 hash;            /* the new-flow hash: 0 the whole key; else SY_FIELD_* to hash, or SY_HASH_SYM_* */
+	__u32 policy;          /* enum sy_policy: how the ring is read for a new flow */
 };
 
 /*
@@ -422,6 +423,18 @@ enum sy_hash_flags {
 	SY_HASH_SYM_ADDR = 0x200,
 };
 
+/*
+ * How a service's ring is read for a new flow (sy_svc.policy). HASH: the
+ * slot of the flow's hash (sy_svc.hash). RR: the next slot of a per-CPU
+ * counter (policy_rr), so that consecutive new flows walk the ring; the
+ * ring's slots are shared by weight (round-robin: equal weights).
+ */
+enum sy_policy {
+	SY_POLICY_HASH = 0,
+	SY_POLICY_RR = 1,
+	SY_POLICY_MAX_SERVICES = 1024, /* policy_rr entries: config's largest max_services */
+};
+
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */
 struct sy_consts {
 	enum sy_limits limits;
@@ -448,6 +461,7 @@ struct sy_consts {
 	enum sy_event_consts event_consts;
 	struct sy_event event;
 	enum sy_hash_flags hash_flags;
+	enum sy_policy policy;
 };
 
 #endif

@@ -363,7 +363,9 @@ type Service struct {
 	// Policy is how a new flow's TM is chosen: "maglev" (default) or
 	// "hash", the same thing under the name operators look for: a Maglev
 	// ring indexed by the Hash of the flow, so that weights are static
-	// ratios and only the flows of a TM that leaves or joins move.
+	// ratios and only the flows of a TM that leaves or joins move;
+	// "round-robin" or "weighted-round-robin": the ring read in turn (per
+	// CPU), each TM once, or as often as its weight, per round.
 	Policy string `yaml:"policy"`
 	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
 	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
@@ -377,7 +379,17 @@ type Service struct {
 const (
 	PolicyMaglev = "maglev"
 	PolicyHash   = "hash"
+	// PolicyRoundRobin: new flows take the TMs in turn, weights ignored.
+	PolicyRoundRobin = "round-robin"
+	// PolicyWeightedRoundRobin: in turn, each TM as often as its weight.
+	PolicyWeightedRoundRobin = "weighted-round-robin"
 )
+
+// IsRoundRobin reports whether policy reads the ring in turn rather than
+// by hash.
+func IsRoundRobin(policy string) bool {
+	return policy == PolicyRoundRobin || policy == PolicyWeightedRoundRobin
+}
 
 // Hashes (services[].hash).
 const (

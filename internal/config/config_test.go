@@ -1025,6 +1025,7 @@ func TestPolicyConfig(t *testing.T) {
 	for _, tc := range []struct{ add, want string }{
 		{"    policy: least-connections\n", `services[0].policy: "least-connections" is not a selection policy`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
+		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
 	} {
 		if _, err := Parse([]byte(base+tc.add), "c.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err = %v, want %q", tc.add, err, tc.want)

@@ -58,7 +58,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev or hash (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin or weighted-round-robin (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 )
 
@@ -550,11 +550,13 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
-		if s.Policy != PolicyMaglev && s.Policy != PolicyHash {
+		if s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) {
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
 		}
 		if _, ok := hashBits[s.Hash]; !ok {
 			v.errorf(p+".hash", "%q is not a hash (expected %s)", s.Hash, hashExpected)
+		} else if IsRoundRobin(s.Policy) && s.Hash != Hash5Tuple {
+			v.errorf(p+".hash", "%q: a %s service hashes nothing (expected hash omitted)", s.Hash, s.Policy)
 		}
 		if s.Health != nil {
 			v.health(p+".health", s)

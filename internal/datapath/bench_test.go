@@ -561,13 +561,13 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		restoreHit()
 	}
 	// withHash cleans like clean and sets the services' hash (Service.Hash).
-	withHash := func(hash uint32) func() {
+	withHash := func(hash, policy uint32) func() {
 		return func() {
 			clean()
 			for idx, vip := range []netip.Addr{benchVIP4, benchVIP6} {
 				k := benchKey(vip, vip, 0, 80)
 				sk := ServiceKey{Addr: k.Dst, Port: k.Dport, Proto: k.Proto, Family: k.Family}
-				if err := e.objs.Services.Put(sk, Service{Index: uint32(idx), Hash: hash}); err != nil {
+				if err := e.objs.Services.Put(sk, Service{Index: uint32(idx), Hash: hash, Policy: policy}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -580,7 +580,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		{name: "floor", prog: e.objs.BenchFloor, pkt: hitPkt, want: uint32(TX), role: ext, before: restoreHit},
 		{name: "floor_insert", prog: e.objs.BenchFloorInsertVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext},
 		{name: "hit", prog: e.objs.BenchMain, pkt: hitPkt, want: uint32(TX), role: ext, counters: []Counter{CounterFwdHit}, before: restoreHit},
-		{name: "new", prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext, counters: []Counter{CounterFwdNew}, before: withHash(0)},
+		{name: "new", prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext, counters: []Counter{CounterFwdNew}, before: withHash(0, PolicyHash)},
 		// Issue 8: a bare SYN of a new flow, into the half-open table,
 		// which the runs fill: most runs measure a refused insert, the
 		// cost of a flood's SYN once the table is full.
@@ -602,7 +602,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	// (sy_policy_hash), against "new" (the whole key) in the same rounds.
 	for _, h := range benchHashes {
 		cases = append(cases, benchCase{name: "new_" + h.name, prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext,
-			counters: []Counter{CounterFwdNew}, before: withHash(h.hash)})
+			counters: []Counter{CounterFwdNew}, before: withHash(h.hash, h.policy)})
 	}
 	// One run of each: the verdict, and the packet comes out as it went in
 	// (the wrapper restored it, head adjustment included).
@@ -717,14 +717,15 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	}
 }
 
-// benchHashes are the service hashes the new-flow benchmark compares with
-// the whole key's (config.HashBits' values).
+// benchHashes are the service hashes (config.HashBits' values) and
+// policies the new-flow benchmark compares with the whole key's hash.
 var benchHashes = []struct {
-	name string
-	hash uint32
+	name         string
+	hash, policy uint32
 }{
-	{"src", FieldSrc},
-	{"srcport", FieldSrc | FieldSrcPort},
-	{"sym", HashSymPort},
-	{"symaddr", HashSymAddr},
+	{"src", FieldSrc, PolicyHash},
+	{"srcport", FieldSrc | FieldSrcPort, PolicyHash},
+	{"sym", HashSymPort, PolicyHash},
+	{"symaddr", HashSymAddr, PolicyHash},
+	{"rr", 0, PolicyRR},
 }

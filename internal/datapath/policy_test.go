@@ -3,7 +3,10 @@ package datapath_test
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -149,6 +152,75 @@ func TestPolicyHashCases(t *testing.T) {
 	want := f.model.Rings[6*testRing+flow.Hash(k, 7)%testRing]
 	if got := f.chosen(t, "10.9.7.1", vip, 1234, port5); uint32(got) != want {
 		t.Fatalf("whole-key hash: TM %d, want %d", got, want)
+	}
+	f.compareTables(t)
+}
+
+// TestPolicyRoundRobinCases: a round-robin service (SY_POLICY_RR) walks its
+// ring one slot per new flow, in XDP and the model alike, so that over
+// every ring's worth of new flows on a CPU each TM gets exactly its slots:
+// equal shares with equal weights, shares by weight otherwise.
+func TestPolicyRoundRobinCases(t *testing.T) {
+	// policy_rr is per CPU and the model has one position per service:
+	// run the program on one CPU.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var one unix.CPUSet
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Skipf("cannot pin the test to CPU 0: %v", err)
+	}
+	f := newFixture(t)
+	for _, idx := range []uint32{0, 1, 7, 8} {
+		f.tm(t, idx, loIfindex, datapath.TMReady)
+	}
+	f.setRole(t, roleExternal)
+	v := netip.MustParseAddr("10.0.0.100")
+	for _, tc := range []struct {
+		name    string
+		port    uint16
+		idx     uint32
+		weights []uint32
+	}{
+		{"round-robin", 2001, 0, []uint32{1, 1, 1, 1}},
+		{"weighted", 2002, 1, []uint32{1, 2, 3, 4}},
+	} {
+		pool := []selector.Backend{{Index: 0, Name: "tm0"}, {Index: 1, Name: "tm1"}, {Index: 7, Name: "tm7"}, {Index: 8, Name: "tm8"}}
+		for i := range pool {
+			pool[i].Weight = tc.weights[i]
+		}
+		ring, err := selector.Maglev(pool, testRing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots := map[uint8]int{}
+		for _, idx := range ring {
+			slots[uint8(idx)]++
+		}
+		f.service(t, v, tc.port, flow.ProtoUDP, tc.idx, pool)
+		sk := flow.ServiceKey(v, tc.port, flow.ProtoUDP)
+		svc := f.model.Services[sk]
+		svc.Policy = datapath.PolicyRR
+		must(t, f.tables.SetService(sk, svc))
+		got := map[uint8]int{}
+		var seq []uint8
+		for i := range 2 * testRing {
+			tm := f.chosen(t, fmt.Sprintf("10.8.%d.%d", i/200, i%200+1), v.String(), 40000, tc.port)
+			got[tm]++
+			seq = append(seq, tm)
+		}
+		for tm, n := range slots {
+			if got[tm] != 2*n {
+				t.Errorf("%s: TM %d got %d of %d new flows, want %d (twice its %d slots)", tc.name, tm, got[tm], 2*testRing, 2*n, n)
+			}
+		}
+		// The walk follows the ring: the flows' TMs are the ring's slots in order.
+		for i, tm := range seq[:testRing] {
+			if uint32(tm) != ring[i] {
+				t.Fatalf("%s: new flow %d went to TM %d, ring slot %d holds %d", tc.name, i, tm, i, ring[i])
+			}
+		}
+		t.Logf("%s: weights %v, %d new flows per TM %v", tc.name, tc.weights, 2*testRing, got)
 	}
 	f.compareTables(t)
 }

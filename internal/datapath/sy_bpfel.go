@@ -135,6 +135,7 @@ type sySyConsts struct {
 		Pad      uint16
 	}
 	HashFlags uint32
+	Policy    uint32
 }
 
 type sySyCounter uint32
@@ -359,6 +360,14 @@ type sySyOpRelate struct {
 	Timeout uint32
 }
 
+type sySyPolicy uint32
+
+const (
+	sySyPolicySY_POLICY_HASH         sySyPolicy = 0
+	sySyPolicySY_POLICY_RR           sySyPolicy = 1
+	sySyPolicySY_POLICY_MAX_SERVICES sySyPolicy = 1024
+)
+
 type sySyRole uint32
 
 const (
@@ -453,6 +462,7 @@ type sySySvc struct {
 	PersistMask    uint32
 	PersistTimeout uint32
 	Hash           uint32
+	Policy         uint32
 }
 
 type sySySvcKey struct {
@@ -535,6 +545,7 @@ const (
 	syMapIfaces         = "ifaces"
 	syMapLearnSrcs      = "learn_srcs"
 	syMapMasks          = "masks"
+	syMapPolicyRr       = "policy_rr"
 	syMapRings          = "rings"
 	syMapSecondKeys     = "second_keys"
 	syMapServices       = "services"
@@ -609,6 +620,7 @@ type syMapSpecs struct {
 	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks      *ebpf.MapSpec `ebpf:"masks"`
+	PolicyRr   *ebpf.MapSpec `ebpf:"policy_rr"`
 	Rings      *ebpf.MapSpec `ebpf:"rings"`
 	SecondKeys *ebpf.MapSpec `ebpf:"second_keys"`
 	Services   *ebpf.MapSpec `ebpf:"services"`
@@ -659,6 +671,7 @@ type syMaps struct {
 	Ifaces     *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
 	Masks      *ebpf.Map `ebpf:"masks"`
+	PolicyRr   *ebpf.Map `ebpf:"policy_rr"`
 	Rings      *ebpf.Map `ebpf:"rings"`
 	SecondKeys *ebpf.Map `ebpf:"second_keys"`
 	Services   *ebpf.Map `ebpf:"services"`
@@ -681,6 +694,7 @@ func (m *syMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyRr,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

@@ -67,3 +67,30 @@ func TestSameChoiceAcrossDistributors(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundRobinState: round-robin services get SY_POLICY_RR and a ring of
+// equal shares whatever the weights; weighted-round-robin keeps them.
+func TestRoundRobinState(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11, weight: 1}\n  - {id: tm2, address: 10.1.0.12, weight: 3}\n"
+	h := newHarness(t, tms,
+		"  - {name: rr, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], policy: round-robin}\n"+
+			"  - {name: wrr, vip: 10.0.0.100, port: 81, protocol: tcp, traffic_managers: [tm1, tm2], policy: weighted-round-robin}\n"+
+			"  - {name: mg, vip: 10.0.0.100, port: 82, protocol: tcp, traffic_managers: [tm1, tm2]}\n", "")
+	defer h.d.Close()
+	i1, i2 := h.index(t, "tm1"), h.index(t, "tm2")
+	for _, tc := range []struct {
+		port   uint16
+		policy uint32
+		share  float64 // tm2's share of the ring
+	}{{80, datapath.PolicyRR, 0.5}, {81, datapath.PolicyRR, 0.75}, {82, datapath.PolicyHash, 0.75}} {
+		svc := h.m.Services[flow.ServiceKey(testVIP, tc.port, flow.ProtoTCP)]
+		if svc.Policy != tc.policy {
+			t.Errorf("port %d: policy %d, want %d", tc.port, svc.Policy, tc.policy)
+		}
+		n := h.ringTMs(svc.Index)
+		got := float64(n[i2]) / float64(n[i1]+n[i2])
+		if got < tc.share-0.01 || got > tc.share+0.01 {
+			t.Errorf("port %d: tm2 holds %.3f of the ring, want %.2f", tc.port, got, tc.share)
+		}
+	}
+}

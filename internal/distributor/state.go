@@ -148,6 +148,12 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 			// an empty ring (new flows dropped, counted as drop_no_tm).
 			backends, pool = poolOf(sc.FallbackTrafficManagers, tms, s)
 		}
+		if sc.Policy == config.PolicyRoundRobin {
+			// Each TM once per round: one slot share each.
+			for i := range backends {
+				backends[i].Weight = 1
+			}
+		}
 		ring, err := selector.Maglev(backends, cfg.Selection.RingSize)
 		if err != nil {
 			return st, fmt.Errorf("service %s: %w", sc.Name, err)
@@ -155,6 +161,9 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
 		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
+		if config.IsRoundRobin(sc.Policy) {
+			v.Policy = datapath.PolicyRR
+		}
 		if p := sc.Persistence; p != nil {
 			v.PersistMask = config.MaskBits(p.Mask)
 			v.PersistTimeout = p.Timeout

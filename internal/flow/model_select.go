@@ -27,7 +27,7 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 	if !ok {
 		return p.count(datapath.CounterPassNoService, datapath.Pass)
 	}
-	slot := svc.Index*p.m.RingSize + policyHash(*k, svc.Hash, p.m.Seed)%p.m.RingSize
+	slot := svc.Index*p.m.RingSize + p.policySlot(k, svc)
 	if slot >= uint32(len(p.m.Rings)) || p.m.Rings[slot] == datapath.NoTM {
 		return p.count(datapath.CounterDropNoTM, datapath.Drop)
 	}
@@ -87,4 +87,25 @@ func policyHash(key datapath.FlowKey, hash, seed uint32) uint32 {
 // a new flow with key k (sy_policy_hash): tests use it to predict the TM.
 func PolicyHash(k datapath.FlowKey, svc datapath.Service, seed uint32) uint32 {
 	return policyHash(k, svc.Hash, seed)
+}
+
+// policySlot is sy_policy_slot: the ring offset the service's policy gives
+// a new flow: its hash, or the next slot of the round-robin position.
+func (p *packet) policySlot(k *datapath.FlowKey, svc datapath.Service) uint32 {
+	if svc.Policy != datapath.PolicyRR {
+		return policyHash(*k, svc.Hash, p.m.Seed) % p.m.RingSize
+	}
+	if svc.Index >= datapath.PolicyMaxServices {
+		return 0
+	}
+	if p.m.PolicyRR == nil {
+		p.m.PolicyRR = map[uint32]uint32{}
+	}
+	n := p.m.PolicyRR[svc.Index]
+	if n+1 >= p.m.RingSize {
+		p.m.PolicyRR[svc.Index] = 0
+	} else {
+		p.m.PolicyRR[svc.Index] = n + 1
+	}
+	return n % p.m.RingSize
 }
