@@ -215,6 +215,10 @@ func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp da
 	}
 	d.resolveAll()
 	if err := d.apply(cfg); err != nil {
+		// The checks apply may have started must stop; their goroutines
+		// may be waiting for d.mu, so not here.
+		d.health.closed.Store(true)
+		go d.health.c.Close()
 		return nil, err
 	}
 	return d, nil

@@ -129,8 +129,8 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 func (d *Daemon) healthChanged(key string, healthy bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.health.closed.Load() {
-		return
+	if d.health.closed.Load() || d.cfg == nil {
+		return // closing, or the first apply failed
 	}
 	r, ok := d.health.refs[key]
 	if !ok {
