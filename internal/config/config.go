@@ -383,6 +383,9 @@ const (
 	PolicyRoundRobin = "round-robin"
 	// PolicyWeightedRoundRobin: in turn, each TM as often as its weight.
 	PolicyWeightedRoundRobin = "weighted-round-robin"
+	// PolicyFastestRTT: Maglev with weights from the health probes' damped
+	// round-trip times (health required).
+	PolicyFastestRTT = "fastest-rtt"
 )
 
 // IsRoundRobin reports whether policy reads the ring in turn rather than

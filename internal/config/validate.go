@@ -58,7 +58,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin or weighted-round-robin (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin or fastest-rtt (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 )
 
@@ -550,8 +550,11 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
-		if s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) {
+		switch {
+		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyFastestRTT && s.Health == nil:
+			v.errorf(p+".policy", "fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health")
 		}
 		if _, ok := hashBits[s.Hash]; !ok {
 			v.errorf(p+".hash", "%q is not a hash (expected %s)", s.Hash, hashExpected)

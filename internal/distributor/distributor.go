@@ -55,6 +55,9 @@ type svcSlot struct {
 	// down are the ids of the TMs the service's health check finds
 	// unhealthy: they get none of its new flows (health.go keeps it).
 	down map[string]bool
+	// weights, if set, replace the TMs' configured weights in the ring:
+	// a measured policy's (health.go: reweigh).
+	weights map[string]uint32
 }
 
 type iface struct {
@@ -217,8 +220,7 @@ func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp da
 	if err := d.apply(cfg); err != nil {
 		// The checks apply may have started must stop; their goroutines
 		// may be waiting for d.mu, so not here.
-		d.health.closed.Store(true)
-		go d.health.c.Close()
+		go d.health.close()
 		return nil, err
 	}
 	return d, nil

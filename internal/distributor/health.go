@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,10 @@ import (
 type healthChecks struct {
 	c      *health.Checker
 	closed atomic.Bool
+	// stop ends the reweigh loop; done is closed when it has (or at
+	// close, if it never started); once starts it.
+	stop, done chan struct{}
+	once       sync.Once
 	// refs maps a checker key to what it checks; guarded by the daemon's mu.
 	refs map[string]healthRef
 }
@@ -31,13 +36,38 @@ type healthRef struct {
 }
 
 func newHealthChecks(d *Daemon) *healthChecks {
-	h := &healthChecks{refs: map[string]healthRef{}}
+	h := &healthChecks{refs: map[string]healthRef{}, stop: make(chan struct{}), done: make(chan struct{})}
 	h.c = health.NewChecker(d.log, func(key string, healthy bool) { d.healthChanged(key, healthy) })
 	return h
 }
 
+// startReweigh starts the loop that recomputes measured weights, once.
+// Called with d.mu held, from syncHealth: d.health is set by then.
+func (h *healthChecks) startReweigh(d *Daemon) {
+	h.once.Do(func() {
+		go func() {
+			defer close(h.done)
+			t := time.NewTicker(reweighEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-h.stop:
+					return
+				case <-t.C:
+					d.reweigh()
+				}
+			}
+		}()
+	})
+}
+
 func (h *healthChecks) close() {
-	h.closed.Store(true)
+	if h.closed.Swap(true) {
+		return
+	}
+	close(h.stop)
+	h.once.Do(func() { close(h.done) }) // never started
+	<-h.done
 	h.c.Close()
 }
 
@@ -108,6 +138,9 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 	}
 	d.health.c.Set(targets)
 	d.health.refs = refs
+	if len(targets) > 0 {
+		d.health.startReweigh(d)
+	}
 	for _, s := range d.svcs {
 		s.down = nil
 	}
@@ -192,4 +225,102 @@ func (d *Daemon) healthStats(id serviceID) []api.HealthState {
 		return 0
 	})
 	return out
+}
+
+// Measured weights (policy fastest-rtt).
+const (
+	// reweighEvery is how often measured weights are recomputed.
+	reweighEvery = time.Second
+	// rttFloor: round-trip times below it count as it, so that the
+	// microseconds of jitter between fast TMs move no weight.
+	rttFloor = time.Millisecond
+	// reweighThreshold is the relative change of a TM's weight that
+	// rewrites the ring; smaller changes are damped away.
+	reweighThreshold = 0.2
+)
+
+// rttWeights are the weights of fastest-rtt for service sc: each measured
+// TM's configured weight × 100 × (the fastest damped RTT / its own),
+// within 1..1000. A TM without a measurement yet keeps its configured
+// weight (× 100, so that it competes as the fastest would).
+func (d *Daemon) rttWeights(sc config.Service) map[string]uint32 {
+	rtts := map[string]time.Duration{}
+	fastest := time.Duration(0)
+	ids := slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers)
+	for _, tid := range ids {
+		st, ok := d.health.c.State(healthKey(idOf(sc), tid))
+		if !ok || !st.Checked || st.AvgRTT == 0 {
+			continue
+		}
+		rtt := max(st.AvgRTT, rttFloor)
+		rtts[tid] = rtt
+		if fastest == 0 || rtt < fastest {
+			fastest = rtt
+		}
+	}
+	out := map[string]uint32{}
+	for _, tid := range ids {
+		tm := d.tms[tid]
+		if tm == nil {
+			continue
+		}
+		w := float64(tm.cfg.Weight) * 100
+		if rtt, ok := rtts[tid]; ok {
+			w *= float64(fastest) / float64(rtt)
+		}
+		out[tid] = uint32(min(max(w+0.5, 1), config.MaxWeight))
+	}
+	return out
+}
+
+// weightsMoved reports whether next differs from cur by more than the
+// damping threshold for some TM (or in which TMs it has).
+func weightsMoved(cur, next map[string]uint32) bool {
+	if len(cur) != len(next) {
+		return true
+	}
+	for tid, w := range next {
+		c, ok := cur[tid]
+		if !ok {
+			return true
+		}
+		if d := float64(w) - float64(c); d > reweighThreshold*float64(c) || -d > reweighThreshold*float64(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// reweigh recomputes the measured weights of the fastest-rtt services and
+// rewrites the rings whose weights moved beyond the damping threshold:
+// only new flows move.
+func (d *Daemon) reweigh() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.health.closed.Load() || d.cfg == nil {
+		return
+	}
+	changed := false
+	for _, sc := range d.cfg.Services {
+		s := d.svcs[idOf(sc)]
+		if s == nil {
+			continue
+		}
+		if sc.Policy != config.PolicyFastestRTT || sc.Health == nil {
+			if s.weights != nil {
+				s.weights, changed = nil, true
+			}
+			continue
+		}
+		next := d.rttWeights(sc)
+		if weightsMoved(s.weights, next) {
+			d.log.Info("measured weights", "service", sc.Name, "policy", sc.Policy, "weights", next)
+			s.weights, changed = next, true
+		}
+	}
+	if changed {
+		if err := d.apply(d.cfg); err != nil {
+			d.log.Error("apply measured weights", "error", err)
+		}
+	}
 }

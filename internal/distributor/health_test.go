@@ -3,9 +3,11 @@ package distributor
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +262,81 @@ func TestHealthReselect(t *testing.T) {
 	}
 	if _, ok := h.flowTM(c); !ok {
 		t.Fatal("tm1's flow of another service was removed")
+	}
+}
+
+// slowHTTP serves HTTP on addr, answering after *delay.
+func slowHTTP(t *testing.T, addr string, delay *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(delay.Load()))
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+}
+
+// ringShare is TM idx's share of service svc's ring, under the lock.
+func (h *harness) ringShare(svc, idx uint32) float64 {
+	h.d.mu.Lock()
+	defer h.d.mu.Unlock()
+	n := h.ringTMs(svc)
+	total := 0
+	for i, c := range n {
+		if i != datapath.NoTM {
+			total += c
+		}
+	}
+	return float64(n[idx]) / float64(total)
+}
+
+// TestFastestRTT: a TM whose health probes answer 30 ms late gets a small
+// share of the ring (weights from damped RTTs), and its share comes back
+// when it is fast again; established flows stay where they are.
+func TestFastestRTT(t *testing.T) {
+	loopbackTMs(t)
+	port := freePort(t)
+	var slow, fast atomic.Int64
+	slowHTTP(t, fmt.Sprintf("127.0.0.11:%d", port), &slow)
+	slowHTTP(t, fmt.Sprintf("127.0.0.12:%d", port), &fast)
+	slowHTTP(t, fmt.Sprintf("127.0.0.13:%d", port), &fast)
+	slow.Store(int64(30 * time.Millisecond))
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n  - {id: tm3, address: 10.1.0.13}\n"
+	web := fmt.Sprintf("  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3], policy: fastest-rtt,\n"+
+		"     health: {type: http, port: %d, interval_ms: 50, timeout_ms: 50, rise: 1, fall: 3}}\n", port)
+	h := newHarness(t, tms, web, "")
+	defer h.d.Close()
+	i1 := h.index(t, "tm1")
+	svc := h.d.svcs[serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}].index
+	k := key("10.9.0.1", 40000)
+	h.d.mu.Lock()
+	if err := h.m.PutFlow(k, datapath.Flow{LastSeen: h.now, Tm: uint16(i1), Svc: uint16(svc), Flags: datapath.FlowSelected}); err != nil {
+		t.Fatal(err)
+	}
+	h.d.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.ringShare(svc, i1) > 0.1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow TM keeps %.3f of the ring", h.ringShare(svc, i1))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.d.mu.Lock()
+	weights := fmt.Sprint(h.d.svcs[serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}].weights)
+	h.d.mu.Unlock()
+	t.Logf("slow tm1: %.3f of the ring, weights %s", h.ringShare(svc, i1), weights)
+	if tm, ok := h.flowTM(k); !ok || uint32(tm) != i1 {
+		t.Fatalf("tm1's established flow moved to %d (present %v)", tm, ok)
+	}
+	slow.Store(0)
+	deadline = time.Now().Add(20 * time.Second)
+	for sh := h.ringShare(svc, i1); sh < 0.28 || sh > 0.39; sh = h.ringShare(svc, i1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tm1 fast again holds %.3f of the ring, want about 1/3", sh)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

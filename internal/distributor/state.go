@@ -387,7 +387,11 @@ func poolOf(ids []string, tms map[string]*tmSlot, s *svcSlot) ([]selector.Backen
 		if !eligibleSlot(tm) || s.down[tid] {
 			continue
 		}
-		backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: tm.cfg.Weight})
+		w := tm.cfg.Weight
+		if mw, ok := s.weights[tid]; ok {
+			w = mw
+		}
+		backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: w})
 		pool = append(pool, tm.index)
 	}
 	return backends, pool

@@ -70,11 +70,18 @@ type State struct {
 	LastError string
 	// LastRTT is the last successful probe's time to answer.
 	LastRTT time.Duration
+	// AvgRTT is the successful probes' time to answer, damped: an
+	// exponential moving average (RTTWeight of each new probe), so that
+	// one slow probe does not swing the weights computed from it.
+	AvgRTT time.Duration
 	// Changes counts transitions between healthy and unhealthy.
 	Changes uint64
 	// Since is when Healthy last changed (or the target was added).
 	Since time.Time
 }
+
+// RTTWeight is the weight of a new probe's time in State.AvgRTT.
+const RTTWeight = 0.3
 
 // Probe runs one probe of spec against addr and returns how long the answer
 // took, or what failed.
@@ -289,6 +296,11 @@ func (c *Checker) record(tg *target, t Target, rtt time.Duration, err error) (ch
 		s.Successes++
 		s.Failures = 0
 		s.LastError, s.LastRTT = "", rtt
+		if s.AvgRTT == 0 {
+			s.AvgRTT = rtt
+		} else {
+			s.AvgRTT += time.Duration(RTTWeight * float64(rtt-s.AvgRTT))
+		}
 		if !s.Healthy && s.Successes >= t.Spec.Rise {
 			s.Healthy, changed = true, true
 		}

@@ -256,3 +256,22 @@ func TestCheckerSpecChangeKeepsState(t *testing.T) {
 		t.Fatalf("changes %v, want one", got)
 	}
 }
+
+// TestAvgRTT: the damped RTT follows a slow server within a few probes.
+func TestAvgRTT(t *testing.T) {
+	var delay atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(delay.Load()))
+	}))
+	defer srv.Close()
+	c := NewChecker(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string, bool) {})
+	defer c.Close()
+	sp := spec(KindHTTP, portOf(t, srv.Listener.Addr().String()))
+	delay.Store(int64(30 * time.Millisecond))
+	c.Set([]Target{{Key: "k", Addr: lo, Spec: sp}})
+	waitFor(t, "the average to reach 30ms", func() bool { s, _ := c.State("k"); return s.AvgRTT >= 25*time.Millisecond })
+	s, _ := c.State("k")
+	if s.AvgRTT > 200*time.Millisecond {
+		t.Fatalf("average %v for a 30ms server", s.AvgRTT)
+	}
+}
