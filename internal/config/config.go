@@ -360,6 +360,11 @@ type Service struct {
 	// unresolved); empty = new flows of the service are then dropped
 	// (counted as drop_no_tm). Ids of traffic_managers entries, no duplicates.
 	FallbackTrafficManagers []string `yaml:"fallback_traffic_managers"`
+	// MinEligible makes the pool and the fallback pool priority groups:
+	// new flows go to the fallback pool while fewer than MinEligible TMs
+	// of the pool are eligible and at least MinEligible of the fallback
+	// pool are (or the pool has none). Default 1, 1..255.
+	MinEligible uint32 `yaml:"min_eligible"`
 	// Policy is how a new flow's TM is chosen: "maglev" (default) or
 	// "hash", the same thing under the name operators look for: a Maglev
 	// ring indexed by the Hash of the flow, so that weights are static
@@ -778,6 +783,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 			p.Mask = DefaultPersistenceMask()
 		}
 		str(index("services", i)+".policy", &c.Services[i].Policy, PolicyMaglev)
+		num(index("services", i)+".min_eligible", &c.Services[i].MinEligible, 1)
 		str(index("services", i)+".hash", &c.Services[i].Hash, Hash5Tuple)
 		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
 			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)

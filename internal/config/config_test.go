@@ -575,7 +575,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, policy, hash)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, policy, hash)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},

@@ -592,6 +592,7 @@ var policyLeaves = map[string]leaf{
 	"services[].fallback_traffic_managers":   {expected: fallbackExpected},
 	"services[].fallback_traffic_managers[]": {expected: "a traffic manager id"},
 	"services[].policy":                      {expected: policyExpected},
+	"services[].min_eligible":                {expected: minEligibleExpected, min: 1, max: MaxTrafficManagers},
 	"services[].hash":                        {expected: hashExpected},
 }
 

@@ -60,6 +60,7 @@ const (
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
 	policyExpected             = "maglev, hash, round-robin, weighted-round-robin or fastest-rtt (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
+	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
 
 // validator checks a decoded Config. With lines (from Parse) its errors carry
@@ -550,6 +551,9 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
+		if s.MinEligible < 1 || s.MinEligible > MaxTrafficManagers {
+			v.errorf(p+".min_eligible", "%d is out of range (expected %s)", s.MinEligible, minEligibleExpected)
+		}
 		switch {
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)

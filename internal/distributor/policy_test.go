@@ -94,3 +94,48 @@ func TestRoundRobinState(t *testing.T) {
 		}
 	}
 }
+
+// TestPriorityGroups: with min_eligible 2, the fallback pool takes over
+// when the pool has fewer than 2 eligible TMs and the fallback pool has 2;
+// with only 1 in each, the pool keeps its last TM; with none, the
+// fallback pool's one; with none in either, an empty ring.
+func TestPriorityGroups(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
+	h := newHarness(t, tms, "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], fallback_traffic_managers: [tm3, tm4], min_eligible: 2}\n", "")
+	defer h.d.Close()
+	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
+	svc := h.d.svcs[id].index
+	i1, i2, i3, i4 := h.index(t, "tm1"), h.index(t, "tm2"), h.index(t, "tm3"), h.index(t, "tm4")
+	for _, tc := range []struct {
+		down []string
+		want []uint32
+	}{
+		{nil, []uint32{i1, i2}},
+		{[]string{"tm1"}, []uint32{i3, i4}},
+		{[]string{"tm1", "tm3"}, []uint32{i2}},
+		{[]string{"tm1", "tm2", "tm3"}, []uint32{i4}},
+		{[]string{"tm1", "tm2", "tm3", "tm4"}, nil},
+		{[]string{"tm3"}, []uint32{i1, i2}},
+	} {
+		h.d.mu.Lock()
+		// As the health checker would leave them (syncHealth resets down
+		// from the checker, so desired is called directly here).
+		s := h.d.svcs[id]
+		s.down = map[string]bool{}
+		for _, tid := range tc.down {
+			s.down[tid] = true
+		}
+		want, err := desired(h.d.cfg, h.d.tms, h.d.svcs)
+		if err == nil {
+			err = h.d.write(want)
+		}
+		h.d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tc.want) == 0 {
+			tc.want = []uint32{datapath.NoTM} // an empty ring
+		}
+		h.wantRing(t, svc, tc.want...)
+	}
+}

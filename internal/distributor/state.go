@@ -143,10 +143,15 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
 		backends, pool := poolOf(sc.TrafficManagers, tms, s)
-		if len(pool) == 0 {
-			// The whole pool is down: the fallback pool, if any, else
-			// an empty ring (new flows dropped, counted as drop_no_tm).
-			backends, pool = poolOf(sc.FallbackTrafficManagers, tms, s)
+		if n := int(max(sc.MinEligible, 1)); len(pool) < n {
+			// Priority groups: the fallback pool once the pool has fewer
+			// than min_eligible TMs and the fallback pool has enough, or
+			// the pool has none (an empty ring, if the fallback pool has
+			// none either: new flows dropped, counted as drop_no_tm).
+			fb, fbPool := poolOf(sc.FallbackTrafficManagers, tms, s)
+			if len(fbPool) >= n || len(pool) == 0 {
+				backends, pool = fb, fbPool
+			}
 		}
 		if sc.Policy == config.PolicyRoundRobin {
 			// Each TM once per round: one slot share each.
