@@ -308,7 +308,7 @@ func TestFastestRTT(t *testing.T) {
 	web := fmt.Sprintf("  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3], policy: fastest-rtt,\n"+
 		"     health: {type: http, port: %d, interval_ms: 50, timeout_ms: 50, rise: 1, fall: 3}}\n", port)
 	h := newHarness(t, tms, web, "")
-	defer h.d.Close()
+	defer h.d.Close(false)
 	i1 := h.index(t, "tm1")
 	svc := h.d.svcs[serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}].index
 	k := key("10.9.0.1", 40000)

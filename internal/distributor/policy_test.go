@@ -39,11 +39,11 @@ func TestSameChoiceAcrossDistributors(t *testing.T) {
 	}
 	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12, weight: 2}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
 	a := newHarness(t, tms, svcs.String(), "")
-	defer a.d.Close()
+	defer a.d.Close(false)
 	// b first knew other TMs, in another order: its indexes differ.
 	b := newHarness(t, "  - {id: tm7, address: 10.1.0.17}\n  - {id: tm4, address: 10.1.0.14}\n  - {id: tm2, address: 10.1.0.12}\n",
 		"  - {name: s0, vip: 10.0.0.100, port: 1000, protocol: udp, traffic_managers: [tm7, tm4, tm2]}\n", "")
-	defer b.d.Close()
+	defer b.d.Close(false)
 	b.reload(t, tms, svcs.String())
 	if a.index(t, "tm4") == b.index(t, "tm4") {
 		t.Fatal("the two distributors' TM indexes agree; the test needs them to differ")
@@ -76,7 +76,7 @@ func TestRoundRobinState(t *testing.T) {
 		"  - {name: rr, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], policy: round-robin}\n"+
 			"  - {name: wrr, vip: 10.0.0.100, port: 81, protocol: tcp, traffic_managers: [tm1, tm2], policy: weighted-round-robin}\n"+
 			"  - {name: mg, vip: 10.0.0.100, port: 82, protocol: tcp, traffic_managers: [tm1, tm2]}\n", "")
-	defer h.d.Close()
+	defer h.d.Close(false)
 	i1, i2 := h.index(t, "tm1"), h.index(t, "tm2")
 	for _, tc := range []struct {
 		port   uint16
@@ -102,7 +102,7 @@ func TestRoundRobinState(t *testing.T) {
 func TestPriorityGroups(t *testing.T) {
 	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
 	h := newHarness(t, tms, "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], fallback_traffic_managers: [tm3, tm4], min_eligible: 2}\n", "")
-	defer h.d.Close()
+	defer h.d.Close(false)
 	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
 	svc := h.d.svcs[id].index
 	i1, i2, i3, i4 := h.index(t, "tm1"), h.index(t, "tm2"), h.index(t, "tm3"), h.index(t, "tm4")
