@@ -189,4 +189,13 @@ struct {
 	__type(value, struct sy_sig_scratch);
 } sig_scratch SEC(".maps");
 
+/* Round-robin position of each service (SY_POLICY_RR), per CPU: no
+ * contention between CPUs; each walks the whole ring. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SY_POLICY_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_rr SEC(".maps");
+
 #endif

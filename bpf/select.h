@@ -29,6 +29,57 @@ static __always_inline struct sy_svc *sy_service(const struct sy_flow_key *key)
 	return bpf_map_lookup_elem(&services, &sk);
 }
 
+/* The hash that indexes a service's ring for a new flow (sy_svc.hash): the
+ * whole key (0, the default), its SY_FIELD_* fields, or a symmetric form
+ * (SY_HASH_SYM_*). The key to hash is built in the caller's frame, k. */
+static __always_inline __u32 sy_policy_hash(const struct sy_flow_key *key, __u32 hash,
+					    struct sy_flow_key *k)
+{
+	__u16 sp, dp;
+	int i;
+
+	if (!hash)
+		return sy_hash_key(key, sy_hash_seed);
+	__builtin_memset(k, 0, sizeof(*k));
+	if (!(hash & (SY_HASH_SYM_PORT | SY_HASH_SYM_ADDR))) {
+		sy_mask_key(k, key, hash);
+		return sy_hash_key(k, sy_hash_seed);
+	}
+	k->family = key->family;
+	k->proto = key->proto;
+	sp = bpf_ntohs(key->sport);
+	dp = bpf_ntohs(key->dport);
+	k->sport = sp >= dp ? key->sport : key->dport;
+	if (hash & SY_HASH_SYM_ADDR) {
+		if (sp > dp)
+			__builtin_memcpy(k->src, key->src, sizeof(k->src));
+		else if (dp > sp)
+			__builtin_memcpy(k->src, key->dst, sizeof(k->src));
+		else
+#pragma unroll
+			for (i = 0; i < (int)sizeof(k->src); i++)
+				k->src[i] = key->src[i] ^ key->dst[i];
+	}
+	return sy_hash_key(k, sy_hash_seed);
+}
+
+/* The ring offset a service's policy gives a new flow: its hash, or the
+ * next slot of the service's per-CPU round-robin counter. */
+static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const struct sy_svc *svc,
+					    struct sy_flow_key *k)
+{
+	__u32 idx = svc->index, *next, n;
+
+	if (svc->policy != SY_POLICY_RR)
+		return sy_policy_hash(key, svc->hash, k) % sy_ring_size;
+	next = bpf_map_lookup_elem(&policy_rr, &idx);
+	if (!next)
+		return 0;
+	n = *next;
+	*next = n + 1 >= sy_ring_size ? 0 : n + 1;
+	return n % sy_ring_size;
+}
+
 /* Picks a TM for a new flow by the service's Maglev ring and remembers it
  * (and, with persistence, remembers the TM under the service's mask). A
  * subprogram: its frame is not on top of the caller's for the stack limit. */
@@ -40,12 +91,13 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u3
 	struct sy_svc *svc;
 	struct sy_tm *tm;
 	__u32 slot, *tmidx, idx;
+	struct sy_flow_key hk;
 
 	svc = sy_service(key);
 	if (!svc)
 		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
 
-	slot = svc->index * sy_ring_size + sy_hash_key(key, sy_hash_seed) % sy_ring_size;
+	slot = svc->index * sy_ring_size + sy_policy_slot(key, svc, &hk);
 	tmidx = bpf_map_lookup_elem(&rings, &slot);
 	if (!tmidx || *tmidx == SY_TM_NONE)
 		return sy_count(SY_C_DROP_NO_TM, len, XDP_DROP);

@@ -110,6 +110,8 @@ struct sy_svc {
 	__u32 index;           /* service index: its Maglev ring and its counters */
 	__u32 persist_mask;    /* SY_FIELD_*: remember each new flow's TM under this second key; 0: none */
 	__u32 persist_timeout; /* seconds */
+	__u32 hash;            /* the new-flow hash: 0 the whole key; else SY_FIELD_* to hash, or SY_HASH_SYM_* */
+	__u32 policy;          /* enum sy_policy: how the ring is read for a new flow */
 };
 
 /*
@@ -409,6 +411,30 @@ struct sy_event {
 	__u16 pad;
 };
 
+/*
+ * A service's new-flow hash (sy_svc.hash), beside the SY_FIELD_* bits: the
+ * symmetric hashes, the same for both directions of a flow and across a
+ * NAT that keeps the larger port. SYM_PORT hashes the protocol and the
+ * larger port; SYM_ADDR also the address that has it (on equal ports, the
+ * XOR of both addresses).
+ */
+enum sy_hash_flags {
+	SY_HASH_SYM_PORT = 0x100,
+	SY_HASH_SYM_ADDR = 0x200,
+};
+
+/*
+ * How a service's ring is read for a new flow (sy_svc.policy). HASH: the
+ * slot of the flow's hash (sy_svc.hash). RR: the next slot of a per-CPU
+ * counter (policy_rr), so that consecutive new flows walk the ring; the
+ * ring's slots are shared by weight (round-robin: equal weights).
+ */
+enum sy_policy {
+	SY_POLICY_HASH = 0,
+	SY_POLICY_RR = 1,
+	SY_POLICY_MAX_SERVICES = 1024, /* policy_rr entries: config's largest max_services */
+};
+
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */
 struct sy_consts {
 	enum sy_limits limits;
@@ -434,6 +460,8 @@ struct sy_consts {
 	enum sy_event_type event_type;
 	enum sy_event_consts event_consts;
 	struct sy_event event;
+	enum sy_hash_flags hash_flags;
+	enum sy_policy policy;
 };
 
 #endif

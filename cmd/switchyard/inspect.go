@@ -173,6 +173,7 @@ func printStats(w io.Writer, st api.Stats) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Name, c.Packets, c.Bytes)
 	}
 	tw.Flush()
+	printHealth(w, st)
 	if len(st.UDPSignals) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -268,4 +269,35 @@ func followFlows(ctx context.Context, c *api.Client, w io.Writer, asJSON bool) e
 			ev.VLAN, ev.TM, strings.Join(ev.Origin, ","), ev.TCPState, ev.Reason)
 		return err
 	})
+}
+
+// printHealth prints the health-check table: one line per checked TM of
+// each service, and which services run on their fallback pool.
+func printHealth(w io.Writer, st api.Stats) {
+	shown := false
+	for _, s := range st.Services {
+		shown = shown || len(s.Health) > 0 || s.Fallback
+	}
+	if !shown {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HEALTH\tTM\tSTATE\tSINCE\tCHANGES\tRTT\tLAST ERROR")
+	for _, s := range st.Services {
+		if s.Fallback {
+			fmt.Fprintf(tw, "%s\t-\tfallback pool\t\t\t\tno TM of the pool is eligible\n", s.Name)
+		}
+		for _, h := range s.Health {
+			state := "healthy"
+			switch {
+			case !h.Healthy:
+				state = "UNHEALTHY"
+			case !h.Checked:
+				state = "healthy (unchecked)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.1fms\t%s\n", s.Name, h.TM, state, h.Since, h.Changes, h.RTTSeconds*1000, h.LastError)
+		}
+	}
+	tw.Flush()
 }

@@ -102,3 +102,23 @@ func TestClientsTokenFile(t *testing.T) {
 		t.Errorf("world-readable token file: %v", err)
 	}
 }
+
+// TestPrintHealth: switchyard stats shows each checked TM's health and a
+// service on its fallback pool; nothing when no service is checked.
+func TestPrintHealth(t *testing.T) {
+	var b strings.Builder
+	printHealth(&b, api.Stats{Services: []api.ServiceStats{{Name: "web"}}})
+	if b.Len() != 0 {
+		t.Fatalf("no checks, yet printed %q", b.String())
+	}
+	printHealth(&b, api.Stats{Services: []api.ServiceStats{
+		{Name: "web", Health: []api.HealthState{{TM: "tm1", Healthy: false, Checked: true, LastError: "connection refused", Changes: 1}, {TM: "tm2", Healthy: true, RTTSeconds: 0.002}}},
+		{Name: "dns", Fallback: true},
+	}})
+	out := b.String()
+	for _, want := range []string{"HEALTH", "tm1", "UNHEALTHY", "connection refused", "healthy (unchecked)", "2.0ms", "dns", "fallback pool"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

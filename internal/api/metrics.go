@@ -28,6 +28,14 @@ var (
 	descSweepWalk  = prometheus.NewDesc("switchyard_sweep_walked_entries", "Entries the last sweep walked.", nil, nil)
 )
 
+// Health-check metrics, by service and TM.
+var (
+	descHealthy       = prometheus.NewDesc("switchyard_tm_healthy", "1 when the service's health check finds the traffic manager healthy.", []string{"service", "tm"}, nil)
+	descHealthChanges = prometheus.NewDesc("switchyard_tm_health_changes_total", "Transitions between healthy and unhealthy.", []string{"service", "tm"}, nil)
+	descHealthRTT     = prometheus.NewDesc("switchyard_tm_health_rtt_seconds", "The last successful health probe's time to answer.", []string{"service", "tm"}, nil)
+	descSvcFallback   = prometheus.NewDesc("switchyard_service_fallback", "1 while the service's new flows go to its fallback pool.", []string{"service"}, nil)
+)
+
 // collector reads the counters on each scrape.
 type collector struct {
 	b   Backend
@@ -37,7 +45,9 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcNew, descSvcActive,
 		descTMPackets, descTMBytes, descTMNew, descTMActive, descTMReady, descPackets, descFlows,
-		descFlowCap, descHalfOpen, descHalfCap, descByState, descByOrigin, descAged, descSweepSecs, descSweepWalk} {
+		descFlowCap, descHalfOpen, descHalfCap, descByState, descByOrigin, descAged, descSweepSecs, descSweepWalk,
+
+		descHealthy, descHealthChanges, descHealthRTT, descSvcFallback} {
 		ch <- d
 	}
 }
@@ -59,6 +69,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSvcBytes, sv.Bytes, sv.Name)
 		counter(descSvcNew, sv.NewFlows, sv.Name)
 		gauge(descSvcActive, sv.ActiveFlows, sv.Name)
+		collectHealth(ch, sv)
 	}
 	for _, tm := range s.TrafficManagers {
 		counter(descTMPackets, tm.Packets, tm.ID)
@@ -91,4 +102,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSweepSecs, prometheus.GaugeValue, s.LastSweep.Seconds)
 		gauge(descSweepWalk, s.LastSweep.Walked)
 	}
+}
+
+func collectHealth(ch chan<- prometheus.Metric, sv ServiceStats) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, h := range sv.Health {
+		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b(h.Healthy), sv.Name, h.TM)
+		ch <- prometheus.MustNewConstMetric(descHealthChanges, prometheus.CounterValue, float64(h.Changes), sv.Name, h.TM)
+		ch <- prometheus.MustNewConstMetric(descHealthRTT, prometheus.GaugeValue, h.RTTSeconds, sv.Name, h.TM)
+	}
+	ch <- prometheus.MustNewConstMetric(descSvcFallback, prometheus.GaugeValue, b(sv.Fallback), sv.Name)
 }

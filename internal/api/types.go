@@ -67,6 +67,26 @@ type ServiceStats struct {
 	Bytes       uint64   `json:"bytes"`
 	NewFlows    uint64   `json:"new_flows"`
 	ActiveFlows uint64   `json:"active_flows"`
+	// Health is the state of each checked TM (services[].health), by TM id.
+	Health []HealthState `json:"health,omitempty"`
+	// Fallback is true while new flows go to the fallback pool.
+	Fallback bool `json:"fallback,omitempty"`
+}
+
+// HealthState is one TM's health for one service.
+type HealthState struct {
+	TM      string `json:"tm"`
+	Healthy bool   `json:"healthy"`
+	// Checked is false until the first probe has completed (TMs start
+	// healthy).
+	Checked   bool   `json:"checked"`
+	LastError string `json:"last_error,omitempty"`
+	// RTTSeconds is the last successful probe's time to answer.
+	RTTSeconds float64 `json:"rtt_seconds"`
+	// Changes counts transitions between healthy and unhealthy.
+	Changes uint64 `json:"changes"`
+	// Since is when the health last changed (RFC 3339).
+	Since string `json:"since"`
 }
 
 // TMStats are one traffic manager's counters and state.

@@ -351,7 +351,80 @@ type Service struct {
 	// Timeouts, if set, override the global idle timeouts for the flows
 	// this service selected; a zero (omitted) field keeps the global one.
 	Timeouts *ServiceTimeouts `yaml:"timeouts"`
+	// Health, if set, probes each TM of the pool (and of the fallback
+	// pool) for this service; an unhealthy TM gets no new flows of it.
+	// nil = no checks: a TM is eligible as soon as its MAC resolves.
+	Health *Health `yaml:"health"`
+	// FallbackTrafficManagers is the pool used while no TM of
+	// TrafficManagers is eligible (all unhealthy, draining, disabled or
+	// unresolved); empty = new flows of the service are then dropped
+	// (counted as drop_no_tm). Ids of traffic_managers entries, no duplicates.
+	FallbackTrafficManagers []string `yaml:"fallback_traffic_managers"`
+	// MinEligible makes the pool and the fallback pool priority groups:
+	// new flows go to the fallback pool while fewer than MinEligible TMs
+	// of the pool are eligible and at least MinEligible of the fallback
+	// pool are (or the pool has none). Default 1, 1..255.
+	MinEligible uint32 `yaml:"min_eligible"`
+	// Policy is how a new flow's TM is chosen: "maglev" (default) or
+	// "hash", the same thing under the name operators look for: a Maglev
+	// ring indexed by the Hash of the flow, so that weights are static
+	// ratios and only the flows of a TM that leaves or joins move;
+	// "round-robin" or "weighted-round-robin": the ring read in turn (per
+	// CPU), each TM once, or as often as its weight, per round.
+	Policy string `yaml:"policy"`
+	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
+	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
+	// (the protocol and the larger port: the same for both directions of
+	// a flow, and across a NAT that keeps the larger port) or
+	// "symmetric-addr" (the larger port and the address that has it).
+	Hash string `yaml:"hash"`
 }
+
+// Selection policies (services[].policy).
+const (
+	PolicyMaglev = "maglev"
+	PolicyHash   = "hash"
+	// PolicyRoundRobin: new flows take the TMs in turn, weights ignored.
+	PolicyRoundRobin = "round-robin"
+	// PolicyWeightedRoundRobin: in turn, each TM as often as its weight.
+	PolicyWeightedRoundRobin = "weighted-round-robin"
+	// PolicyFastestRTT: Maglev with weights from the health probes' damped
+	// round-trip times (health required).
+	PolicyFastestRTT = "fastest-rtt"
+)
+
+// IsRoundRobin reports whether policy reads the ring in turn rather than
+// by hash.
+func IsRoundRobin(policy string) bool {
+	return policy == PolicyRoundRobin || policy == PolicyWeightedRoundRobin
+}
+
+// Hashes (services[].hash).
+const (
+	Hash5Tuple       = "5-tuple"
+	HashSrcIP        = "src-ip"
+	HashDstIP        = "dst-ip"
+	HashSrcIPPort    = "src-ip-port"
+	HashPort         = "port"
+	HashSymmetric    = "symmetric"
+	HashSymmetricAdr = "symmetric-addr"
+)
+
+// hashBits are the data path's sy_svc.hash values of the hashes.
+var hashBits = map[string]uint32{
+	Hash5Tuple:       0,
+	HashSrcIP:        datapath.FieldSrc,
+	HashDstIP:        datapath.FieldDst,
+	HashSrcIPPort:    datapath.FieldSrc | datapath.FieldSrcPort,
+	HashPort:         datapath.FieldDstPort,
+	HashSymmetric:    datapath.HashSymPort,
+	HashSymmetricAdr: datapath.HashSymAddr,
+}
+
+// HashBits returns the data path's value of a services[].hash (0, the
+// whole key, for "5-tuple" or an unknown name; a validated configuration
+// has none).
+func HashBits(h string) uint32 { return hashBits[h] }
 
 // ServiceTimeouts are a service's own idle timeouts in seconds, 1..604800;
 // 0 (omitted) keeps the global one (timeouts).
@@ -375,6 +448,76 @@ func (s *ServiceTimeouts) Apply(t Timeouts) Timeouts {
 		}
 	}
 	return t
+}
+
+// Health check kinds (services[].health.type).
+const (
+	HealthTCP   = "tcp"
+	HealthHTTP  = "http"
+	HealthHTTPS = "https"
+	HealthUDP   = "udp"
+)
+
+// What an unhealthy TM's established flows do (services[].health.on_unhealthy).
+const (
+	// OnUnhealthyKeep: established flows stay on the TM (stateful services).
+	OnUnhealthyKeep = "keep"
+	// OnUnhealthyReselect: established flows of the service are removed
+	// from the flow table, so that their next packet selects a healthy TM
+	// (stateless services).
+	OnUnhealthyReselect = "reselect"
+)
+
+// Health-check defaults and limits.
+const (
+	DefaultHealthIntervalMS = 2000
+	DefaultHealthTimeoutMS  = 1000
+	DefaultHealthRise       = 2
+	DefaultHealthFall       = 3
+	MinHealthIntervalMS     = 10
+	MaxHealthIntervalMS     = 3600000
+	MaxHealthRiseFall       = 100
+	MaxHealthPayload        = 512
+	MaxHealthPath           = 256
+)
+
+// Health is a service's health check of its TMs, run from the
+// distributor's network namespace against each TM's address (the first of
+// the VIP's family, else the first).
+type Health struct {
+	// Type is "tcp" (a connection is accepted), "http" or "https" (a GET
+	// answers with the expected status; the certificate is not verified)
+	// or "udp" (a datagram gets an answer). Required.
+	Type string `yaml:"type"`
+	// Port is the TM's port to probe; default the service's port, required
+	// for an all-ports service.
+	Port uint16 `yaml:"port"`
+	// IntervalMS is the time between probes, in milliseconds; default 2000,
+	// 10..3600000.
+	IntervalMS uint32 `yaml:"interval_ms"`
+	// TimeoutMS bounds each probe, in milliseconds; default 1000, at least
+	// 10 and at most interval_ms.
+	TimeoutMS uint32 `yaml:"timeout_ms"`
+	// Rise is how many successes in a row make an unhealthy TM healthy;
+	// default 2, 1..100.
+	Rise uint32 `yaml:"rise"`
+	// Fall is how many failures in a row make a healthy TM unhealthy;
+	// default 3, 1..100.
+	Fall uint32 `yaml:"fall"`
+	// Path is the HTTP(S) request path; default "/", must start with '/',
+	// at most 256 bytes of printable ASCII without spaces.
+	Path string `yaml:"path"`
+	// Status is the HTTP(S) status expected, 100..599; 0 or omitted = any
+	// 2xx or 3xx.
+	Status uint16 `yaml:"status"`
+	// Send is the UDP probe's payload, at most 512 bytes.
+	Send string `yaml:"send"`
+	// Expect is a substring the UDP answer must hold, at most 512 bytes;
+	// empty = any answer.
+	Expect string `yaml:"expect"`
+	// OnUnhealthy is what the TM's established flows of this service do
+	// when it turns unhealthy: "keep" (default) or "reselect".
+	OnUnhealthy string `yaml:"on_unhealthy"`
 }
 
 // Persistence sends a client's new flows to the TM its previous one went to,
@@ -638,6 +781,22 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	for i := range c.Services {
 		if p := c.Services[i].Persistence; p != nil && omitted(index("services", i)+".persistence.mask", p.Mask == nil) {
 			p.Mask = DefaultPersistenceMask()
+		}
+		str(index("services", i)+".policy", &c.Services[i].Policy, PolicyMaglev)
+		num(index("services", i)+".min_eligible", &c.Services[i].MinEligible, 1)
+		str(index("services", i)+".hash", &c.Services[i].Hash, Hash5Tuple)
+		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
+			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)
+			num(p+".timeout_ms", &h.TimeoutMS, min(DefaultHealthTimeoutMS, h.IntervalMS))
+			num(p+".rise", &h.Rise, DefaultHealthRise)
+			num(p+".fall", &h.Fall, DefaultHealthFall)
+			str(p+".on_unhealthy", &h.OnUnhealthy, OnUnhealthyKeep)
+			if h.Type == HealthHTTP || h.Type == HealthHTTPS {
+				str(p+".path", &h.Path, "/")
+			}
+			if omitted(p+".port", h.Port == 0) {
+				h.Port = c.Services[i].Port
+			}
 		}
 	}
 	t := &c.Timeouts

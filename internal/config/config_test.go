@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/switchyard/switchyard/internal/datapath"
 )
 
 func readFile(t testing.TB, path string) string {
@@ -573,7 +575,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, policy, hash)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -931,6 +933,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &x {b: *x}\n"))
 	f.Add([]byte(minimal[:40] + "\x00\xff" + minimal[40:]))
 	f.Add([]byte(strings.Replace(minimal, "  id: d1\n", "  id: d1\n  api: 127.0.0.1:9\n  api_token_file: /t\n", 1)))
+	f.Add([]byte(minimal + "    policy: fastest-rtt\n    hash: symmetric\n    min_eligible: 2\n    fallback_traffic_managers: [tm1]\n    health: {type: udp, send: x, expect: y, interval_ms: 10, timeout_ms: 10, rise: 1, fall: 100, on_unhealthy: reselect}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if (c == nil) == (err == nil) {
@@ -965,4 +968,69 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip differs:\n got %+v\nwant %+v\n%s", back, c, out)
 		}
 	})
+}
+
+// TestHealthConfig checks services[].health and fallback_traffic_managers:
+// defaults, and one error per bad value.
+func TestHealthConfig(t *testing.T) {
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, dns := c.Services[0], c.Services[4]
+	if h := web.Health; h == nil || h.Type != HealthHTTP || h.Port != 80 || h.Path != "/healthz" || h.Status != 200 || h.OnUnhealthy != OnUnhealthyKeep {
+		t.Errorf("web health = %+v", web.Health)
+	}
+	if strings.Join(web.FallbackTrafficManagers, ",") != "tm7" {
+		t.Errorf("web fallback = %v", web.FallbackTrafficManagers)
+	}
+	if h := dns.Health; h == nil || h.Port != 53 || h.IntervalMS != DefaultHealthIntervalMS || h.TimeoutMS != DefaultHealthTimeoutMS ||
+		h.Rise != DefaultHealthRise || h.Fall != DefaultHealthFall || h.Path != "" || h.OnUnhealthy != OnUnhealthyReselect {
+		t.Errorf("dns health = %+v", dns.Health)
+	}
+	base := readFile(t, "testdata/minimal.yaml")
+	for _, tc := range []struct{ name, add, want string }{
+		{"no type", "    health: {port: 80}\n", "health.type: missing"},
+		{"bad type", "    health: {type: icmp}\n", `"icmp" is not a health check type`},
+		{"timeout over interval", "    health: {type: tcp, interval_ms: 100, timeout_ms: 200}\n", "health.timeout_ms: 200 is out of range"},
+		{"rise zero", "    health: {type: tcp, rise: 0}\n", "health.rise"},
+		{"path for tcp", "    health: {type: tcp, path: /x}\n", "path and status are for http"},
+		{"bad path", "    health: {type: http, path: \"no slash\"}\n", "is not a valid path"},
+		{"status low", "    health: {type: http, status: 42}\n", "health.status: 42 is out of range"},
+		{"send for http", "    health: {type: http, send: x}\n", "send and expect are for udp"},
+		{"on_unhealthy", "    health: {type: tcp, on_unhealthy: drop}\n", `"drop" is not valid`},
+		{"fallback unknown", "    fallback_traffic_managers: [nope]\n", `unknown traffic manager "nope"`},
+		{"fallback in pool", "    fallback_traffic_managers: [tm1]\n", `"tm1" is in the service's pool already`},
+	} {
+		_, err := Parse([]byte(base+tc.add), "c.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestPolicyConfig checks services[].policy and services[].hash: defaults,
+// the data path's bits, and errors.
+func TestPolicyConfig(t *testing.T) {
+	c, err := Parse([]byte(readFile(t, "testdata/full.yaml")), "full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Services[0]; s.Policy != PolicyMaglev || s.Hash != Hash5Tuple || HashBits(s.Hash) != 0 {
+		t.Errorf("web: policy %q hash %q, want the defaults", s.Policy, s.Hash)
+	}
+	if s := c.Services[2]; s.Name != "nat-return" || s.Policy != PolicyHash || HashBits(s.Hash) != datapath.HashSymPort {
+		t.Errorf("nat-return: %+v", s)
+	}
+	base := readFile(t, "testdata/minimal.yaml")
+	for _, tc := range []struct{ add, want string }{
+		{"    policy: least-connections\n", `services[0].policy: "least-connections" is not a selection policy`},
+		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
+		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
+		{"    policy: fastest-rtt\n", `services[0].policy: fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health`},
+	} {
+		if _, err := Parse([]byte(base+tc.add), "c.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.add, err, tc.want)
+		}
+	}
 }

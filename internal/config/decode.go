@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -573,3 +574,26 @@ func (d *decoder) uint(n *yaml.Node, path string, l leaf) (uint64, bool) {
 func sortErrors(errs []*Error) {
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 }
+
+// policyLeaves are the leaves of the health and fallback keys of a service,
+// kept apart from leaves so that the table's alignment is not rewritten.
+var policyLeaves = map[string]leaf{
+	"services[].health.type":                 {expected: healthTypeExpected},
+	"services[].health.port":                 {expected: healthPortExpected, max: 65535},
+	"services[].health.interval_ms":          {expected: healthIntervalExpected, min: MinHealthIntervalMS, max: MaxHealthIntervalMS},
+	"services[].health.timeout_ms":           {expected: healthTimeoutExpected, min: MinHealthIntervalMS, max: MaxHealthIntervalMS},
+	"services[].health.rise":                 {expected: riseFallExpected, min: 1, max: MaxHealthRiseFall},
+	"services[].health.fall":                 {expected: riseFallExpected, min: 1, max: MaxHealthRiseFall},
+	"services[].health.path":                 {expected: healthPathExpected},
+	"services[].health.status":               {expected: healthStatusExpected, max: 599},
+	"services[].health.send":                 {expected: healthPayloadExpected},
+	"services[].health.expect":               {expected: healthPayloadExpected},
+	"services[].health.on_unhealthy":         {expected: onUnhealthyExpected},
+	"services[].fallback_traffic_managers":   {expected: fallbackExpected},
+	"services[].fallback_traffic_managers[]": {expected: "a traffic manager id"},
+	"services[].policy":                      {expected: policyExpected},
+	"services[].min_eligible":                {expected: minEligibleExpected, min: 1, max: MaxTrafficManagers},
+	"services[].hash":                        {expected: hashExpected},
+}
+
+func init() { maps.Copy(leaves, policyLeaves) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -47,6 +48,19 @@ const (
 	udpListenExpected          = "ADDRESS:PORT with a port in 1..65535, e.g. 10.1.0.2:7946 or [2001:db8::2]:7946; omit it to turn UDP control off"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
 	persistenceTimeoutExpected = "1..86400 seconds"
+	healthTypeExpected         = "tcp, http, https or udp"
+	healthPortExpected         = "1..65535; omitted means the service's port"
+	healthIntervalExpected     = "10..3600000 milliseconds"
+	healthTimeoutExpected      = "10..3600000 milliseconds, at most interval_ms"
+	riseFallExpected           = "1..100 probes in a row"
+	healthPathExpected         = "an HTTP path starting with '/', at most 256 bytes of printable ASCII without spaces"
+	healthStatusExpected       = "an HTTP status 100..599; omitted means any 2xx or 3xx"
+	healthPayloadExpected      = "at most 512 bytes"
+	onUnhealthyExpected        = "keep or reselect"
+	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin or fastest-rtt (the other policies of docs/policies.md are not built yet)"
+	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
+	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
 
 // validator checks a decoded Config. With lines (from Parse) its errors carry
@@ -536,6 +550,24 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 		if s.Persistence != nil {
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
+		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
+		if s.MinEligible < 1 || s.MinEligible > MaxTrafficManagers {
+			v.errorf(p+".min_eligible", "%d is out of range (expected %s)", s.MinEligible, minEligibleExpected)
+		}
+		switch {
+		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT:
+			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyFastestRTT && s.Health == nil:
+			v.errorf(p+".policy", "fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health")
+		}
+		if _, ok := hashBits[s.Hash]; !ok {
+			v.errorf(p+".hash", "%q is not a hash (expected %s)", s.Hash, hashExpected)
+		} else if IsRoundRobin(s.Policy) && s.Hash != Hash5Tuple {
+			v.errorf(p+".hash", "%q: a %s service hashes nothing (expected hash omitted)", s.Hash, s.Policy)
+		}
+		if s.Health != nil {
+			v.health(p+".health", s)
+		}
 	}
 }
 
@@ -734,4 +766,90 @@ func tmAddrPath(tm TrafficManager, i int, a netip.Addr) string {
 		}
 	}
 	return p + ".address"
+}
+
+// fallback checks services[].fallback_traffic_managers: known ids, each
+// once, none also in the service's pool (it would be in both rings).
+func (v *validator) fallback(path string, s Service, known map[string]bool, definedList string, tmsBad bool) {
+	seen := map[string]int{}
+	for j, id := range s.FallbackTrafficManagers {
+		ip := index(path, j)
+		switch {
+		case id == "":
+			v.errorf(ip, "missing (expected a traffic manager id, one of: %s)", definedList)
+		case !known[id]:
+			if !tmsBad {
+				v.errorf(ip, "unknown traffic manager %q (defined: %s)", id, definedList)
+			}
+		case slices.Contains(s.TrafficManagers, id):
+			v.errorf(ip, "%q is in the service's pool already (expected fallback TMs outside traffic_managers)", id)
+		default:
+			if k, dup := seen[id]; dup {
+				v.errorf(ip, "%q is already in the fallback pool at %s (expected each traffic manager once)", id, index(path, k))
+			}
+			seen[id] = j
+		}
+	}
+}
+
+// health checks services[].health.
+func (v *validator) health(path string, s Service) {
+	h := s.Health
+	switch h.Type {
+	case HealthTCP, HealthHTTP, HealthHTTPS, HealthUDP:
+	case "":
+		v.errorf(path+".type", "missing (expected %s)", healthTypeExpected)
+	default:
+		v.errorf(path+".type", "%q is not a health check type (expected %s)", h.Type, healthTypeExpected)
+	}
+	if h.Port == 0 {
+		v.errorf(path+".port", "missing: the service has all ports (expected %s)", healthPortExpected)
+	}
+	if h.IntervalMS < MinHealthIntervalMS || h.IntervalMS > MaxHealthIntervalMS {
+		v.errorf(path+".interval_ms", "%d is out of range (expected %s)", h.IntervalMS, healthIntervalExpected)
+	}
+	if h.TimeoutMS < MinHealthIntervalMS || h.TimeoutMS > h.IntervalMS {
+		v.errorf(path+".timeout_ms", "%d is out of range (expected %s, here %d)", h.TimeoutMS, healthTimeoutExpected, h.IntervalMS)
+	}
+	for _, rf := range []struct {
+		key string
+		n   uint32
+	}{{"rise", h.Rise}, {"fall", h.Fall}} {
+		if rf.n < 1 || rf.n > MaxHealthRiseFall {
+			v.errorf(path+"."+rf.key, "%d is out of range (expected %s)", rf.n, riseFallExpected)
+		}
+	}
+	http := h.Type == HealthHTTP || h.Type == HealthHTTPS
+	switch {
+	case !http && (h.Path != "" || h.Status != 0):
+		v.errorf(path, "path and status are for http and https checks, not %s", h.Type)
+	case http && !validHTTPPath(h.Path):
+		v.errorf(path+".path", "%q is not a valid path (expected %s)", h.Path, healthPathExpected)
+	case http && h.Status != 0 && h.Status < 100:
+		v.errorf(path+".status", "%d is out of range (expected %s)", h.Status, healthStatusExpected)
+	}
+	if h.Type != HealthUDP && (h.Send != "" || h.Expect != "") {
+		v.errorf(path, "send and expect are for udp checks, not %s", h.Type)
+	}
+	if len(h.Send) > MaxHealthPayload {
+		v.errorf(path+".send", "%d bytes (expected %s)", len(h.Send), healthPayloadExpected)
+	}
+	if len(h.Expect) > MaxHealthPayload {
+		v.errorf(path+".expect", "%d bytes (expected %s)", len(h.Expect), healthPayloadExpected)
+	}
+	if h.OnUnhealthy != OnUnhealthyKeep && h.OnUnhealthy != OnUnhealthyReselect {
+		v.errorf(path+".on_unhealthy", "%q is not valid (expected %s)", h.OnUnhealthy, onUnhealthyExpected)
+	}
+}
+
+func validHTTPPath(p string) bool {
+	if len(p) == 0 || len(p) > MaxHealthPath || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] <= ' ' || p[i] > '~' {
+			return false
+		}
+	}
+	return true
 }

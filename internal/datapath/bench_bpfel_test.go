@@ -139,6 +139,8 @@ type benchSyConsts struct {
 		TcpState uint8
 		Pad      uint16
 	}
+	HashFlags uint32
+	Policy    uint32
 }
 
 type benchSyCounter uint32
@@ -313,6 +315,8 @@ type benchSySvc struct {
 	Index          uint32
 	PersistMask    uint32
 	PersistTimeout uint32
+	Hash           uint32
+	Policy         uint32
 }
 
 type benchSySvcKey struct {
@@ -359,6 +363,7 @@ const (
 	benchMapIfaces                = "ifaces"
 	benchMapLearnSrcs             = "learn_srcs"
 	benchMapMasks                 = "masks"
+	benchMapPolicyRr              = "policy_rr"
 	benchMapRings                 = "rings"
 	benchMapSecondKeys            = "second_keys"
 	benchMapServices              = "services"
@@ -448,6 +453,7 @@ type benchMapSpecs struct {
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks        *ebpf.MapSpec `ebpf:"masks"`
+	PolicyRr     *ebpf.MapSpec `ebpf:"policy_rr"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	SecondKeys   *ebpf.MapSpec `ebpf:"second_keys"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
@@ -501,6 +507,7 @@ type benchMaps struct {
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
 	Masks        *ebpf.Map `ebpf:"masks"`
+	PolicyRr     *ebpf.Map `ebpf:"policy_rr"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	SecondKeys   *ebpf.Map `ebpf:"second_keys"`
 	Services     *ebpf.Map `ebpf:"services"`
@@ -526,6 +533,7 @@ func (m *benchMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyRr,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

@@ -560,6 +560,19 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		}
 		restoreHit()
 	}
+	// withHash cleans like clean and sets the services' hash (Service.Hash).
+	withHash := func(hash, policy uint32) func() {
+		return func() {
+			clean()
+			for idx, vip := range []netip.Addr{benchVIP4, benchVIP6} {
+				k := benchKey(vip, vip, 0, 80)
+				sk := ServiceKey{Addr: k.Dst, Port: k.Dport, Proto: k.Proto, Family: k.Family}
+				if err := e.objs.Services.Put(sk, Service{Index: uint32(idx), Hash: hash, Policy: policy}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
 	ext, in := RoleExternal, RoleInternal
 	cases := []benchCase{
 		{name: "noop", prog: e.objs.BenchNoop, pkt: hitPkt, want: uint32(TX), role: ext},
@@ -567,7 +580,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		{name: "floor", prog: e.objs.BenchFloor, pkt: hitPkt, want: uint32(TX), role: ext, before: restoreHit},
 		{name: "floor_insert", prog: e.objs.BenchFloorInsertVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext},
 		{name: "hit", prog: e.objs.BenchMain, pkt: hitPkt, want: uint32(TX), role: ext, counters: []Counter{CounterFwdHit}, before: restoreHit},
-		{name: "new", prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext, counters: []Counter{CounterFwdNew}, before: clean},
+		{name: "new", prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext, counters: []Counter{CounterFwdNew}, before: withHash(0, PolicyHash)},
 		// Issue 8: a bare SYN of a new flow, into the half-open table,
 		// which the runs fill: most runs measure a refused insert, the
 		// cost of a flood's SYN once the table is full.
@@ -584,6 +597,12 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		{name: "fromtm", prog: e.objs.BenchMain, pkt: tmACK, want: uint32(Pass), role: in, counters: []Counter{CounterPassFromTM}},
 		{name: "shim", prog: e.objs.BenchMain, pkt: shimPkt, want: uint32(Pass), role: in, counters: []Counter{CounterSigShim, CounterSigMemorize, CounterPassFromTM}},
 		{name: "learn", prog: e.objs.BenchMainVary, pkt: tmSYN, vary: true, varyOff: varyDstOffset(v4), want: uint32(Pass), role: in, counters: []Counter{CounterLearned, CounterPassFromTM}, before: clean},
+	}
+	// Issue 10: the new-flow path under each kind of service hash
+	// (sy_policy_hash), against "new" (the whole key) in the same rounds.
+	for _, h := range benchHashes {
+		cases = append(cases, benchCase{name: "new_" + h.name, prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext,
+			counters: []Counter{CounterFwdNew}, before: withHash(h.hash, h.policy)})
 	}
 	// One run of each: the verdict, and the packet comes out as it went in
 	// (the wrapper restored it, head adjustment included).
@@ -693,4 +712,20 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	ratio("second", "new_mask")
 	ratio("second", "floor_insert")
 	ratio("sigframe_new", "new")
+	for _, h := range benchHashes {
+		ratio("new_"+h.name, "new")
+	}
+}
+
+// benchHashes are the service hashes (config.HashBits' values) and
+// policies the new-flow benchmark compares with the whole key's hash.
+var benchHashes = []struct {
+	name         string
+	hash, policy uint32
+}{
+	{"src", FieldSrc, PolicyHash},
+	{"srcport", FieldSrc | FieldSrcPort, PolicyHash},
+	{"sym", HashSymPort, PolicyHash},
+	{"symaddr", HashSymAddr, PolicyHash},
+	{"rr", 0, PolicyRR},
 }

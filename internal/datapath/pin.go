@@ -285,7 +285,7 @@ func (d *Datapath) pinMaps(spec *ebpf.CollectionSpec) error {
 		"services": coll.Services, "vips": coll.Vips, "rings": coll.Rings, "tms": coll.Tms, "tm_by_mac": coll.TmByMac,
 		"learn_srcs": coll.LearnSrcs, "ifaces": coll.Ifaces, "tx_ports": coll.TxPorts, "settings": coll.Settings,
 		"counters": coll.Counters, "svc_stats": coll.SvcStats, "tm_stats": coll.TmStats, "sig_scratch": coll.SigScratch,
-		"events": coll.Events,
+		"events": coll.Events, "policy_rr": coll.PolicyRr,
 	}
 	names := sortedMapNames(spec)
 	for _, name := range names {

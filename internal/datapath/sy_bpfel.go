@@ -134,6 +134,8 @@ type sySyConsts struct {
 		TcpState uint8
 		Pad      uint16
 	}
+	HashFlags uint32
+	Policy    uint32
 }
 
 type sySyCounter uint32
@@ -285,6 +287,13 @@ type sySyFlowKey struct {
 	Family uint8
 }
 
+type sySyHashFlags uint32
+
+const (
+	sySyHashFlagsSY_HASH_SYM_PORT sySyHashFlags = 256
+	sySyHashFlagsSY_HASH_SYM_ADDR sySyHashFlags = 512
+)
+
 type sySyIface struct {
 	_    structs.HostLayout
 	Role uint32
@@ -350,6 +359,14 @@ type sySyOpRelate struct {
 	Tm      uint16
 	Timeout uint32
 }
+
+type sySyPolicy uint32
+
+const (
+	sySyPolicySY_POLICY_HASH         sySyPolicy = 0
+	sySyPolicySY_POLICY_RR           sySyPolicy = 1
+	sySyPolicySY_POLICY_MAX_SERVICES sySyPolicy = 1024
+)
 
 type sySyRole uint32
 
@@ -444,6 +461,8 @@ type sySySvc struct {
 	Index          uint32
 	PersistMask    uint32
 	PersistTimeout uint32
+	Hash           uint32
+	Policy         uint32
 }
 
 type sySySvcKey struct {
@@ -526,6 +545,7 @@ const (
 	syMapIfaces         = "ifaces"
 	syMapLearnSrcs      = "learn_srcs"
 	syMapMasks          = "masks"
+	syMapPolicyRr       = "policy_rr"
 	syMapRings          = "rings"
 	syMapSecondKeys     = "second_keys"
 	syMapServices       = "services"
@@ -600,6 +620,7 @@ type syMapSpecs struct {
 	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks      *ebpf.MapSpec `ebpf:"masks"`
+	PolicyRr   *ebpf.MapSpec `ebpf:"policy_rr"`
 	Rings      *ebpf.MapSpec `ebpf:"rings"`
 	SecondKeys *ebpf.MapSpec `ebpf:"second_keys"`
 	Services   *ebpf.MapSpec `ebpf:"services"`
@@ -650,6 +671,7 @@ type syMaps struct {
 	Ifaces     *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
 	Masks      *ebpf.Map `ebpf:"masks"`
+	PolicyRr   *ebpf.Map `ebpf:"policy_rr"`
 	Rings      *ebpf.Map `ebpf:"rings"`
 	SecondKeys *ebpf.Map `ebpf:"second_keys"`
 	Services   *ebpf.Map `ebpf:"services"`
@@ -672,6 +694,7 @@ func (m *syMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyRr,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

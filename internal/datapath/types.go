@@ -125,3 +125,25 @@ const (
 	// NoTM marks an empty ring slot (SY_TM_NONE).
 	NoTM = uint32(sySyMarkersSY_TM_NONE)
 )
+
+// A service's new-flow hash (Service.Hash), beside the Field* bits: the
+// symmetric hashes of bpf/switchyard.h's enum sy_hash_flags.
+const (
+	// HashSymPort hashes the protocol and the larger port.
+	HashSymPort = uint32(sySyHashFlagsSY_HASH_SYM_PORT)
+	// HashSymAddr also hashes the address that has the larger port (on
+	// equal ports, the XOR of both addresses).
+	HashSymAddr = uint32(sySyHashFlagsSY_HASH_SYM_ADDR)
+)
+
+// How a service's ring is read for a new flow (Service.Policy): enum
+// sy_policy of bpf/switchyard.h.
+const (
+	// PolicyHash: the slot of the flow's hash (Service.Hash).
+	PolicyHash = uint32(sySyPolicySY_POLICY_HASH)
+	// PolicyRR: the next slot of the service's per-CPU round-robin position.
+	PolicyRR = uint32(sySyPolicySY_POLICY_RR)
+	// PolicyMaxServices is the number of round-robin positions (service
+	// indexes 0..PolicyMaxServices-1).
+	PolicyMaxServices = uint32(sySyPolicySY_POLICY_MAX_SERVICES)
+)

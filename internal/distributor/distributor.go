@@ -52,6 +52,12 @@ type svcSlot struct {
 	id    serviceID
 	name  string
 	index uint32
+	// down are the ids of the TMs the service's health check finds
+	// unhealthy: they get none of its new flows (health.go keeps it).
+	down map[string]bool
+	// weights, if set, replace the TMs' configured weights in the ring:
+	// a measured policy's (health.go: reweigh).
+	weights map[string]uint32
 }
 
 type iface struct {
@@ -106,6 +112,7 @@ type Daemon struct {
 	adopted      bool
 	gate         readyGate // what holds traffic back at start (gate.go)
 	lock         *os.File  // held while the daemon runs (restart.go)
+	health       *healthChecks
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -184,6 +191,7 @@ func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp da
 		svcs:    map[serviceID]*svcSlot{},
 		written: emptyState(),
 	}
+	d.health = newHealthChecks(d)
 	if err := dp.SetNow(clock()); err != nil {
 		return nil, fmt.Errorf("set the data path clock: %w", err)
 	}
@@ -210,6 +218,9 @@ func newDaemonSeeded(log *slog.Logger, cfgPath string, cfg *config.Config, dp da
 	}
 	d.resolveAll()
 	if err := d.apply(cfg); err != nil {
+		// The checks apply may have started must stop; their goroutines
+		// may be waiting for d.mu, so not here.
+		go d.health.close()
 		return nil, err
 	}
 	return d, nil
@@ -239,6 +250,8 @@ func (d *Daemon) Attach() error {
 // included. With keep, the pinned data path stays attached and forwarding
 // for the next daemon to adopt.
 func (d *Daemon) Close(keep bool) error {
+	// Not under d.mu: a probe that just changed state may be waiting for it.
+	d.health.close()
 	if d.prog == nil {
 		return nil
 	}
@@ -359,6 +372,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if err := d.saveIndexes(); err != nil {
 		return err
 	}
+	d.syncHealth(cfg)
 	want, err := desired(cfg, d.tms, d.svcs)
 	if err != nil {
 		return err

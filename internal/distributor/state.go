@@ -142,15 +142,22 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !ok {
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
-		var backends []selector.Backend
-		var pool []uint32
-		for _, tid := range sc.TrafficManagers {
-			tm := tms[tid]
-			if !eligibleSlot(tm) {
-				continue
+		backends, pool := poolOf(sc.TrafficManagers, tms, s)
+		if n := int(max(sc.MinEligible, 1)); len(pool) < n {
+			// Priority groups: the fallback pool once the pool has fewer
+			// than min_eligible TMs and the fallback pool has enough, or
+			// the pool has none (an empty ring, if the fallback pool has
+			// none either: new flows dropped, counted as drop_no_tm).
+			fb, fbPool := poolOf(sc.FallbackTrafficManagers, tms, s)
+			if len(fbPool) >= n || len(pool) == 0 {
+				backends, pool = fb, fbPool
 			}
-			backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: tm.cfg.Weight})
-			pool = append(pool, tm.index)
+		}
+		if sc.Policy == config.PolicyRoundRobin {
+			// Each TM once per round: one slot share each.
+			for i := range backends {
+				backends[i].Weight = 1
+			}
 		}
 		ring, err := selector.Maglev(backends, cfg.Selection.RingSize)
 		if err != nil {
@@ -158,7 +165,10 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		}
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
-		v := datapath.Service{Index: s.index}
+		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
+		if config.IsRoundRobin(sc.Policy) {
+			v.Policy = datapath.PolicyRR
+		}
 		if p := sc.Persistence; p != nil {
 			v.PersistMask = config.MaskBits(p.Mask)
 			v.PersistTimeout = p.Timeout
@@ -370,4 +380,24 @@ func (d *Daemon) svcName(idx uint32) string {
 		}
 	}
 	return fmt.Sprintf("#%d", idx)
+}
+
+// poolOf returns the TMs of ids (in order) that get new flows of service s:
+// eligible (eligibleSlot) and not unhealthy for s.
+func poolOf(ids []string, tms map[string]*tmSlot, s *svcSlot) ([]selector.Backend, []uint32) {
+	var backends []selector.Backend
+	var pool []uint32
+	for _, tid := range ids {
+		tm := tms[tid]
+		if !eligibleSlot(tm) || s.down[tid] {
+			continue
+		}
+		w := tm.cfg.Weight
+		if mw, ok := s.weights[tid]; ok {
+			w = mw
+		}
+		backends = append(backends, selector.Backend{Index: tm.index, Name: tid, Weight: w})
+		pool = append(pool, tm.index)
+	}
+	return backends, pool
 }

@@ -3,10 +3,12 @@ package distributor
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 )
@@ -122,6 +124,8 @@ func (d *Daemon) Stats() (api.Stats, error) {
 			Eligible: d.tmNames(d.written.Pools[s.index]),
 			Packets:  t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.bySvc[uint16(s.index)],
 		})
+		st.Services[len(st.Services)-1].Health = d.healthStats(s.id)
+		st.Services[len(st.Services)-1].Fallback = inFallback(sc, d.tms, d.written.Pools[s.index])
 	}
 	for id, s := range d.tms {
 		t, err := d.dp.TMTraffic(s.index)
@@ -274,4 +278,15 @@ func addrStrings(as []netip.Addr) []string {
 		out = append(out, a.String())
 	}
 	return out
+}
+
+// inFallback reports whether pool (what the ring holds) is the service's
+// fallback pool.
+func inFallback(sc config.Service, tms map[string]*tmSlot, pool []uint32) bool {
+	for _, id := range sc.FallbackTrafficManagers {
+		if s := tms[id]; s != nil && slices.Contains(pool, s.index) {
+			return true
+		}
+	}
+	return false
 }

@@ -54,6 +54,10 @@ type Model struct {
 	Counters [datapath.NumCounters]datapath.CounterValue
 	SvcStats []datapath.Traffic
 	TMStats  [datapath.MaxTMs]datapath.Traffic
+
+	// PolicyRR is policy_rr, one CPU's round-robin position by service
+	// index (the differential tests run the program on one CPU).
+	PolicyRR map[uint32]uint32
 }
 
 // NewModel returns an empty model sized like a data path loaded with the

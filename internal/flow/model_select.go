@@ -27,7 +27,7 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 	if !ok {
 		return p.count(datapath.CounterPassNoService, datapath.Pass)
 	}
-	slot := svc.Index*p.m.RingSize + Hash(*k, p.m.Seed)%p.m.RingSize
+	slot := svc.Index*p.m.RingSize + p.policySlot(k, svc)
 	if slot >= uint32(len(p.m.Rings)) || p.m.Rings[slot] == datapath.NoTM {
 		return p.count(datapath.CounterDropNoTM, datapath.Drop)
 	}
@@ -48,4 +48,64 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 	addTraffic(&p.m.TMStats[idx], p.n, true)
 	p.count(verdictCounter, 0)
 	return p.forward(tm)
+}
+
+// policyHash is sy_policy_hash: the hash that indexes a service's ring for
+// a new flow: the whole key (hash 0), its Field* fields, or a symmetric
+// form (HashSym*).
+func policyHash(key datapath.FlowKey, hash, seed uint32) uint32 {
+	if hash == 0 {
+		return Hash(key, seed)
+	}
+	var k datapath.FlowKey
+	if hash&(datapath.HashSymPort|datapath.HashSymAddr) == 0 {
+		k = MaskKey(key, hash)
+		return Hash(k, seed)
+	}
+	k.Family, k.Proto = key.Family, key.Proto
+	sp, dp := SrcPort(key), DstPort(key)
+	k.Sport = key.Dport
+	if sp >= dp {
+		k.Sport = key.Sport
+	}
+	if hash&datapath.HashSymAddr != 0 {
+		switch {
+		case sp > dp:
+			k.Src = key.Src
+		case dp > sp:
+			k.Src = key.Dst
+		default:
+			for i := range k.Src {
+				k.Src[i] = key.Src[i] ^ key.Dst[i]
+			}
+		}
+	}
+	return Hash(k, seed)
+}
+
+// PolicyHash is the hash that service entry svc's ring is indexed by for
+// a new flow with key k (sy_policy_hash): tests use it to predict the TM.
+func PolicyHash(k datapath.FlowKey, svc datapath.Service, seed uint32) uint32 {
+	return policyHash(k, svc.Hash, seed)
+}
+
+// policySlot is sy_policy_slot: the ring offset the service's policy gives
+// a new flow: its hash, or the next slot of the round-robin position.
+func (p *packet) policySlot(k *datapath.FlowKey, svc datapath.Service) uint32 {
+	if svc.Policy != datapath.PolicyRR {
+		return policyHash(*k, svc.Hash, p.m.Seed) % p.m.RingSize
+	}
+	if svc.Index >= datapath.PolicyMaxServices {
+		return 0
+	}
+	if p.m.PolicyRR == nil {
+		p.m.PolicyRR = map[uint32]uint32{}
+	}
+	n := p.m.PolicyRR[svc.Index]
+	if n+1 >= p.m.RingSize {
+		p.m.PolicyRR[svc.Index] = 0
+	} else {
+		p.m.PolicyRR[svc.Index] = n + 1
+	}
+	return n % p.m.RingSize
 }

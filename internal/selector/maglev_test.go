@@ -320,3 +320,35 @@ func benchmarkMaglev(b *testing.B, n int) {
 
 func BenchmarkMaglev65537x10(b *testing.B)  { benchmarkMaglev(b, 10) }
 func BenchmarkMaglev65537x100(b *testing.B) { benchmarkMaglev(b, 100) }
+
+// BenchmarkMaglev65537x1000: the ring of a service of 1,000 TMs (issue 10:
+// weight recomputation at fleet scale; the data path addresses 255).
+func BenchmarkMaglev65537x1000(b *testing.B) { benchmarkMaglev(b, 1000) }
+
+// BenchmarkReweight1000 is what a weighted policy pays per interval for
+// 1,000 TMs: new weights (each TM's moved by a little, as damped
+// measurements do), the new ring, and the slots to rewrite against the old
+// one. It reports the share of slots that changed.
+func BenchmarkReweight1000(b *testing.B) {
+	bs := pool(1000)
+	old, err := Maglev(bs, datapath.DefaultRingSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	changed := 0
+	round := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		round++
+		next := slices.Clone(bs)
+		for i := range next {
+			next[i].Weight = uint32(100 + (i*7+round)%5) // ±2% around 100
+		}
+		ring, err := Maglev(next, datapath.DefaultRingSize)
+		if err != nil {
+			b.Fatal(err)
+		}
+		changed = len(Changed(old, ring))
+	}
+	b.ReportMetric(float64(changed)/float64(len(old)), "slots-changed/ring")
+}

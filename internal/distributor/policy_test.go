@@ -1,0 +1,141 @@
+package distributor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/flow"
+)
+
+// choice is the TM (by id) that service svc's ring gives a new flow with
+// key k, as the data path computes it (flow.PolicyHash is sy_policy_hash).
+func (h *harness) choice(t *testing.T, sk datapath.ServiceKey, k datapath.FlowKey) string {
+	t.Helper()
+	svc, ok := h.m.Services[sk]
+	if !ok {
+		t.Fatalf("no service %v", sk)
+	}
+	idx := h.m.Rings[svc.Index*testRing+flow.PolicyHash(k, svc, h.m.Seed)%testRing]
+	if idx == datapath.NoTM {
+		return "(none)"
+	}
+	return h.d.tmName(idx)
+}
+
+// TestSameChoiceAcrossDistributors: two distributors with the same config
+// choose the same TM for the same key under every hash, even when their
+// TM indexes differ (their histories differ): the property ECMP in front
+// of several distributors, and mirroring, rely on.
+func TestSameChoiceAcrossDistributors(t *testing.T) {
+	hashes := []string{config.Hash5Tuple, config.HashSrcIP, config.HashDstIP, config.HashSrcIPPort, config.HashPort, config.HashSymmetric, config.HashSymmetricAdr}
+	var svcs strings.Builder
+	for i, hsh := range hashes {
+		fmt.Fprintf(&svcs, "  - {name: s%d, vip: 10.0.0.100, port: %d, protocol: udp, traffic_managers: [tm1, tm2, tm3, tm4], policy: hash, hash: %s}\n", i, 1000+i, hsh)
+	}
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12, weight: 2}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
+	a := newHarness(t, tms, svcs.String(), "")
+	defer a.d.Close(false)
+	// b first knew other TMs, in another order: its indexes differ.
+	b := newHarness(t, "  - {id: tm7, address: 10.1.0.17}\n  - {id: tm4, address: 10.1.0.14}\n  - {id: tm2, address: 10.1.0.12}\n",
+		"  - {name: s0, vip: 10.0.0.100, port: 1000, protocol: udp, traffic_managers: [tm7, tm4, tm2]}\n", "")
+	defer b.d.Close(false)
+	b.reload(t, tms, svcs.String())
+	if a.index(t, "tm4") == b.index(t, "tm4") {
+		t.Fatal("the two distributors' TM indexes agree; the test needs them to differ")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i, hsh := range hashes {
+		sk := flow.ServiceKey(testVIP, uint16(1000+i), flow.ProtoUDP)
+		used := map[string]int{}
+		for range 1000 {
+			src := netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))})
+			k := flow.MakeKey(src, testVIP, uint16(1024+r.IntN(60000)), uint16(1000+i), flow.ProtoUDP, 0)
+			ca, cb := a.choice(t, sk, k), b.choice(t, sk, k)
+			if ca != cb {
+				t.Fatalf("hash %s, key %s: distributor a chose %s, b %s", hsh, flow.String(k), ca, cb)
+			}
+			used[ca]++
+		}
+		t.Logf("hash %-14s 1000 keys: %v", hsh, used)
+		if hsh != config.HashDstIP && hsh != config.HashPort && len(used) != 4 {
+			t.Errorf("hash %s: 1000 keys used TMs %v, want all four", hsh, used)
+		}
+	}
+}
+
+// TestRoundRobinState: round-robin services get SY_POLICY_RR and a ring of
+// equal shares whatever the weights; weighted-round-robin keeps them.
+func TestRoundRobinState(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11, weight: 1}\n  - {id: tm2, address: 10.1.0.12, weight: 3}\n"
+	h := newHarness(t, tms,
+		"  - {name: rr, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], policy: round-robin}\n"+
+			"  - {name: wrr, vip: 10.0.0.100, port: 81, protocol: tcp, traffic_managers: [tm1, tm2], policy: weighted-round-robin}\n"+
+			"  - {name: mg, vip: 10.0.0.100, port: 82, protocol: tcp, traffic_managers: [tm1, tm2]}\n", "")
+	defer h.d.Close(false)
+	i1, i2 := h.index(t, "tm1"), h.index(t, "tm2")
+	for _, tc := range []struct {
+		port   uint16
+		policy uint32
+		share  float64 // tm2's share of the ring
+	}{{80, datapath.PolicyRR, 0.5}, {81, datapath.PolicyRR, 0.75}, {82, datapath.PolicyHash, 0.75}} {
+		svc := h.m.Services[flow.ServiceKey(testVIP, tc.port, flow.ProtoTCP)]
+		if svc.Policy != tc.policy {
+			t.Errorf("port %d: policy %d, want %d", tc.port, svc.Policy, tc.policy)
+		}
+		n := h.ringTMs(svc.Index)
+		got := float64(n[i2]) / float64(n[i1]+n[i2])
+		if got < tc.share-0.01 || got > tc.share+0.01 {
+			t.Errorf("port %d: tm2 holds %.3f of the ring, want %.2f", tc.port, got, tc.share)
+		}
+	}
+}
+
+// TestPriorityGroups: with min_eligible 2, the fallback pool takes over
+// when the pool has fewer than 2 eligible TMs and the fallback pool has 2;
+// with only 1 in each, the pool keeps its last TM; with none, the
+// fallback pool's one; with none in either, an empty ring.
+func TestPriorityGroups(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n"
+	h := newHarness(t, tms, "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], fallback_traffic_managers: [tm3, tm4], min_eligible: 2}\n", "")
+	defer h.d.Close(false)
+	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
+	svc := h.d.svcs[id].index
+	i1, i2, i3, i4 := h.index(t, "tm1"), h.index(t, "tm2"), h.index(t, "tm3"), h.index(t, "tm4")
+	for _, tc := range []struct {
+		down []string
+		want []uint32
+	}{
+		{nil, []uint32{i1, i2}},
+		{[]string{"tm1"}, []uint32{i3, i4}},
+		{[]string{"tm1", "tm3"}, []uint32{i2}},
+		{[]string{"tm1", "tm2", "tm3"}, []uint32{i4}},
+		{[]string{"tm1", "tm2", "tm3", "tm4"}, nil},
+		{[]string{"tm3"}, []uint32{i1, i2}},
+	} {
+		h.d.mu.Lock()
+		// As the health checker would leave them (syncHealth resets down
+		// from the checker, so desired is called directly here).
+		s := h.d.svcs[id]
+		s.down = map[string]bool{}
+		for _, tid := range tc.down {
+			s.down[tid] = true
+		}
+		want, err := desired(h.d.cfg, h.d.tms, h.d.svcs)
+		if err == nil {
+			err = h.d.write(want)
+		}
+		h.d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tc.want) == 0 {
+			tc.want = []uint32{datapath.NoTM} // an empty ring
+		}
+		h.wantRing(t, svc, tc.want...)
+	}
+}

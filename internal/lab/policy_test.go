@@ -1,0 +1,120 @@
+package lab_test
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/config"
+	"github.com/switchyard/switchyard/internal/lab"
+	"github.com/switchyard/switchyard/internal/loadgen"
+	"github.com/switchyard/switchyard/internal/netlab"
+)
+
+// TestRoundRobinE2E: 4 TMs in namespaces, short TCP connections through
+// the XDP program: round-robin gives each TM the same share, weighted
+// round-robin (weights 1:2:3:4) shares by weight. Each CPU walks the ring
+// on its own, so a share is exact only per ring's worth of new flows per
+// CPU: the tolerance is ±0.03 of the whole (a hash would give ±0.04 at
+// 4σ over 1,500 connections).
+func TestRoundRobinE2E(t *testing.T) {
+	for _, tc := range []struct {
+		policy  string
+		weights map[string]int
+	}{
+		{config.PolicyRoundRobin, map[string]int{"tm1": 1, "tm2": 2, "tm3": 3, "tm4": 4}},
+		{config.PolicyWeightedRoundRobin, map[string]int{"tm1": 1, "tm2": 2, "tm3": 3, "tm4": 4}},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+			d := startDist(t, e, lab.ConfigOptions{Weights: tc.weights, Mutate: func(c *config.Config) {
+				for i := range c.Services {
+					c.Services[i].Policy = tc.policy
+				}
+			}})
+			rep := runLoad(t, e, false, loadgen.Options{Short: 16}, 4*time.Second)
+			if rep.Errors != 0 {
+				t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+			}
+			var total uint64
+			for _, c := range rep.PerTM {
+				total += c.ShortConns
+			}
+			if total < 1500 {
+				t.Fatalf("only %d short connections: too few to judge", total)
+			}
+			for id, w := range tc.weights {
+				want := 0.25
+				if tc.policy == config.PolicyWeightedRoundRobin {
+					want = float64(w) / 10
+				}
+				got := float64(rep.PerTM[id].ShortConns) / float64(total)
+				t.Logf("%s: weight %d, share %.3f (want %.3f)", id, w, got, want)
+				if got < want-0.03 || got > want+0.03 {
+					t.Errorf("%s: share %.3f, want %.3f ± 0.03", id, got, want)
+				}
+			}
+			if s := stats(t, d); len(s.Services) == 0 {
+				t.Fatal("no services in stats")
+			}
+		})
+	}
+}
+
+// TestFastestRTTE2E: 4 TMs in namespaces with fastest-rtt over an HTTP
+// health check of their own (port healthPort, in each TM's namespace);
+// tm1's health endpoint answers 40 ms late. Its share of real short
+// connections falls far below the others' (weights from damped RTTs);
+// no connection fails.
+func TestFastestRTTE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	for _, h := range e.Topo.TMs {
+		delay := time.Duration(0)
+		if h.Name == "tm1" {
+			delay = 40 * time.Millisecond
+		}
+		addr := netip.AddrPortFrom(lab.TMAddr4(h), healthPort).String()
+		var l net.Listener
+		if err := h.NS.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+			t.Fatalf("health endpoint on %s: %v", addr, err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { time.Sleep(delay) }), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(func() { srv.Close() })
+	}
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		for i := range c.Services {
+			if c.Services[i].Name == "web" {
+				c.Services[i].Policy = config.PolicyFastestRTT
+				c.Services[i].Health = &config.Health{Type: config.HealthHTTP, Port: healthPort, Path: "/", IntervalMS: 100, TimeoutMS: 100, Rise: 1, Fall: 3}
+			}
+		}
+	}})
+	// Wait for the measured weights to be written: tm1's weight falls.
+	waitFor(t, 15*time.Second, "measured weights in the log", func() bool { return strings.Contains(d.Output(), "measured weights") })
+	time.Sleep(2 * time.Second) // a few more probes: the damped RTTs settle
+	rep := runLoad(t, e, false, loadgen.Options{Short: 16}, 4*time.Second)
+	if rep.Errors != 0 {
+		t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+	}
+	var total uint64
+	for _, c := range rep.PerTM {
+		total += c.ShortConns
+	}
+	if total < 1000 {
+		t.Fatalf("only %d connections", total)
+	}
+	slowShare := float64(rep.PerTM["tm1"].ShortConns) / float64(total)
+	t.Logf("slow tm1's share %.3f of %d connections; per TM %v", slowShare, total, rep.PerTM)
+	if slowShare > 0.1 {
+		t.Errorf("slow tm1 got %.3f of new connections, want < 0.1 (a quarter without the policy)", slowShare)
+	}
+	for _, id := range []string{"tm2", "tm3", "tm4"} {
+		if sh := float64(rep.PerTM[id].ShortConns) / float64(total); sh < 0.25 {
+			t.Errorf("%s got %.3f, want > 0.25", id, sh)
+		}
+	}
+}
