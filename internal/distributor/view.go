@@ -177,6 +177,7 @@ func origins(flags uint16) []string {
 		{datapath.FlowLearned, "learned"},
 		{datapath.FlowSecondKey, "second-key"},
 		{datapath.FlowMirror, "mirror"},
+		{datapath.FlowPeer, "peer"},
 	} {
 		if flags&f.bit != 0 {
 			o = append(o, f.name)
