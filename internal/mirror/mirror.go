@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/switchyard/switchyard/internal/datapath"
 )
 
@@ -65,6 +67,7 @@ type Counters struct {
 	BadVersion, Replayed, UnknownPeer       uint64
 	Inserted, Replaced, KeptLocal, Deleted  uint64
 	Absent, Refused, InstallErrors          uint64
+	Tombstoned                              uint64 // puts refused: the key was deleted since
 	NacksSent, NacksReceived                uint64
 	ResyncsSent, ResyncsRequested           uint64
 }
@@ -109,6 +112,15 @@ type Mirror struct {
 	synced chan struct{}
 	once   sync.Once
 
+	// tombs are the keys deleted recently (by this side's data path or
+	// sweeper, or by a peer's delete), with the time: a put that arrives
+	// later for a key but was last used no later than its deletion (a
+	// resync or resend in flight, a peer echoing its copy back) does not
+	// bring it back. Bounded: the oldest are forgotten first. Under tmu.
+	tombs    map[datapath.FlowKey]uint32
+	tombFIFO []datapath.FlowKey
+	tombNext int
+
 	enc *Codec // the send side's codec (under mu)
 	dec *Codec // the receive goroutine's
 }
@@ -128,6 +140,8 @@ type inStream struct {
 	addr      netip.AddrPort
 	boot      uint64
 	first     uint64 // first sequence number accepted of this boot
+	contig    uint64 // every seq from first to contig was accepted (or lost for good, up to lost)
+	lost      uint64 // the highest seq that fell out of the window unseen
 	w         window
 	heard     time.Time
 	peerHigh  uint64
@@ -179,6 +193,7 @@ func New(cfg Config) (*Mirror, error) {
 		out:    map[netip.AddrPort]*outStream{},
 		in:     map[uint32]*inStream{},
 		synced: make(chan struct{}),
+		tombs:  map[datapath.FlowKey]uint32{},
 		enc:    enc, dec: dec,
 	}
 	for _, p := range cfg.Peers {
@@ -187,8 +202,7 @@ func New(cfg Config) (*Mirror, error) {
 	if len(cfg.Peers) == 0 {
 		close(m.synced)
 	}
-	_ = cfg.Conn.SetReadBuffer(8 << 20)
-	_ = cfg.Conn.SetWriteBuffer(8 << 20)
+	bigBuffers(cfg.Conn)
 	return m, nil
 }
 
@@ -295,6 +309,14 @@ func (m *Mirror) Run(ctx context.Context) error {
 			// events it had.
 		drain:
 			for {
+				if ev.Type == datapath.EventExpired || ev.Type == datapath.EventForgot {
+					// Remembered now, not at the flush: a copy a peer
+					// sends meanwhile must not bring it back.
+					m.tmu.Lock()
+					now, _ := m.cfg.Tables.ReadNow()
+					m.tomb(ev.Key, max(now, ev.Time))
+					m.tmu.Unlock()
+				}
 				if ev.Type != datapath.EventRefused {
 					if _, ok := pending[ev.Key]; !ok {
 						pending[ev.Key] = struct{}{}
@@ -359,7 +381,9 @@ func (m *Mirror) sendKeys(keys []datapath.FlowKey, pending map[datapath.FlowKey]
 		delete(pending, k)
 		f, err := m.cfg.Tables.LookupFlow(k)
 		e := Entry{Op: OpDelete, Key: k}
-		if err == nil {
+		if err != nil {
+			m.tomb(k, now)
+		} else {
 			if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 {
 				continue
 			}
@@ -433,7 +457,7 @@ func (m *Mirror) walk(to *outStream, since uint32) {
 	defer m.mu.Unlock()
 	to.resyncs++
 	m.c.ResyncsSent++
-	m.control(to, typeResyncEnd, start, 0)
+	m.control(to, TypeResyncEnd, start, 0)
 }
 
 // A resync sends resyncBurst datagrams, then pauses resyncPause: at most
@@ -443,9 +467,6 @@ const (
 	resyncBurst = 64
 	resyncPause = 200 * time.Microsecond
 )
-
-// typeResyncEnd ends a resync: Arg is the resync's first sequence number.
-const typeResyncEnd Type = 5
 
 func (m *Mirror) broadcast(entries []Entry) {
 	if len(entries) == 0 {
@@ -481,7 +502,7 @@ func (m *Mirror) sendTo(o *outStream, msg *Message) {
 // resync requests are not kept for resending.
 func (m *Mirror) control(o *outStream, t Type, arg uint64, count uint16) {
 	msg := &Message{Type: t, Arg: arg, Count: count}
-	if t == TypeHeartbeat || t == typeResyncEnd {
+	if t == TypeHeartbeat || t == TypeResyncEnd {
 		m.sendTo(o, msg)
 		return
 	}
@@ -509,7 +530,7 @@ func (m *Mirror) heartbeat() {
 		if o == nil {
 			continue
 		}
-		if in.reqResync && time.Since(in.lastReq) > 5*m.cfg.Heartbeat {
+		if in.reqResync && time.Since(in.lastReq) > max(time.Second, 10*m.cfg.Heartbeat) {
 			in.lastReq = time.Now()
 			m.control(o, TypeResyncReq, in.w.floor+1, 0)
 			continue
@@ -518,23 +539,20 @@ func (m *Mirror) heartbeat() {
 	}
 }
 
-// nackHoles asks for the missing sequence numbers of in (mu held).
+// nackHoles asks for the missing sequence numbers of in (mu held): those
+// above the contiguous prefix, up to the peer's last heartbeat.
 func (m *Mirror) nackHoles(in *inStream, o *outStream) {
-	lo := in.first
-	if in.w.highest >= WindowSize && in.w.highest-WindowSize+1 > lo {
-		lo = in.w.highest - WindowSize + 1
+	if in.first == 0 {
+		return
 	}
-	top := in.w.highest
-	if in.peerHigh > top {
-		top = in.peerHigh
-	}
+	top := max(in.w.highest, in.peerHigh)
 	ranges := 0
-	for s := lo; s <= top && ranges < maxNackRanges && in.first != 0; s++ {
-		if s <= in.w.highest && in.w.seen(s) {
+	for s := in.contig + 1; s <= top && ranges < maxNackRanges; s++ {
+		if in.w.seen(s) {
 			continue
 		}
 		from := s
-		for s+1 <= top && !(s+1 <= in.w.highest && in.w.seen(s+1)) && s+1-from < 1<<15 {
+		for s+1 <= top && !in.w.seen(s+1) && s+1-from < 1<<15 {
 			s++
 		}
 		m.control(o, TypeNack, from, uint16(s-from+1))
@@ -635,22 +653,21 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 		}
 	}
 	if in.first == 0 {
-		in.first = msg.Seq
+		in.first, in.contig = msg.Seq, msg.Seq-1
 		in.reqResync = false
 	}
-	if in.w.highest != 0 && msg.Seq > in.w.highest+WindowSize {
-		in.reqResync = true // too far behind to NACK
+	if msg.Seq >= WindowSize && in.contig < msg.Seq-WindowSize {
+		// Seqs sliding out of the window unseen are lost for good: only a
+		// resync can make up for them.
+		in.lost = msg.Seq - WindowSize
+		in.contig = in.lost
+		in.reqResync = true
 		in.lastReq = time.Time{}
-	} else if in.w.highest != 0 && msg.Seq > in.w.highest {
-		// Seqs sliding out of the window unseen are lost for good.
-		for s := max(in.first, in.w.highest+1-min(in.w.highest, WindowSize)); s+WindowSize <= msg.Seq && s <= in.w.highest; s++ {
-			if !in.w.seen(s) {
-				in.reqResync = true
-				break
-			}
-		}
 	}
 	in.w.mark(msg.Seq)
+	for in.contig < in.w.highest && in.w.seen(in.contig+1) {
+		in.contig++
+	}
 	in.received++
 	in.heard = time.Now()
 	switch msg.Type {
@@ -658,13 +675,22 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 		if msg.Arg > 0 {
 			in.peerHigh = msg.Arg - 1
 		}
-	case typeResyncEnd:
+	case TypeResyncEnd:
 		in.syncFrom, in.syncTo = msg.Arg, msg.Seq
+		in.reqResync = false
 	case TypeUpdate:
 		m.tmu.Lock()
 		now, _ := m.cfg.Tables.ReadNow()
 		for i := range msg.Entries {
-			out, err := Install(m.cfg.Tables, &msg.Entries[i], now)
+			e := &msg.Entries[i]
+			if t, ok := m.tombs[e.Key]; ok && e.Op == OpPut && onClock(e, now).LastSeen <= t {
+				m.c.Tombstoned++
+				continue
+			}
+			out, err := Install(m.cfg.Tables, e, now)
+			if out == Deleted || out == Absent {
+				m.tomb(e.Key, now)
+			}
 			if err != nil {
 				m.c.InstallErrors++
 				continue
@@ -695,15 +721,7 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 // complete reports whether every datagram of the resync in progress has
 // arrived (mu held).
 func (m *Mirror) complete(in *inStream) bool {
-	if in.syncFrom == 0 || in.w.highest-in.syncFrom >= WindowSize {
-		return false
-	}
-	for s := in.syncFrom; s <= in.syncTo; s++ {
-		if !in.w.seen(s) {
-			return false
-		}
-	}
-	return true
+	return in.syncFrom > in.lost && in.syncFrom >= in.first && in.contig >= in.syncTo
 }
 
 // checkSynced closes Synced once every configured peer is synced (mu held).
@@ -733,4 +751,37 @@ func (m *Mirror) resend(o *outStream, from, count uint64) {
 			m.c.SendErrors++
 		}
 	}
+}
+
+// bigBuffers gives the socket 8 MiB buffers: a resync or a burst of new
+// flows arrives faster than one read loop drains it. As root the sysctl
+// limits (net.core.rmem_max) are overridden; otherwise they cap it.
+func bigBuffers(c *net.UDPConn) {
+	_ = c.SetReadBuffer(8 << 20)
+	_ = c.SetWriteBuffer(8 << 20)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
+	})
+}
+
+// maxTombs bounds the recently deleted keys remembered.
+const maxTombs = 1 << 16
+
+// tomb remembers that k was deleted at now (tmu held).
+func (m *Mirror) tomb(k datapath.FlowKey, now uint32) {
+	if _, ok := m.tombs[k]; !ok {
+		if len(m.tombFIFO) < maxTombs {
+			m.tombFIFO = append(m.tombFIFO, k)
+		} else {
+			delete(m.tombs, m.tombFIFO[m.tombNext])
+			m.tombFIFO[m.tombNext] = k
+			m.tombNext = (m.tombNext + 1) % maxTombs
+		}
+	}
+	m.tombs[k] = now
 }

@@ -15,8 +15,9 @@ import (
 // WindowSize is how many sequence numbers below the highest accepted one a
 // window still tracks: an authentic datagram that arrives later than that,
 // or twice, is refused as a replay (and, if it was missing, the receiver
-// resyncs instead).
-const WindowSize = 1024
+// resyncs instead). 2^20 datagrams: a whole resync of 22 million entries
+// fits, in a 128 KiB bitmap per peer.
+const WindowSize = 1 << 20
 
 // floorReserve is how far above the highest accepted sequence number the
 // durable floor is written. A datagram is accepted only below the floor
@@ -27,11 +28,11 @@ const WindowSize = 1024
 const floorReserve = 1 << 16
 
 // window is one peer's replay window: the highest sequence number accepted
-// and a bitmap of the WindowSize below it.
+// and a ring bitmap of the WindowSize up to it (bit seq mod WindowSize).
 type window struct {
 	floor   uint64 // nothing at or below is accepted (durable, from the file)
 	highest uint64
-	bits    [WindowSize / 64]uint64
+	bits    []uint64
 }
 
 // check reports whether seq is new (not at or below the floor, not seen,
@@ -43,49 +44,42 @@ func (w *window) check(seq uint64) bool {
 	if seq > w.highest {
 		return true
 	}
-	d := w.highest - seq
-	if d >= WindowSize {
-		return false
-	}
-	return w.bits[d/64]&(1<<(d%64)) == 0
+	return w.highest-seq < WindowSize && !w.seen(seq)
 }
 
 // mark records seq as accepted (check must have passed).
 func (w *window) mark(seq uint64) {
+	if w.bits == nil {
+		w.bits = make([]uint64, WindowSize/64)
+	}
 	if seq > w.highest {
-		shift := seq - w.highest
-		if w.highest == 0 || shift >= WindowSize {
-			w.bits = [WindowSize / 64]uint64{}
+		if w.highest == 0 || seq-w.highest >= WindowSize {
+			clear(w.bits)
 		} else {
-			w.shift(shift)
+			// The slots the window slides over held seqs WindowSize
+			// older: clear them, whole words where possible.
+			s := w.highest + 1
+			for ; s <= seq && s%64 != 0; s++ {
+				w.bits[(s%WindowSize)/64] &^= 1 << (s % 64)
+			}
+			for ; s+63 <= seq; s += 64 {
+				w.bits[(s%WindowSize)/64] = 0
+			}
+			for ; s <= seq; s++ {
+				w.bits[(s%WindowSize)/64] &^= 1 << (s % 64)
+			}
 		}
 		w.highest = seq
 	}
-	d := w.highest - seq
-	w.bits[d/64] |= 1 << (d % 64)
-}
-
-// shift moves the bitmap n places up (toward older), n < WindowSize.
-func (w *window) shift(n uint64) {
-	words, rem := int(n/64), n%64
-	var nb [WindowSize / 64]uint64
-	for i := len(nb) - 1; i >= words; i-- {
-		v := w.bits[i-words] << rem
-		if rem != 0 && i-words-1 >= 0 {
-			v |= w.bits[i-words-1] >> (64 - rem)
-		}
-		nb[i] = v
-	}
-	w.bits = nb
+	w.bits[(seq%WindowSize)/64] |= 1 << (seq % 64)
 }
 
 // seen reports whether seq (within the window) was accepted.
 func (w *window) seen(seq uint64) bool {
-	if seq > w.highest || w.highest-seq >= WindowSize {
+	if w.bits == nil || seq > w.highest || w.highest-seq >= WindowSize {
 		return false
 	}
-	d := w.highest - seq
-	return w.bits[d/64]&(1<<(d%64)) != 0
+	return w.bits[(seq%WindowSize)/64]&(1<<(seq%64)) != 0
 }
 
 // floorHeader is the first line of the floor file, with its version.

@@ -58,6 +58,9 @@ const (
 	// sequence number the asker will accept (its replay floor), so the
 	// sender continues above it.
 	TypeResyncReq Type = 4
+	// TypeResyncEnd ends a full resync; Arg is the resync's first sequence
+	// number, so the receiver knows when it has all of it.
+	TypeResyncEnd Type = 5
 )
 
 // Entry operations.
@@ -211,7 +214,7 @@ func (c *Codec) Decode(b []byte, m *Message) error {
 			}
 			m.Entries = append(m.Entries, e)
 		}
-	case TypeHeartbeat, TypeNack, TypeResyncReq:
+	case TypeHeartbeat, TypeNack, TypeResyncReq, TypeResyncEnd:
 		if len(rest) != 0 {
 			return fmt.Errorf("decode: type %d with %d bytes of entries: %w", m.Type, len(rest), ErrMalformed)
 		}
