@@ -108,6 +108,10 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config) err
 		l.Close()
 		return err
 	}
+	if err := d.StartPeers(ctx); err != nil {
+		l.Close()
+		return err
+	}
 	go func() {
 		if err := api.NewServer(d, log, apiOpts).Serve(ctx, l); err != nil {
 			log.Error("admin API", "error", err)

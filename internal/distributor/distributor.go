@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/mirror"
 )
 
 // tmSlot is a TM's data-path index and what the daemon knows about it. A
@@ -98,6 +99,7 @@ type Daemon struct {
 	life            lifeStats // the sweeper's: aged entries, last sweep, pressure (sweep.go)
 	hub             eventHub  // flow event followers (events.go)
 	udp             *udpControl
+	peers           atomic.Pointer[mirror.Mirror] // the peer protocol (peers.go); nil: off
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the

@@ -108,6 +108,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 		FlowsByOrigin:    fc.byOrigin,
 	}
 	d.life.stats(&st)
+	d.peerStats(&st)
 	for _, sc := range d.cfg.Services {
 		s := d.svcs[idOf(sc)]
 		if s == nil {

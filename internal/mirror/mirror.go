@@ -785,3 +785,19 @@ func (m *Mirror) tomb(k datapath.FlowKey, now uint32) {
 	}
 	m.tombs[k] = now
 }
+
+// CounterMap returns the counters by their operator-facing names (the
+// switchyard_mirror_total metric's counter label).
+func (c Counters) CounterMap() map[string]uint64 {
+	return map[string]uint64{
+		"events_queued": c.EventsQueued, "events_dropped": c.EventsDropped,
+		"sent": c.Sent, "resent": c.Resent, "send_errors": c.SendErrors,
+		"received": c.Received, "refused_truncated": c.Truncated, "refused_malformed": c.Malformed,
+		"refused_auth": c.BadAuth, "refused_version": c.BadVersion, "refused_replayed": c.Replayed,
+		"refused_unknown_peer": c.UnknownPeer,
+		"inserted":             c.Inserted, "replaced": c.Replaced, "kept_local": c.KeptLocal, "deleted": c.Deleted,
+		"delete_absent": c.Absent, "refused_table_full": c.Refused, "install_errors": c.InstallErrors,
+		"tombstoned": c.Tombstoned, "nacks_sent": c.NacksSent, "nacks_received": c.NacksReceived,
+		"resyncs_sent": c.ResyncsSent, "resyncs_requested": c.ResyncsRequested,
+	}
+}
