@@ -38,7 +38,7 @@ type Stats struct {
 	HalfOpenCapacity uint32 `json:"half_open_capacity"`
 	// FlowsByState counts flow-table entries by TCP phase (none, syn,
 	// established, fin, closed, reset) or udp / other; FlowsByOrigin by
-	// origin (selected, memorized, learned, second-key, mirror).
+	// origin (selected, memorized, learned, second-key, mirror, peer).
 	FlowsByState  map[string]uint64 `json:"flows_by_state,omitempty"`
 	FlowsByOrigin map[string]uint64 `json:"flows_by_origin,omitempty"`
 	// Aged counts entries the sweeper removed, by reason (the phase or
