@@ -637,6 +637,9 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 		floor := in.w.floor
 		*in = inStream{id: msg.Sender, addr: from, boot: msg.Boot}
 		in.w.floor = floor
+		// Its table is asked for, unless the resync asked for at start
+		// arrives within the retry interval (its end clears this).
+		in.reqResync, in.lastReq = true, time.Now()
 	}
 	if !in.w.check(msg.Seq) {
 		m.c.Replayed++
@@ -654,7 +657,6 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 	}
 	if in.first == 0 {
 		in.first, in.contig = msg.Seq, msg.Seq-1
-		in.reqResync = false
 	}
 	if msg.Seq >= WindowSize && in.contig < msg.Seq-WindowSize {
 		// Seqs sliding out of the window unseen are lost for good: only a
