@@ -280,3 +280,14 @@ func (d *Distributor) Stop() error {
 	}
 	return d.err
 }
+
+// Kill sends SIGKILL (a crash: nothing is cleaned up by the process) and
+// waits for the process to end.
+func (d *Distributor) Kill() {
+	if d.Exited() {
+		return
+	}
+	_ = d.cmd.Process.Kill()
+	<-d.done
+	d.err = nil // killed on purpose: not a failure of the run
+}
