@@ -104,11 +104,27 @@ func routeVia(t *testing.T, h *netlab.Host, gw netip.Addr) {
 	}
 }
 
-// TestFailoverToPeer: d1 carries 200 long-lived connections and mirrors them
-// to d2, whose Maglev ring differs (tm1 weighs 4 there), so no hash on d2
-// could recompute where they go; d1 is killed with SIGKILL and its links go
-// down, the clients' and TMs' routes move to d2: 0 connections break.
+// TestFailoverToPeer: a router (the client's namespace, a multipath route
+// to the VIP over d1 and d2 with the L4 hash) spreads 500 long-lived
+// connections over both distributors, which mirror each other. d1 is killed
+// with SIGKILL and its links go down; the router's route and the TMs' return
+// route move to d2: 0 connections break. "maglev": both have the same
+// config; "ring-differs": tm1 weighs 4 on d2, so no hash on d2 could
+// recompute where d1's connections go (without mirroring, 71 of 200 broke).
 func TestFailoverToPeer(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		weights map[string]int
+	}{
+		{"maglev", nil},
+		{"ring-differs", map[string]int{"tm1": 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { failover(t, tc.weights) })
+	}
+}
+
+func failover(t *testing.T, d2Weights map[string]int) {
+	const conns = 500
 	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 2, TMs: 3})
 	key := []byte("failover-key-0123456789abcdef012")
 	addr := func(h *netlab.Host) string {
@@ -121,7 +137,7 @@ func TestFailoverToPeer(t *testing.T) {
 			c.Peers = config.Peers{ID: uint32(i + 1), Listen: addr(h), Addresses: []string{addr(other)}, Key: key, Mirror: "all"}
 		}}
 		if i == 1 {
-			o.Weights = map[string]int{"tm1": 4}
+			o.Weights = d2Weights
 		}
 		d, err := e.StartDistributorOn(context.Background(), h, e.Config(o))
 		if err != nil {
@@ -134,19 +150,39 @@ func TestFailoverToPeer(t *testing.T) {
 		})
 		ds = append(ds, d)
 	}
-	o := loadgen.Options{KeepAlive: 200, Interval: 20 * time.Millisecond}
+	d1, d2 := e.Topo.Distributors[0], e.Topo.Distributors[1]
+	router := e.Topo.Clients[0]
+	if err := router.NS.Sysctl("net.ipv4.fib_multipath_hash_policy", "1"); err != nil {
+		t.Fatal(err)
+	}
+	eth0 := router.Links["eth0"].Index
+	vip := &net.IPNet{IP: net.IP(e.Topo.VIP4.AsSlice()), Mask: net.CIDRMask(32, 32)}
+	if err := router.NS.Netlink().RouteReplace(&netlink.Route{Dst: vip, MultiPath: []*netlink.NexthopInfo{
+		{LinkIndex: eth0, Gw: net.IP(d1.Links["ext0"].Addr4.Addr().AsSlice())},
+		{LinkIndex: eth0, Gw: net.IP(d2.Links["ext0"].Addr4.Addr().AsSlice())},
+	}}); err != nil {
+		t.Fatalf("multipath route: %v", err)
+	}
+	o := loadgen.Options{KeepAlive: conns, Interval: 100 * time.Millisecond}
 	e.ClientDialer(0, &o)
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	run := loadgen.Start(ctx, e.Target(false), o)
-	waitFor(t, 20*time.Second, "d1's connections on d2", func() bool {
-		st, err := ds[1].API.Stats(context.Background())
-		return err == nil && st.Mirror["inserted"] >= 200
+	var on [2]uint64
+	waitFor(t, 30*time.Second, "each distributor's connections on the other", func() bool {
+		for i, d := range ds {
+			st, err := d.API.Stats(context.Background())
+			if err != nil {
+				return false
+			}
+			on[i] = st.Mirror["inserted"]
+		}
+		return on[0]+on[1] >= conns && on[0] > 0 && on[1] > 0
 	})
+	t.Logf("mirrored: %d entries into d1 (d2's connections), %d into d2 (d1's)", on[0], on[1])
 	time.Sleep(time.Second)
 	killed := time.Now()
 	ds[0].Kill()
-	d1 := e.Topo.Distributors[0]
 	for _, ifname := range []string{"ext0", "int0"} {
 		l, err := d1.NS.Netlink().LinkByName(ifname)
 		if err == nil {
@@ -156,9 +192,8 @@ func TestFailoverToPeer(t *testing.T) {
 			t.Fatalf("%s down: %v", ifname, err)
 		}
 	}
-	d2 := e.Topo.Distributors[1]
-	for _, c := range e.Topo.Clients {
-		routeVia(t, c, d2.Links["ext0"].Addr4.Addr())
+	if err := router.NS.Netlink().RouteReplace(&netlink.Route{Dst: vip, LinkIndex: eth0, Gw: net.IP(d2.Links["ext0"].Addr4.Addr().AsSlice())}); err != nil {
+		t.Fatalf("route to d2: %v", err)
 	}
 	for _, tm := range e.Topo.TMs {
 		routeVia(t, tm, d2.Links["int0"].Addr4.Addr())
@@ -169,7 +204,7 @@ func TestFailoverToPeer(t *testing.T) {
 	if rep.Errors != 0 || rep.FlowsMoved != 0 {
 		t.Fatalf("after failover: %d errors %v, %d flows moved %v", rep.Errors, rep.ErrorSamples, rep.FlowsMoved, rep.MoveSamples)
 	}
-	if rep.Connections < 200 || rep.Connections > 210 {
-		t.Fatalf("%d TCP connections opened, want the 200 long-lived ones (reopened ones mean some broke)", rep.Connections)
+	if rep.Connections != conns {
+		t.Fatalf("%d TCP connections opened, want the %d long-lived ones (more: some broke and reopened)", rep.Connections, conns)
 	}
 }
