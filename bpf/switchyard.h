@@ -56,6 +56,7 @@ enum sy_flow_flags {
 	SY_FLOW_LEARNED = 0x4,    /* reverse of a flow a TM opened */
 	SY_FLOW_SECOND_KEY = 0x8, /* matched a second key (mask in sy_flow.mask) */
 	SY_FLOW_MIRROR = 0x10,    /* a TM asked to mirror it to the peers */
+	SY_FLOW_PEER = 0x20,      /* installed from a peer distributor (internal/mirror) */
 };
 
 /*

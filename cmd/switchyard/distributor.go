@@ -127,6 +127,10 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 		log.Info("detached; exiting")
 	}()
 	d.Settle(ctx, 3*time.Second)
+	if err := d.StartPeers(ctx); err != nil {
+		l.Close()
+		return err
+	}
 	if !d.Adopted() {
 		if left := d.WaitReady(ctx, readyTimeout); len(left) > 0 {
 			log.Warn("taking traffic before these were ready (timeout)", "waiting_for", left, "timeout", readyTimeout)

@@ -26,6 +26,13 @@ var (
 	descAged       = prometheus.NewDesc("switchyard_flows_aged_total", "Entries the sweeper removed, by reason.", []string{"reason"}, nil)
 	descSweepSecs  = prometheus.NewDesc("switchyard_sweep_seconds", "Duration of the last sweep.", nil, nil)
 	descSweepWalk  = prometheus.NewDesc("switchyard_sweep_walked_entries", "Entries the last sweep walked.", nil, nil)
+	descMirror     = prometheus.NewDesc("switchyard_mirror_total", "The peer protocol's counters (docs/mirror.md).", []string{"counter"}, nil)
+	descPeerUp     = prometheus.NewDesc("switchyard_peer_synced", "1 when the peer's whole table has been received.", []string{"peer", "state"}, nil)
+	descPeerLag    = prometheus.NewDesc("switchyard_peer_lag_datagrams", "The peer's datagrams not received yet, by its last heartbeat.", []string{"peer"}, nil)
+	descPeerSent   = prometheus.NewDesc("switchyard_peer_sent_total", "Datagrams sent to the peer.", []string{"peer"}, nil)
+	descPeerRecv   = prometheus.NewDesc("switchyard_peer_received_total", "Datagrams accepted from the peer.", []string{"peer"}, nil)
+	descPeerMiss   = prometheus.NewDesc("switchyard_peer_missing_total", "The peer's datagrams NACKed.", []string{"peer"}, nil)
+	descPeerResync = prometheus.NewDesc("switchyard_peer_resyncs_total", "Full resyncs the peer asked of this distributor.", []string{"peer"}, nil)
 )
 
 // Health-check metrics, by service and TM.
@@ -46,8 +53,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcNew, descSvcActive,
 		descTMPackets, descTMBytes, descTMNew, descTMActive, descTMReady, descPackets, descFlows,
 		descFlowCap, descHalfOpen, descHalfCap, descByState, descByOrigin, descAged, descSweepSecs, descSweepWalk,
-
-		descHealthy, descHealthChanges, descHealthRTT, descSvcFallback} {
+		descHealthy, descHealthChanges, descHealthRTT, descSvcFallback,
+		descMirror, descPeerUp, descPeerLag, descPeerSent, descPeerRecv, descPeerMiss, descPeerResync} {
 		ch <- d
 	}
 }
@@ -101,6 +108,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if s.LastSweep != nil {
 		ch <- prometheus.MustNewConstMetric(descSweepSecs, prometheus.GaugeValue, s.LastSweep.Seconds)
 		gauge(descSweepWalk, s.LastSweep.Walked)
+	}
+	for k, v := range s.Mirror {
+		counter(descMirror, v, k)
+	}
+	for _, p := range s.Peers {
+		synced := uint64(0)
+		if p.State == "synced" {
+			synced = 1
+		}
+		gauge(descPeerUp, synced, p.Addr, p.State)
+		gauge(descPeerLag, p.Lag, p.Addr)
+		counter(descPeerSent, p.Sent, p.Addr)
+		counter(descPeerRecv, p.Received, p.Addr)
+		counter(descPeerMiss, p.Missing, p.Addr)
+		counter(descPeerResync, p.Resyncs, p.Addr)
 	}
 }
 

@@ -38,7 +38,7 @@ type Stats struct {
 	HalfOpenCapacity uint32 `json:"half_open_capacity"`
 	// FlowsByState counts flow-table entries by TCP phase (none, syn,
 	// established, fin, closed, reset) or udp / other; FlowsByOrigin by
-	// origin (selected, memorized, learned, second-key, mirror).
+	// origin (selected, memorized, learned, second-key, mirror, peer).
 	FlowsByState  map[string]uint64 `json:"flows_by_state,omitempty"`
 	FlowsByOrigin map[string]uint64 `json:"flows_by_origin,omitempty"`
 	// Aged counts entries the sweeper removed, by reason (the phase or
@@ -53,6 +53,25 @@ type Stats struct {
 	// UDPSignals count the UDP signal transport's messages and ops: applied
 	// (udp_sig_*) and refused by reason (udp_refused_*, udp_sig_refused_*).
 	UDPSignals map[string]uint64 `json:"udp_signals,omitempty"`
+	// Peers are the peer distributors flows are mirrored to and from
+	// (docs/mirror.md); Mirror the protocol's counters by name.
+	Peers  []PeerStats       `json:"peers,omitempty"`
+	Mirror map[string]uint64 `json:"mirror,omitempty"`
+}
+
+// PeerStats is one peer distributor as `switchyard peers` shows it.
+type PeerStats struct {
+	Addr string `json:"addr"`
+	ID   uint32 `json:"id"`
+	// State: unknown (never heard), syncing, synced, silent.
+	State     string `json:"state"`
+	LastHeard string `json:"last_heard,omitempty"`
+	// Lag: the peer's datagrams not received yet, by its last heartbeat.
+	Lag      uint64 `json:"lag_datagrams"`
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	Missing  uint64 `json:"missing"`
+	Resyncs  uint64 `json:"resyncs"`
 }
 
 // ServiceStats are one service's counters.

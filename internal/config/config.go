@@ -176,7 +176,31 @@ type Config struct {
 	SecondKeys      SecondKeys       `yaml:"second_keys"`
 	Learning        Learning         `yaml:"learning"`
 	Signals         Signals          `yaml:"signals"`
+	Peers           Peers            `yaml:"peers"`
 }
+
+// Peers configures mirroring flow entries to peer distributors
+// (internal/mirror, docs/mirror.md). Without addresses it is off.
+type Peers struct {
+	// ID is this distributor's number among its peers: 1..4294967295,
+	// unique among them. Required with addresses.
+	ID uint32 `yaml:"id"`
+	// Listen is the address:port the peer protocol binds (UDP). Required
+	// with addresses.
+	Listen string `yaml:"listen"`
+	// Addresses are the other distributors' listen addresses, at most
+	// MaxPeers.
+	Addresses []string `yaml:"addresses"`
+	// Key is the HMAC-SHA256 key all peers share, at least MinSignalKeyLen
+	// bytes written in hex. Required with addresses.
+	Key []byte `yaml:"key"`
+	// Mirror is what is mirrored: "all" (default) or "signalled" (only the
+	// flows a TM asked to mirror with its MIRROR signal).
+	Mirror string `yaml:"mirror"`
+}
+
+// MaxPeers bounds peers.addresses.
+const MaxPeers = 16
 
 // Distributor describes this distributor and its interfaces.
 type Distributor struct {
@@ -770,6 +794,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	}
 	str("distributor.xdp_mode", &c.Distributor.XDPMode, XDPModeAuto)
 	str("distributor.state_dir", &c.Distributor.StateDir, DefaultStateDir)
+	str("peers.mirror", &c.Peers.Mirror, "all")
 	num("flow_table.max_flows", &c.FlowTable.MaxFlows, DefaultMaxFlows)
 	num("selection.ring_size", &c.Selection.RingSize, datapath.DefaultRingSize)
 	num("selection.max_services", &c.Selection.MaxServices, DefaultMaxServices)

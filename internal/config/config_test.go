@@ -659,6 +659,21 @@ func TestBadConfigs(t *testing.T) {
 			18, "signals.multicast_mac", []string{`ff:ff:ff:ff:ff:ff is the broadcast MAC address (expected a multicast MAC address`}, 0},
 		{"signal mac invalid", func(t *testing.T) string { return minimal + "signals:\n  multicast_mac: 03:53:59\n" },
 			18, "signals.multicast_mac", []string{`"03:53:59" is not a MAC address (expected a multicast MAC address`}, 0},
+		// peers
+		{"peers without key", func(t *testing.T) string {
+			return minimal + "peers:\n  id: 1\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.2:7947]\n"
+		}, 17, "peers.key", []string{`the key is 0 bytes long (expected a key of at least 16 bytes`}, 0},
+		{"peers own address", func(t *testing.T) string {
+			return minimal + "peers:\n  id: 1\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.1:7947]\n  key: 000102030405060708090a0b0c0d0e0f\n"
+		}, 20, "peers.addresses[0]", []string{`10.3.0.1:7947 is this distributor's own peers.listen (expected the other`}, 0},
+		{"peers no id", func(t *testing.T) string {
+			return minimal + "peers:\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.2:7947]\n  key: 000102030405060708090a0b0c0d0e0f\n"
+		}, 17, "peers.id", []string{`missing (expected this distributor's number among its peers`}, 0},
+		{"peers mirror", func(t *testing.T) string { return minimal + "peers:\n  mirror: some\n" },
+			18, "peers.mirror", []string{`"some" (expected all or signalled)`}, 0},
+		{"peers address without port", func(t *testing.T) string {
+			return minimal + "peers:\n  id: 1\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.2]\n  key: 000102030405060708090a0b0c0d0e0f\n"
+		}, 20, "peers.addresses[0]", []string{`"10.3.0.2" is not an IP address with port`}, 0},
 		{"udp_listen without port", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: 10.1.0.2\n" },
 			18, "signals.udp_listen", []string{`"10.1.0.2" is not an IP address with port (expected ADDRESS:PORT with a port in 1..65535`}, 0},
 		{"udp_listen host name", func(t *testing.T) string { return minimal + "signals:\n  udp_listen: localhost:7946\n" },

@@ -275,6 +275,12 @@ var leaves = map[string]leaf{
 	"learning.snat_addresses[]":      {expected: snatExpected},
 	"signals.multicast_mac":          {expected: multicastMACExpected},
 	"signals.udp_listen":             {expected: udpListenExpected},
+	"peers.id":                       {expected: peerIDExpected, min: 1, max: 1<<32 - 1},
+	"peers.listen":                   {expected: peerAddrExpected},
+	"peers.addresses":                {expected: "a list of peer addresses"},
+	"peers.addresses[]":              {expected: peerAddrExpected},
+	"peers.key":                      {expected: signalKeyExpected},
+	"peers.mirror":                   {expected: peerMirrorExpected},
 }
 
 var keyCache sync.Map // reflect.Type → []string

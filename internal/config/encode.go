@@ -177,10 +177,16 @@ func RestartNeeded(cur, next *Config) error {
 		{next.Selection != cur.Selection, "selection changed: restart to resize the Maglev rings"},
 		{next.SecondKeys.MaxEntries != cur.SecondKeys.MaxEntries, "second_keys.max_entries changed: restart to resize the second-key table"},
 		{next.Signals.UDPListen != cur.Signals.UDPListen, "signals.udp_listen changed: restart to move the UDP signal transport"},
+		{!peersEqual(next.Peers, cur.Peers), "peers changed: restart to change the peer protocol"},
 	} {
 		if f.changed {
 			errs = append(errs, errors.New(f.msg))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func peersEqual(a, b Peers) bool {
+	return a.ID == b.ID && a.Listen == b.Listen && a.Mirror == b.Mirror &&
+		slices.Equal(a.Addresses, b.Addresses) && bytes.Equal(a.Key, b.Key)
 }

@@ -46,6 +46,9 @@ const (
 	snatListExpected           = "a list of IPv4 or IPv6 unicast addresses"
 	multicastMACExpected       = "a multicast MAC address of six hex octets, lowest bit of the first octet set, not ff:ff:ff:ff:ff:ff, e.g. 03:53:59:47:00:01"
 	udpListenExpected          = "ADDRESS:PORT with a port in 1..65535, e.g. 10.1.0.2:7946 or [2001:db8::2]:7946; omit it to turn UDP control off"
+	peerIDExpected             = "this distributor's number among its peers, 1..4294967295"
+	peerAddrExpected           = "ADDRESS:PORT with a port in 1..65535, e.g. 10.3.0.1:7947"
+	peerMirrorExpected         = "all or signalled"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
@@ -150,6 +153,7 @@ func (v *validator) config(c *Config) {
 	v.services(c.Services, c.TrafficManagers, c.SecondKeys.Masks, masksOK)
 	v.learning(c.Learning, c.TrafficManagers, c.Services)
 	v.signals(c.Signals)
+	v.peers(c.Peers)
 }
 
 func (v *validator) timeouts(t Timeouts) {
@@ -852,4 +856,49 @@ func validHTTPPath(p string) bool {
 		}
 	}
 	return true
+}
+func (v *validator) peers(p Peers) {
+	addr := func(path, a string) {
+		ap, err := netip.ParseAddrPort(a)
+		switch {
+		case err != nil:
+			v.errorf(path, "%q is not an IP address with port (expected %s)", a, peerAddrExpected)
+		case ap.Port() == 0:
+			v.errorf(path, "port 0 in %q (expected %s)", a, peerAddrExpected)
+		case ap.Addr().IsMulticast() || ap.Addr().IsUnspecified() && path != "peers.listen":
+			v.errorf(path, "%s cannot be a peer's address (expected %s)", ap.Addr(), peerAddrExpected)
+		}
+	}
+	if p.Mirror != "all" && p.Mirror != "signalled" {
+		v.errorf("peers.mirror", "%q (expected %s)", p.Mirror, peerMirrorExpected)
+	}
+	if len(p.Addresses) == 0 {
+		return
+	}
+	if len(p.Addresses) > MaxPeers {
+		v.errorf("peers.addresses", "%d peers, at most %d", len(p.Addresses), MaxPeers)
+	}
+	if p.ID == 0 {
+		v.errorf("peers.id", "missing (expected %s)", peerIDExpected)
+	}
+	if p.Listen == "" {
+		v.errorf("peers.listen", "missing (expected %s)", peerAddrExpected)
+	} else {
+		addr("peers.listen", p.Listen)
+	}
+	seen := map[string]int{}
+	for i, a := range p.Addresses {
+		path := fmt.Sprintf("peers.addresses[%d]", i)
+		addr(path, a)
+		if j, ok := seen[a]; ok {
+			v.errorf(path, "%s is also peers.addresses[%d] (expected each peer once)", a, j)
+		}
+		seen[a] = i
+		if a == p.Listen {
+			v.errorf(path, "%s is this distributor's own peers.listen (expected the other distributors' addresses)", a)
+		}
+	}
+	if len(p.Key) < MinSignalKeyLen {
+		v.errorf("peers.key", "the key is %d bytes long (expected %s)", len(p.Key), signalKeyExpected)
+	}
 }

@@ -274,6 +274,7 @@ const (
 	sySyFlowFlagsSY_FLOW_LEARNED    sySyFlowFlags = 4
 	sySyFlowFlagsSY_FLOW_SECOND_KEY sySyFlowFlags = 8
 	sySyFlowFlagsSY_FLOW_MIRROR     sySyFlowFlags = 16
+	sySyFlowFlagsSY_FLOW_PEER       sySyFlowFlags = 32
 )
 
 type sySyFlowKey struct {

@@ -62,6 +62,7 @@ const (
 	FlowLearned   = uint16(sySyFlowFlagsSY_FLOW_LEARNED)
 	FlowSecondKey = uint16(sySyFlowFlagsSY_FLOW_SECOND_KEY)
 	FlowMirror    = uint16(sySyFlowFlagsSY_FLOW_MIRROR)
+	FlowPeer      = uint16(sySyFlowFlagsSY_FLOW_PEER)
 
 	// Flow event types (enum sy_event_type).
 	EventNew     = uint8(sySyEventTypeSY_EV_NEW)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/mirror"
 )
 
 // tmSlot is a TM's data-path index and what the daemon knows about it. A
@@ -113,6 +114,7 @@ type Daemon struct {
 	gate         readyGate // what holds traffic back at start (gate.go)
 	lock         *os.File  // held while the daemon runs (restart.go)
 	health       *healthChecks
+	peers        atomic.Pointer[mirror.Mirror] // the peer protocol (peers.go); nil: off
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the

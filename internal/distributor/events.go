@@ -109,6 +109,7 @@ func (d *Daemon) readEvents() {
 		_, tms = d.names()
 	}
 	_, err := d.dp.ReadEvents(func(ev datapath.Event) {
+		d.offerPeers(ev)
 		if follow {
 			d.hub.publish(d.event(ev, tms, ""))
 		}
@@ -120,6 +121,13 @@ func (d *Daemon) readEvents() {
 
 // publishExpired reports the flows a sweep removed, with the reason.
 func (d *Daemon) publishExpired(t *tally[datapath.FlowKey], flows map[datapath.FlowKey]datapath.Flow) {
+	if d.peers.Load() != nil {
+		for k, r := range t.reason {
+			if r != "" {
+				d.offerPeers(datapath.Event{Key: k, Time: d.clock(), Type: datapath.EventExpired})
+			}
+		}
+	}
 	if !d.hub.any() {
 		return
 	}

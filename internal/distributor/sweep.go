@@ -234,8 +234,8 @@ func (d *Daemon) sweep() (flows, seconds int, err error) {
 	}
 	pace := newPacer(sweepRate)
 	ft := tally[datapath.FlowKey]{reason: map[datapath.FlowKey]string{}}
-	following := d.hub.any()
-	gone := map[datapath.FlowKey]datapath.Flow{} // for the expired events, when followed
+	following := d.hub.any() || d.peers.Load() != nil // followers, or peers to tell
+	gone := map[datapath.FlowKey]datapath.Flow{}      // for the expired events, when followed
 	flows, err = d.dp.DeleteFlowsWhere(func(k datapath.FlowKey, f datapath.Flow) bool {
 		pace.tick()
 		related := len(orphans) > 0 && f.Flags&datapath.FlowSecondKey != 0 &&

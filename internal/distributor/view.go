@@ -110,6 +110,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 		FlowsByOrigin:    fc.byOrigin,
 	}
 	d.life.stats(&st)
+	d.peerStats(&st)
 	for _, sc := range d.cfg.Services {
 		s := d.svcs[idOf(sc)]
 		if s == nil {
@@ -181,6 +182,7 @@ func origins(flags uint16) []string {
 		{datapath.FlowLearned, "learned"},
 		{datapath.FlowSecondKey, "second-key"},
 		{datapath.FlowMirror, "mirror"},
+		{datapath.FlowPeer, "peer"},
 	} {
 		if flags&f.bit != 0 {
 			o = append(o, f.name)

@@ -1,0 +1,113 @@
+package distributor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/switchyard/switchyard/internal/api"
+	"github.com/switchyard/switchyard/internal/datapath"
+	"github.com/switchyard/switchyard/internal/mirror"
+)
+
+// StartPeers starts the peer protocol (internal/mirror) when peers: has
+// addresses: flow events go to the peers, and their entries come in
+// through the seam. Its replay floors are in distributor.state_dir
+// (<id>.mirror).
+func (d *Daemon) StartPeers(ctx context.Context) error {
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
+	p := cfg.Peers
+	if len(p.Addresses) == 0 {
+		return nil
+	}
+	listen, err := netip.ParseAddrPort(p.Listen)
+	if err != nil {
+		return fmt.Errorf("peers.listen: %w", err)
+	}
+	var peers []netip.AddrPort
+	for _, a := range p.Addresses {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return fmt.Errorf("peers.addresses: %w", err)
+		}
+		peers = append(peers, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+	if err != nil {
+		return fmt.Errorf("peers: listen on %s: %w", listen, err)
+	}
+	policy := mirror.MirrorAll
+	if p.Mirror == "signalled" {
+		policy = mirror.MirrorSignalled
+	}
+	m, err := mirror.New(mirror.Config{
+		ID: p.ID, Key: p.Key, Conn: conn, Peers: peers, Tables: d.dp, Policy: policy,
+		StateFile: filepath.Join(cfg.Distributor.StateDir, cfg.Distributor.ID+".mirror"),
+		Logger:    d.log.With("part", "mirror"),
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	d.peers.Store(m)
+	// Failover: a starting distributor takes traffic only once its peers'
+	// tables are in (or WaitReady's timeout passes), so that it never
+	// black-holes the flows it does not know yet.
+	release := d.HoldTraffic("peers")
+	go func() {
+		select {
+		case <-m.Synced():
+		case <-ctx.Done():
+		}
+		release()
+	}()
+	go func() {
+		defer conn.Close()
+		if err := m.Run(ctx); err != nil {
+			d.log.Error("peer protocol stopped", "error", err)
+		}
+	}()
+	d.log.Info("mirroring to peers", "listen", listen, "peers", len(peers), "mirror", p.Mirror)
+	return nil
+}
+
+// PeersSynced is closed once every peer has sent its whole table (or at
+// once without peers): the start gate waits for it, with a timeout, before
+// taking traffic for the VIPs.
+func (d *Daemon) PeersSynced() <-chan struct{} {
+	if m := d.peers.Load(); m != nil {
+		return m.Synced()
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// offerPeers hands a flow event to the peer protocol, if it runs.
+func (d *Daemon) offerPeers(ev datapath.Event) {
+	if m := d.peers.Load(); m != nil {
+		m.Offer(ev)
+	}
+}
+
+// peerStats adds the peers and the protocol's counters to st.
+func (d *Daemon) peerStats(st *api.Stats) {
+	m := d.peers.Load()
+	if m == nil {
+		return
+	}
+	st.Mirror = m.Counters().CounterMap()
+	for _, p := range m.Peers() {
+		ps := api.PeerStats{Addr: p.Addr.String(), ID: p.ID, State: p.State, Lag: p.Lag,
+			Sent: p.Sent, Received: p.Received, Missing: p.Missing, Resyncs: p.Resyncs}
+		if !p.LastHeard.IsZero() {
+			ps.LastHeard = p.LastHeard.UTC().Format(time.RFC3339Nano)
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+}
