@@ -182,6 +182,19 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// takeStream takes one of the MaxFlowStreams stream slots, or answers 503
+// and reports false; the caller gives a taken slot back with
+// s.streams.Add(-1).
+func (s *Server) takeStream(w http.ResponseWriter) bool {
+	if n := s.streams.Add(1); n > int64(s.o.MaxFlowStreams) {
+		s.streams.Add(-1)
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, http.StatusServiceUnavailable, fmt.Errorf("admin API: %d flow streams are open already (the limit); try again when one ends", s.o.MaxFlowStreams))
+		return false
+	}
+	return true
+}
+
 // flows streams the flow table as NDJSON in batches, each written under its
 // own deadline, so that a client that stops reading is dropped after
 // WriteTimeout instead of holding the walk, its buffers and its descriptor.
@@ -191,10 +204,7 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	if n := s.streams.Add(1); n > int64(s.o.MaxFlowStreams) {
-		s.streams.Add(-1)
-		w.Header().Set("Retry-After", "1")
-		s.writeError(w, http.StatusServiceUnavailable, fmt.Errorf("admin API: %d flow streams are open already (the limit); try again when one ends", s.o.MaxFlowStreams))
+	if !s.takeStream(w) {
 		return
 	}
 	defer s.streams.Add(-1)
@@ -228,10 +238,7 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request) {
 // followFlows streams flow events as NDJSON, each written and flushed under
 // its own deadline; it counts against the flow streams' limit.
 func (s *Server) followFlows(w http.ResponseWriter, r *http.Request) {
-	if n := s.streams.Add(1); n > int64(s.o.MaxFlowStreams) {
-		s.streams.Add(-1)
-		w.Header().Set("Retry-After", "1")
-		s.writeError(w, http.StatusServiceUnavailable, fmt.Errorf("admin API: %d flow streams are open already (the limit); try again when one ends", s.o.MaxFlowStreams))
+	if !s.takeStream(w) {
 		return
 	}
 	defer s.streams.Add(-1)
