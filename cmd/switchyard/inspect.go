@@ -107,14 +107,23 @@ func newReloadCmd() *cobra.Command {
 }
 
 func newStatsCmd() *cobra.Command {
+	return newStatsViewCmd("stats",
+		"Show a distributor's counters per service, per TM, and drops by reason",
+		`  switchyard stats
+  switchyard stats --config /etc/switchyard/d1.yaml --json`,
+		func(st api.Stats) any { return st }, printStats)
+}
+
+// newStatsViewCmd is a command that reads the distributor's stats and prints
+// a view of them: as a table, or with --json as jsonOf's value.
+func newStatsViewCmd(use, short, example string, jsonOf func(api.Stats) any, print func(io.Writer, api.Stats)) *cobra.Command {
 	var af apiFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "stats",
-		Short: "Show a distributor's counters per service, per TM, and drops by reason",
-		Example: `  switchyard stats
-  switchyard stats --config /etc/switchyard/d1.yaml --json`,
-		Args: cobra.NoArgs,
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := af.client()
 			if err != nil {
@@ -127,9 +136,9 @@ func newStatsCmd() *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(jsonOf(st))
 			}
-			printStats(cmd.OutOrStdout(), st)
+			print(cmd.OutOrStdout(), st)
 			return nil
 		},
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -13,38 +12,16 @@ import (
 )
 
 func newPeersCmd() *cobra.Command {
-	var af apiFlags
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "peers",
-		Short: "Show the peer distributors flows are mirrored to: state, lag, counters",
-		Example: `  switchyard peers
+	return newStatsViewCmd("peers",
+		"Show the peer distributors flows are mirrored to: state, lag, counters",
+		`  switchyard peers
   switchyard peers --config /etc/switchyard/d1.yaml --json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
-					Peers  []api.PeerStats   `json:"peers"`
-					Mirror map[string]uint64 `json:"mirror"`
-				}{st.Peers, st.Mirror})
-			}
-			printPeers(cmd.OutOrStdout(), st)
-			return nil
-		},
-	}
-	af.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+		func(st api.Stats) any {
+			return struct {
+				Peers  []api.PeerStats   `json:"peers"`
+				Mirror map[string]uint64 `json:"mirror"`
+			}{st.Peers, st.Mirror}
+		}, printPeers)
 }
 
 func printPeers(w io.Writer, st api.Stats) {
