@@ -454,7 +454,7 @@ func Dial(path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent API: %w", err)
 	}
-	return &Client{c: c, br: bufio.NewReader(c), enc: json.NewEncoder(c)}, nil
+	return &Client{c: c, br: bufio.NewReaderSize(c, maxReply), enc: json.NewEncoder(c)}, nil
 }
 
 // Do sends one request and returns the reply; a refused request is an
@@ -474,9 +474,14 @@ func (c *Client) DoRaw(line []byte) (APIReply, error) {
 	return c.reply()
 }
 
+// maxReply bounds a reply line the client reads (stats with every counter
+// fit in a few KiB).
+const maxReply = 1 << 20
+
 func (c *Client) reply() (APIReply, error) {
 	var rep APIReply
-	line, err := c.br.ReadBytes('\n')
+	// ReadSlice ends at the buffer's size: a reply is bounded by maxReply.
+	line, err := c.br.ReadSlice('\n')
 	if err != nil {
 		return rep, fmt.Errorf("agent API: read reply: %w", err)
 	}

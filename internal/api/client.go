@@ -69,13 +69,17 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 	return resp, nil
 }
 
+// maxJSONAnswer bounds a JSON answer the client reads.
+const maxJSONAnswer = 64 << 20
+
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	resp, err := c.do(ctx, http.MethodGet, path)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	// Bounded: a status or stats answer is far below this.
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONAnswer)).Decode(v); err != nil {
 		return fmt.Errorf("admin API %s: decode: %w", path, err)
 	}
 	return nil
