@@ -182,7 +182,12 @@ func TestLab(t *testing.T) {
 			if c.KeepAliveConns != 10 || c.UDPFlows != 4 || c.ShortConns == 0 || rep.UDPRequests == 0 {
 				t.Errorf("tm1 counts %+v", c)
 			}
+			// The client counts a connection when its handshake completes; the
+			// TM counts it when accept returns, which can come a moment later.
 			st := tm1.Stats()
+			for deadline := time.Now().Add(2 * time.Second); st.AcceptedConns < rep.Connections && time.Now().Before(deadline); st = tm1.Stats() {
+				time.Sleep(10 * time.Millisecond)
+			}
 			t.Logf("tm1 stats %+v", st)
 			if st.HTTPRequests < rep.HTTPRequests || st.UDPRequests < rep.UDPRequests || st.AcceptedConns < rep.Connections {
 				t.Errorf("tm1 stats %+v below report (http %d, udp %d, conns %d)", st, rep.HTTPRequests, rep.UDPRequests, rep.Connections)
