@@ -70,6 +70,10 @@ type Counters struct {
 	Tombstoned                              uint64 // puts refused: the key was deleted since
 	NacksSent, NacksReceived                uint64
 	ResyncsSent, ResyncsRequested           uint64
+	// Second keys (RELATE, persistence): entries sent, and what the
+	// received ones did.
+	SecondSent, SecondInserted, SecondReplaced uint64
+	SecondKept, SecondRefused, SecondErrors    uint64
 }
 
 // PeerStatus is one peer as `switchyard peers` shows it.
@@ -117,6 +121,10 @@ type Mirror struct {
 	// later for a key but was last used no later than its deletion (a
 	// resync or resend in flight, a peer echoing its copy back) does not
 	// bring it back. Bounded: the oldest are forgotten first. Under tmu.
+	// masks are the second-key masks, read at start and at each refresh
+	// (under tmu): the second keys that cover a flow sent are sent with it.
+	masks []uint32
+
 	tombs    map[datapath.FlowKey]uint32
 	tombFIFO []datapath.FlowKey
 	tombNext int
@@ -293,6 +301,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	rf := time.NewTicker(m.cfg.Refresh)
 	defer rf.Stop()
 	lastRefresh, _ := m.cfg.Tables.ReadNow()
+	m.readMasks()
 	pending := map[datapath.FlowKey]struct{}{}
 	var order []datapath.FlowKey
 	flush := time.NewTimer(time.Hour)
@@ -350,6 +359,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 			if m.dirty.Swap(false) {
 				since = 0
 			}
+			m.readMasks()
 			m.walk(nil, since)
 			lastRefresh = now
 		}
@@ -375,6 +385,8 @@ func (m *Mirror) sendKeys(keys []datapath.FlowKey, pending map[datapath.FlowKey]
 		return
 	}
 	entries := make([]Entry, 0, MaxEntries)
+	var seconds []SecondEntry
+	var seen map[datapath.SecondKey]bool
 	m.tmu.Lock()
 	now, _ := m.cfg.Tables.ReadNow()
 	for _, k := range keys {
@@ -388,6 +400,7 @@ func (m *Mirror) sendKeys(keys []datapath.FlowKey, pending map[datapath.FlowKey]
 				continue
 			}
 			e = entryOf(k, f, now)
+			seconds = m.secondsOf(k, f, now, seconds, &seen)
 		}
 		entries = append(entries, e)
 		if len(entries) == MaxEntries {
@@ -399,6 +412,7 @@ func (m *Mirror) sendKeys(keys []datapath.FlowKey, pending map[datapath.FlowKey]
 	}
 	m.tmu.Unlock()
 	m.broadcast(entries)
+	m.broadcastSeconds(seconds)
 }
 
 func entryOf(k datapath.FlowKey, f datapath.Flow, now uint32) Entry {
@@ -428,6 +442,7 @@ func (m *Mirror) walk(to *outStream, since uint32) {
 		entries = append(entries, entryOf(k, f, now))
 		return true
 	})
+	seconds := m.walkSeconds(since, now)
 	m.tmu.Unlock()
 	if to == nil {
 		for len(entries) > 0 {
@@ -435,17 +450,27 @@ func (m *Mirror) walk(to *outStream, since uint32) {
 			m.broadcast(entries[:n])
 			entries = entries[n:]
 		}
+		m.broadcastSeconds(seconds)
 		return
 	}
 	m.mu.Lock()
 	start := to.seq + 1
 	m.mu.Unlock()
-	for i := 0; len(entries) > 0; i++ {
-		n := min(MaxEntries, len(entries))
+	// The flows, then the second keys, all before the resync's end: a
+	// peer synced has both.
+	for i := 0; len(entries) > 0 || len(seconds) > 0; i++ {
 		m.mu.Lock()
-		m.sendTo(to, &Message{Type: TypeUpdate, Entries: entries[:n]})
+		if len(entries) > 0 {
+			n := min(MaxEntries, len(entries))
+			m.sendTo(to, &Message{Type: TypeUpdate, Entries: entries[:n]})
+			entries = entries[n:]
+		} else {
+			n := min(MaxSecondEntries, len(seconds))
+			m.sendTo(to, &Message{Type: TypeSecond, Seconds: seconds[:n]})
+			m.c.SecondSent += uint64(n)
+			seconds = seconds[n:]
+		}
 		m.mu.Unlock()
-		entries = entries[n:]
 		if i%resyncBurst == resyncBurst-1 {
 			// Paced: a table sent at once overflows the peer's socket
 			// buffer, and what the NACKs cannot recover costs another
@@ -680,6 +705,8 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 	case TypeResyncEnd:
 		in.syncFrom, in.syncTo = msg.Arg, msg.Seq
 		in.reqResync = false
+	case TypeSecond:
+		m.installSeconds(msg.Seconds)
 	case TypeUpdate:
 		m.tmu.Lock()
 		now, _ := m.cfg.Tables.ReadNow()
@@ -801,5 +828,7 @@ func (c Counters) CounterMap() map[string]uint64 {
 		"delete_absent": c.Absent, "refused_table_full": c.Refused, "install_errors": c.InstallErrors,
 		"tombstoned": c.Tombstoned, "nacks_sent": c.NacksSent, "nacks_received": c.NacksReceived,
 		"resyncs_sent": c.ResyncsSent, "resyncs_requested": c.ResyncsRequested,
+		"second_sent": c.SecondSent, "second_inserted": c.SecondInserted, "second_replaced": c.SecondReplaced,
+		"second_kept_local": c.SecondKept, "second_refused": c.SecondRefused, "second_install_errors": c.SecondErrors,
 	}
 }

@@ -33,8 +33,9 @@ const (
 	// MaxEntries bounds the entries of one datagram so that it fits a
 	// 1500-byte MTU without fragmentation (IPv4 and UDP headers: 28 bytes).
 	MaxEntries = (1472 - HeaderSize - MACSize) / EntrySize
-	// MaxDatagram is the largest valid datagram.
-	MaxDatagram = HeaderSize + MaxEntries*EntrySize + MACSize
+	// MaxDatagram is the largest valid datagram (of flow entries or of
+	// second-key entries, wire_second.go).
+	MaxDatagram = HeaderSize + max(MaxEntries*EntrySize, MaxSecondEntries*SecondEntrySize) + MACSize
 	// MinKeyLen is the shortest shared key accepted.
 	MinKeyLen = 16
 )
@@ -91,6 +92,11 @@ type Message struct {
 	Count  uint16 // TypeNack: how many
 	// Entries of a TypeUpdate.
 	Entries []Entry
+	// Seconds are the second-key entries of a TypeSecond (wire_second.go).
+	Seconds []SecondEntry
+	// TMs is a TypeHeartbeat's digest of the sender's TM index list (header
+	// bytes 12–15, zero on every other type; see TMDigest).
+	TMs uint32
 }
 
 // Decode errors, counted by kind (errors.Is).
@@ -125,21 +131,30 @@ func (c *Codec) Append(b []byte, m *Message) ([]byte, error) {
 	if m.Type != TypeUpdate && len(m.Entries) > 0 {
 		return b, fmt.Errorf("encode: type %d carries no entries", m.Type)
 	}
+	if err := checkSeconds(m); err != nil {
+		return b, err
+	}
 	start := len(b)
 	count := uint16(len(m.Entries))
-	if m.Type == TypeNack {
+	switch m.Type {
+	case TypeNack:
 		count = m.Count
+	case TypeSecond:
+		count = uint16(len(m.Seconds))
 	}
 	b = append(b, magic[:]...)
 	b = append(b, Version, byte(m.Type))
 	b = binary.BigEndian.AppendUint16(b, count)
 	b = binary.BigEndian.AppendUint32(b, m.Sender)
-	b = binary.BigEndian.AppendUint32(b, 0)
+	b = binary.BigEndian.AppendUint32(b, headerWord(m))
 	b = binary.BigEndian.AppendUint64(b, m.Boot)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = binary.BigEndian.AppendUint64(b, m.Arg)
 	for i := range m.Entries {
 		b = appendEntry(b, &m.Entries[i])
+	}
+	for i := range m.Seconds {
+		b = appendSecond(b, &m.Seconds[i])
 	}
 	c.mac.Reset()
 	c.mac.Write(b[start:])
@@ -190,10 +205,11 @@ func (c *Codec) Decode(b []byte, m *Message) error {
 	if body[4] != Version {
 		return fmt.Errorf("decode: version %d, want %d: %w", body[4], Version, ErrVersion)
 	}
-	if binary.BigEndian.Uint32(body[12:]) != 0 {
+	m.Type = Type(body[5])
+	m.TMs = binary.BigEndian.Uint32(body[12:])
+	if m.Type != TypeHeartbeat && m.TMs != 0 {
 		return fmt.Errorf("decode: header padding: %w", ErrMalformed)
 	}
-	m.Type = Type(body[5])
 	count := binary.BigEndian.Uint16(body[6:])
 	m.Sender = binary.BigEndian.Uint32(body[8:])
 	m.Boot = binary.BigEndian.Uint64(body[16:])
@@ -201,6 +217,7 @@ func (c *Codec) Decode(b []byte, m *Message) error {
 	m.Arg = binary.BigEndian.Uint64(body[32:])
 	m.Count = 0
 	m.Entries = m.Entries[:0]
+	m.Seconds = m.Seconds[:0]
 	rest := body[HeaderSize:]
 	switch m.Type {
 	case TypeUpdate:
@@ -213,6 +230,10 @@ func (c *Codec) Decode(b []byte, m *Message) error {
 				return fmt.Errorf("decode: entry %d: %w", i, err)
 			}
 			m.Entries = append(m.Entries, e)
+		}
+	case TypeSecond:
+		if err := decodeSeconds(rest, count, m); err != nil {
+			return err
 		}
 	case TypeHeartbeat, TypeNack, TypeResyncReq, TypeResyncEnd:
 		if len(rest) != 0 {

@@ -58,8 +58,8 @@ func TestRoundTrip(t *testing.T) {
 		full.Entries[i] = sampleEntries()[0]
 	}
 	b, err := c.Append(nil, &full)
-	if err != nil || len(b) != MaxDatagram || len(b) > 1472 {
-		t.Fatalf("a full datagram: %d bytes, %v; want %d ≤ 1472", len(b), err, MaxDatagram)
+	if want := HeaderSize + MaxEntries*EntrySize + MACSize; err != nil || len(b) != want || len(b) > MaxDatagram || MaxDatagram > 1472 {
+		t.Fatalf("a full datagram: %d bytes, %v; want %d ≤ %d ≤ 1472", len(b), err, want, MaxDatagram)
 	}
 	full.Entries = append(full.Entries, full.Entries[0])
 	if _, err := c.Append(nil, &full); err == nil {
@@ -122,6 +122,8 @@ func FuzzDecode(f *testing.F) {
 		{Type: TypeUpdate, Sender: 1, Boot: 1, Seq: 2, Entries: sampleEntries()},
 		{Type: TypeHeartbeat, Sender: 1, Boot: 1, Seq: 3, Arg: 3},
 		{Type: TypeNack, Sender: 1, Arg: 2, Count: 1},
+		{Type: TypeSecond, Sender: 1, Boot: 1, Seq: 4, Seconds: sampleSeconds()},
+		{Type: TypeHeartbeat, Sender: 1, Boot: 1, Seq: 5, Arg: 5, TMs: 0x01020304},
 	} {
 		b, _ := c.Append(nil, &m)
 		f.Add(b)
