@@ -62,6 +62,9 @@ func (d *Daemon) StartPeers(ctx context.Context) error {
 	go func() {
 		select {
 		case <-m.Synced():
+			c := m.Counters()
+			d.log.Info("peers synced", "flows_inserted", c.Inserted, "flows_replaced", c.Replaced,
+				"second_keys_inserted", c.SecondInserted)
 		case <-ctx.Done():
 		}
 		release()

@@ -597,3 +597,101 @@ func TestFailoverPersistence(t *testing.T) {
 		}
 	}
 }
+
+// TestFailoverComeBack: d2's ring differs from d1's (tm1 weighs 4 on d2),
+// so no hash on d1 can recompute d2's choices. 300 long-lived connections
+// spread over both; d1 dies; 200 more connections open through d2 alone.
+// d1 comes back as after a reboot (its pinned data path removed): its
+// start gate waits for d2's table before it attaches, and before any
+// route points at it again its table has every connection with d2's TM
+// (asserted from its flows and counters); then the router spreads the
+// flows over both again: 0 of the 500 connections break or change TM.
+func TestFailoverComeBack(t *testing.T) {
+	p := startPair(t, netlab.Spec{Clients: 2, TMs: 3}, func(i int, o *lab.ConfigOptions) {
+		if i == 1 {
+			o.Weights = map[string]int{"tm1": 4}
+		}
+	})
+	e := p.e
+	p.spread()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(client, n int) *loadgen.Run {
+		o := loadgen.Options{KeepAlive: n, Interval: 100 * time.Millisecond}
+		e.ClientDialer(client, &o)
+		r := loadgen.Start(ctx, e.Target(false), o)
+		waitFor(t, 30*time.Second, fmt.Sprintf("%d connections of c%d", n, client+1), func() bool {
+			return r.Snapshot().Connections >= uint64(n)
+		})
+		return r
+	}
+	before := start(0, 300)
+	waitFor(t, 20*time.Second, "each distributor's connections on the other", func() bool {
+		_, p1 := flowsByOrigin(t, p.ds[0])
+		_, p2 := flowsByOrigin(t, p.ds[1])
+		return p1 > 0 && p2 > 0 && p1+p2 >= 300
+	})
+	p.fail(0)
+	during := start(1, 200) // through d2 only, by d2's ring
+
+	// d2's client flows, by key: what d1 must know before it takes traffic.
+	want := map[string]string{}
+	for _, c := range e.Topo.Clients {
+		for _, f := range flowsOf(t, p.ds[1], c.Links["eth0"].Addr4.Addr()) {
+			want[f.Proto+" "+f.Src+" "+f.Dst] = f.TM
+		}
+	}
+	if len(want) < 500 {
+		t.Fatalf("d2 has %d client flows, want the 500 connections", len(want))
+	}
+	d1 := p.comeBack(0)
+	out := d1.Output()
+	synced, attached := strings.Index(out, `msg="peers synced"`), strings.Index(out, `msg="XDP attached"`)
+	if synced < 0 || attached < 0 || synced > attached || strings.Contains(out, "taking traffic before") {
+		t.Fatalf("d1 did not sync before it attached (synced at %d, attached at %d):\n%s", synced, attached, out)
+	}
+	// No route points at d1 yet: what it has came from d2.
+	got := map[string]string{}
+	for _, c := range e.Topo.Clients {
+		for _, f := range flowsOf(t, d1, c.Links["eth0"].Addr4.Addr()) {
+			if !strings.Contains(strings.Join(f.Origin, ","), "peer") {
+				t.Fatalf("d1 has a flow of its own before any traffic: %+v", f)
+			}
+			got[f.Proto+" "+f.Src+" "+f.Dst] = f.TM
+		}
+	}
+	missing := 0
+	for k, tm := range want {
+		if got[k] != tm {
+			missing++
+		}
+	}
+	ms := mirrorStats(t, d1)
+	t.Logf("d1 back: %d of d2's %d client flows in its table with their TM; mirror inserted %d, resyncs asked %d", len(want)-missing, len(want), ms["inserted"], ms["resyncs_requested"])
+	if missing > 0 || ms["inserted"] < uint64(len(want)) {
+		t.Fatalf("d1 attached without %d of d2's %d flows (inserted %d)", missing, len(want), ms["inserted"])
+	}
+
+	// The router spreads the flows over both again; the TMs' and servers'
+	// routes go back to d1 as at the start.
+	p.via(0)
+	p.spread()
+	time.Sleep(3 * time.Second)
+	st := stats(t, d1)
+	if toTMs(st) == 0 {
+		t.Fatalf("d1 forwarded nothing after the routes came back")
+	}
+	cancel()
+	for _, x := range []struct {
+		name string
+		r    *loadgen.Run
+		n    uint64
+	}{{"opened before the failover", before, 300}, {"opened through d2 alone", during, 200}} {
+		rep := x.r.Wait()
+		t.Logf("%s: %s", x.name, rep)
+		if rep.Errors != 0 || rep.FlowsMoved != 0 || rep.Connections != x.n {
+			t.Errorf("%s: %d errors %v, %d moved %v, %d connections (want %d)", x.name, rep.Errors, rep.ErrorSamples, rep.FlowsMoved, rep.MoveSamples, rep.Connections, x.n)
+		}
+	}
+	t.Logf("d1 after the return: %d packets to TMs", toTMs(stats(t, d1)))
+}
