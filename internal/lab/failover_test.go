@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
+	"github.com/switchyard/switchyard/internal/netlab/labtest"
 	"github.com/switchyard/switchyard/signal"
 )
 
@@ -35,7 +36,7 @@ var pairKey = []byte("failover-key-0123456789abcdef012")
 
 // pair is two distributors, d1 and d2, mirroring each other.
 type pair struct {
-	t    *testing.T
+	t    testing.TB
 	e    *lab.Env
 	ds   [2]*lab.Distributor
 	cfgs [2]string
@@ -48,9 +49,18 @@ func peerAddr(h *netlab.Host) string {
 
 // startPair starts d1 and d2 with peers: each other; mut, if set, changes
 // distributor i's options.
-func startPair(t *testing.T, spec netlab.Spec, mut func(i int, o *lab.ConfigOptions)) *pair {
+func startPair(t testing.TB, spec netlab.Spec, mut func(i int, o *lab.ConfigOptions)) *pair {
 	spec.Distributors = 2
-	e := newEnv(t, spec)
+	labtest.Require(t)
+	e, err := lab.NewEnv(context.Background(), spec, t.TempDir(), binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close env: %v", err)
+		}
+	})
 	p := &pair{t: t, e: e, vip: &net.IPNet{IP: net.IP(e.Topo.VIP4.AsSlice()), Mask: net.CIDRMask(32, 32)}}
 	for i, h := range e.Topo.Distributors {
 		other := e.Topo.Distributors[1-i]
@@ -144,10 +154,18 @@ func (p *pair) via(i int) {
 		}
 	}
 	for _, h := range p.e.Topo.TMs {
-		routeVia(p.t, h, p.e.Topo.Distributors[i].Links["int0"].Addr4.Addr())
+		p.defaultVia(h, p.gw(i, "int0"))
 	}
 	for _, h := range p.e.Topo.Servers {
-		routeVia(p.t, h, p.e.Topo.Distributors[i].Links["srv0"].Addr4.Addr())
+		p.defaultVia(h, p.gw(i, "srv0"))
+	}
+}
+
+// defaultVia points h's default IPv4 route at gw.
+func (p *pair) defaultVia(h *netlab.Host, gw net.IP) {
+	rt := &netlink.Route{LinkIndex: h.Links["eth0"].Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw}
+	if err := h.NS.Netlink().RouteReplace(rt); err != nil {
+		p.t.Fatalf("route via %s in %s: %v", gw, h.Name, err)
 	}
 }
 
