@@ -194,10 +194,18 @@ type Peers struct {
 	// Key is the HMAC-SHA256 key all peers share, at least MinSignalKeyLen
 	// bytes written in hex. Required with addresses.
 	Key []byte `yaml:"key"`
-	// Mirror is what is mirrored: "all" (default) or "signalled" (only the
-	// flows a TM asked to mirror with its MIRROR signal).
+	// Mirror is what is mirrored: "all" (default), "signalled" (only the
+	// flows a TM asked to mirror with its MIRROR signal) or "older" (a flow
+	// once it has lived MinAge seconds, and at once if a TM asked).
 	Mirror string `yaml:"mirror"`
+	// MinAge is, with mirror: older, how long a flow must have lived (in
+	// seconds since it was made, 1..MaxPeerMinAge) before it is mirrored.
+	// Required with older; refused with the other modes.
+	MinAge uint32 `yaml:"min_age"`
 }
+
+// MaxPeerMinAge bounds peers.min_age (seconds).
+const MaxPeerMinAge = 86400
 
 // MaxPeers bounds peers.addresses.
 const MaxPeers = 16

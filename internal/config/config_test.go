@@ -670,7 +670,13 @@ func TestBadConfigs(t *testing.T) {
 			return minimal + "peers:\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.2:7947]\n  key: 000102030405060708090a0b0c0d0e0f\n"
 		}, 17, "peers.id", []string{`missing (expected this distributor's number among its peers`}, 0},
 		{"peers mirror", func(t *testing.T) string { return minimal + "peers:\n  mirror: some\n" },
-			18, "peers.mirror", []string{`"some" (expected all or signalled)`}, 0},
+			18, "peers.mirror", []string{`"some" (expected all, signalled or older)`}, 0},
+		{"peers older without min_age", func(t *testing.T) string { return minimal + "peers:\n  mirror: older\n" },
+			17, "peers.min_age", []string{`missing with mirror: older (expected seconds a flow must live`}, 0},
+		{"peers min_age with all", func(t *testing.T) string { return minimal + "peers:\n  mirror: all\n  min_age: 5\n" },
+			19, "peers.min_age", []string{`set with mirror: all (expected seconds`}, 0},
+		{"peers min_age too long", func(t *testing.T) string { return minimal + "peers:\n  mirror: older\n  min_age: 86401\n" },
+			19, "peers.min_age", []string{`86401`}, 0},
 		{"peers address without port", func(t *testing.T) string {
 			return minimal + "peers:\n  id: 1\n  listen: 10.3.0.1:7947\n  addresses: [10.3.0.2]\n  key: 000102030405060708090a0b0c0d0e0f\n"
 		}, 20, "peers.addresses[0]", []string{`"10.3.0.2" is not an IP address with port`}, 0},

@@ -281,6 +281,7 @@ var leaves = map[string]leaf{
 	"peers.addresses[]":              {expected: peerAddrExpected},
 	"peers.key":                      {expected: signalKeyExpected},
 	"peers.mirror":                   {expected: peerMirrorExpected},
+	"peers.min_age":                  {expected: peerMinAgeExpected, min: 1, max: MaxPeerMinAge},
 }
 
 var keyCache sync.Map // reflect.Type → []string

@@ -48,7 +48,8 @@ const (
 	udpListenExpected          = "ADDRESS:PORT with a port in 1..65535, e.g. 10.1.0.2:7946 or [2001:db8::2]:7946; omit it to turn UDP control off"
 	peerIDExpected             = "this distributor's number among its peers, 1..4294967295"
 	peerAddrExpected           = "ADDRESS:PORT with a port in 1..65535, e.g. 10.3.0.1:7947"
-	peerMirrorExpected         = "all or signalled"
+	peerMirrorExpected         = "all, signalled or older"
+	peerMinAgeExpected         = "seconds a flow must live before it is mirrored, 1..86400, with mirror: older"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
@@ -869,8 +870,15 @@ func (v *validator) peers(p Peers) {
 			v.errorf(path, "%s cannot be a peer's address (expected %s)", ap.Addr(), peerAddrExpected)
 		}
 	}
-	if p.Mirror != "all" && p.Mirror != "signalled" {
+	switch {
+	case p.Mirror != "all" && p.Mirror != "signalled" && p.Mirror != "older":
 		v.errorf("peers.mirror", "%q (expected %s)", p.Mirror, peerMirrorExpected)
+	case p.Mirror == "older" && p.MinAge == 0:
+		v.errorf("peers.min_age", "missing with mirror: older (expected %s)", peerMinAgeExpected)
+	case p.Mirror == "older" && p.MinAge > MaxPeerMinAge:
+		v.errorf("peers.min_age", "%d (expected %s)", p.MinAge, peerMinAgeExpected)
+	case p.Mirror != "older" && p.MinAge != 0:
+		v.errorf("peers.min_age", "set with mirror: %s (expected %s)", p.Mirror, peerMinAgeExpected)
 	}
 	if len(p.Addresses) == 0 {
 		return
