@@ -42,11 +42,15 @@ func (d *Daemon) StartPeers(ctx context.Context) error {
 		return fmt.Errorf("peers: listen on %s: %w", listen, err)
 	}
 	policy := mirror.MirrorAll
-	if p.Mirror == "signalled" {
+	switch p.Mirror {
+	case "signalled":
 		policy = mirror.MirrorSignalled
+	case "older":
+		policy = mirror.MirrorOlder
 	}
 	m, err := mirror.New(mirror.Config{
 		ID: p.ID, Key: p.Key, Conn: conn, Peers: peers, Tables: d.dp, Policy: policy,
+		MinAge: time.Duration(p.MinAge) * time.Second, TMDigest: d.tmDigest,
 		StateFile: filepath.Join(cfg.Distributor.StateDir, cfg.Distributor.ID+".mirror"),
 		Logger:    d.log.With("part", "mirror"),
 	})
@@ -77,6 +81,21 @@ func (d *Daemon) StartPeers(ctx context.Context) error {
 	}()
 	d.log.Info("mirroring to peers", "listen", listen, "peers", len(peers), "mirror", p.Mirror)
 	return nil
+}
+
+// tmDigest is the digest of the TMs in service by their data-path index
+// (mirror.TMDigest): peers whose digests differ mean different TMs by one
+// index, and refuse each other's entries.
+func (d *Daemon) tmDigest() uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var list []mirror.TMIndex
+	for id, s := range d.tms {
+		if s.present {
+			list = append(list, mirror.TMIndex{Index: s.index, ID: id})
+		}
+	}
+	return mirror.TMDigest(list)
 }
 
 // PeersSynced is closed once every peer has sent its whole table (or at

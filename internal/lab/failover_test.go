@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,20 +63,8 @@ func startPair(t testing.TB, spec netlab.Spec, mut func(i int, o *lab.ConfigOpti
 		}
 	})
 	p := &pair{t: t, e: e, vip: &net.IPNet{IP: net.IP(e.Topo.VIP4.AsSlice()), Mask: net.CIDRMask(32, 32)}}
-	for i, h := range e.Topo.Distributors {
-		other := e.Topo.Distributors[1-i]
-		o := lab.ConfigOptions{ID: h.Name, APIPath: lab.APIPath(e.Dir, h)}
-		if mut != nil {
-			mut(i, &o)
-		}
-		inner := o.Mutate
-		o.Mutate = func(c *config.Config) {
-			c.Peers = config.Peers{ID: uint32(i + 1), Listen: peerAddr(h), Addresses: []string{peerAddr(other)}, Key: pairKey, Mirror: "all"}
-			if inner != nil {
-				inner(c)
-			}
-		}
-		p.cfgs[i] = e.Config(o)
+	for i := range e.Topo.Distributors {
+		p.cfgs[i] = p.config(i, mut)
 	}
 	// Both at once: each one's start gate waits for the other's table.
 	var wg sync.WaitGroup
@@ -94,6 +83,25 @@ func startPair(t testing.TB, spec netlab.Spec, mut func(i int, o *lab.ConfigOpti
 		}
 	}
 	return p
+}
+
+// config builds distributor i's config: peers: the other one; mut, if set,
+// changes the options.
+func (p *pair) config(i int, mut func(i int, o *lab.ConfigOptions)) string {
+	e := p.e
+	h, other := e.Topo.Distributors[i], e.Topo.Distributors[1-i]
+	o := lab.ConfigOptions{ID: h.Name, APIPath: lab.APIPath(e.Dir, h)}
+	if mut != nil {
+		mut(i, &o)
+	}
+	inner := o.Mutate
+	o.Mutate = func(c *config.Config) {
+		c.Peers = config.Peers{ID: uint32(i + 1), Listen: peerAddr(h), Addresses: []string{peerAddr(other)}, Key: pairKey, Mirror: "all"}
+		if inner != nil {
+			inner(c)
+		}
+	}
+	return e.Config(o)
 }
 
 // run starts distributor i with its config (any goroutine).
@@ -712,4 +720,73 @@ func TestFailoverComeBack(t *testing.T) {
 		}
 	}
 	t.Logf("d1 after the return: %d packets to TMs", toTMs(stats(t, d1)))
+}
+
+// TestPeersTMListDiffers: a rolling config change: d2 is reloaded first
+// with tm2 removed, so its TM list (which TM each index means) differs from
+// d1's. Each then refuses the other's entries (counted), shows the other as
+// tm-list-differs in `switchyard peers`; once d1 is reloaded with the same
+// list, they agree again, resync, and d1's new flows reach d2.
+func TestPeersTMListDiffers(t *testing.T) {
+	p := startPair(t, netlab.Spec{Clients: 1, TMs: 3}, nil)
+	without := func(_ int, o *lab.ConfigOptions) { o.TMs = []string{"tm1", "tm3"} }
+	if err := p.ds[1].Reload(p.config(1, without)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "d1 and d2 to see their TM lists differ", func() bool {
+		for _, d := range p.ds {
+			if st := stats(t, d); len(st.Peers) != 1 || st.Peers[0].State != "tm-list-differs" {
+				return false
+			}
+		}
+		return true
+	})
+	inserted := mirrorStats(t, p.ds[1])["inserted"]
+	rep := runLoad(t, p.e, false, loadgen.Options{KeepAlive: 20, Interval: 10 * time.Millisecond}, 2*time.Second)
+	if rep.Errors != 0 {
+		t.Fatalf("load errors %d %v", rep.Errors, rep.ErrorSamples)
+	}
+	waitFor(t, 10*time.Second, "d1's entries refused by d2", func() bool {
+		return mirrorStats(t, p.ds[1])["refused_tm_list"] >= 20
+	})
+	for _, d := range p.ds {
+		st := stats(t, d)
+		if st.Mirror["tm_list_mismatch"] == 0 {
+			t.Fatalf("%s: mirror %v", d.Host.Name, st.Mirror)
+		}
+		out, err := exec.Command(p.e.Bin, "peers", "--api", "unix:"+lab.APIPath(p.e.Dir, d.Host)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "tm-list-differs") || !strings.Contains(string(out), "tm_list_mismatch") {
+			t.Fatalf("switchyard peers on %s: %v\n%s", d.Host.Name, err, out)
+		}
+	}
+	if n := mirrorStats(t, p.ds[1])["inserted"]; n != inserted {
+		t.Fatalf("d2 installed %d entries from a peer whose TM list differs", n-inserted)
+	}
+
+	if err := p.ds[0].Reload(p.config(0, without)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "d1 and d2 to agree and resync", func() bool {
+		for _, d := range p.ds {
+			if st := stats(t, d); len(st.Peers) != 1 || st.Peers[0].State != "synced" {
+				return false
+			}
+		}
+		return mirrorStats(t, p.ds[1])["inserted"] > inserted
+	})
+	c1 := p.e.Topo.Clients[0].Links["eth0"].Addr4.Addr()
+	own := 0
+	on2 := map[string]bool{}
+	for _, f := range flowsOf(t, p.ds[1], c1) {
+		on2[f.Proto+" "+f.Src+" "+f.Dst] = true
+	}
+	for _, f := range flowsOf(t, p.ds[0], c1) {
+		if !strings.Contains(strings.Join(f.Origin, ","), "peer") {
+			own++
+			if !on2[f.Proto+" "+f.Src+" "+f.Dst] {
+				t.Fatalf("d1's flow %s %s → %s not on d2 after the resync", f.Proto, f.Src, f.Dst)
+			}
+		}
+	}
+	t.Logf("after both reloaded: d2 has all %d of d1's own flows; d2 mirror %v", own, mirrorStats(t, p.ds[1]))
 }

@@ -26,6 +26,9 @@ const (
 	// MirrorSignalled mirrors only the flows a TM asked for (its MIRROR
 	// signal: datapath.FlowMirror). Deletes are always sent.
 	MirrorSignalled
+	// MirrorOlder mirrors a flow once it has lived Config.MinAge (older.go),
+	// and at once if a TM asked for it.
+	MirrorOlder
 )
 
 // Config is one distributor's side of the peer protocol.
@@ -37,6 +40,13 @@ type Config struct {
 	StateFile string           // the durable replay floors ("": kept in memory only, for tests)
 	Tables    datapath.Tables
 	Policy    Policy
+	// MinAge is MirrorOlder's age (whole seconds, at least one).
+	MinAge time.Duration
+	// TMDigest, if set, returns a digest of this distributor's TM index
+	// list (which TM each index means; 0: unknown). Every datagram carries
+	// it, read at each heartbeat; entries from a peer whose digest differs
+	// are refused (tmlist.go).
+	TMDigest func() uint32
 	// Heartbeat is the interval of heartbeats, gap checks and NACKs
 	// (default 100 ms).
 	Heartbeat time.Duration
@@ -68,8 +78,15 @@ type Counters struct {
 	Inserted, Replaced, KeptLocal, Deleted  uint64
 	Absent, Refused, InstallErrors          uint64
 	Tombstoned                              uint64 // puts refused: the key was deleted since
-	NacksSent, NacksReceived                uint64
-	ResyncsSent, ResyncsRequested           uint64
+	// TMListMismatch counts the times a peer's TM list was found to differ
+	// from ours; RefusedTMList the entries refused meanwhile.
+	TMListMismatch, RefusedTMList uint64
+	// MirrorOlder: flows sent when they came of age, flows that ended
+	// young (never sent), flows sent at once for want of room, flows
+	// waiting now.
+	OlderPromoted, OlderEndedYoung, OlderOverflow, OlderWaiting uint64
+	NacksSent, NacksReceived                                    uint64
+	ResyncsSent, ResyncsRequested                               uint64
 	// Second keys (RELATE, persistence): entries sent, and what the
 	// received ones did.
 	SecondSent, SecondInserted, SecondReplaced uint64
@@ -94,6 +111,9 @@ type PeerStatus struct {
 	SyncedAt  time.Time
 	OutSeq    uint64
 	InHighest uint64
+	// TMList is "agrees", "differs" (its entries are refused; State is
+	// "tm-list-differs") or "unknown" (not heard, or no digest).
+	TMList string
 }
 
 // Mirror runs the peer protocol for one distributor.
@@ -131,6 +151,11 @@ type Mirror struct {
 
 	enc *Codec // the send side's codec (under mu)
 	dec *Codec // the receive goroutine's
+
+	youth *youth // MirrorOlder's young flows (the Run goroutine's)
+	// older's counters (atomics: the Run goroutine writes them without mu)
+	promoted, endedYoung, overflow, waiting atomic.Uint64
+	tmDigest                                atomic.Uint32 // ours, read at each heartbeat
 }
 
 type outStream struct {
@@ -161,6 +186,8 @@ type inStream struct {
 	syncedAt  time.Time
 	reqResync bool
 	lastReq   time.Time
+	tms       uint32 // the peer's TM list digest, last heard
+	tmDiffers bool   // it differs from ours: its entries are refused
 }
 
 // New checks cfg and returns a mirror ready to Run.
@@ -185,6 +212,9 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Policy == MirrorOlder && cfg.MinAge < time.Second {
+		return nil, fmt.Errorf("mirror: mirroring older flows needs a minimum age of at least 1s, got %v", cfg.MinAge)
+	}
 	fl, err := openFloors(cfg.StateFile)
 	if err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
@@ -207,6 +237,10 @@ func New(cfg Config) (*Mirror, error) {
 	for _, p := range cfg.Peers {
 		m.out[p] = &outStream{addr: p, seq: m.boot}
 	}
+	if cfg.Policy == MirrorOlder {
+		m.youth = newYouth(uint32(cfg.MinAge / time.Second))
+	}
+	m.readDigest()
 	if len(cfg.Peers) == 0 {
 		close(m.synced)
 	}
@@ -246,6 +280,8 @@ func (m *Mirror) Counters() Counters {
 	c := m.c
 	c.EventsQueued = atomic.LoadUint64(&m.c.EventsQueued)
 	c.EventsDropped = atomic.LoadUint64(&m.c.EventsDropped)
+	c.OlderPromoted, c.OlderEndedYoung = m.promoted.Load(), m.endedYoung.Load()
+	c.OlderOverflow, c.OlderWaiting = m.overflow.Load(), m.waiting.Load()
 	return c
 }
 
@@ -256,7 +292,7 @@ func (m *Mirror) Peers() []PeerStatus {
 	var out []PeerStatus
 	for _, p := range m.cfg.Peers {
 		o := m.out[p]
-		s := PeerStatus{Addr: p, State: "unknown", Sent: o.sent, Resyncs: o.resyncs, OutSeq: o.seq}
+		s := PeerStatus{Addr: p, State: "unknown", Sent: o.sent, Resyncs: o.resyncs, OutSeq: o.seq, TMList: "unknown"}
 		for _, in := range m.in {
 			if in.addr != p {
 				continue
@@ -267,8 +303,16 @@ func (m *Mirror) Peers() []PeerStatus {
 				s.Lag = in.peerHigh - in.w.highest
 			}
 			switch {
+			case in.tmDiffers:
+				s.TMList = "differs"
+			case in.tms != 0 && m.tmDigest.Load() != 0:
+				s.TMList = "agrees"
+			}
+			switch {
 			case time.Since(in.heard) > 5*m.cfg.Heartbeat:
 				s.State = "silent"
+			case in.tmDiffers:
+				s.State = "tm-list-differs"
 			case in.synced:
 				s.State, s.SyncedAt = "synced", in.syncedAt
 			default:
@@ -326,7 +370,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 					m.tomb(ev.Key, max(now, ev.Time))
 					m.tmu.Unlock()
 				}
-				if ev.Type != datapath.EventRefused {
+				if ev.Type != datapath.EventRefused && !m.holdYoung(ev) {
 					if _, ok := pending[ev.Key]; !ok {
 						pending[ev.Key] = struct{}{}
 						order = append(order, ev.Key)
@@ -352,7 +396,18 @@ func (m *Mirror) Run(ctx context.Context) error {
 			m.sendKeys(order, pending)
 			order = order[:0]
 		case <-hb.C:
+			m.readDigest()
 			m.heartbeat()
+			if m.youth != nil {
+				m.comeOfAge(func(k datapath.FlowKey) {
+					if _, ok := pending[k]; !ok {
+						pending[k] = struct{}{}
+						order = append(order, k)
+					}
+				})
+				m.sendKeys(order, pending)
+				order = order[:0]
+			}
 		case <-rf.C:
 			now, _ := m.cfg.Tables.ReadNow()
 			since := lastRefresh
@@ -396,7 +451,7 @@ func (m *Mirror) sendKeys(keys []datapath.FlowKey, pending map[datapath.FlowKey]
 		if err != nil {
 			m.tomb(k, now)
 		} else {
-			if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 {
+			if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 || m.isYoung(k, f, now) {
 				continue
 			}
 			e = entryOf(k, f, now)
@@ -436,7 +491,7 @@ func (m *Mirror) walk(to *outStream, since uint32) {
 		if f.LastSeen < since {
 			return true
 		}
-		if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 {
+		if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 || m.isYoung(k, f, now) {
 			return true
 		}
 		entries = append(entries, entryOf(k, f, now))
@@ -507,7 +562,7 @@ func (m *Mirror) broadcast(entries []Entry) {
 // sendTo numbers, encodes, keeps and sends one datagram (mu held).
 func (m *Mirror) sendTo(o *outStream, msg *Message) {
 	o.seq++
-	msg.Sender, msg.Boot, msg.Seq = m.cfg.ID, m.boot, o.seq
+	msg.Sender, msg.Boot, msg.Seq, msg.TMs = m.cfg.ID, m.boot, o.seq, m.tmDigest.Load()
 	slot := o.seq % resendSlots
 	b, err := m.enc.Append(o.resend[slot][:0], msg)
 	if err != nil {
@@ -531,7 +586,7 @@ func (m *Mirror) control(o *outStream, t Type, arg uint64, count uint16) {
 		m.sendTo(o, msg)
 		return
 	}
-	msg.Sender, msg.Boot, msg.Seq = m.cfg.ID, m.boot, 0
+	msg.Sender, msg.Boot, msg.Seq, msg.TMs = m.cfg.ID, m.boot, 0, m.tmDigest.Load()
 	b, err := m.enc.Append(nil, msg)
 	if err != nil {
 		m.log.Error("mirror: encode", "err", err)
@@ -697,6 +752,11 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 	}
 	in.received++
 	in.heard = time.Now()
+	m.checkTMList(in, msg)
+	if in.tmDiffers && (msg.Type == TypeUpdate || msg.Type == TypeSecond) {
+		m.c.RefusedTMList += uint64(len(msg.Entries) + len(msg.Seconds))
+		msg.Type = 0 // counted; nothing installed
+	}
 	switch msg.Type {
 	case TypeHeartbeat:
 		if msg.Arg > 0 {
@@ -741,7 +801,7 @@ func (m *Mirror) handle(b []byte, from netip.AddrPort, msg *Message) {
 		}
 		m.tmu.Unlock()
 	}
-	if !in.synced && in.syncTo != 0 && m.complete(in) {
+	if !in.synced && in.syncTo != 0 && !in.tmDiffers && m.complete(in) {
 		in.synced, in.syncedAt = true, time.Now()
 		m.checkSynced()
 	}
@@ -830,5 +890,8 @@ func (c Counters) CounterMap() map[string]uint64 {
 		"resyncs_sent": c.ResyncsSent, "resyncs_requested": c.ResyncsRequested,
 		"second_sent": c.SecondSent, "second_inserted": c.SecondInserted, "second_replaced": c.SecondReplaced,
 		"second_kept_local": c.SecondKept, "second_refused": c.SecondRefused, "second_install_errors": c.SecondErrors,
+		"tm_list_mismatch": c.TMListMismatch, "refused_tm_list": c.RefusedTMList,
+		"older_promoted": c.OlderPromoted, "older_ended_young": c.OlderEndedYoung,
+		"older_overflow": c.OlderOverflow, "older_waiting": c.OlderWaiting,
 	}
 }

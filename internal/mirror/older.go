@@ -77,3 +77,49 @@ func (y *youth) due(now uint32, fn func(datapath.FlowKey)) {
 
 // waiting is how many flows wait to come of age.
 func (y *youth) waiting() int { return len(y.born) }
+
+// holdYoung keeps a young flow's events back under MirrorOlder: a new
+// flow waits to come of age; the events of one still young are not sent
+// (an end forgets it: the peers never had it). A flow a TM asked to mirror
+// is never held. It reports whether ev is held back.
+func (m *Mirror) holdYoung(ev datapath.Event) bool {
+	y := m.youth
+	if y == nil || ev.Flags&datapath.FlowMirror != 0 {
+		return false
+	}
+	defer func() { m.waiting.Store(uint64(y.waiting())) }()
+	switch ev.Type {
+	case datapath.EventNew:
+		if y.add(ev.Key, ev.Time) {
+			return true
+		}
+		m.overflow.Add(1)
+		return false
+	case datapath.EventExpired, datapath.EventForgot:
+		if y.young(ev.Key, ev.Time) {
+			y.forget(ev.Key)
+			m.endedYoung.Add(1)
+			return true
+		}
+		return false
+	}
+	return y.young(ev.Key, ev.Time)
+}
+
+// isYoung reports whether entry k, f must not be sent yet (MirrorOlder).
+func (m *Mirror) isYoung(k datapath.FlowKey, f datapath.Flow, now uint32) bool {
+	return m.youth != nil && f.Flags&datapath.FlowMirror == 0 && m.youth.young(k, now)
+}
+
+// comeOfAge hands add the flows that came of age now.
+func (m *Mirror) comeOfAge(add func(datapath.FlowKey)) {
+	now, err := m.cfg.Tables.ReadNow()
+	if err != nil {
+		return
+	}
+	m.youth.due(now, func(k datapath.FlowKey) {
+		m.promoted.Add(1)
+		add(k)
+	})
+	m.waiting.Store(uint64(m.youth.waiting()))
+}

@@ -94,8 +94,8 @@ type Message struct {
 	Entries []Entry
 	// Seconds are the second-key entries of a TypeSecond (wire_second.go).
 	Seconds []SecondEntry
-	// TMs is a TypeHeartbeat's digest of the sender's TM index list (header
-	// bytes 12–15, zero on every other type; see TMDigest).
+	// TMs is the digest of the sender's TM index list (header bytes 12–15;
+	// 0: none; see TMDigest).
 	TMs uint32
 }
 
@@ -146,7 +146,7 @@ func (c *Codec) Append(b []byte, m *Message) ([]byte, error) {
 	b = append(b, Version, byte(m.Type))
 	b = binary.BigEndian.AppendUint16(b, count)
 	b = binary.BigEndian.AppendUint32(b, m.Sender)
-	b = binary.BigEndian.AppendUint32(b, headerWord(m))
+	b = binary.BigEndian.AppendUint32(b, m.TMs)
 	b = binary.BigEndian.AppendUint64(b, m.Boot)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = binary.BigEndian.AppendUint64(b, m.Arg)
@@ -207,9 +207,6 @@ func (c *Codec) Decode(b []byte, m *Message) error {
 	}
 	m.Type = Type(body[5])
 	m.TMs = binary.BigEndian.Uint32(body[12:])
-	if m.Type != TypeHeartbeat && m.TMs != 0 {
-		return fmt.Errorf("decode: header padding: %w", ErrMalformed)
-	}
 	count := binary.BigEndian.Uint16(body[6:])
 	m.Sender = binary.BigEndian.Uint32(body[8:])
 	m.Boot = binary.BigEndian.Uint64(body[16:])

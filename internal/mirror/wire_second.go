@@ -143,11 +143,3 @@ func checkSeconds(m *Message) error {
 	}
 	return nil
 }
-
-// headerWord is header bytes 12–15: a heartbeat's TM list digest, else 0.
-func headerWord(m *Message) uint32 {
-	if m.Type == TypeHeartbeat {
-		return m.TMs
-	}
-	return 0
-}
