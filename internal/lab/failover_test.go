@@ -533,17 +533,23 @@ func TestFailoverLearned(t *testing.T) {
 	t.Logf("%d learned server-side connections: 0 broken after d1 died", len(conns))
 }
 
-// TestFailoverPersistence: source persistence on both distributors (the
-// same config). Each of 3 clients' first connection goes through d1, which
-// writes its persistence second key and mirrors it; then the router
-// spreads 100 long-lived connections per client over d1 and d2: all of a
-// client's connections reach one TM, whichever distributor they cross
-// (without the mirrored second key, d2 would hash them elsewhere). d1
-// dies: 0 connections break, and each client's new connections on d2
-// still go to its TM.
+// TestFailoverPersistence: source persistence on both distributors, with
+// rings that disagree: d1 gives tm1 almost no slots (tm2 and tm3 weigh
+// 1000), d2 gives it almost all (tm1 weighs 1000). Each of 3 clients'
+// first connection goes through d1, which picks tm2 or tm3, writes the
+// client's persistence second key and mirrors it; then the router spreads
+// 100 long-lived connections per client over d1 and d2: all of a client's
+// connections reach its TM, whichever distributor they cross (without the
+// mirrored second key, d2 would pick tm1 for them: a control run with
+// second keys not mirrored failed so). d1 dies: 0 connections break, and
+// each client's new connections on d2 still go to its TM.
 func TestFailoverPersistence(t *testing.T) {
 	const perClient = 100
-	p := startPair(t, netlab.Spec{Clients: 3, TMs: 3}, func(_ int, o *lab.ConfigOptions) {
+	p := startPair(t, netlab.Spec{Clients: 3, TMs: 3}, func(i int, o *lab.ConfigOptions) {
+		o.Weights = map[string]int{"tm2": 1000, "tm3": 1000}
+		if i == 1 {
+			o.Weights = map[string]int{"tm1": 1000}
+		}
 		o.Mutate = func(c *config.Config) {
 			for i := range c.Services {
 				c.Services[i].Persistence = &config.Persistence{Timeout: 600}
