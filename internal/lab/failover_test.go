@@ -796,3 +796,43 @@ func TestPeersTMListDiffers(t *testing.T) {
 	}
 	t.Logf("after both reloaded: d2 has all %d of d1's own flows; d2 mirror %v", own, mirrorStats(t, p.ds[1]))
 }
+
+// TestMirrorOlderE2E: d1 mirrors with mirror: older, min_age: 2. Client 1
+// holds 50 keep-alive connections, client 2 makes short ones (each ends
+// with FINs in milliseconds) through d1: the 50 long-lived flows reach d2
+// once they are 2 s old; no short one does (they have ended when they come
+// of age: counted as ended young).
+func TestMirrorOlderE2E(t *testing.T) {
+	p := startPair(t, netlab.Spec{Clients: 2, TMs: 3}, func(i int, o *lab.ConfigOptions) {
+		if i == 0 {
+			o.Mutate = func(c *config.Config) { c.Peers.Mirror, c.Peers.MinAge = "older", 2 }
+		}
+	})
+	e := p.e
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ka := loadgen.Options{KeepAlive: 50, Interval: 100 * time.Millisecond}
+	e.ClientDialer(0, &ka)
+	long := loadgen.Start(ctx, e.Target(false), ka)
+	sh := loadgen.Options{Short: 2, Interval: 20 * time.Millisecond}
+	e.ClientDialer(1, &sh)
+	short := loadgen.Start(ctx, e.Target(false), sh)
+	c1, c2 := e.Topo.Clients[0].Links["eth0"].Addr4.Addr(), e.Topo.Clients[1].Links["eth0"].Addr4.Addr()
+	waitFor(t, 20*time.Second, "the 50 long-lived flows on d2", func() bool {
+		return len(flowsOf(t, p.ds[1], c1)) >= 50
+	})
+	time.Sleep(3 * time.Second) // short flows made since have come of age too
+	cancel()
+	lr, sr := long.Wait(), short.Wait()
+	if lr.Errors+sr.Errors != 0 || sr.Connections < 20 {
+		t.Fatalf("load: long %s; short %s", lr, sr)
+	}
+	if n := len(flowsOf(t, p.ds[1], c2)); n != 0 {
+		t.Fatalf("%d of %d short connections mirrored to d2 with mirror: older", n, sr.Connections)
+	}
+	ms := mirrorStats(t, p.ds[0])
+	t.Logf("d1: %d short connections, %d long-lived; mirror: promoted %d, ended young %d, waiting %d", sr.Connections, lr.Connections, ms["older_promoted"], ms["older_ended_young"], ms["older_waiting"])
+	if ms["older_promoted"] < 50 || ms["older_ended_young"] == 0 {
+		t.Fatalf("d1 mirror counters %v", ms)
+	}
+}

@@ -491,7 +491,7 @@ func (m *Mirror) walk(to *outStream, since uint32) {
 		if f.LastSeen < since {
 			return true
 		}
-		if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 || m.isYoung(k, f, now) {
+		if m.cfg.Policy == MirrorSignalled && f.Flags&datapath.FlowMirror == 0 || m.isYoung(k, f, now) || m.endedOlder(f) {
 			return true
 		}
 		entries = append(entries, entryOf(k, f, now))

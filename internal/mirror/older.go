@@ -5,8 +5,9 @@ import "github.com/switchyard/switchyard/internal/datapath"
 // MirrorOlder (peers.mirror: older) mirrors a flow only once it has lived
 // MinAge: counted from its "new" event, on the data path's clock. A flow
 // that ends younger is never sent (short connections cost the peers
-// nothing); one that lives on is sent when it comes of age, and from then
-// on like any other. A flow a TM asked to mirror is sent at once, and
+// nothing; so is one that has ended, a FIN or RST, when it comes of age);
+// one that lives on is sent when it comes of age, and from then on like
+// any other. A flow a TM asked to mirror is sent at once, and
 // deletes are always sent. There is no packet count: the flow value has
 // none (a counter would grow every entry and cost a write per packet on
 // the data path), so "older than N packets" is not offered.
@@ -111,15 +112,36 @@ func (m *Mirror) isYoung(k datapath.FlowKey, f datapath.Flow, now uint32) bool {
 	return m.youth != nil && f.Flags&datapath.FlowMirror == 0 && m.youth.young(k, now)
 }
 
-// comeOfAge hands add the flows that came of age now.
+// comeOfAge hands add the flows that came of age now; one that is gone
+// or has ended (a FIN or RST: it is closing, its entry only waits for its
+// close timeout) counts as ended young and is not sent.
 func (m *Mirror) comeOfAge(add func(datapath.FlowKey)) {
+	m.tmu.Lock()
 	now, err := m.cfg.Tables.ReadNow()
 	if err != nil {
+		m.tmu.Unlock()
 		return
 	}
+	var due []datapath.FlowKey
 	m.youth.due(now, func(k datapath.FlowKey) {
+		f, err := m.cfg.Tables.LookupFlow(k)
+		if err != nil || f.TcpState&datapath.TCPEnded != 0 {
+			m.endedYoung.Add(1)
+			return
+		}
+		due = append(due, k)
+	})
+	m.tmu.Unlock()
+	for _, k := range due {
 		m.promoted.Add(1)
 		add(k)
-	})
+	}
 	m.waiting.Store(uint64(m.youth.waiting()))
+}
+
+// endedOlder reports whether a walk skips f under MirrorOlder: a flow that
+// has ended (FIN or RST). One that was mirrored sent its end by its event;
+// one that ended young must not reach the peers by a walk either.
+func (m *Mirror) endedOlder(f datapath.Flow) bool {
+	return m.youth != nil && f.Flags&datapath.FlowMirror == 0 && f.TcpState&datapath.TCPEnded != 0
 }

@@ -53,8 +53,9 @@ func (n *node) count() (c int) {
 
 // TestMirrorOlder: with MirrorOlder and a minimum age of 2 s, d1's new
 // flows are not sent (nor their state changes); those a TM asked to mirror
-// are, at once; those that end young never are; the others are sent once
-// d1's clock has moved 2 s past their birth.
+// are, at once; those that end young (expire, or have a FIN when they come
+// of age) never are; the others are sent once d1's clock has moved 2 s
+// past their birth.
 func TestMirrorOlder(t *testing.T) {
 	c1, c2 := listen(t), listen(t)
 	d1 := startCfg(t, 1, c1, func(c *Config) { c.Policy, c.MinAge = MirrorOlder, 2*time.Second }, addrOf(c2))
@@ -85,19 +86,25 @@ func TestMirrorOlder(t *testing.T) {
 	if c := d1.m.Counters(); c.OlderWaiting != 100 || c.OlderEndedYoung != 10 || c.OlderPromoted != 0 {
 		t.Fatalf("d1 counters before coming of age: %+v", c)
 	}
+	// Flow 99 ends (a FIN) before it comes of age: it is not sent.
+	d1.m.Do(func(t datapath.Tables) {
+		f, _ := t.LookupFlow(testFlowKey(99))
+		f.TcpState |= datapath.TCPFinFwd
+		_ = t.UpdateFlow(testFlowKey(99), f)
+	})
 	d1.m.Do(func(datapath.Tables) { d1.model.Now = 1002 })
-	eventually(t, 10*time.Second, "the 100 flows that came of age", func() (bool, string) {
+	eventually(t, 10*time.Second, "the 99 flows that came of age", func() (bool, string) {
 		n := d2.count()
-		return n == 110, fmt.Sprintf("%d entries on d2", n)
+		return n == 109, fmt.Sprintf("%d entries on d2", n)
 	})
 	d2.m.Do(func(datapath.Tables) {
-		for i := 110; i < 120; i++ {
-			if _, ok := d2.model.Flows[testFlowKey(i)]; ok {
+		for i := 99; i < 120; i++ {
+			if _, ok := d2.model.Flows[testFlowKey(i)]; ok && (i < 100 || i >= 110) {
 				t.Errorf("flow %d ended young on d1 but reached d2", i)
 			}
 		}
 	})
-	if c := d1.m.Counters(); c.OlderWaiting != 0 || c.OlderPromoted != 100 || c.OlderOverflow != 0 {
+	if c := d1.m.Counters(); c.OlderWaiting != 0 || c.OlderPromoted != 99 || c.OlderEndedYoung != 11 || c.OlderOverflow != 0 {
 		t.Fatalf("d1 counters after: %+v", c)
 	}
 }
