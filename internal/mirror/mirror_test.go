@@ -202,7 +202,9 @@ func TestResyncOnJoin(t *testing.T) {
 	if ok, why := same(d1, d2); !ok {
 		t.Fatalf("synced but: %s", why)
 	}
-	if p := d2.m.Peers(); len(p) != 1 || p[0].State != "synced" || p[0].ID != 1 {
+	// Synced (its state may read "silent" if a loaded machine delays a
+	// heartbeat past 5 intervals: not asserted).
+	if p := d2.m.Peers(); len(p) != 1 || p[0].SyncedAt.IsZero() || p[0].ID != 1 {
 		t.Fatalf("d2's peers: %+v", p)
 	}
 }

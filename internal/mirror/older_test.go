@@ -151,7 +151,9 @@ func TestTMListMismatch(t *testing.T) {
 	eventually(t, 10*time.Second, "d1's entries refused by d2", func() (bool, string) {
 		c := d2.m.Counters()
 		p := d2.m.Peers()
-		return c.RefusedTMList >= 200 && c.TMListMismatch == 1 && p[0].State == "tm-list-differs" && p[0].TMList == "differs",
+		// (State reads "tm-list-differs" unless a loaded machine delayed a
+		// heartbeat past 5 intervals: "silent" comes first.)
+		return c.RefusedTMList >= 200 && c.TMListMismatch == 1 && p[0].TMList == "differs" && p[0].State != "synced",
 			fmt.Sprintf("%+v %+v", c, p)
 	})
 	if n := d2.count(); n != 0 {
@@ -161,6 +163,6 @@ func TestTMListMismatch(t *testing.T) {
 	eventually(t, 10*time.Second, "d2 resynced once the lists agree", func() (bool, string) {
 		ok, why := same(d1, d2)
 		p := d2.m.Peers()
-		return ok && p[0].State == "synced" && p[0].TMList == "agrees", why + fmt.Sprintf(" %+v", p)
+		return ok && !p[0].SyncedAt.IsZero() && p[0].TMList == "agrees", why + fmt.Sprintf(" %+v", p)
 	})
 }

@@ -145,7 +145,6 @@ func TestSecondKeysReachPeer(t *testing.T) {
 	for _, n := range []*node{d1, d2} {
 		n.m.Do(func(t datapath.Tables) { _ = t.SetMasks(masks) })
 		n.m.readMasks()
-		n.model.MaxSecond = 1 << 16
 	}
 	const n = 300
 	want := map[datapath.SecondKey]datapath.Second{}
@@ -188,7 +187,6 @@ func TestSecondKeysReachPeer(t *testing.T) {
 	d1.m.cfg.Peers = append(d1.m.cfg.Peers, d3.addr)
 	d1.m.out[d3.addr] = &outStream{addr: d3.addr, seq: d1.m.boot}
 	d1.m.mu.Unlock()
-	d3.model.MaxSecond = 1 << 16
 	select {
 	case <-d3.m.Synced():
 	case <-time.After(30 * time.Second):
