@@ -3,13 +3,10 @@ package lab_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/config"
@@ -93,22 +90,11 @@ func TestMirrorBetweenDistributors(t *testing.T) {
 	}
 }
 
-// routeVia points h's default IPv4 route at gw (the router's failover,
-// done by hand).
-func routeVia(t *testing.T, h *netlab.Host, gw netip.Addr) {
-	t.Helper()
-	l := h.Links["eth0"]
-	rt := &netlink.Route{LinkIndex: l.Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: net.IP(gw.AsSlice())}
-	if err := h.NS.Netlink().RouteReplace(rt); err != nil {
-		t.Fatalf("route via %s in %s: %v", gw, h.Name, err)
-	}
-}
-
 // TestFailoverToPeer: a router (the client's namespace, a multipath route
 // to the VIP over d1 and d2 with the L4 hash) spreads 500 long-lived
 // connections over both distributors, which mirror each other. d1 is killed
 // with SIGKILL and its links go down; the router's route and the TMs' return
-// route move to d2: 0 connections break. "maglev": both have the same
+// route move to d2 (pair.fail): 0 connections break. "maglev": both have the same
 // config; "ring-differs": tm1 weighs 4 on d2, so no hash on d2 could
 // recompute where d1's connections go (without mirroring, 71 of 200 broke).
 func TestFailoverToPeer(t *testing.T) {
@@ -125,44 +111,13 @@ func TestFailoverToPeer(t *testing.T) {
 
 func failover(t *testing.T, d2Weights map[string]int) {
 	const conns = 500
-	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 2, TMs: 3})
-	key := []byte("failover-key-0123456789abcdef012")
-	addr := func(h *netlab.Host) string {
-		return netip.AddrPortFrom(h.Links["int0"].Addr4.Addr(), 7947).String()
-	}
-	var ds []*lab.Distributor
-	for i, h := range e.Topo.Distributors {
-		other := e.Topo.Distributors[1-i]
-		o := lab.ConfigOptions{ID: h.Name, APIPath: lab.APIPath(e.Dir, h), Mutate: func(c *config.Config) {
-			c.Peers = config.Peers{ID: uint32(i + 1), Listen: addr(h), Addresses: []string{addr(other)}, Key: key, Mirror: "all"}
-		}}
+	p := startPair(t, netlab.Spec{Clients: 1, TMs: 3}, func(i int, o *lab.ConfigOptions) {
 		if i == 1 {
 			o.Weights = d2Weights
 		}
-		d, err := e.StartDistributorOn(context.Background(), h, e.Config(o))
-		if err != nil {
-			t.Fatalf("distributor %d: %v", i+1, err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s output:\n%s", h.Name, d.Output())
-			}
-		})
-		ds = append(ds, d)
-	}
-	d1, d2 := e.Topo.Distributors[0], e.Topo.Distributors[1]
-	router := e.Topo.Clients[0]
-	if err := router.NS.Sysctl("net.ipv4.fib_multipath_hash_policy", "1"); err != nil {
-		t.Fatal(err)
-	}
-	eth0 := router.Links["eth0"].Index
-	vip := &net.IPNet{IP: net.IP(e.Topo.VIP4.AsSlice()), Mask: net.CIDRMask(32, 32)}
-	if err := router.NS.Netlink().RouteReplace(&netlink.Route{Dst: vip, MultiPath: []*netlink.NexthopInfo{
-		{LinkIndex: eth0, Gw: net.IP(d1.Links["ext0"].Addr4.Addr().AsSlice())},
-		{LinkIndex: eth0, Gw: net.IP(d2.Links["ext0"].Addr4.Addr().AsSlice())},
-	}}); err != nil {
-		t.Fatalf("multipath route: %v", err)
-	}
+	})
+	e, ds := p.e, p.ds
+	p.spread()
 	o := loadgen.Options{KeepAlive: conns, Interval: 100 * time.Millisecond}
 	e.ClientDialer(0, &o)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -181,24 +136,7 @@ func failover(t *testing.T, d2Weights map[string]int) {
 	})
 	t.Logf("mirrored: %d entries into d1 (d2's connections), %d into d2 (d1's)", on[0], on[1])
 	time.Sleep(time.Second)
-	killed := time.Now()
-	ds[0].Kill()
-	for _, ifname := range []string{"ext0", "int0"} {
-		l, err := d1.NS.Netlink().LinkByName(ifname)
-		if err == nil {
-			err = d1.NS.Netlink().LinkSetDown(l)
-		}
-		if err != nil {
-			t.Fatalf("%s down: %v", ifname, err)
-		}
-	}
-	if err := router.NS.Netlink().RouteReplace(&netlink.Route{Dst: vip, LinkIndex: eth0, Gw: net.IP(d2.Links["ext0"].Addr4.Addr().AsSlice())}); err != nil {
-		t.Fatalf("route to d2: %v", err)
-	}
-	for _, tm := range e.Topo.TMs {
-		routeVia(t, tm, d2.Links["int0"].Addr4.Addr())
-	}
-	t.Logf("d1 killed, routes moved in %v", time.Since(killed))
+	p.fail(0)
 	rep := run.Wait()
 	t.Logf("load: %s", rep)
 	if rep.Errors != 0 || rep.FlowsMoved != 0 {
