@@ -50,7 +50,7 @@ func (d *Daemon) StartPeers(ctx context.Context) error {
 	}
 	m, err := mirror.New(mirror.Config{
 		ID: p.ID, Key: p.Key, Conn: conn, Peers: peers, Tables: d.dp, Policy: policy,
-		MinAge: time.Duration(p.MinAge) * time.Second, TMDigest: d.tmDigest,
+		MinAge: time.Duration(p.MinAge) * time.Second, TMDigest: d.tmDigest, PersistMasks: d.persistMasks,
 		StateFile: filepath.Join(cfg.Distributor.StateDir, cfg.Distributor.ID+".mirror"),
 		Logger:    d.log.With("part", "mirror"),
 	})
@@ -96,6 +96,21 @@ func (d *Daemon) tmDigest() uint32 {
 		}
 	}
 	return mirror.TMDigest(list)
+}
+
+// persistMasks is the persistence mask of each service index that has
+// one, as written to the data path: the mirror sends a flow such a service
+// selected with its persistence second key.
+func (d *Daemon) persistMasks() map[uint16]uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[uint16]uint32{}
+	for _, v := range d.written.Services {
+		if v.PersistMask != 0 {
+			out[uint16(v.Index)] = v.PersistMask
+		}
+	}
+	return out
 }
 
 // PeersSynced is closed once every peer has sent its whole table (or at

@@ -74,25 +74,34 @@ func InstallSecond(t datapath.Tables, e *SecondEntry, now uint32) (Outcome, erro
 	return Inserted, nil
 }
 
-// readMasks caches the second-key masks (an error keeps the last ones).
-func (m *Mirror) readMasks() {
-	m.tmu.Lock()
-	defer m.tmu.Unlock()
-	if ms, err := m.cfg.Tables.ReadMasks(); err == nil {
-		m.masks = ms
+// readPersist refreshes the services' persistence masks.
+func (m *Mirror) readPersist() {
+	if m.cfg.PersistMasks == nil {
+		return
 	}
+	p := m.cfg.PersistMasks()
+	m.tmu.Lock()
+	m.persist = p
+	m.tmu.Unlock()
 }
 
-// secondsOf appends to out the second keys that cover flow k (under each
-// configured mask), if f could have made one or come from one: a flow a
-// service selected (source persistence writes its second key at the same
-// time) or one a second key made (RELATE). seen dedups within one batch
-// (tmu held).
+// secondsOf appends to out the second key that goes with flow k: the one
+// it came from (a second-key hit: its mask is in the entry), or the
+// persistence key its service wrote when it selected it. At most two
+// lookups, and none for a flow of a service without persistence. seen
+// dedups within one batch (tmu held).
 func (m *Mirror) secondsOf(k datapath.FlowKey, f datapath.Flow, now uint32, out []SecondEntry, seen *map[datapath.SecondKey]bool) []SecondEntry {
-	if f.Flags&(datapath.FlowSelected|datapath.FlowSecondKey) == 0 {
-		return out
+	var masks [2]uint32
+	n := 0
+	if f.Flags&datapath.FlowSecondKey != 0 && f.Mask != 0 {
+		masks[n] = uint32(f.Mask)
+		n++
 	}
-	for _, mask := range m.masks {
+	if pm := m.persist[f.Svc]; f.Flags&datapath.FlowSelected != 0 && pm != 0 {
+		masks[n] = pm
+		n++
+	}
+	for _, mask := range masks[:n] {
 		sk := datapath.SecondKey{Key: flow.MaskKey(k, mask), Mask: mask}
 		if (*seen)[sk] {
 			continue

@@ -42,6 +42,10 @@ type Config struct {
 	Policy    Policy
 	// MinAge is MirrorOlder's age (whole seconds, at least one).
 	MinAge time.Duration
+	// PersistMasks, if set, returns the persistence mask of each service
+	// index that has one (read at start and at each refresh): a flow such
+	// a service selected is sent with its persistence second key.
+	PersistMasks func() map[uint16]uint32
 	// TMDigest, if set, returns a digest of this distributor's TM index
 	// list (which TM each index means; 0: unknown). Every datagram carries
 	// it, read at each heartbeat; entries from a peer whose digest differs
@@ -141,9 +145,9 @@ type Mirror struct {
 	// later for a key but was last used no later than its deletion (a
 	// resync or resend in flight, a peer echoing its copy back) does not
 	// bring it back. Bounded: the oldest are forgotten first. Under tmu.
-	// masks are the second-key masks, read at start and at each refresh
-	// (under tmu): the second keys that cover a flow sent are sent with it.
-	masks []uint32
+	// persist is Config.PersistMasks' answer, read at start and at each
+	// refresh (under tmu).
+	persist map[uint16]uint32
 
 	tombs    map[datapath.FlowKey]uint32
 	tombFIFO []datapath.FlowKey
@@ -345,7 +349,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	rf := time.NewTicker(m.cfg.Refresh)
 	defer rf.Stop()
 	lastRefresh, _ := m.cfg.Tables.ReadNow()
-	m.readMasks()
+	m.readPersist()
 	pending := map[datapath.FlowKey]struct{}{}
 	var order []datapath.FlowKey
 	flush := time.NewTimer(time.Hour)
@@ -414,7 +418,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 			if m.dirty.Swap(false) {
 				since = 0
 			}
-			m.readMasks()
+			m.readPersist()
 			m.walk(nil, since)
 			lastRefresh = now
 		}

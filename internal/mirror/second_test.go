@@ -141,11 +141,8 @@ func TestInstallSecond(t *testing.T) {
 // and with a resync.
 func TestSecondKeysReachPeer(t *testing.T) {
 	d1, d2 := pair(t)
-	masks := []uint32{persistMask, datapath.FieldSrc}
-	for _, n := range []*node{d1, d2} {
-		n.m.Do(func(t datapath.Tables) { _ = t.SetMasks(masks) })
-		n.m.readMasks()
-	}
+	// Service 0 has source persistence (Config.PersistMasks in the daemon).
+	d1.m.Do(func(datapath.Tables) { d1.m.persist = map[uint16]uint32{0: persistMask} })
 	const n = 300
 	want := map[datapath.SecondKey]datapath.Second{}
 	for i := 0; i < n; i++ {
