@@ -64,6 +64,8 @@ func (r *Result) WriteTable(w io.Writer) error {
 	for _, m := range r.Mirroring {
 		fmt.Fprintf(tw, "N=%d %s\t%d\t%s\t%s\t%s\t%s\t%.2f\t%s\n", m.N, m.Scheme, m.Peers, si(m.Updates, ""), si(m.Entries, ""), si(m.Datagrams, ""), si(m.Bytes, "B"), m.CPU, si(m.TableBytes, "B"))
 	}
+	fmt.Fprintf(tw, "divergent flows (ring choice changed by one TM added, or pinned): %s; a ring change makes each distributor send its newly divergent entries once: %s entries to each peer\n",
+		pct(r.Divergent), si(r.Divergent.P*float64(p.Flows)/float64(p.Distributors), ""))
 	for _, s := range r.Warnings {
 		fmt.Fprintf(tw, "\nwarning: %s\n", s)
 	}

@@ -220,9 +220,13 @@ type Result struct {
 		Bytes                        int // one service's ring in the data path
 	}
 	LostTM, LostDistributor int
-	Tables                  []Table
-	Events                  []Event
-	Mirroring               []Mirroring
+	// Divergent: flows no hash recomputes after one TM was added during
+	// their life (ring choice changed) or pinned: what SchemeDivergent
+	// mirrors.
+	Divergent Share
+	Tables    []Table
+	Events    []Event
+	Mirroring []Mirroring
 	// Warnings: what the simulated fleet exceeds in the data path.
 	Warnings []string
 }
@@ -233,6 +237,10 @@ const (
 	SchemeFullEcho = "full mesh (as built)"
 	SchemeFull     = "full mesh, owner refresh"
 	SchemeK        = "k-replica"
+	// SchemeDivergent is the design docs/mirror.md proposes: a full mesh
+	// of only the entries no hash recomputes (their TM is not the ring's
+	// current choice, or they were memorized or learned).
+	SchemeDivergent = "full mesh, divergent only"
 )
 
 // entryWire is the bytes one datagram of full entries takes at the IP layer
@@ -240,7 +248,9 @@ const (
 const ipUDP = 28
 
 // MirrorCost computes the mirroring schemes' cost at cluster size n.
-func MirrorCost(p Params, n int) []Mirroring {
+// divergent is the share of flows whose TM no hash recomputes (for
+// SchemeDivergent): the ring choice changed since they began, or pinned.
+func MirrorCost(p Params, n int, divergent float64) []Mirroring {
 	f := float64(p.Flows)
 	owned := f / float64(n)
 	events := p.NewFlowRate / float64(n) * p.UpdatesPerFlow
@@ -266,12 +276,18 @@ func MirrorCost(p Params, n int) []Mirroring {
 		row(SchemeFullEcho, n-1, events+refreshAll, f),
 		row(SchemeFull, n-1, events+refreshOwn, f),
 		row(SchemeK, k, events+refreshOwn, owned*float64(1+k)),
+		// Divergent only: pinned flows from birth (their events), the
+		// divergent share of the owned flows in the refresh; every
+		// distributor holds its own flows and everyone's divergent ones.
+		// A ring change sends the newly divergent entries once (Burst).
+		row(SchemeDivergent, n-1, p.NewFlowRate/float64(n)*p.UpdatesPerFlow*p.Pinned+refreshOwn*divergent, owned+f*divergent*float64(n-1)/float64(n)),
 	}
 }
 
 // counts of one worker.
 type counts struct {
 	n                                        int64
+	pinned, pinnedChangedAdd                 int64
 	movedL, movedA                           int64
 	changedAdd, changedLost, onLost          int64
 	pinnedMovedL, pinnedMovedLKeep           int64
@@ -283,6 +299,8 @@ type counts struct {
 
 func (c *counts) add(o counts) {
 	c.n += o.n
+	c.pinned += o.pinned
+	c.pinnedChangedAdd += o.pinnedChangedAdd
 	c.movedL += o.movedL
 	c.movedA += o.movedA
 	c.changedAdd += o.changedAdd
@@ -450,6 +468,12 @@ func (w *World) classify(c *counts, f Flow, rep []int) []int {
 	if changedAdd {
 		c.changedAdd++
 	}
+	if f.Pinned {
+		c.pinned++
+		if changedAdd {
+			c.pinnedChangedAdd++
+		}
+	}
 	if changedLost {
 		c.changedLost++
 	}
@@ -595,8 +619,9 @@ func (w *World) result(c counts) *Result {
 	if !contains(sizes, p.Distributors) {
 		sizes = append(sizes, p.Distributors)
 	}
+	res.Divergent = share(c.changedAdd+c.pinned-c.pinnedChangedAdd, c.n)
 	for _, n := range sizes {
-		res.Mirroring = append(res.Mirroring, MirrorCost(p, n)...)
+		res.Mirroring = append(res.Mirroring, MirrorCost(p, n, res.Divergent.P)...)
 	}
 	if p.TMs > datapath.MaxTMs {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the data path addresses %d TM indexes (SY_MAX_TMS); %d TMs need it raised (the flow entry's TM field is 16 bits)", datapath.MaxTMs, p.TMs))

@@ -409,7 +409,7 @@ func TestMirrorCost(t *testing.T) {
 	p := Default()
 	at := func(n int) map[string]Mirroring {
 		out := map[string]Mirroring{}
-		for _, m := range MirrorCost(p, n) {
+		for _, m := range MirrorCost(p, n, 0.006) {
 			out[m.Scheme] = m
 		}
 		return out
@@ -422,11 +422,14 @@ func TestMirrorCost(t *testing.T) {
 	if c64[SchemeFullEcho].Entries <= 20*c2[SchemeFullEcho].Entries {
 		t.Errorf("full mesh as built: %v entries/s at 64, %v at 2; want the echo's growth", c64[SchemeFullEcho].Entries, c2[SchemeFullEcho].Entries)
 	}
+	if d := c64[SchemeDivergent]; d.Entries >= c64[SchemeK].Entries || d.TableBytes >= c64[SchemeK].TableBytes {
+		t.Errorf("divergent-only full mesh (%v entries/s, %v B) not below k-replica at 64", d.Entries, d.TableBytes)
+	}
 	if c64[SchemeK].Entries >= c64[SchemeFull].Entries/10 {
 		t.Errorf("k-replica %v entries/s against full mesh %v at 64", c64[SchemeK].Entries, c64[SchemeFull].Entries)
 	}
 	// Bytes per datagram stay within one MTU.
-	for _, m := range MirrorCost(p, 16) {
+	for _, m := range MirrorCost(p, 16, 0.006) {
 		if per := (m.Bytes - float64(m.Peers)*10*(mirror.HeaderSize+mirror.MACSize+ipUDP)) / (m.Datagrams - float64(m.Peers)*10); per > 1500 {
 			t.Errorf("%s: %.0f bytes per datagram", m.Scheme, per)
 		}
