@@ -59,7 +59,7 @@ type Params struct {
 	ActiveShare float64
 	// HopCPUNanos is the CPU (sender and receiver together, syscalls
 	// included) of one entry delivered to one peer, measured with
-	// BenchmarkMirrorRate (docs/mirror.md).
+	// BenchmarkHopCost.
 	HopCPUNanos float64
 	// MirrorN are the cluster sizes the mirroring table is computed for.
 	MirrorN []int
@@ -87,10 +87,12 @@ func Default() Params {
 	}
 }
 
-// DefaultHopCPUNanos is the CPU per entry per peer measured with
-// BenchmarkMirrorRate (user + system time of the whole benchmark process,
-// both sides, divided by the updates installed; docs/performance.md).
-const DefaultHopCPUNanos = 4210
+// DefaultHopCPUNanos is the CPU per entry per peer measured by
+// BenchmarkHopCost (sender's lookup, encode and sign, loopback UDP send and
+// receive, check and decode, install into the Go model; the thread's CPU
+// time): 923, 949 and 1,053 ns in three runs, the median
+// (docs/performance.md, "Scale-out simulation").
+const DefaultHopCPUNanos = 949
 
 // Bounds of the parameters: the simulation's memory and time stay bounded.
 const (
