@@ -51,6 +51,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	for _, t := range r.Tables {
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\n", t.Scheme, t.Entries, si(t.Bytes, "B"))
 	}
+	fmt.Fprintf(tw, "busiest distributor: %.3f× the mean of its own flows; %.3f× after d%d is lost\n", r.Busiest, r.BusiestAfterLoss, r.LostDistributor)
 	fmt.Fprintln(tw)
 
 	fmt.Fprintf(tw, "EVENT (share of established flows, 95%% CI)\tmoved by ECMP\tring choice changed\tbroken: no mirroring\tfull mesh\tk-replica (k=%d)\n", p.Replicas)

@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/switchyard/switchyard/internal/datapath"
@@ -226,9 +227,14 @@ type Result struct {
 	// their life (ring choice changed) or pinned: what SchemeDivergent
 	// mirrors.
 	Divergent Share
-	Tables    []Table
-	Events    []Event
-	Mirroring []Mirroring
+	// Busiest is the largest distributor's share of the flows, as a
+	// multiple of the mean (1/N): before and after the lost one's flows
+	// are spread over the survivors (its mean then 1/(N-1)). Size
+	// max_flows for it, not for the mean.
+	Busiest, BusiestAfterLoss float64
+	Tables                    []Table
+	Events                    []Event
+	Mirroring                 []Mirroring
 	// Warnings: what the simulated fleet exceeds in the data path.
 	Warnings []string
 }
@@ -290,6 +296,7 @@ func MirrorCost(p Params, n int, divergent float64) []Mirroring {
 type counts struct {
 	n                                        int64
 	pinned, pinnedChangedAdd                 int64
+	perOwner, perOwnerLost                   []int64 // flows per distributor id, before and after the loss
 	movedL, movedA                           int64
 	changedAdd, changedLost, onLost          int64
 	pinnedMovedL, pinnedMovedLKeep           int64
@@ -301,6 +308,10 @@ type counts struct {
 
 func (c *counts) add(o counts) {
 	c.n += o.n
+	for i, v := range o.perOwner {
+		c.perOwner[i] += v
+		c.perOwnerLost[i] += o.perOwnerLost[i]
+	}
 	c.pinned += o.pinned
 	c.pinnedChangedAdd += o.pinnedChangedAdd
 	c.movedL += o.movedL
@@ -457,6 +468,8 @@ func (w *World) classify(c *counts, f Flow, rep []int) []int {
 	p := w.p
 	n, k := p.Distributors, p.Replicas
 	c.n++
+	c.perOwner[f.Owner]++
+	c.perOwnerLost[f.OwnerLost]++
 	movedL, movedA := f.OwnerLost != f.Owner, f.OwnerAdd != f.Owner
 	if movedL {
 		c.movedL++
@@ -547,9 +560,12 @@ func Run(p Params) (*Result, error) {
 	}
 	const chunk = 1 << 16
 	chunks := (sample + chunk - 1) / chunk
+	newCounts := func() counts {
+		return counts{perOwner: make([]int64, p.Distributors), perOwnerLost: make([]int64, p.Distributors)}
+	}
 	var (
 		mu    sync.Mutex
-		total counts
+		total = newCounts()
 		next  int64
 		wg    sync.WaitGroup
 	)
@@ -557,7 +573,7 @@ func Run(p Params) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var c counts
+			c := newCounts()
 			rep := make([]int, 0, p.Replicas)
 			for {
 				mu.Lock()
@@ -595,6 +611,8 @@ func (w *World) result(c counts) *Result {
 		res.Ring.SlotsPerTMMax = max(res.Ring.SlotsPerTMMax, slots[uint32(i)])
 	}
 	res.Ring.Bytes = int(p.RingSize) * 4
+	res.Busiest = float64(slices.Max(c.perOwner)) * float64(p.Distributors) / float64(c.n)
+	res.BusiestAfterLoss = float64(slices.Max(c.perOwnerLost)) * float64(p.Distributors-1) / float64(c.n)
 	s := func(x int64) Share { return share(x, c.n) }
 	zero := s(0)
 	res.Events = []Event{
