@@ -458,9 +458,11 @@ func RandomKey(r *rand.Rand) datapath.FlowKey {
 
 var vip = netip.MustParseAddr("192.0.2.10")
 
-// LostTM and LostDistributor are the TM and distributor the events take
-// away (chosen by the seed).
-func (w *World) LostTM() uint32       { return w.lostTM }
+// LostTM is the index of the TM the events take away (chosen by the seed).
+func (w *World) LostTM() uint32 { return w.lostTM }
+
+// LostDistributor is the id of the distributor the events take away
+// (chosen by the seed).
 func (w *World) LostDistributor() int { return w.lostDist }
 
 // classify adds one flow to c.
