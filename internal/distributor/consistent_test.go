@@ -89,7 +89,9 @@ func randomClient(r *rand.Rand) netip.Addr {
 // TestConsistentSelection: three distributors with the same config (one
 // with another history, so other TM indexes) forward the first packet of
 // the same new flow to the same TM under every hash, for 1,000 keys per
-// hash, and every TM is used where the hash spreads keys.
+// hash, and every TM is used where the hash spreads keys; and again after
+// a reload that drains one TM and adds another, reached by b through an
+// extra step.
 func TestConsistentSelection(t *testing.T) {
 	a, b, c := threeDistributors(t, hashServices())
 	if a.index(t, "tm4") == b.index(t, "tm4") {
@@ -109,6 +111,23 @@ func TestConsistentSelection(t *testing.T) {
 		t.Logf("hash %-14s 1000 new flows, the same TM on 3 distributors: %v", hsh, used)
 		if hsh != config.HashDstIP && hsh != config.HashPort && len(used) != 5 {
 			t.Errorf("hash %s: 1000 keys used %v, want all five TMs", hsh, used)
+		}
+	}
+	// The same after a reload that drains tm4 and adds tm6 (b reloads to
+	// it in two steps, the others in one): still one choice, never tm4.
+	tms := strings.Replace(consistentTMs, "weight: 3}", "weight: 3, state: draining}", 1) + "  - {id: tm6, address: 10.1.0.16}\n"
+	svcs := strings.ReplaceAll(hashServices(), "tm5]", "tm5, tm6]")
+	b.reload(t, strings.Replace(consistentTMs, "weight: 3}", "weight: 3, state: draining}", 1), hashServices())
+	for _, h := range []*harness{a, b, c} {
+		h.reload(t, tms, svcs)
+	}
+	for i, hsh := range consistentHashes {
+		for range 300 {
+			p := flowtest.Packet{Src: randomClient(r), Dst: testVIP, Proto: flow.ProtoUDP, SrcPort: uint16(1024 + r.IntN(60000)), DstPort: uint16(1000 + i), Payload: []byte("x")}
+			ta, tb, tc := a.sendTo(t, p), b.sendTo(t, p), c.sendTo(t, p)
+			if ta == "" || ta == "tm4" || ta != tb || ta != tc {
+				t.Fatalf("after the reload, hash %s, %s:%d: a sent it to %q, b to %q, c to %q", hsh, p.Src, p.SrcPort, ta, tb, tc)
+			}
 		}
 	}
 }
