@@ -81,7 +81,7 @@ func printBGP(w io.Writer, st api.BGPStatus) {
 	}
 	tw.Flush()
 	if d := st.Drain; d != nil {
-		fmt.Fprintf(w, "\ndrain: started %s, deadline %s, %d flows seen in the last %v", d.Started, d.Deadline, d.RecentFlows, 2*time.Second)
+		fmt.Fprintf(w, "\ndrain: started %s, deadline %s, %d packets since, none for %.1fs", d.Started, d.Deadline, d.Packets, d.IdleSeconds)
 		if d.Done {
 			fmt.Fprintf(w, ", done (%s)", d.EndedBy)
 		}
@@ -99,7 +99,7 @@ func newDrainCmd() *cobra.Command {
 		Long: `Drain the distributor (it needs bgp: in its config). It withdraws every VIP
 from its BGP neighbors at once, keeps forwarding the flows that still arrive
 (a router that has not converged yet, connections with nowhere else to go),
-and stops once no flow of its VIPs has arrived for 2 s, or at the deadline
+and stops once no packet of its VIPs has arrived for 2 s, or at the deadline
 (default: bgp.drain_deadline). The daemon then exits as on SIGTERM (with
 --keep it leaves its data path pinned). See docs/bgp.md.`,
 		Example: `  switchyard drain
@@ -138,7 +138,7 @@ and stops once no flow of its VIPs has arrived for 2 s, or at the deadline
 					return nil
 				}
 				if st.Drain != nil {
-					fmt.Fprintf(out, "%d flows seen in the last 2s\n", st.Drain.RecentFlows)
+					fmt.Fprintf(out, "%d packets since the withdrawal, none for %.1fs\n", st.Drain.Packets, st.Drain.IdleSeconds)
 					if st.Drain.Done {
 						fmt.Fprintf(out, "drained (%s)\n", st.Drain.EndedBy)
 						return nil

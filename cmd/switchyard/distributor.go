@@ -131,6 +131,7 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 		l.Close()
 		return err
 	}
+	gateDeadline := time.Now().Add(readyTimeout)
 	if !d.Adopted() {
 		if left := d.WaitReady(ctx, readyTimeout); len(left) > 0 {
 			log.Warn("taking traffic before these were ready (timeout)", "waiting_for", left, "timeout", readyTimeout)
@@ -147,7 +148,7 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 	// BGP announces the VIPs once the gate above is passed; on the way out
 	// it withdraws them before the data path is detached (defers run last
 	// first).
-	if err := d.StartBGP(ctx, readyTimeout); err != nil {
+	if err := d.StartBGP(ctx, gateDeadline); err != nil {
 		l.Close()
 		return err
 	}

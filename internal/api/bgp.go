@@ -94,9 +94,12 @@ type BGPVIP struct {
 type BGPDrain struct {
 	Started  string `json:"started"`
 	Deadline string `json:"deadline"`
-	// RecentFlows are the VIPs' flow-table entries seen in the last
-	// idle window (DrainIdle): the flows that still arrive here.
-	RecentFlows uint64 `json:"recent_flows"`
+	// Packets counts the packets of the VIPs' services forwarded here
+	// since the drain began: the flows that still arrive.
+	Packets uint64 `json:"packets"`
+	// IdleSeconds is how long no packet of the VIPs has arrived; the
+	// drain ends when it reaches 2 s (DrainIdle).
+	IdleSeconds float64 `json:"idle_seconds"`
 	// Done is set when the drain has ended; EndedBy says how: "idle" (no
 	// flow arrived for the idle window) or "deadline".
 	Done    bool   `json:"done"`

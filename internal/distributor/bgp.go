@@ -14,8 +14,6 @@ import (
 	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/bgp"
 	"github.com/switchyard/switchyard/internal/config"
-	"github.com/switchyard/switchyard/internal/datapath"
-	"github.com/switchyard/switchyard/internal/flow"
 )
 
 // BGP (docs/bgp.md): the daemon decides what the speaker (internal/bgp)
@@ -33,8 +31,8 @@ import (
 //
 // It is reconciled after every apply (a kick), every second, and on drain.
 
-// DrainIdle is how long no flow of the VIPs must have arrived for a drain
-// to end before its deadline.
+// DrainIdle is how long no packet of the VIPs must have arrived for a
+// drain to end before its deadline.
 const DrainIdle = 2 * time.Second
 
 type bgpCtl struct {
@@ -53,6 +51,9 @@ type bgpCtl struct {
 	drain         *api.BGPDrain
 	drainStart    time.Time
 	drainEnd      time.Time
+	drainSeen     time.Time // when the VIPs' packet count last changed
+	drainPkts     uint64    // the VIPs' packet count then
+	drainPkts0    uint64    // and when the drain began
 	vips          []api.BGPVIP
 	announces     uint64
 	withdraws     uint64
@@ -75,11 +76,13 @@ func speakerConfig(b config.BGP) bgp.Config {
 }
 
 // StartBGP starts the BGP speaker when bgp.neighbors is set. Call it after
-// Attach: it announces once the peers are synced (or gateTimeout passed)
+// Attach: it announces once the peers are synced (or gateDeadline passed:
+// the start gate's own deadline, so that a peer that is down delays the
+// start once, not twice)
 // and bgp.announce_delay_ms later, and keeps the announcements in step
 // with the daemon's state until ctx is done. Drained is closed when a
 // drain ends.
-func (d *Daemon) StartBGP(ctx context.Context, gateTimeout time.Duration) error {
+func (d *Daemon) StartBGP(ctx context.Context, gateDeadline time.Time) error {
 	d.mu.Lock()
 	cfg := d.cfg.BGP
 	d.mu.Unlock()
@@ -95,17 +98,17 @@ func (d *Daemon) StartBGP(ctx context.Context, gateTimeout time.Duration) error 
 	d.bgp.Store(b)
 	d.log.Info("bgp speaker started", "asn", cfg.ASN, "router_id", cfg.RouterID, "neighbors", len(cfg.Neighbors),
 		"hold_time", cfg.HoldTime, "keepalive", cfg.Keepalive)
-	go d.runBGP(ctx, b, gateTimeout)
+	go d.runBGP(ctx, b, gateDeadline)
 	return nil
 }
 
-func (d *Daemon) runBGP(ctx context.Context, b *bgpCtl, gateTimeout time.Duration) {
+func (d *Daemon) runBGP(ctx context.Context, b *bgpCtl, gateDeadline time.Time) {
 	d.reconcileBGP(b)
-	t := time.NewTimer(gateTimeout)
+	t := time.NewTimer(max(0, time.Until(gateDeadline)))
 	select {
 	case <-d.PeersSynced():
 	case <-t.C:
-		d.log.Warn("bgp: announcing before the peers' resync is done (timeout)", "timeout", gateTimeout)
+		d.log.Warn("bgp: announcing before the peers' resync is done (the start gate's timeout)")
 	case <-ctx.Done():
 		t.Stop()
 		return
@@ -288,53 +291,53 @@ func joinWaiting(w []string) string {
 	return s
 }
 
-// checkDrain ends the drain when no flow of the VIPs has arrived for
-// DrainIdle since the withdrawal, or at the deadline (b.mu held).
+// checkDrain ends the drain when no packet of the VIPs' services has
+// been forwarded for DrainIdle (the router has moved every flow, and the
+// flows that had nowhere else to go have ended), or at the deadline
+// (b.mu held).
 func (d *Daemon) checkDrain(b *bgpCtl) {
 	now := time.Now()
-	recent, err := d.recentVIPFlows()
+	pkts, err := d.vipPackets()
 	if err != nil {
-		d.log.Error("bgp drain: count flows", "error", err)
+		d.log.Error("bgp drain: read the services' counters", "error", err)
+	} else if pkts != b.drainPkts {
+		b.drainPkts, b.drainSeen = pkts, now
 	}
-	b.drain.RecentFlows = recent
+	b.drain.Packets = b.drainPkts - b.drainPkts0
+	b.drain.IdleSeconds = now.Sub(b.drainSeen).Seconds()
 	switch {
 	case now.After(b.drainEnd):
 		b.drain.Done, b.drain.EndedBy = true, "deadline"
-	case err == nil && recent == 0 && now.Sub(b.drainStart) >= DrainIdle:
+	case err == nil && now.Sub(b.drainSeen) >= DrainIdle:
 		b.drain.Done, b.drain.EndedBy = true, "idle"
 	}
 	if b.drain.Done {
-		d.log.Info("bgp drain done", "ended_by", b.drain.EndedBy, "recent_flows", recent, "after", now.Sub(b.drainStart))
+		d.log.Info("bgp drain done", "ended_by", b.drain.EndedBy, "packets_since_withdraw", b.drain.Packets, "after", now.Sub(b.drainStart))
 		close(b.drained)
 	}
 }
 
-// recentVIPFlows counts the flow-table entries for a VIP seen within
-// DrainIdle.
-func (d *Daemon) recentVIPFlows() (uint64, error) {
+// vipPackets sums the packets forwarded for every service.
+func (d *Daemon) vipPackets() (uint64, error) {
 	d.mu.Lock()
-	vips := map[netip.Addr]bool{}
-	for _, sc := range d.cfg.Services {
-		vips[sc.VIP.Unmap()] = true
+	var idx []uint32
+	for _, s := range d.svcs {
+		idx = append(idx, s.index)
 	}
 	d.mu.Unlock()
-	now, err := d.dp.ReadNow()
-	if err != nil {
-		return 0, err
-	}
-	idle := uint32(DrainIdle / time.Second)
 	var n uint64
-	err = d.dp.WalkFlows(func(k datapath.FlowKey, f datapath.Flow) bool {
-		if vips[flow.Dst(k)] && now-f.LastSeen < idle {
-			n++
+	for _, i := range idx {
+		t, err := d.dp.ServiceTraffic(i)
+		if err != nil {
+			return 0, fmt.Errorf("service index %d: %w", i, err)
 		}
-		return true
-	})
-	return n, err
+		n += t.Packets
+	}
+	return n, nil
 }
 
-// Drain withdraws every VIP and ends the daemon (Drained) once no flow of
-// the VIPs has arrived for DrainIdle, or after deadline (0:
+// Drain withdraws every VIP and ends the daemon (Drained) once no packet
+// of the VIPs has arrived for DrainIdle, or after deadline (0:
 // bgp.drain_deadline). A second call returns the drain in progress.
 func (d *Daemon) Drain(deadline time.Duration) (api.BGPStatus, error) {
 	b := d.bgp.Load()
@@ -348,6 +351,10 @@ func (d *Daemon) Drain(deadline time.Duration) (api.BGPStatus, error) {
 		}
 		b.drainStart = time.Now()
 		b.drainEnd = b.drainStart.Add(deadline)
+		b.drainSeen = b.drainStart
+		if n, err := d.vipPackets(); err == nil {
+			b.drainPkts, b.drainPkts0 = n, n
+		}
 		b.drain = &api.BGPDrain{Started: b.drainStart.UTC().Format(time.RFC3339Nano), Deadline: b.drainEnd.UTC().Format(time.RFC3339Nano)}
 		d.log.Info("bgp drain: withdrawing every VIP", "deadline", deadline)
 	}
