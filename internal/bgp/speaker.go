@@ -261,6 +261,29 @@ func (s *Speaker) path(p netip.Prefix) (*api.Path, error) {
 	return &api.Path{Family: fam, Nlri: nlri, Pattrs: attrs}, nil
 }
 
+// Received returns the prefixes the neighbors sent, sorted (the speaker
+// installs none of them anywhere).
+func (s *Speaker) Received(ctx context.Context) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, fam := range []*api.Family{famV4, famV6} {
+		err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
+			if p, err := netip.ParsePrefix(d.GetPrefix()); err == nil && len(out) < MaxPrefixes {
+				for _, path := range d.GetPaths() {
+					if !path.GetIsWithdraw() && path.GetNeighborIp() != "" && path.GetNeighborIp() != "<nil>" {
+						out = append(out, p)
+						break
+					}
+				}
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bgp: list received paths: %w", err)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out, nil
+}
+
 // Announced returns the prefixes announced, sorted.
 func (s *Speaker) Announced() []netip.Prefix {
 	s.mu.Lock()

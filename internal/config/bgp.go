@@ -187,7 +187,9 @@ func (v *validator) bgp(b BGP) {
 	seen := map[netip.Addr]int{}
 	for i, n := range b.Neighbors {
 		p := index("bgp.neighbors", i)
-		if !n.Address.IsValid() || !unicast(n.Address) {
+		// A loopback neighbor is a router on this host (a local bird or
+		// FRR that redistributes the VIPs).
+		if !n.Address.IsValid() || !unicast(n.Address) && !n.Address.IsLoopback() {
 			v.errorf(p+".address", "%s (expected %s)", describeAddr(n.Address), bgpNeighborExpected)
 		} else if j, ok := seen[n.Address.Unmap()]; ok {
 			v.errorf(p+".address", "%s is also bgp.neighbors[%d] (expected each neighbor once)", n.Address, j)

@@ -512,3 +512,93 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// BenchmarkBGPFailover measures, over runs deaths of one of three
+// distributors behind FRR (hold 3 s, keepalive 1 s):
+//
+//   - kill: the process is SIGKILLed (its kernel closes the BGP session:
+//     FRR hears it at once);
+//   - silent: its link goes silent first (a host or link death: FRR
+//     notices when the hold timer expires);
+//
+// the time from the death until the router's kernel route to the VIP no
+// longer points at it (traffic flows through the others only), and the
+// time from starting the distributor again until the route includes it
+// (start → announce: MAC resolution, the start gate with its peers'
+// resync, the BGP session, FRR's and the kernel's update). Run with
+// -benchtime=1x; BGP_BENCH_RUNS sets the runs per mode (default 5).
+func BenchmarkBGPFailover(b *testing.B) {
+	runs := 5
+	if v := os.Getenv("BGP_BENCH_RUNS"); v != "" {
+		fmt.Sscan(v, &runs)
+	}
+	l := newBGPLab(b, 3)
+	d := l.all
+	l.start(b, d...)
+	vip4 := l.e.Topo.VIP4
+	waitForTB(b, 60*time.Second, "route over d1..d3", func() bool { return slices.Equal(l.fib(vip4), ext4(d...)) })
+	victim := d[2]
+	port, err := l.e.Topo.Switch.Netlink().LinkByName(victim.Links["ext0"].Port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	poll := func(cond func() bool) time.Duration {
+		t0 := time.Now()
+		for !cond() {
+			if time.Since(t0) > 60*time.Second {
+				b.Fatal("no route change after 60s")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return time.Since(t0)
+	}
+	deaths := map[string][]time.Duration{}
+	var starts []time.Duration
+	for b.Loop() {
+		for _, mode := range []string{"kill", "silent"} {
+			for range runs {
+				dv := l.ds[victim.Name]
+				t0 := time.Now()
+				if mode == "silent" {
+					if err := l.e.Topo.Switch.Netlink().LinkSetDown(port); err != nil {
+						b.Fatal(err)
+					}
+				}
+				dv.Kill()
+				deaths[mode] = append(deaths[mode], time.Since(t0)+poll(func() bool { return slices.Equal(l.fib(vip4), ext4(d[0], d[1])) }))
+				if err := l.e.Topo.Switch.Netlink().LinkSetUp(port); err != nil {
+					b.Fatal(err)
+				}
+				// Back: the restarted daemon adopts its pinned data path
+				// (a SIGKILL leaves it) and resyncs from its peers.
+				t1 := time.Now()
+				l.start(b, victim)
+				starts = append(starts, time.Since(t1)+poll(func() bool { return slices.Equal(l.fib(vip4), ext4(d...)) }))
+			}
+		}
+	}
+	for _, mode := range []string{"kill", "silent"} {
+		p50, p99 := quantiles(deaths[mode])
+		b.Logf("death (%s) → route without it: n=%d median %v p99 %v all %v", mode, len(deaths[mode]), p50, p99, deaths[mode])
+		b.ReportMetric(float64(p50.Milliseconds()), "ms-"+mode+"-p50")
+		b.ReportMetric(float64(p99.Milliseconds()), "ms-"+mode+"-p99")
+	}
+	p50, p99 := quantiles(starts)
+	b.Logf("start → route with it: n=%d median %v p99 %v all %v", len(starts), p50, p99, starts)
+	b.ReportMetric(float64(p50.Milliseconds()), "ms-start-p50")
+	b.ReportMetric(float64(p99.Milliseconds()), "ms-start-p99")
+}
+
+// quantiles returns the median and the 99th percentile (nearest rank).
+func quantiles(ds []time.Duration) (time.Duration, time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := func(q float64) time.Duration {
+		i := int(q*float64(len(s))+0.999999) - 1
+		return s[max(0, min(i, len(s)-1))]
+	}
+	return rank(0.5), rank(0.99)
+}
