@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -494,6 +495,12 @@ func TestBGPWithFRR(t *testing.T) {
 			if v.Announced || v.Reason != "no eligible traffic manager" {
 				t.Errorf("d2 VIP %+v", v)
 			}
+		}
+		// The command shows it too.
+		out, err := exec.Command(l.e.Bin, "bgp", "--api", "unix:"+lab.APIPath(l.e.Dir, d[1])).CombinedOutput()
+		t.Logf("switchyard bgp on d2:\n%s", out)
+		if err != nil || !strings.Contains(string(out), "no eligible traffic manager") || !strings.Contains(string(out), "established") {
+			t.Errorf("switchyard bgp: %v", err)
 		}
 		delete(l.states, "d2")
 		if err := d2.Reload(l.config(d[1])); err != nil {
