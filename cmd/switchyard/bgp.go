@@ -60,13 +60,17 @@ func printBGP(w io.Writer, st api.BGPStatus) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NEIGHBOR\tASN\tSTATE\tUPTIME\tHOLD\tADVERTISED\tRECEIVED\tFLAPS")
+	fmt.Fprintln(tw, "NEIGHBOR\tASN\tSTATE\tUPTIME\tHOLD\tADVERTISED\tRECEIVED\tFLAPS\tBFD")
 	for _, s := range st.Sessions {
 		up := "-"
 		if s.State == "established" {
 			up = (time.Duration(s.UptimeSeconds) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\n", s.Neighbor, s.ASN, s.State, up, s.HoldTime, s.Advertised, s.Received, s.Flaps)
+		bfd := s.BFD
+		if bfd == "" {
+			bfd = "off"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.Neighbor, s.ASN, s.State, up, s.HoldTime, s.Advertised, s.Received, s.Flaps, bfd)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -73,6 +73,10 @@ type BGPSession struct {
 	Advertised uint64 `json:"advertised"`
 	Received   uint64 `json:"received"`
 	Flaps      uint64 `json:"flaps"`
+	// BFD is the BFD session's state (admin_down, down, init, up); absent
+	// without bgp.bfd_interval_ms. BFDDowns counts the times it left up.
+	BFD      string `json:"bfd,omitempty"`
+	BFDDowns uint64 `json:"bfd_downs,omitempty"`
 }
 
 // BGPVIP is one VIP's announcement.
@@ -157,6 +161,7 @@ var (
 	descBGPUptime   = prometheus.NewDesc("switchyard_bgp_session_uptime_seconds", "How long the session has been established.", []string{"neighbor"}, nil)
 	descBGPFlaps    = prometheus.NewDesc("switchyard_bgp_session_flaps_total", "Times the session left established.", []string{"neighbor"}, nil)
 	descBGPAdv      = prometheus.NewDesc("switchyard_bgp_advertised_prefixes", "Prefixes advertised to the neighbor.", []string{"neighbor"}, nil)
+	descBGPBFD      = prometheus.NewDesc("switchyard_bgp_bfd_up", "1 when the BFD session with the neighbor is up.", []string{"neighbor"}, nil)
 	descBGPAnnounce = prometheus.NewDesc("switchyard_bgp_vip_announced", "1 when the VIP is announced.", []string{"prefix"}, nil)
 	descBGPChanges  = prometheus.NewDesc("switchyard_bgp_route_changes_total", "Announcements and withdrawals the speaker made.", []string{"change"}, nil)
 	descBGPDraining = prometheus.NewDesc("switchyard_bgp_draining", "1 while a graceful drain is in progress.", nil, nil)
@@ -168,7 +173,7 @@ type bgpCollector struct {
 }
 
 func (c *bgpCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBGPSession, descBGPUptime, descBGPFlaps, descBGPAdv, descBGPAnnounce, descBGPChanges, descBGPDraining} {
+	for _, d := range []*prometheus.Desc{descBGPSession, descBGPUptime, descBGPFlaps, descBGPAdv, descBGPBFD, descBGPAnnounce, descBGPChanges, descBGPDraining} {
 		ch <- d
 	}
 }
@@ -197,6 +202,9 @@ func (c *bgpCollector) Collect(ch chan<- prometheus.Metric) {
 		g(descBGPUptime, ss.UptimeSeconds, ss.Neighbor)
 		ch <- prometheus.MustNewConstMetric(descBGPFlaps, prometheus.CounterValue, float64(ss.Flaps), ss.Neighbor)
 		g(descBGPAdv, float64(ss.Advertised), ss.Neighbor)
+		if ss.BFD != "" {
+			g(descBGPBFD, b(ss.BFD == "up"), ss.Neighbor)
+		}
 	}
 	for _, v := range st.VIPs {
 		g(descBGPAnnounce, b(v.Announced), v.Prefix)

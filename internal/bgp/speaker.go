@@ -47,6 +47,11 @@ type Config struct {
 	// Communities are standard communities (ASN<<16 | value).
 	Communities []uint32
 	Neighbors   []Neighbor
+	// BFDInterval, if set, runs BFD with every neighbor (bfd.go) at this
+	// transmit and receive interval; BFDMultiplier is its detect
+	// multiplier (default 3).
+	BFDInterval   time.Duration
+	BFDMultiplier uint8
 }
 
 // Session is the state of one neighbor's session.
@@ -69,6 +74,10 @@ type Session struct {
 	Received   uint64 `json:"received"`
 	// Flaps counts the times the session left established.
 	Flaps uint64 `json:"flaps"`
+	// BFD is the BFD session's state (admin_down, down, init, up), ""
+	// without BFD; BFDDowns counts the times it left up.
+	BFD      string `json:"bfd,omitempty"`
+	BFDDowns uint64 `json:"bfd_downs,omitempty"`
 }
 
 // Speaker is a running BGP speaker.
@@ -76,6 +85,7 @@ type Speaker struct {
 	log *slog.Logger
 	cfg Config
 	srv *server.BgpServer
+	bfd *bfdEnd // nil without BFD
 
 	mu        sync.Mutex
 	announced map[netip.Prefix][]byte // prefix → UUID of its path
@@ -145,6 +155,23 @@ func Start(log *slog.Logger, cfg Config) (*Speaker, error) {
 			srv.Stop()
 			return nil, fmt.Errorf("bgp: neighbor %s (asn %d): %w", n.Address, n.ASN, err)
 		}
+	}
+	if cfg.BFDInterval > 0 {
+		mult := cfg.BFDMultiplier
+		if mult == 0 {
+			mult = 3
+		}
+		var addrs []netip.Addr
+		for _, n := range cfg.Neighbors {
+			addrs = append(addrs, n.Address)
+		}
+		b, err := startBFD(log, netip.Addr{}, addrs, cfg.BFDInterval, mult)
+		if err != nil {
+			cancel()
+			srv.Stop()
+			return nil, err
+		}
+		s.bfd = b
 	}
 	return s, nil
 }
@@ -312,6 +339,9 @@ func (s *Speaker) Sessions(ctx context.Context) ([]Session, error) {
 	for _, n := range s.cfg.Neighbors {
 		addr := n.Address.String()
 		ss := Session{Neighbor: addr, ASN: n.ASN, State: "unknown", Flaps: s.flaps[addr]}
+		if s.bfd != nil {
+			ss.BFD, ss.BFDDowns = s.bfd.state(n.Address)
+		}
 		if p := byAddr[addr]; p != nil {
 			ss.State = stateName(p.GetState().GetSessionState())
 			if ss.State == "established" {
@@ -355,6 +385,9 @@ func (s *Speaker) Stop() {
 		s.log.Warn("bgp stop", "error", err)
 	}
 	s.srv.Stop()
+	if s.bfd != nil {
+		s.bfd.close()
+	}
 }
 
 func stateName(st api.PeerState_SessionState) string {

@@ -43,6 +43,12 @@ type BGP struct {
 	// DrainDeadline bounds a graceful drain in seconds, 1..86400; default
 	// 60. The drain ends earlier when no flow of the VIPs is left.
 	DrainDeadline uint32 `yaml:"drain_deadline"`
+	// BFDIntervalMS, if set, runs BFD (RFC 5880/5881) with every neighbor
+	// at this interval in ms, 10..10000, so that the router notices this
+	// distributor's death within BFDMultiplier intervals; 0 (default): off.
+	BFDIntervalMS uint32 `yaml:"bfd_interval_ms"`
+	// BFDMultiplier is BFD's detect multiplier, 2..255; default 3.
+	BFDMultiplier uint32 `yaml:"bfd_multiplier"`
 	// Communities are standard communities ("ASN:VALUE") put on every
 	// announcement, at most MaxBGPCommunities.
 	Communities []string `yaml:"communities"`
@@ -86,6 +92,8 @@ const (
 	bgpKeepaliveExpected = "1..hold_time/3 seconds"
 	bgpDelayExpected     = "0..600000 milliseconds"
 	bgpDrainExpected     = "1..86400 seconds"
+	bgpBFDExpected       = "0 (off) or 10..10000 milliseconds"
+	bgpBFDMultExpected   = "2..255"
 	bgpCommunityExpected = "a standard community ASN:VALUE, each 0..65535, e.g. 65001:100"
 	bgpNeighborExpected  = "a unicast IPv4 or IPv6 address"
 	bgpPortExpected      = "1..65535; default 179"
@@ -102,6 +110,8 @@ var bgpLeaves = map[string]leaf{
 	"bgp.keepalive":            {expected: bgpKeepaliveExpected, min: 1, max: 21845},
 	"bgp.announce_delay_ms":    {expected: bgpDelayExpected, max: 600000},
 	"bgp.drain_deadline":       {expected: bgpDrainExpected, min: 1, max: 86400},
+	"bgp.bfd_interval_ms":      {expected: bgpBFDExpected, max: 10000},
+	"bgp.bfd_multiplier":       {expected: bgpBFDMultExpected, min: 2, max: 255},
 	"bgp.communities":          {expected: "a list of communities"},
 	"bgp.communities[]":        {expected: bgpCommunityExpected},
 	"bgp.neighbors":            {expected: "a list of neighbors"},
@@ -124,6 +134,7 @@ func (c *Config) bgpDefaults(omitted func(path string, zero bool) bool) {
 	num("bgp.hold_time", &b.HoldTime, DefaultBGPHold)
 	num("bgp.keepalive", &b.Keepalive, max(DefaultBGPKeep, b.HoldTime/3))
 	num("bgp.drain_deadline", &b.DrainDeadline, DefaultBGPDrain)
+	num("bgp.bfd_multiplier", &b.BFDMultiplier, 3)
 	for i := range b.Neighbors {
 		n := &b.Neighbors[i]
 		if omitted(index("bgp.neighbors", i)+".port", n.Port == 0) {
@@ -172,6 +183,12 @@ func (v *validator) bgp(b BGP) {
 	}
 	if b.DrainDeadline < 1 || b.DrainDeadline > 86400 {
 		v.errorf("bgp.drain_deadline", "%d (expected %s)", b.DrainDeadline, bgpDrainExpected)
+	}
+	if n := b.BFDIntervalMS; n != 0 && (n < 10 || n > 10000) {
+		v.errorf("bgp.bfd_interval_ms", "%d (expected %s)", n, bgpBFDExpected)
+	}
+	if n := b.BFDMultiplier; n < 2 || n > 255 {
+		v.errorf("bgp.bfd_multiplier", "%d (expected %s)", n, bgpBFDMultExpected)
 	}
 	if len(b.Communities) > MaxBGPCommunities {
 		v.errorf("bgp.communities", "%d communities, at most %d", len(b.Communities), MaxBGPCommunities)
@@ -239,5 +256,6 @@ func bgpEqualForRestart(a, b BGP) bool {
 		}
 	}
 	return a.ASN == b.ASN && a.RouterID == b.RouterID && a.ListenPort == b.ListenPort &&
-		a.NextHop == b.NextHop && a.NextHop6 == b.NextHop6 && a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive
+		a.NextHop == b.NextHop && a.NextHop6 == b.NextHop6 && a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive &&
+		a.BFDIntervalMS == b.BFDIntervalMS && a.BFDMultiplier == b.BFDMultiplier
 }

@@ -63,7 +63,8 @@ type bgpCtl struct {
 // speakerConfig turns the bgp section into the speaker's config.
 func speakerConfig(b config.BGP) bgp.Config {
 	c := bgp.Config{ASN: b.ASN, RouterID: b.RouterID, ListenPort: b.ListenPort,
-		NextHop4: b.NextHop, NextHop6: b.NextHop6, HoldTime: b.HoldTime, Keepalive: b.Keepalive}
+		NextHop4: b.NextHop, NextHop6: b.NextHop6, HoldTime: b.HoldTime, Keepalive: b.Keepalive,
+		BFDInterval: time.Duration(b.BFDIntervalMS) * time.Millisecond, BFDMultiplier: uint8(b.BFDMultiplier)}
 	for _, s := range b.Communities {
 		if v, err := config.ParseCommunity(s); err == nil {
 			c.Communities = append(c.Communities, v)
@@ -97,7 +98,7 @@ func (d *Daemon) StartBGP(ctx context.Context, gateDeadline time.Time) error {
 		attached: true, waiting: []string{"peers_resync"}}
 	d.bgp.Store(b)
 	d.log.Info("bgp speaker started", "asn", cfg.ASN, "router_id", cfg.RouterID, "neighbors", len(cfg.Neighbors),
-		"hold_time", cfg.HoldTime, "keepalive", cfg.Keepalive)
+		"hold_time", cfg.HoldTime, "keepalive", cfg.Keepalive, "bfd_interval_ms", cfg.BFDIntervalMS)
 	go d.runBGP(ctx, b, gateDeadline)
 	return nil
 }
@@ -410,7 +411,8 @@ func (d *Daemon) BGP(ctx context.Context) (api.BGPStatus, error) {
 	}
 	for _, s := range sessions {
 		st.Sessions = append(st.Sessions, api.BGPSession{Neighbor: s.Neighbor, ASN: s.ASN, State: s.State, Since: s.Since,
-			UptimeSeconds: s.UptimeSeconds, HoldTime: s.HoldTime, Advertised: s.Advertised, Received: s.Received, Flaps: s.Flaps})
+			UptimeSeconds: s.UptimeSeconds, HoldTime: s.HoldTime, Advertised: s.Advertised, Received: s.Received, Flaps: s.Flaps,
+			BFD: s.BFD, BFDDowns: s.BFDDowns})
 	}
 	switch {
 	case b.stopped:
