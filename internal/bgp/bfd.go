@@ -123,6 +123,8 @@ type bfdSession struct {
 	remoteMult uint8
 	lastRx     time.Time
 	pollReply  bool
+	lastTx     time.Time
+	jitter     time.Duration // this packet's cut of the interval, in 1/1024ths (under 25%)
 	ups, downs uint64
 }
 
@@ -305,13 +307,17 @@ func (b *bfdEnd) send(s *bfdSession) {
 		p.Diag = 0
 	}
 	_, _ = b.conn.WriteToUDPAddrPort(p.marshal(), netip.AddrPortFrom(s.peer, bfdPort))
+	s.lastTx = time.Now()
+	// The next one after 75–100% of the interval (RFC 5880 6.8.7).
+	var r [1]byte
+	_, _ = rand.Read(r[:])
+	s.jitter = time.Duration(r[0])
 }
 
 // tick sends periodic packets and detects silent neighbors.
 func (b *bfdEnd) tick(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	next := map[*bfdSession]time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -329,11 +335,11 @@ func (b *bfdEnd) tick(ctx context.Context) {
 					b.changed(s, old)
 				}
 			}
-			if now.After(next[s]) {
+			// The interval is computed afresh at every tick, so that a
+			// faster rate the neighbor asks for applies at once.
+			iv := b.txInterval(s)
+			if now.Sub(s.lastTx) >= iv-iv*s.jitter/1024 {
 				b.send(s)
-				// 75–100% of the interval (RFC 5880 6.8.7).
-				iv := b.txInterval(s)
-				next[s] = now.Add(iv*3/4 + time.Duration(uint64(now.UnixNano())%uint64(iv/4+1)))
 			}
 		}
 		b.mu.Unlock()

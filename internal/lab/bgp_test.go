@@ -36,16 +36,34 @@ const (
 	distASN   = 65001
 	bgpHold   = 3
 	bgpKeep   = 1
+	bfdMS     = 200 // BFD interval, both ends; detection after 3 intervals
 	peerPort  = 7947
 )
 
 var bgpPeerKey = []byte("bgp-lab-peer-key-0123456789abcde")
 
+// bfddConfig is the router's bfdd config: the BFD profile its BGP
+// sessions use (docs/bgp.md shows it).
+func bfddConfig() string {
+	return fmt.Sprintf(`bfd
+ profile fast
+  detect-multiplier 3
+  receive-interval %d
+  transmit-interval %d
+ !
+!
+`, bfdMS, bfdMS)
+}
+
 // frrConfig is the bgpd config of the router (docs/bgp.md shows it): any
 // distributor on 10.0.1.0/24 may connect (dynamic neighbors of one peer
-// group), timers hold 3 s / keepalive 1 s, up to 16 equal paths per VIP,
-// IPv6 unicast over the same sessions.
-func frrConfig(routerID netip.Addr) string {
+// group), timers hold 3 s / keepalive 1 s, BFD (profile fast) when bfd,
+// up to 16 equal paths per VIP, IPv6 unicast over the same sessions.
+func frrConfig(routerID netip.Addr, bfd bool) string {
+	bfdLines := ""
+	if bfd {
+		bfdLines = " neighbor DIST bfd\n neighbor DIST bfd profile fast\n"
+	}
 	return fmt.Sprintf(`frr defaults datacenter
 hostname r1
 log stdout informational
@@ -58,7 +76,7 @@ router bgp %d
  neighbor DIST remote-as %d
  neighbor DIST timers %d %d
  neighbor DIST timers connect 1
- bgp listen range 10.0.1.0/24 peer-group DIST
+%s bgp listen range 10.0.1.0/24 peer-group DIST
  !
  address-family ipv4 unicast
   maximum-paths 16
@@ -69,7 +87,7 @@ router bgp %d
   maximum-paths 16
  exit-address-family
 !
-`, routerASN, routerID, distASN, bgpKeep, bgpHold)
+`, routerASN, routerID, distASN, bgpKeep, bgpHold, bfdLines)
 }
 
 // bgpLab is a running BGP lab.
@@ -81,9 +99,10 @@ type bgpLab struct {
 	ds     map[string]*lab.Distributor
 	all    []*netlab.Host // every distributor host, started or not
 	states map[string]map[string]string
+	bfd    bool
 }
 
-func newBGPLab(t testing.TB, distributors int) *bgpLab {
+func newBGPLab(t testing.TB, distributors int, bfd bool) *bgpLab {
 	t.Helper()
 	labtest.Require(t)
 	if why := netlab.FRRAvailable(); why != "" {
@@ -105,7 +124,7 @@ func newBGPLab(t testing.TB, distributors int) *bgpLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := netlab.StartFRR(context.Background(), r.Host.NS, frrConfig(r.Ext4()))
+	f, err := netlab.StartFRR(context.Background(), r.Host.NS, frrConfig(r.Ext4(), bfd), bfddConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +136,7 @@ func newBGPLab(t testing.TB, distributors int) *bgpLab {
 			t.Errorf("stop FRR: %v", err)
 		}
 	})
-	return &bgpLab{e: e, r: r, frr: f, ds: map[string]*lab.Distributor{}, all: e.Topo.Distributors, states: map[string]map[string]string{}}
+	return &bgpLab{e: e, r: r, frr: f, ds: map[string]*lab.Distributor{}, all: e.Topo.Distributors, states: map[string]map[string]string{}, bfd: bfd}
 }
 
 // config is distributor h's config: every other distributor of the lab is
@@ -140,8 +159,11 @@ func (l *bgpLab) config(h *netlab.Host) string {
 		Mutate: func(c *config.Config) {
 			c.Peers = config.Peers{ID: uint32(id), Listen: addr(h), Addresses: peers, Key: bgpPeerKey, Mirror: "all"}
 			c.BGP = config.BGP{ASN: distASN, RouterID: ext.Addr4.Addr(), NextHop: ext.Addr4.Addr(), NextHop6: ext.Addr6.Addr(),
-				HoldTime: bgpHold, Keepalive: bgpKeep,
+				HoldTime: bgpHold, Keepalive: bgpKeep, BFDMultiplier: 3,
 				Neighbors: []config.BGPNeighbor{{Address: l.r.Ext4(), ASN: routerASN}}}
+			if l.bfd {
+				c.BGP.BFDIntervalMS = bfdMS
+			}
 		}})
 }
 
@@ -301,11 +323,11 @@ func (l *bgpLab) newFlows(t testing.TB, names ...string) map[string]uint64 {
 //   - drained: `switchyard drain` on d4: FRR drops its path, d4 gets no
 //     new flow after that, ends by itself (idle): 0 break;
 //   - killed: d3's link goes silent and the process is SIGKILLed: FRR
-//     routes around it when the hold timer expires: 0 break;
+//     routes around it when BFD (200 ms × 3) goes down: 0 break;
 //   - TMs gone: every TM of d2 disabled by reload: d2 withdraws the VIP
 //     (FRR's RIB, via vtysh), and announces it again when they are back.
 func TestBGPWithFRR(t *testing.T) {
-	l := newBGPLab(t, 4)
+	l := newBGPLab(t, 4, true)
 	d := l.all
 	// All four start together, so that each finds its peers at once (a
 	// peer that is not running holds the start gate for its timeout);
@@ -331,6 +353,13 @@ func TestBGPWithFRR(t *testing.T) {
 	}
 	if st.State != "announcing" || len(st.Sessions) != 1 || st.Sessions[0].State != "established" || st.Sessions[0].HoldTime != bgpHold {
 		t.Fatalf("d1 bgp: %+v", st)
+	}
+	waitFor(t, 20*time.Second, "BFD up between d1 and FRR", func() bool {
+		st, err := l.ds["d1"].API.BGP(context.Background())
+		return err == nil && st.Sessions[0].BFD == "up"
+	})
+	if out, err := l.frr.Vtysh(context.Background(), "show bfd peers brief"); err == nil {
+		t.Logf("FRR's BFD peers:\n%s", out)
 	}
 	t.Logf("d1: first announcement %.3fs after its speaker started; VIPs %+v", st.AnnounceAfterSeconds, st.VIPs)
 
@@ -467,7 +496,14 @@ func TestBGPWithFRR(t *testing.T) {
 		waitFor(t, 30*time.Second, "FRR to route around d3", func() bool {
 			return slices.Equal(l.fib(vip4), ext4(d[0], d[1]))
 		})
-		t.Logf("FRR routed around d3 %v after its death (hold time %ds)", time.Since(killed).Round(time.Millisecond), bgpHold)
+		t.Logf("FRR routed around d3 %v after its death (BFD %d ms × 3, hold time %ds)", time.Since(killed).Round(time.Millisecond), bfdMS, bgpHold)
+		var events []string
+		for _, line := range strings.Split(l.frr.Output(), "\n") {
+			if strings.Contains(line, "ADJCHANGE") || strings.Contains(line, "NOTIFICATION") {
+				events = append(events, line)
+			}
+		}
+		t.Logf("FRR's session changes so far (death at %s):\n%s", killed.UTC().Format("15:04:05.000"), strings.Join(events, "\n"))
 		time.Sleep(3 * time.Second) // requests keep flowing over the rest
 		check(t, "d3 killed")
 	})
@@ -521,7 +557,8 @@ func tail(s string, n int) string {
 }
 
 // BenchmarkBGPFailover measures, over runs deaths of one of three
-// distributors behind FRR (hold 3 s, keepalive 1 s):
+// distributors behind FRR (hold 3 s, keepalive 1 s; BFD 200 ms × 3 unless
+// BGP_BENCH_BFD=0):
 //
 //   - kill: the process is SIGKILLed (its kernel closes the BGP session:
 //     FRR hears it at once);
@@ -539,7 +576,8 @@ func BenchmarkBGPFailover(b *testing.B) {
 	if v := os.Getenv("BGP_BENCH_RUNS"); v != "" {
 		fmt.Sscan(v, &runs)
 	}
-	l := newBGPLab(b, 3)
+	bfd := os.Getenv("BGP_BENCH_BFD") != "0"
+	l := newBGPLab(b, 3, bfd)
 	d := l.all
 	l.start(b, d...)
 	vip4 := l.e.Topo.VIP4
@@ -586,7 +624,7 @@ func BenchmarkBGPFailover(b *testing.B) {
 	}
 	for _, mode := range []string{"kill", "silent"} {
 		p50, p99 := quantiles(deaths[mode])
-		b.Logf("death (%s) → route without it: n=%d median %v p99 %v all %v", mode, len(deaths[mode]), p50, p99, deaths[mode])
+		b.Logf("death (%s, bfd %v) → route without it: n=%d median %v p99 %v all %v", mode, bfd, len(deaths[mode]), p50, p99, deaths[mode])
 		b.ReportMetric(float64(p50.Milliseconds()), "ms-"+mode+"-p50")
 		b.ReportMetric(float64(p99.Milliseconds()), "ms-"+mode+"-p99")
 	}

@@ -19,13 +19,13 @@ import (
 // FRRDir is where the Debian package's daemons are.
 const FRRDir = "/usr/lib/frr"
 
-// FRR is zebra and bgpd (Debian package frr) running in a namespace with
+// FRR is zebra, bfdd and bgpd (Debian package frr) running in a namespace with
 // a directory of their own for config, pid files and sockets: never the
 // system service, never /etc/frr or /var/run/frr.
 type FRR struct {
 	NS  *NS
 	Dir string
-	// procs are zebra then bgpd.
+	// procs are zebra, bfdd, bgpd.
 	procs []*frrProc
 }
 
@@ -58,7 +58,7 @@ func (l *lockedBuffer) String() string {
 
 // FRRAvailable says why FRR cannot run here ("" if it can).
 func FRRAvailable() string {
-	for _, p := range []string{filepath.Join(FRRDir, "zebra"), filepath.Join(FRRDir, "bgpd"), "/usr/bin/vtysh"} {
+	for _, p := range []string{filepath.Join(FRRDir, "zebra"), filepath.Join(FRRDir, "bfdd"), filepath.Join(FRRDir, "bgpd"), "/usr/bin/vtysh"} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Sprintf("FRR is not installed (%s: %v); scripts/setup.sh installs the frr package", p, err)
 		}
@@ -66,12 +66,12 @@ func FRRAvailable() string {
 	return ""
 }
 
-// StartFRR writes bgpdConf (an FRR bgpd config) into a directory of its
-// own (Dir, under /tmp: the daemons run as the package's frr user, which
+// StartFRR writes bgpdConf (an FRR bgpd config) and bfddConf (bfdd's: BFD
+// profiles; "" for none) into a directory of its own (Dir, under /tmp: the daemons run as the package's frr user, which
 // must reach it) and runs zebra and bgpd in ns with their sockets, pid
 // files and config there; it returns once vtysh answers. Close removes
 // the directory.
-func StartFRR(ctx context.Context, ns *NS, bgpdConf string) (*FRR, error) {
+func StartFRR(ctx context.Context, ns *NS, bgpdConf, bfddConf string) (*FRR, error) {
 	if why := FRRAvailable(); why != "" {
 		return nil, errors.New(why)
 	}
@@ -96,12 +96,15 @@ func StartFRR(ctx context.Context, ns *NS, bgpdConf string) (*FRR, error) {
 	if err := os.WriteFile(filepath.Join(dir, "bgpd.conf"), []byte(bgpdConf), 0o600); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "bfdd.conf"), []byte(bfddConf), 0o600); err != nil {
+		return nil, err
+	}
 	// vtysh reads its own config from /etc/frr; an empty one of ours is
 	// given with --config_dir.
 	if err := os.WriteFile(filepath.Join(dir, "vtysh.conf"), nil, 0o600); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"zebra.conf", "bgpd.conf", "vtysh.conf"} {
+	for _, name := range []string{"zebra.conf", "bgpd.conf", "bfdd.conf", "vtysh.conf"} {
 		if err := os.Chown(filepath.Join(dir, name), uid, gid); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
@@ -114,6 +117,11 @@ func StartFRR(ctx context.Context, ns *NS, bgpdConf string) (*FRR, error) {
 		return nil, err
 	}
 	if err := f.waitFile(ctx, zsock); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.start("bfdd", append([]string{"-f", filepath.Join(dir, "bfdd.conf"), "-i", filepath.Join(dir, "bfdd.pid"),
+		"--bfdctl", filepath.Join(dir, "bfdd.sock")}, common...)...); err != nil {
 		f.Close()
 		return nil, err
 	}
