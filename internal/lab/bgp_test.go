@@ -269,6 +269,27 @@ func (l *bgpLab) rib(t testing.TB, vip netip.Addr) []string {
 	return hops
 }
 
+// bfdUp reports whether FRR's BFD session with peer is up.
+func (l *bgpLab) bfdUp(t testing.TB, peer netip.Addr) bool {
+	out, err := l.frr.Vtysh(context.Background(), "show bfd peers json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []struct {
+		Peer   string `json:"peer"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(out), &ps); err != nil {
+		t.Fatalf("show bfd peers json: %v: %s", err, out)
+	}
+	for _, p := range ps {
+		if p.Peer == peer.String() && p.Status == "up" {
+			return true
+		}
+	}
+	return false
+}
+
 func ext4(hs ...*netlab.Host) []string {
 	var out []string
 	for _, h := range hs {
@@ -488,6 +509,7 @@ func TestBGPWithFRR(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, 30*time.Second, "FRR's BFD session with d3 up", func() bool { return l.bfdUp(t, d[2].Links["ext0"].Addr4.Addr()) })
 		killed := time.Now()
 		if err := l.e.Topo.Switch.Netlink().LinkSetDown(port); err != nil {
 			t.Fatal(err)
@@ -603,6 +625,12 @@ func BenchmarkBGPFailover(b *testing.B) {
 		for _, mode := range []string{"kill", "silent"} {
 			for range runs {
 				dv := l.ds[victim.Name]
+				if bfd {
+					// FRR tears the session down on BFD only once BFD is up.
+					waitForTB(b, 30*time.Second, "FRR's BFD session with the victim up", func() bool {
+						return l.bfdUp(b, victim.Links["ext0"].Addr4.Addr())
+					})
+				}
 				t0 := time.Now()
 				if mode == "silent" {
 					if err := l.e.Topo.Switch.Netlink().LinkSetDown(port); err != nil {
