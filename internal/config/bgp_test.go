@@ -26,7 +26,7 @@ func TestBGPConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := c.BGP
-	if !b.Enabled() || b.HoldTime != 3 || b.Keepalive != 1 || b.DrainDeadline != 60 || b.AnnounceDelayMS != 0 ||
+	if !b.Enabled() || b.HoldTime != 3 || b.Keepalive != 1 || b.DrainDeadline != 60 || b.AnnounceDelayMS != 0 || b.BFDIntervalMS != 0 || b.BFDMultiplier != 3 ||
 		b.Neighbors[0].Port != 179 || b.Neighbors[1].Port != 1179 || b.NextHop6 != netip.MustParseAddr("fd00:1::1") {
 		t.Fatalf("bgp %+v", b)
 	}
@@ -50,6 +50,8 @@ func TestBGPConfig(t *testing.T) {
 		{"  asn: 65001\n", "  asn: 65001\n  hold_time: 2\n", "bgp.hold_time", base + 3, "3..65535"},
 		{"  asn: 65001\n", "  asn: 65001\n  hold_time: 6\n  keepalive: 3\n", "bgp.keepalive", base + 4, "hold_time/3"},
 		{"  asn: 65001\n", "  asn: 65001\n  drain_deadline: 0\n", "bgp.drain_deadline", base + 3, "1..86400"},
+		{"  asn: 65001\n", "  asn: 65001\n  bfd_interval_ms: 5\n", "bgp.bfd_interval_ms", base + 3, "10..10000"},
+		{"  asn: 65001\n", "  asn: 65001\n  bfd_multiplier: 1\n", "bgp.bfd_multiplier", base + 3, "2..255"},
 		{"  asn: 65001\n", "  asn: 65001\n  announce_delay_ms: 600001\n", "bgp.announce_delay_ms", base + 3, "0..600000"},
 		{"['65001:100']", "['65536:1']", "bgp.communities[0]", base + 6, "ASN:VALUE"},
 		{"{address: 10.0.1.254, asn: 65000}", "{address: 224.0.0.5, asn: 65000}", "bgp.neighbors[0].address", base + 8, "unicast"},
@@ -96,6 +98,7 @@ func TestBGPRestartNeeded(t *testing.T) {
 		{"asn: 65000}\n", "asn: 65009}\n", true},
 		{"['65001:100']", "['65001:101']", true},
 		{"  asn: 65001\n", "  asn: 65001\n  hold_time: 9\n", true},
+		{"  asn: 65001\n", "  asn: 65001\n  bfd_interval_ms: 300\n", true},
 	} {
 		next, err := Parse([]byte(minimal+strings.Replace(bgpOK, tc.old, tc.new, 1)), "b.yaml")
 		if err != nil {
