@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev bpftool iproute2 ethtool iperf3 curl vsftpd haproxy nginx libnginx-mod-stream)
+packages=(clang llvm libbpf-dev bpftool iproute2 ethtool iperf3 curl vsftpd haproxy nginx libnginx-mod-stream frr)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

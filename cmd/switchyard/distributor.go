@@ -131,6 +131,7 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 		l.Close()
 		return err
 	}
+	gateDeadline := time.Now().Add(readyTimeout)
 	if !d.Adopted() {
 		if left := d.WaitReady(ctx, readyTimeout); len(left) > 0 {
 			log.Warn("taking traffic before these were ready (timeout)", "waiting_for", left, "timeout", readyTimeout)
@@ -144,6 +145,14 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 		l.Close()
 		return err
 	}
+	// BGP announces the VIPs once the gate above is passed; on the way out
+	// it withdraws them before the data path is detached (defers run last
+	// first).
+	if err := d.StartBGP(ctx, gateDeadline); err != nil {
+		l.Close()
+		return err
+	}
+	defer d.StopBGP()
 	go func() {
 		if err := api.NewServer(d, log, apiOpts).Serve(ctx, l); err != nil {
 			log.Error("admin API", "error", err)
@@ -159,6 +168,9 @@ func runDistributor(ctx context.Context, cfgPath string, cfg *config.Config, kee
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-d.Drained():
+			log.Info("drained (switchyard drain): stopping")
 			return nil
 		case <-hup:
 			if err := d.Reload(); err != nil {

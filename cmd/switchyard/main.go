@@ -35,5 +35,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 	root.AddCommand(newAgentCmd())
 	root.AddCommand(newPeersCmd())
 	root.AddCommand(newSimulateCmd())
+	root.AddCommand(newBGPCmd(), newDrainCmd())
 	return root
 }

@@ -88,6 +88,8 @@ type Server struct {
 //	GET  /v1/flows?service=NAME&tm=ID&addr=IP&limit=N   (NDJSON, streamed)
 //	GET  /v1/flows/events                               (NDJSON, until the client goes)
 //	POST /v1/reload
+//	GET  /v1/bgp                                         (404 without bgp; api/bgp.go)
+//	POST /v1/drain?deadline=60s
 //	GET  /metrics                                        (Prometheus)
 func NewServer(b Backend, log *slog.Logger, o ServerOptions) *Server {
 	if o.MaxFlowStreams <= 0 {
@@ -125,6 +127,7 @@ func NewServer(b Backend, log *slog.Logger, o ServerOptions) *Server {
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{b: b, log: log})
+	s.bgpRoutes(reg)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s
 }

@@ -177,6 +177,7 @@ type Config struct {
 	Learning        Learning         `yaml:"learning"`
 	Signals         Signals          `yaml:"signals"`
 	Peers           Peers            `yaml:"peers"`
+	BGP             BGP              `yaml:"bgp"`
 }
 
 // Peers configures mirroring flow entries to peer distributors
@@ -847,6 +848,7 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 	if omitted("signals.multicast_mac", c.Signals.MulticastMAC == nil) {
 		c.Signals.MulticastMAC = DefaultMulticastMAC()
 	}
+	c.bgpDefaults(omitted)
 }
 
 // DefaultTimeouts returns the default timeouts.

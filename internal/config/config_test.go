@@ -955,6 +955,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal[:40] + "\x00\xff" + minimal[40:]))
 	f.Add([]byte(strings.Replace(minimal, "  id: d1\n", "  id: d1\n  api: 127.0.0.1:9\n  api_token_file: /t\n", 1)))
 	f.Add([]byte(minimal + "    policy: fastest-rtt\n    hash: symmetric\n    min_eligible: 2\n    fallback_traffic_managers: [tm1]\n    health: {type: udp, send: x, expect: y, interval_ms: 10, timeout_ms: 10, rise: 1, fall: 100, on_unhealthy: reselect}\n"))
+	f.Add([]byte(minimal + bgpOK))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "fuzz.yaml")
 		if (c == nil) == (err == nil) {

@@ -178,6 +178,7 @@ func RestartNeeded(cur, next *Config) error {
 		{next.SecondKeys.MaxEntries != cur.SecondKeys.MaxEntries, "second_keys.max_entries changed: restart to resize the second-key table"},
 		{next.Signals.UDPListen != cur.Signals.UDPListen, "signals.udp_listen changed: restart to move the UDP signal transport"},
 		{!peersEqual(next.Peers, cur.Peers), "peers changed: restart to change the peer protocol"},
+		{!bgpEqualForRestart(next.BGP, cur.BGP), "bgp changed (other than announce_delay_ms, drain_deadline): restart to change the BGP speaker"},
 	} {
 		if f.changed {
 			errs = append(errs, errors.New(f.msg))

@@ -155,6 +155,7 @@ func (v *validator) config(c *Config) {
 	v.learning(c.Learning, c.TrafficManagers, c.Services)
 	v.signals(c.Signals)
 	v.peers(c.Peers)
+	v.bgp(c.BGP)
 }
 
 func (v *validator) timeouts(t Timeouts) {

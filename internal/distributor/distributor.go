@@ -115,6 +115,7 @@ type Daemon struct {
 	lock         *os.File  // held while the daemon runs (restart.go)
 	health       *healthChecks
 	peers        atomic.Pointer[mirror.Mirror] // the peer protocol (peers.go); nil: off
+	bgp          atomic.Pointer[bgpCtl]        // the BGP speaker's control (bgp.go); nil: off
 }
 
 // New loads the data path for cfg and programs it; Attach puts it on the
@@ -386,6 +387,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		d.cfg = cfg
 		d.loadedAt = time.Now()
 	}
+	d.kickBGP()
 	return nil
 }
 

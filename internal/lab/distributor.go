@@ -229,7 +229,7 @@ func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg 
 		d.err = d.cmd.Wait()
 		close(d.done)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := d.API.Status(sctx)
@@ -247,7 +247,7 @@ func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg 
 		}
 		if time.Now().After(deadline) {
 			d.Stop()
-			return nil, fmt.Errorf("distributor in %s: admin API not up after 15s: %v\n%s", host.Name, err, d.out.String())
+			return nil, fmt.Errorf("distributor in %s: admin API not up after 60s: %v\n%s", host.Name, err, d.out.String())
 		}
 	}
 }
