@@ -115,6 +115,8 @@ Ctrl-C stops the load and the distributor and removes every namespace. With
 	f.StringVar(&weights, "weights", "1,1,2", "weights of tm1,tm2,…; TMs without one (such as the added TM) get 1")
 	f.BoolVar(&plain, "plain", false, "print a progress block every second instead of redrawing in place")
 	f.BoolVar(&o.Keep, "keep", false, "leave the topology up after the report until Ctrl-C")
+	f.IntVar(&o.Distributors, "distributors", 2, "number of distributors (1: the single-distributor lab, no router, nothing killed)")
+	f.StringVar(&o.HTML, "html", "switchyard-lab-report.html", "also write the report as a self-contained HTML page to this file (\"\": none)")
 	return cmd
 }
 

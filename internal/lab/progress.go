@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -25,7 +26,10 @@ type progress struct {
 	prevReqs uint64
 }
 
-func (g *progress) render(at time.Duration, rep loadgen.Report, st api.Stats, stErr error) []string {
+// render returns the block: a head line, the TMs (distributor counters
+// summed over the distributors), then tiers (the router and distributors,
+// fleet.tierLines).
+func (g *progress) render(at time.Duration, rep loadgen.Report, st api.Stats, stErr error, tiers []string) []string {
 	dt := (at - g.prevAt).Seconds()
 	reqRate := 0.0
 	if dt > 0 {
@@ -74,6 +78,7 @@ func (g *progress) render(at time.Duration, rep loadgen.Report, st api.Stats, st
 	}
 	tw.Flush()
 	lines = append(lines, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
+	lines = append(lines, tiers...)
 	if stErr == nil {
 		g.prevPkts = pkts
 	}
@@ -149,6 +154,10 @@ type tupleTracker struct {
 	last map[string]string // client addr:port → TM of its last connection
 
 	hits, reused atomic.Uint64
+
+	// lat, if set, gets each HTTP request's time to the first byte of its
+	// response.
+	lat *latencies
 }
 
 func (k *tupleTracker) wrap(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -175,12 +184,25 @@ type trackedConn struct {
 	afterDrain bool
 	seen       bool
 	buf        []byte
+	sent       time.Time // a request written, its response not read yet
+}
+
+// Write notes when a request goes out, for the latency timeline.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if c.k.lat != nil && c.sent.IsZero() {
+		c.sent = time.Now()
+	}
+	return c.Conn.Write(p)
 }
 
 var tmHeader = []byte("\nx-switchyard-tm:")
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 && !c.sent.IsZero() {
+		c.k.lat.add(time.Since(c.sent))
+		c.sent = time.Time{}
+	}
 	if !c.seen && n > 0 && len(c.buf) < 4096 {
 		c.buf = append(c.buf, p[:n]...)
 		low := bytes.ToLower(c.buf)
@@ -207,4 +229,90 @@ func (c *trackedConn) observe(tm string) {
 			k.reused.Add(1)
 		}
 	}
+}
+
+// maxLatencySamples bounds the samples kept per interval; later ones in
+// the same interval are counted but not kept.
+const maxLatencySamples = 100_000
+
+// latencies collects request latencies between takes.
+type latencies struct {
+	mu      sync.Mutex
+	samples []time.Duration
+	dropped int
+}
+
+func newLatencies() *latencies { return &latencies{} }
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.samples) >= maxLatencySamples {
+		l.dropped++
+		return
+	}
+	l.samples = append(l.samples, d)
+}
+
+// take returns the p50 and p99 of the samples since the last take and how
+// many there were, and starts a new interval.
+func (l *latencies) take() (p50, p99 time.Duration, n int) {
+	l.mu.Lock()
+	s := l.samples
+	n = len(s) + l.dropped
+	l.samples, l.dropped = nil, 0
+	l.mu.Unlock()
+	if len(s) == 0 {
+		return 0, 0, n
+	}
+	slices.Sort(s)
+	q := func(p float64) time.Duration {
+		i := int(math.Ceil(p*float64(len(s)))) - 1
+		return s[max(0, min(i, len(s)-1))]
+	}
+	return q(0.50), q(0.99), n
+}
+
+// tierLines are the live view's lines for the router and the distributors.
+func (f *fleet) tierLines(per []distView) []string {
+	var lines []string
+	if f.router != nil {
+		lines = append(lines, fmt.Sprintf("  router %s (%s) → %s", f.router.host().Name, f.router.kind(), orNone(f.router.via())))
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  DISTRIBUTOR\tSTATE\tFLOWS\tFILL\tNEW FLOWS/S\tPKT/S\tPEERS (state, lag)\t")
+	for _, v := range per {
+		switch {
+		case !v.up:
+			fmt.Fprintf(tw, "  %s\tdown\t-\t-\t-\t-\t-\t\n", v.name)
+		case v.err != nil:
+			fmt.Fprintf(tw, "  %s\tno answer\t-\t-\t-\t-\t%v\t\n", v.name, v.err)
+		default:
+			fmt.Fprintf(tw, "  %s\tup\t%d\t%s\t%.0f\t%.0f\t%s\t\n", v.name, v.stats.FlowEntries, fill(v.stats.FlowEntries, v.stats.FlowCapacity),
+				v.newPerSec, v.pktPerSec, peerSummary(v.stats.Peers))
+		}
+	}
+	tw.Flush()
+	return append(lines, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
+}
+
+// fill is entries as a share of capacity.
+func fill(entries uint64, capacity uint32) string {
+	if capacity == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%%", 100*float64(entries)/float64(capacity))
+}
+
+// peerSummary is "d2 synced lag 0, …" (peers by id when they have no name).
+func peerSummary(ps []api.PeerStats) string {
+	if len(ps) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, p := range ps {
+		s = append(s, fmt.Sprintf("%d@%s %s lag %d", p.ID, p.Addr, p.State, p.Lag))
+	}
+	return strings.Join(s, ", ")
 }
