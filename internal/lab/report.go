@@ -84,7 +84,7 @@ type FailoverResult struct {
 	KilledAt, BackAt     time.Duration
 	// Errors and Moved are the load's failed requests or connections and
 	// flows that changed TM, from just before the kill to the end.
-	Errors, Moved              uint64
+	Errors, Moved             uint64
 	ErrorSamples, MoveSamples []string
 }
 
