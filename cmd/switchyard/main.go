@@ -33,6 +33,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
 	root.AddCommand(newLabCmd(), newTMCmd(), newEchoTMCmd(), newBenchCmd())
 	root.AddCommand(newAgentCmd())
-	root.AddCommand(newPeersCmd())
+	root.AddCommand(newPeersCmd(), newTopCmd())
 	return root
 }

@@ -147,11 +147,13 @@ func RunLab(ctx context.Context, o LabOptions, out io.Writer) (res Result, err e
 		client = nr.Clients[0]
 		f.router = rt
 	}
-	for i, h := range f.hosts {
+	// All at once: each holds its start gate until it has synced with its
+	// peers (docs/mirror.md), so they must come up together.
+	for _, h := range f.hosts {
 		fmt.Fprintf(out, "starting distributor %s (namespace %s, admin API unix:%s) …\n", h.Name, h.NS.Name, APIPath(dir, h))
-		if err := f.start(ctx, i); err != nil {
-			return res, err
-		}
+	}
+	if err := f.startAll(ctx); err != nil {
+		return res, err
 	}
 	if err := f.waitEligible(ctx, state.eligible()); err != nil {
 		return res, f.explain(err)
@@ -441,6 +443,21 @@ func (f *fleet) start(ctx context.Context, i int) error {
 	f.procs[i], f.down[i] = d, false
 	f.mu.Unlock()
 	return nil
+}
+
+// startAll starts every distributor concurrently.
+func (f *fleet) startAll(ctx context.Context) error {
+	errs := make([]error, len(f.hosts))
+	var wg sync.WaitGroup
+	for i := range f.hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f.start(ctx, i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // reload rewrites every running distributor's config and signals it.
