@@ -17,10 +17,7 @@ import (
 // 1/3, tm1 drained at 2/3, under light load.
 func TestRunLab(t *testing.T) {
 	labtest.Require(t)
-	bin, err := lab.BuildBinary(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
@@ -77,10 +74,7 @@ func TestRunLab(t *testing.T) {
 // and are back in the route, and the HTML report has the plots.
 func TestRunLabSystem(t *testing.T) {
 	labtest.Require(t)
-	bin, err := lab.BuildBinary(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer

@@ -162,7 +162,8 @@ func summarize(raw json.RawMessage) string {
 	if err := json.Compact(&b, raw); err != nil {
 		return "(answer is not JSON)"
 	}
-	s := b.String()
+	// JSON strings may hold invalid UTF-8; a terminal gets none.
+	s := strings.ToValidUTF8(b.String(), "?")
 	if len(s) > maxBGPSummary {
 		s = strings.ToValidUTF8(s[:maxBGPSummary], "") + "…"
 	}
@@ -198,7 +199,7 @@ func renderDist(w io.Writer, d Dist) {
 	fmt.Fprintf(w, "%s  %s  up  flows %d of %d (%s)\n", orDash(st.ID), d.Addr, st.FlowEntries, st.FlowCapacity, fill)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVICE\tVIP\tPOLICY\tELIGIBLE\tNEW FLOWS/S\tFLOWS\tNEW FLOWS\t")
+	fmt.Fprintln(tw, "  SERVICE\tVIP\tPOLICY\tELIGIBLE\tNEW FLOWS/S\tFLOWS\tNEW FLOWS")
 	for _, s := range st.Services {
 		vip := fmt.Sprintf("%s %s:%d", s.Protocol, s.VIP, s.Port)
 		if strings.Contains(s.VIP, ":") {
@@ -208,12 +209,12 @@ func renderDist(w io.Writer, d Dist) {
 		if s.Fallback {
 			el += " (fallback)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t\n", s.Name, vip, orDash(s.Policy), orDash(el), rate(d.SvcRate, s.Name), s.ActiveFlows, s.NewFlows)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.Name, vip, orDash(s.Policy), orDash(el), rate(d.SvcRate, s.Name), s.ActiveFlows, s.NewFlows)
 	}
 	tw.Flush()
 
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  TM\tSTATE\tHEALTH\tWEIGHT\tFLOWS\tNEW FLOWS/S\tSHARE\t")
+	fmt.Fprintln(tw, "  TM\tSTATE\tHEALTH\tWEIGHT\tFLOWS\tNEW FLOWS/S\tSHARE")
 	health := healthByTM(st.Services)
 	var total float64
 	for _, t := range st.TrafficManagers {
@@ -228,7 +229,7 @@ func renderDist(w io.Writer, d Dist) {
 		if total > 0 {
 			sh = fmt.Sprintf("%.1f%%", 100*share(d, t)/total)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\t\n", t.ID, state, orDash(health[t.ID]), t.Weight, t.ActiveFlows, rate(d.TMRate, t.ID), sh)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\n", t.ID, state, orDash(health[t.ID]), t.Weight, t.ActiveFlows, rate(d.TMRate, t.ID), sh)
 	}
 	tw.Flush()
 
@@ -236,9 +237,9 @@ func renderDist(w io.Writer, d Dist) {
 		fmt.Fprintln(w, "  peers: none")
 	} else {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  PEER\tID\tSTATE\tLAG\tMISSING\tRESYNCS\tLAST HEARD\t")
+		fmt.Fprintln(tw, "  PEER\tID\tSTATE\tLAG\tMISSING\tRESYNCS\tLAST HEARD")
 		for _, p := range st.Peers {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%d\t%d\t%s\t\n", p.Addr, p.ID, p.State, p.Lag, p.Missing, p.Resyncs, orDash(p.LastHeard))
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%d\t%d\t%s\n", p.Addr, p.ID, p.State, p.Lag, p.Missing, p.Resyncs, orDash(p.LastHeard))
 		}
 		tw.Flush()
 	}
