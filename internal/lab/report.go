@@ -82,6 +82,10 @@ type FailoverResult struct {
 	// before the run ended, and when (since the load started).
 	KillTookEffect, Back bool
 	KilledAt, BackAt     time.Duration
+	// Rerouted is the time from the kill to the router's route without the
+	// distributor; Resync from its restart to its peers synced (when it
+	// went back into the route).
+	Rerouted, Resync time.Duration
 	// Errors and Moved are the load's failed requests or connections and
 	// flows that changed TM, from just before the kill to the end.
 	Errors, Moved             uint64
@@ -375,8 +379,9 @@ func (r *Result) judge() {
 		case !f.Back:
 			add(name, false, fmt.Sprintf("%s was not back before the run ended; %d errors, %d flows moved since the kill", f.Killed, f.Errors, f.Moved))
 		default:
-			detail := fmt.Sprintf("%d errors, %d keep-alive connections or UDP flows moved, from the kill at %.1fs to the end (back at %.1fs)",
-				f.Errors, f.Moved, f.KilledAt.Seconds(), f.BackAt.Seconds())
+			detail := fmt.Sprintf("%d errors, %d keep-alive connections or UDP flows moved, from the kill at %.1fs to the end "+
+				"(rerouted after %.0f ms; back in the route at %.1fs, %.2fs after its restart)",
+				f.Errors, f.Moved, f.KilledAt.Seconds(), float64(f.Rerouted)/float64(time.Millisecond), f.BackAt.Seconds(), f.Resync.Seconds())
 			if f.Errors > 0 && len(f.ErrorSamples) > 0 {
 				detail += "; e.g. " + f.ErrorSamples[0]
 			}

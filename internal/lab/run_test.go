@@ -82,7 +82,7 @@ func TestRunLabSystem(t *testing.T) {
 	res, err := lab.RunLab(ctx, lab.LabOptions{
 		Bin:       bin,
 		Dir:       t.TempDir(),
-		Duration:  20 * time.Second,
+		Duration:  24 * time.Second,
 		KeepAlive: 20,
 		Short:     4,
 		UDP:       4,
@@ -116,13 +116,15 @@ func TestRunLabSystem(t *testing.T) {
 	for _, e := range res.Timeline.Events {
 		labels = append(labels, e.Label)
 	}
-	if want := "tm4 added,tm1 draining,d1 killed,d1 back"; strings.Join(labels, ",") != want {
-		t.Errorf("events %q, want %s", labels, want)
+	if want := "tm4 added,tm1 draining,d1 killed,d1 restarts"; strings.Join(labels, ",") != want {
+		t.Fatalf("events %q, want %s", labels, want)
 	}
-	// While d1 was down, the samples show it down and d2 carrying all.
+	// While d1 was down (from the kill to its restart, the "d1 restarts"
+	// event), the samples show it down and d2 carrying all.
 	down := 0
+	restart := res.Timeline.Events[len(res.Timeline.Events)-1].At
 	for _, s := range res.Timeline.Samples {
-		if s.At > f.KilledAt+time.Second && s.At < f.BackAt {
+		if s.At > f.KilledAt+time.Second && s.At < restart {
 			if s.Dist[0].Up || s.Dist[1].NewPerSec == 0 {
 				t.Errorf("sample at %v: %+v", s.At, s.Dist)
 			}

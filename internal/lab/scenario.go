@@ -41,6 +41,9 @@ type step struct {
 	event func(s *labState) string
 	phase func(s *labState) string
 	note  string
+	// took is what a kill or return step measured: the kill to the route
+	// without the distributor, the restart to its peers synced.
+	took time.Duration
 	// apply changes the environment and the lab's state (and may set the
 	// step's tm); the scenario then reloads the distributor with the state's
 	// config.
@@ -166,17 +169,18 @@ func defaultSteps(drained string, tracker *tupleTracker) []step {
 }
 
 // systemSteps is the scenario with more than one distributor: a TM added
-// at 1/5 of the run, the first TM drained at 2/5, distributor victim
-// killed at 3/5 (SIGKILL, its links down, out of the router's route) and
-// brought back at 4/5 (restarted on its pinned data path, back in the route
-// once its peers are synced).
+// at 1/6 of the run, the first TM drained at 1/3, distributor victim
+// killed at 1/2 (SIGKILL, its links down, out of the router's route) and
+// brought back at 2/3 (restarted on its pinned data path, back in the route
+// once its peers are synced), which leaves a third of the run for the
+// resync and for traffic through it again.
 func systemSteps(drained string, tracker *tupleTracker, f *fleet, victim int) []step {
 	steps := defaultSteps(drained, tracker)
-	steps[0].at, steps[1].at = 1.0/5, 2.0/5
+	steps[0].at, steps[1].at = 1.0/6, 1.0/3
 	name := f.hosts[victim].Name
 	return append(steps,
 		step{
-			kind: stepKill, at: 3.0 / 5, tm: name,
+			kind: stepKill, at: 1.0 / 2, tm: name,
 			event: func(*labState) string {
 				return fmt.Sprintf("killing %s: SIGKILL, its links down, the router's route without it", name)
 			},
@@ -185,13 +189,14 @@ func systemSteps(drained string, tracker *tupleTracker, f *fleet, victim int) []
 				if err != nil {
 					return err
 				}
+				st.took = took
 				st.note = fmt.Sprintf("%s is down; the router sends to %s (route updated %.0f ms after the kill)",
 					name, strings.Join(f.router.via(), ","), took.Seconds()*1000)
 				return nil
 			},
 		},
 		step{
-			kind: stepReturn, at: 4.0 / 5, tm: name,
+			kind: stepReturn, at: 2.0 / 3, tm: name,
 			event: func(*labState) string {
 				return fmt.Sprintf("bringing %s back: links up, restart on its pinned data path, resync from its peers", name)
 			},
@@ -200,6 +205,7 @@ func systemSteps(drained string, tracker *tupleTracker, f *fleet, victim int) []
 				if err != nil {
 					return err
 				}
+				st.took = synced
 				st.note = fmt.Sprintf("%s synced with its peers after %.2fs; back in the route: %s", name, synced.Seconds(), strings.Join(f.router.via(), ","))
 				return nil
 			},
@@ -225,6 +231,7 @@ type scenario struct {
 	killAt, backAt   time.Duration
 	killLoad         loadgen.Report
 	killDone, backOK bool
+	rerouted, resync time.Duration
 }
 
 // mark records an event for the timeline.
@@ -316,7 +323,7 @@ func (sc *scenario) applyEvent(ctx context.Context, st *step) error {
 		sc.killAt, sc.killLoad = at, sc.run.Snapshot()
 		sc.mu.Unlock()
 	}
-	label := map[stepKind]string{stepKill: "killed", stepReturn: "back"}[st.kind]
+	label := map[stepKind]string{stepKill: "killed", stepReturn: "restarts"}[st.kind]
 	sc.mark(at, st.tm+" "+label)
 	if err := st.apply(ctx, sc.state, st); err != nil {
 		return err
@@ -324,9 +331,9 @@ func (sc *scenario) applyEvent(ctx context.Context, st *step) error {
 	sc.mu.Lock()
 	switch st.kind {
 	case stepKill:
-		sc.killDone, sc.killed = true, st.tm
+		sc.killDone, sc.killed, sc.rerouted = true, st.tm, st.took
 	case stepReturn:
-		sc.backOK, sc.backAt = true, sc.since()
+		sc.backOK, sc.backAt, sc.resync = true, sc.since(), st.took
 	}
 	sc.mu.Unlock()
 	if st.note != "" {
@@ -340,7 +347,8 @@ func (sc *scenario) applyEvent(ctx context.Context, st *step) error {
 func (sc *scenario) failover(final loadgen.Report) *FailoverResult {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	fr := &FailoverResult{Killed: sc.killed, KillTookEffect: sc.killDone, Back: sc.backOK, KilledAt: sc.killAt, BackAt: sc.backAt}
+	fr := &FailoverResult{Killed: sc.killed, KillTookEffect: sc.killDone, Back: sc.backOK, KilledAt: sc.killAt, BackAt: sc.backAt,
+		Rerouted: sc.rerouted, Resync: sc.resync}
 	if sc.killDone {
 		fr.Errors = final.Errors - sc.killLoad.Errors
 		fr.Moved = final.FlowsMoved - sc.killLoad.FlowsMoved
