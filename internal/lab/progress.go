@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -158,6 +159,69 @@ type tupleTracker struct {
 	// lat, if set, gets each HTTP request's time to the first byte of its
 	// response.
 	lat *latencies
+
+	// keepAlive counts the keep-alive TCP connections opened (their first
+	// request asks for keep-alive): beyond the load's keep-alive count,
+	// each one replaces a connection that broke.
+	keepAlive atomic.Uint64
+	// winFrom and winTo (unix ns) are the failover window: from the kill
+	// of a distributor to the router's route without it. udpWindowLost
+	// counts UDP requests sent in it (give or take windowMargin) that got
+	// no reply: datagrams the router sent to the dead distributor.
+	winFrom, winTo atomic.Int64
+	udpWindowLost  atomic.Uint64
+	// loadDone reports that the load is ending (timeouts then are the
+	// run's end, not losses).
+	loadDone func() bool
+}
+
+// windowMargin widens the failover window for datagrams in flight.
+const windowMargin = 50 * time.Millisecond
+
+// inWindow reports whether t is in the failover window.
+func (k *tupleTracker) inWindow(t time.Time) bool {
+	from, to := k.winFrom.Load(), k.winTo.Load()
+	if from == 0 || to == 0 {
+		return false
+	}
+	ns := t.UnixNano()
+	return ns >= from-int64(windowMargin) && ns <= to+int64(windowMargin)
+}
+
+// wrapPacket wraps the load generator's UDP sockets to count the requests
+// lost in the failover window.
+func (k *tupleTracker) wrapPacket(listen func(network, addr string) (net.PacketConn, error)) func(network, addr string) (net.PacketConn, error) {
+	return func(network, addr string) (net.PacketConn, error) {
+		pc, err := listen(network, addr)
+		if err != nil {
+			return pc, err
+		}
+		return &trackedPacketConn{PacketConn: pc, k: k}, nil
+	}
+}
+
+// trackedPacketConn notes when each request went out, and counts a read
+// timeout (no reply) for a request sent in the failover window.
+type trackedPacketConn struct {
+	net.PacketConn
+	k    *tupleTracker
+	sent time.Time
+}
+
+func (c *trackedPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.sent = time.Now()
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *trackedPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(p)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && !c.sent.IsZero() && c.k.inWindow(c.sent) &&
+		(c.k.loadDone == nil || !c.k.loadDone()) {
+		c.k.udpWindowLost.Add(1)
+		c.sent = time.Time{}
+	}
+	return n, a, err
 }
 
 func (k *tupleTracker) wrap(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -185,10 +249,20 @@ type trackedConn struct {
 	seen       bool
 	buf        []byte
 	sent       time.Time // a request written, its response not read yet
+	wrote      bool
 }
 
-// Write notes when a request goes out, for the latency timeline.
+var connClose = []byte("\r\nconnection: close\r\n")
+
+// Write notes when a request goes out, for the latency timeline, and
+// counts keep-alive connections by their first request.
 func (c *trackedConn) Write(p []byte) (int, error) {
+	if !c.wrote {
+		c.wrote = true
+		if !bytes.Contains(bytes.ToLower(p), connClose) {
+			c.k.keepAlive.Add(1)
+		}
+	}
 	if c.k.lat != nil && c.sent.IsZero() {
 		c.sent = time.Now()
 	}

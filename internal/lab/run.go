@@ -175,17 +175,18 @@ func RunLab(ctx context.Context, o LabOptions, out io.Writer) (res Result, err e
 	target := env.Target(o.IPv6)
 	lo := loadgen.Options{KeepAlive: o.KeepAlive, Short: o.Short, UDPFlows: o.UDP, Interval: o.Interval}
 	lo.Dial, lo.ListenPacket = loadgen.NSDialer(client.NS.Do)
-	lo.Dial = tracker.wrap(lo.Dial)
+	lo.Dial, lo.ListenPacket = tracker.wrap(lo.Dial), tracker.wrapPacket(lo.ListenPacket)
 	fmt.Fprintf(out, "load for %v from %s: %d keep-alive connections, %d short-connection workers, %d UDP flows to %s and %s, every %v\n",
 		o.Duration, client.Name, o.KeepAlive, o.Short, o.UDP, target.HTTP, target.UDP, o.Interval)
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.Duration)
 	defer stopLoad()
+	tracker.loadDone = func() bool { return loadCtx.Err() != nil }
 	run := loadgen.Start(loadCtx, target, lo)
 	defer func() {
 		stopLoad()
 		run.Wait()
 	}()
-	sc := &scenario{state: state, f: f, run: run, start: time.Now(), duration: o.Duration, settle: o.Settle, p: p,
+	sc := &scenario{state: state, f: f, tracker: tracker, run: run, start: time.Now(), duration: o.Duration, settle: o.Settle, p: p,
 		spans: []span{{name: fmt.Sprintf("%d TMs active", len(state.tms)), eligible: state.eligible()}}}
 	steps := defaultSteps(drained, tracker)
 	if multi {

@@ -98,9 +98,13 @@ func TestRunLabSystem(t *testing.T) {
 	if f == nil || !f.KillTookEffect || !f.Back || f.Killed != "d1" {
 		t.Fatalf("failover: %+v", f)
 	}
-	if f.Errors != 0 || f.Moved != 0 {
-		t.Errorf("across the kill and the return: %d errors %v, %d moved %v", f.Errors, f.ErrorSamples, f.Moved, f.MoveSamples)
+	// UDP requests sent to d1 between the kill and the route update are
+	// lost (the router still sends there); nothing else may fail.
+	if f.KeepAliveReconnects != 0 || f.Moved != 0 || f.Errors != f.UDPWindowLost {
+		t.Errorf("across the kill and the return: %d keep-alive connections broke, %d errors %v (%d UDP requests lost in the window), %d moved %v",
+			f.KeepAliveReconnects, f.Errors, f.ErrorSamples, f.UDPWindowLost, f.Moved, f.MoveSamples)
 	}
+	t.Logf("failover: rerouted %v after the kill; d1 synced %v after its restart; %d UDP requests lost in the window", f.Rerouted, f.Resync, f.UDPWindowLost)
 	if res.Router == nil || strings.Join(res.Router.Via, ",") != "d1,d2" {
 		t.Errorf("router at the end: %+v, want d1 and d2 in the route", res.Router)
 	}
@@ -116,13 +120,13 @@ func TestRunLabSystem(t *testing.T) {
 	for _, e := range res.Timeline.Events {
 		labels = append(labels, e.Label)
 	}
-	if want := "tm4 added,tm1 draining,d1 killed,d1 restarts"; strings.Join(labels, ",") != want {
+	if want := "tm4 added,tm1 draining,d1 killed,d1 restarts,d1 in the route"; strings.Join(labels, ",") != want {
 		t.Fatalf("events %q, want %s", labels, want)
 	}
 	// While d1 was down (from the kill to its restart, the "d1 restarts"
 	// event), the samples show it down and d2 carrying all.
 	down := 0
-	restart := res.Timeline.Events[len(res.Timeline.Events)-1].At
+	restart := res.Timeline.Events[3].At
 	for _, s := range res.Timeline.Samples {
 		if s.At > f.KilledAt+time.Second && s.At < restart {
 			if s.Dist[0].Up || s.Dist[1].NewPerSec == 0 {

@@ -185,7 +185,9 @@ func systemSteps(drained string, tracker *tupleTracker, f *fleet, victim int) []
 				return fmt.Sprintf("killing %s: SIGKILL, its links down, the router's route without it", name)
 			},
 			apply: func(ctx context.Context, _ *labState, st *step) error {
+				tracker.winFrom.Store(time.Now().UnixNano())
 				took, err := f.kill(ctx, victim)
+				tracker.winTo.Store(time.Now().UnixNano())
 				if err != nil {
 					return err
 				}
@@ -217,6 +219,7 @@ func systemSteps(drained string, tracker *tupleTracker, f *fleet, victim int) []
 type scenario struct {
 	state    *labState
 	f        *fleet
+	tracker  *tupleTracker
 	run      *loadgen.Run
 	start    time.Time
 	duration time.Duration
@@ -230,6 +233,7 @@ type scenario struct {
 	killed           string
 	killAt, backAt   time.Duration
 	killLoad         loadgen.Report
+	killKeepAlive    uint64 // keep-alive connections opened before the kill
 	killDone, backOK bool
 	rerouted, resync time.Duration
 }
@@ -320,13 +324,16 @@ func (sc *scenario) applyEvent(ctx context.Context, st *step) error {
 	at := sc.since()
 	if st.kind == stepKill {
 		sc.mu.Lock()
-		sc.killAt, sc.killLoad = at, sc.run.Snapshot()
+		sc.killAt, sc.killLoad, sc.killKeepAlive = at, sc.run.Snapshot(), sc.tracker.keepAlive.Load()
 		sc.mu.Unlock()
 	}
 	label := map[stepKind]string{stepKill: "killed", stepReturn: "restarts"}[st.kind]
 	sc.mark(at, st.tm+" "+label)
 	if err := st.apply(ctx, sc.state, st); err != nil {
 		return err
+	}
+	if st.kind == stepReturn {
+		sc.mark(sc.since(), st.tm+" in the route")
 	}
 	sc.mu.Lock()
 	switch st.kind {
@@ -352,6 +359,8 @@ func (sc *scenario) failover(final loadgen.Report) *FailoverResult {
 	if sc.killDone {
 		fr.Errors = final.Errors - sc.killLoad.Errors
 		fr.Moved = final.FlowsMoved - sc.killLoad.FlowsMoved
+		fr.KeepAliveReconnects = sc.tracker.keepAlive.Load() - sc.killKeepAlive
+		fr.UDPWindowLost = sc.tracker.udpWindowLost.Load()
 		fr.ErrorSamples, fr.MoveSamples = final.ErrorSamples, final.MoveSamples
 	}
 	return fr
