@@ -59,7 +59,7 @@ type point struct {
 // newPlot lays out series (by name, in order) over [0, span] and yMax
 // (0: from the data).
 func newPlot(id, title, ylabel string, span time.Duration, yMax float64, names []string, data map[string][]point, events []Event) plot {
-	p := plot{ID: id, Title: title, YLabel: ylabel, W: 760, H: 300, X0: 60, Y0: 20, X1: 600, Y1: 260}
+	p := plot{ID: id, Title: title, YLabel: ylabel, W: 760, H: 310, X0: 60, Y0: 30, X1: 600, Y1: 270}
 	if span <= 0 {
 		span = time.Second
 	}
@@ -202,7 +202,7 @@ td, th { padding: 0.2em 0.8em; text-align: left; }
 {{$p := .}}{{range .XTicks}}<text class="xtick" x="{{.Pos}}" y="{{add $p.Y1 14}}" text-anchor="middle">{{.Label}}</text>
 {{end}}{{range .YTicks}}<text class="ytick" x="{{sub $p.X0 4}}" y="{{.Pos}}" text-anchor="end">{{.Label}}</text>
 <line x1="{{$p.X0}}" y1="{{.Pos}}" x2="{{$p.X1}}" y2="{{.Pos}}" stroke="#eee"/>
-{{end}}<text x="12" y="{{.Y0}}" class="ylabel">{{.YLabel}}</text>
+{{end}}<text x="{{.X0}}" y="{{sub .Y0 14}}" class="ylabel">{{.YLabel}}</text>
 {{range .Events}}<g class="event" data-label="{{.Label}}"><line x1="{{.X}}" y1="{{$p.Y0}}" x2="{{.X}}" y2="{{$p.Y1}}" stroke="#999" stroke-dasharray="4 3"/><text x="{{add .X 3}}" y="{{.LabelY}}">{{.Label}}</text></g>
 {{end}}{{range .Series}}<g class="series" data-name="{{.Name}}"><polyline fill="none" stroke="{{.Color}}" stroke-width="1.5" points="{{.Points}}"/><rect x="{{add $p.X1 20}}" y="{{sub .LegendY 9}}" width="12" height="10" fill="{{.Color}}"/><text x="{{add $p.X1 36}}" y="{{.LegendY}}">{{.Name}}</text></g>
 {{end}}</svg>

@@ -166,7 +166,7 @@ func TestHTMLReport(t *testing.T) {
 	// The values are where they should be: tm3 has half the new flows, so
 	// its share line sits at 50% (the middle of the plot area), tm1's at
 	// 25%; d1's load is 0 while it was down.
-	pl := plot{Y0: 20, Y1: 260}
+	pl := newPlot("", "", "", time.Second, 1, nil, nil, nil)
 	mid := pl.Y1 - (pl.Y1-pl.Y0)*0.5
 	quarter := pl.Y1 - (pl.Y1-pl.Y0)*0.25
 	for i, pt := range plots["share"].series["tm3"] {

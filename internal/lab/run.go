@@ -683,7 +683,12 @@ func (f *fleet) poll(ctx context.Context) (api.Stats, []distView, error) {
 	return agg, views, errors.Join(errs...)
 }
 
-// update takes a new answer and returns the rates since the previous one.
+// minRateInterval is the shortest interval a distributor's rates are
+// computed over.
+const minRateInterval = 500 * time.Millisecond
+
+// update takes a new answer and returns the rates since the previous one
+// at least minRateInterval before (or the last rates).
 func (c *distCounters) update(st api.Stats, now time.Time) (newPerSec, pktPerSec float64) {
 	for _, t := range st.TrafficManagers {
 		l := c.last[t.ID]
@@ -706,14 +711,17 @@ func (c *distCounters) update(st api.Stats, now time.Time) (newPerSec, pktPerSec
 		c.prevSvc = [2]uint64{}
 	}
 	c.svcLast = svc
-	if !c.prevAt.IsZero() {
-		if dt := now.Sub(c.prevAt).Seconds(); dt > 0 {
-			for k := range 2 {
-				c.rates[k] = float64(svc[k]-min(c.prevSvc[k], svc[k])) / dt
-			}
+	// Rates over at least half a second: the scenario's own polls, right
+	// after the watch's, must not give rates over a few milliseconds.
+	switch dt := now.Sub(c.prevAt); {
+	case c.prevAt.IsZero():
+		c.prevAt, c.prevSvc = now, svc
+	case dt >= minRateInterval:
+		for k := range 2 {
+			c.rates[k] = float64(svc[k]-min(c.prevSvc[k], svc[k])) / dt.Seconds()
 		}
+		c.prevAt, c.prevSvc = now, svc
 	}
-	c.prevAt, c.prevSvc = now, svc
 	c.stats, c.answered = st, true
 	return c.rates[0], c.rates[1]
 }
