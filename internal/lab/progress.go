@@ -355,15 +355,15 @@ func (f *fleet) tierLines(per []distView) []string {
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  DISTRIBUTOR\tSTATE\tFLOWS\tFILL\tNEW FLOWS/S\tPKT/S\tPEERS (state, lag)\t")
+	fmt.Fprintln(tw, "  DISTRIBUTOR\tSTATE\tFLOWS\tFROM PEERS\tFILL\tNEW FLOWS/S\tPKT/S\tPEERS (state, lag)\t")
 	for _, v := range per {
 		switch {
 		case !v.up:
-			fmt.Fprintf(tw, "  %s\tdown\t-\t-\t-\t-\t-\t\n", v.name)
+			fmt.Fprintf(tw, "  %s\tdown\t-\t-\t-\t-\t-\t-\t\n", v.name)
 		case v.err != nil:
-			fmt.Fprintf(tw, "  %s\tno answer\t-\t-\t-\t-\t%v\t\n", v.name, v.err)
+			fmt.Fprintf(tw, "  %s\tno answer\t-\t-\t-\t-\t-\t%v\t\n", v.name, v.err)
 		default:
-			fmt.Fprintf(tw, "  %s\tup\t%d\t%s\t%.0f\t%.0f\t%s\t\n", v.name, v.stats.FlowEntries, fill(v.stats.FlowEntries, v.stats.FlowCapacity),
+			fmt.Fprintf(tw, "  %s\tup\t%d\t%d\t%s\t%.0f\t%.0f\t%s\t\n", v.name, v.stats.FlowEntries, v.stats.FlowsByOrigin["peer"], fill(v.stats.FlowEntries, v.stats.FlowCapacity),
 				v.newPerSec, v.pktPerSec, peerSummary(v.stats.Peers))
 		}
 	}

@@ -40,7 +40,7 @@ func TestTopOnce(t *testing.T) {
 	frame := string(out)
 	for _, re := range []string{
 		`(?m)^switchyard top .* 2 distributor\(s\), 1 down$`,
-		`(?m)^d1  ` + regexp.QuoteMeta(api) + `  up  flows \d+ of 1000000`,
+		`(?m)^d1  ` + regexp.QuoteMeta(api) + `  up  flows \d+ of 1000000 \(\d+\.\d\d%\), 0 from peers$`,
 		`(?m)^  web +tcp 10\.0\.0\.100:80 +maglev +tm1,tm3 +- +\d+ +[1-9]\d*`,
 		`(?m)^  echo +udp 10\.0\.0\.100:5300 +maglev +tm1,tm3 `,
 		`(?m)^  tm1 +active +- +1 `,

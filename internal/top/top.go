@@ -196,7 +196,7 @@ func renderDist(w io.Writer, d Dist) {
 	if st.FlowCapacity > 0 {
 		fill = fmt.Sprintf("%.2f%%", 100*float64(st.FlowEntries)/float64(st.FlowCapacity))
 	}
-	fmt.Fprintf(w, "%s  %s  up  flows %d of %d (%s)\n", orDash(st.ID), d.Addr, st.FlowEntries, st.FlowCapacity, fill)
+	fmt.Fprintf(w, "%s  %s  up  flows %d of %d (%s), %d from peers\n", orDash(st.ID), d.Addr, st.FlowEntries, st.FlowCapacity, fill, st.FlowsByOrigin["peer"])
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SERVICE\tVIP\tPOLICY\tELIGIBLE\tNEW FLOWS/S\tFLOWS\tNEW FLOWS")

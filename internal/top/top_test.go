@@ -19,7 +19,7 @@ import (
 func fixedFrame() Frame {
 	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	st := api.Stats{
-		ID: "d1", FlowEntries: 2500, FlowCapacity: 1000000,
+		ID: "d1", FlowEntries: 2500, FlowCapacity: 1000000, FlowsByOrigin: map[string]uint64{"selected": 1300, "peer": 1200},
 		Services: []api.ServiceStats{
 			{Name: "web", VIP: "10.0.0.100", Port: 80, Protocol: "tcp", Policy: "maglev", Eligible: []string{"tm1", "tm3"},
 				NewFlows: 900, ActiveFlows: 2000,
@@ -43,7 +43,7 @@ func fixedFrame() Frame {
 
 const fixedWant = `switchyard top  2026-12-01 08:00:00 UTC  3 distributor(s), 1 down
 
-d1  unix:/run/switchyard/d1.sock  up  flows 2500 of 1000000 (0.25%)
+d1  unix:/run/switchyard/d1.sock  up  flows 2500 of 1000000 (0.25%), 1200 from peers
   SERVICE  VIP                     POLICY       ELIGIBLE        NEW FLOWS/S  FLOWS  NEW FLOWS
   web      tcp 10.0.0.100:80       maglev       tm1,tm3         120          2000   900
   web6     tcp [fd00:100::100]:80  round-robin  tm1 (fallback)  10           500    100
@@ -57,7 +57,7 @@ d1  unix:/run/switchyard/d1.sock  up  flows 2500 of 1000000 (0.25%)
 
 10.9.9.9:9900  DOWN: connection refused
 
-d3  unix:/run/switchyard/d3.sock  up  flows 0 of 0 (-)
+d3  unix:/run/switchyard/d3.sock  up  flows 0 of 0 (-), 0 from peers
   SERVICE  VIP  POLICY  ELIGIBLE  NEW FLOWS/S  FLOWS  NEW FLOWS
   TM   STATE   HEALTH  WEIGHT  FLOWS  NEW FLOWS/S  SHARE
   tm1  active  -       1       0      -            100.0%
