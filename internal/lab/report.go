@@ -180,7 +180,8 @@ func (f *fleet) results() []DistResult {
 	var rs []DistResult
 	for i, h := range f.hosts {
 		c := f.cnt[i]
-		r := DistResult{Name: h.Name, NewFlows: c.svcBase[0] + c.svcLast[0], Packets: c.svcBase[1] + c.svcLast[1]}
+		tot := c.svcTotal()
+		r := DistResult{Name: h.Name, NewFlows: tot[0], Packets: tot[1]}
 		if _, up := live[i]; up && c.answered {
 			r.Up, r.FlowEntries, r.FlowCapacity, r.Peers = true, c.stats.FlowEntries, c.stats.FlowCapacity, c.stats.Peers
 		}

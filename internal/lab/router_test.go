@@ -123,7 +123,7 @@ func TestStaticRouter(t *testing.T) {
 // monotonic across a restart that starts them from 0, and rates are over
 // at least minRateInterval.
 func TestDistCounters(t *testing.T) {
-	c := &distCounters{base: map[string]api.TMStats{}, last: map[string]api.TMStats{}}
+	c := newDistCounters()
 	st := func(tm, svc uint64) api.Stats {
 		return api.Stats{TrafficManagers: []api.TMStats{{ID: "tm1", NewFlows: tm, Packets: 10 * tm}},
 			Services: []api.ServiceStats{{Name: "web", NewFlows: svc, Packets: 10 * svc}}}
@@ -140,7 +140,12 @@ func TestDistCounters(t *testing.T) {
 	if got := c.base["tm1"].NewFlows + c.last["tm1"].NewFlows; got != 180 {
 		t.Errorf("tm1 new flows across the restart: %d, want 160+20", got)
 	}
-	if got := c.svcBase[0] + c.svcLast[0]; got != 180 {
+	if got := c.svcTotal()[0]; got != 180 {
 		t.Errorf("service new flows across the restart: %d, want 180", got)
+	}
+	// A service missing from one answer (a reload) is not a restart.
+	c.update(api.Stats{}, t0.Add(4*time.Second))
+	if n, _ := c.update(st(30, 30), t0.Add(5*time.Second)); c.svcTotal()[0] != 190 || n != 10 {
+		t.Errorf("after an answer without the service: total %d (want 190), rate %v (want 10 over 1s)", c.svcTotal()[0], n)
 	}
 }

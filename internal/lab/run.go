@@ -395,12 +395,29 @@ type fleet struct {
 // base) and its rates between polls.
 type distCounters struct {
 	base, last       map[string]api.TMStats
-	svcBase, svcLast [2]uint64 // new flows, packets
-	stats            api.Stats // the last answer
+	svcBase, svcLast map[string][2]uint64 // by service: new flows, packets
+	stats            api.Stats            // the last answer
 	answered         bool
 	prevAt           time.Time
-	prevSvc          [2]uint64
+	prevSvc          [2]uint64  // svcTotal at prevAt
 	rates            [2]float64 // new flows/s, packets/s
+}
+
+func newDistCounters() *distCounters {
+	return &distCounters{base: map[string]api.TMStats{}, last: map[string]api.TMStats{},
+		svcBase: map[string][2]uint64{}, svcLast: map[string][2]uint64{}}
+}
+
+// svcTotal is the services' new flows and packets, across restarts.
+func (c *distCounters) svcTotal() [2]uint64 {
+	var t [2]uint64
+	for _, m := range []map[string][2]uint64{c.svcBase, c.svcLast} {
+		for _, v := range m {
+			t[0] += v[0]
+			t[1] += v[1]
+		}
+	}
+	return t
 }
 
 func newFleet(env *Env, state *labState) *fleet {
@@ -408,7 +425,7 @@ func newFleet(env *Env, state *labState) *fleet {
 	f.procs = make([]*Distributor, len(f.hosts))
 	f.down = make([]bool, len(f.hosts))
 	for range f.hosts {
-		f.cnt = append(f.cnt, &distCounters{base: map[string]api.TMStats{}, last: map[string]api.TMStats{}})
+		f.cnt = append(f.cnt, newDistCounters())
 	}
 	return f
 }
@@ -700,17 +717,17 @@ func (c *distCounters) update(st api.Stats, now time.Time) (newPerSec, pktPerSec
 		}
 		c.last[t.ID] = t
 	}
-	var svc [2]uint64
-	for _, s := range st.Services {
-		svc[0] += s.NewFlows
-		svc[1] += s.Packets
+	// Per service by name: a service missing from one answer (as during a
+	// reload) must not look like a restart.
+	for _, sv := range st.Services {
+		cur, l := [2]uint64{sv.NewFlows, sv.Packets}, c.svcLast[sv.Name]
+		if cur[0] < l[0] || cur[1] < l[1] {
+			b := c.svcBase[sv.Name]
+			c.svcBase[sv.Name] = [2]uint64{b[0] + l[0], b[1] + l[1]}
+		}
+		c.svcLast[sv.Name] = cur
 	}
-	if svc[0] < c.svcLast[0] || svc[1] < c.svcLast[1] {
-		c.svcBase[0] += c.svcLast[0]
-		c.svcBase[1] += c.svcLast[1]
-		c.prevSvc = [2]uint64{}
-	}
-	c.svcLast = svc
+	svc := c.svcTotal()
 	// Rates over at least half a second: the scenario's own polls, right
 	// after the watch's, must not give rates over a few milliseconds.
 	switch dt := now.Sub(c.prevAt); {
