@@ -34,5 +34,6 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 	root.AddCommand(newLabCmd(), newTMCmd(), newEchoTMCmd(), newBenchCmd())
 	root.AddCommand(newAgentCmd())
 	root.AddCommand(newPeersCmd(), newTopCmd())
+	root.AddCommand(newSimulateCmd())
 	return root
 }
