@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds switchyard and runs the lab: a distributor, traffic managers and a
-# client in network namespaces, real load, a live view and a report. Run as
+# Builds switchyard and runs the lab: a client behind a router, distributors
+# that mirror each other, traffic managers, in network namespaces; real load,
+# a live view, a report and an HTML page (switchyard-lab-report.html). Run as
 # root (it re-runs itself with sudo if needed). Extra arguments go to
 # `switchyard lab` (see `switchyard lab --help`).
 set -euo pipefail

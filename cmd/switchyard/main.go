@@ -33,7 +33,7 @@ Start with 'switchyard lab' to see it work in network namespaces, then
 	root.AddCommand(newDistributorCmd(), newStatsCmd(), newFlowsCmd(), newReloadCmd())
 	root.AddCommand(newLabCmd(), newTMCmd(), newEchoTMCmd(), newBenchCmd())
 	root.AddCommand(newAgentCmd())
-	root.AddCommand(newPeersCmd())
+	root.AddCommand(newPeersCmd(), newTopCmd())
 	root.AddCommand(newSimulateCmd())
 	root.AddCommand(newBGPCmd(), newDrainCmd())
 	return root

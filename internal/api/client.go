@@ -57,6 +57,10 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 	if err != nil {
 		return nil, fmt.Errorf("admin API at %s: %w (is the distributor running?)", c.addr, err)
 	}
+	if resp.StatusCode == http.StatusNotFound {
+		resp.Body.Close()
+		return nil, fmt.Errorf("admin API %s %s: %w", method, path, ErrNotFound)
+	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		var e struct{ Error string }
@@ -67,6 +71,16 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 		return nil, fmt.Errorf("admin API %s %s: %s", method, path, resp.Status)
 	}
 	return resp, nil
+}
+
+// ErrNotFound (wrapped) is a 404 answer: the distributor has no such
+// endpoint (an older version) or no such object.
+var ErrNotFound = errors.New("not found")
+
+// GetJSON decodes the JSON answer to GET path (bounded) into v; a 404 is
+// ErrNotFound. For endpoints the client has no method for yet.
+func (c *Client) GetJSON(ctx context.Context, path string, v any) error {
+	return c.getJSON(ctx, path, v)
 }
 
 // maxJSONAnswer bounds a JSON answer the client reads.

@@ -76,10 +76,12 @@ type PeerStats struct {
 
 // ServiceStats are one service's counters.
 type ServiceStats struct {
-	Name        string   `json:"name"`
-	VIP         string   `json:"vip"`
-	Port        uint16   `json:"port"`
-	Protocol    string   `json:"protocol"`
+	Name     string `json:"name"`
+	VIP      string `json:"vip"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
+	// Policy is the service's selection policy (services[].policy).
+	Policy      string   `json:"policy,omitempty"`
 	Index       uint32   `json:"index"`
 	Eligible    []string `json:"eligible"`
 	Packets     uint64   `json:"packets"`

@@ -121,7 +121,7 @@ func (d *Daemon) Stats() (api.Stats, error) {
 			return api.Stats{}, fmt.Errorf("service %s: %w", sc.Name, err)
 		}
 		st.Services = append(st.Services, api.ServiceStats{
-			Name: sc.Name, VIP: sc.VIP.String(), Port: sc.Port, Protocol: sc.Protocol, Index: s.index,
+			Name: sc.Name, VIP: sc.VIP.String(), Port: sc.Port, Protocol: sc.Protocol, Policy: sc.Policy, Index: s.index,
 			Eligible: d.tmNames(d.written.Pools[s.index]),
 			Packets:  t.Packets, Bytes: t.Bytes, NewFlows: t.NewFlows, ActiveFlows: fc.bySvc[uint16(s.index)],
 		})

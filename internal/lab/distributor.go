@@ -229,7 +229,9 @@ func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg 
 		d.err = d.cmd.Wait()
 		close(d.done)
 	}()
-	deadline := time.Now().Add(60 * time.Second)
+	// Long enough for the data path's load on a busy machine plus the start
+	// gate's 10 s (a distributor with peers that are slow to come up).
+	deadline := time.Now().Add(startTimeout)
 	for {
 		sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := d.API.Status(sctx)
@@ -247,10 +249,13 @@ func StartDistributorArgs(ctx context.Context, host *netlab.Host, bin, dir, cfg 
 		}
 		if time.Now().After(deadline) {
 			d.Stop()
-			return nil, fmt.Errorf("distributor in %s: admin API not up after 60s: %v\n%s", host.Name, err, d.out.String())
+			return nil, fmt.Errorf("distributor in %s: admin API not up after %v: %v\n%s", host.Name, startTimeout, err, d.out.String())
 		}
 	}
 }
+
+// startTimeout bounds a distributor's start, until its admin API answers.
+const startTimeout = 60 * time.Second
 
 // LabBPFFS is the bpffs the lab's distributors pin their data paths on.
 // Not /sys/fs/bpf: `ip netns exec` mounts a sysfs of its own on /sys, so a

@@ -41,6 +41,153 @@ type Result struct {
 	APIPath string
 	// Load is the load generator's final report.
 	Load loadgen.Report
+	// Distributors are each distributor at the end; Router the router in
+	// front of them and Failover what the kill and return did (both nil
+	// with one distributor).
+	Distributors []DistResult
+	Router       *RouterResult
+	Failover     *FailoverResult
+	// Timeline is the run sampled once a second, with the scenario's
+	// events (the HTML report's plots).
+	Timeline Timeline
+}
+
+// DistResult is one distributor at the end of the run.
+type DistResult struct {
+	Name string
+	// Up is false when it was not running (or not answering) at the end.
+	Up bool
+	// FlowEntries and FlowCapacity are its flow table's fill at the end.
+	FlowEntries  uint64
+	FlowCapacity uint32
+	// NewFlows and Packets are its services' counters, summed across its
+	// restarts.
+	NewFlows, Packets uint64
+	// Peers are its peers at the end.
+	Peers []api.PeerStats
+}
+
+// RouterResult is the router between the client and the distributors.
+type RouterResult struct {
+	Kind string
+	// Via are the distributors in its route at the end.
+	Via []string
+}
+
+// FailoverResult is what killing a distributor and bringing it back did
+// to the load.
+type FailoverResult struct {
+	Killed string
+	// KillTookEffect and Back say whether the kill and the return happened
+	// before the run ended, and when (since the load started).
+	KillTookEffect, Back bool
+	KilledAt, BackAt     time.Duration
+	// Rerouted is the time from the kill to the router's route without the
+	// distributor; Resync from its restart to its peers synced (when it
+	// went back into the route).
+	Rerouted, Resync time.Duration
+	// Errors and Moved are the load's failed requests or connections and
+	// flows that changed TM, from just before the kill to the end.
+	Errors, Moved uint64
+	// KeepAliveReconnects are the keep-alive connections opened after the
+	// kill: each replaced one that broke.
+	KeepAliveReconnects uint64
+	// UDPWindowLost are the UDP requests sent between the kill and the
+	// route without the distributor that got no reply (the router still
+	// sent them to the dead distributor); they are among Errors, and are
+	// lost datagrams, not broken flows (the flow goes on, on its TM).
+	UDPWindowLost             uint64
+	ErrorSamples, MoveSamples []string
+}
+
+// Timeline is the run sampled about once a second.
+type Timeline struct {
+	Samples []Sample
+	Events  []Event
+	// TMs and Distributors name the series, in order.
+	TMs, Distributors []string
+}
+
+// Event is a step of the scenario on the timeline.
+type Event struct {
+	At    time.Duration
+	Label string
+}
+
+// Sample is one interval of the run, ending at At.
+type Sample struct {
+	At time.Duration
+	// NewFlows are the new flows the distributors sent each TM in the
+	// interval (summed over the distributors); nil when they did not answer.
+	NewFlows map[string]uint64
+	// P50 and P99 are the HTTP requests' latency in the interval (time to
+	// the first byte of the response); Requests how many there were.
+	P50, P99 time.Duration
+	Requests int
+	Dist     []DistSample
+}
+
+// DistSample is one distributor in one interval.
+type DistSample struct {
+	Name string
+	Up   bool
+	// FlowEntries of FlowCapacity in its flow table.
+	FlowEntries  uint64
+	FlowCapacity uint32
+	// NewPerSec and PktPerSec are its services' new flows and packets per
+	// second.
+	NewPerSec, PktPerSec float64
+}
+
+// timelineRecorder turns the once-a-second polls into Samples.
+type timelineRecorder struct {
+	lat     *latencies
+	prevNew map[string]uint64
+	samples []Sample
+}
+
+func (r *timelineRecorder) sample(at time.Duration, agg api.Stats, per []distView, ok bool) {
+	s := Sample{At: at}
+	s.P50, s.P99, s.Requests = r.lat.take()
+	if ok {
+		cur := map[string]uint64{}
+		s.NewFlows = map[string]uint64{}
+		for _, t := range agg.TrafficManagers {
+			cur[t.ID] = t.NewFlows
+			s.NewFlows[t.ID] = t.NewFlows - min(r.prevNew[t.ID], t.NewFlows)
+		}
+		r.prevNew = cur
+	}
+	for _, v := range per {
+		d := DistSample{Name: v.name, Up: v.up && v.err == nil}
+		if d.Up {
+			d.FlowEntries, d.FlowCapacity, d.NewPerSec, d.PktPerSec = v.stats.FlowEntries, v.stats.FlowCapacity, v.newPerSec, v.pktPerSec
+		}
+		s.Dist = append(s.Dist, d)
+	}
+	r.samples = append(r.samples, s)
+}
+
+func (r *timelineRecorder) finish(events []Event, tms, dists []string) Timeline {
+	return Timeline{Samples: r.samples, Events: events, TMs: tms, Distributors: dists}
+}
+
+// results are the distributors at the end (after the last poll).
+func (f *fleet) results() []DistResult {
+	live := f.live()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var rs []DistResult
+	for i, h := range f.hosts {
+		c := f.cnt[i]
+		tot := c.svcTotal()
+		r := DistResult{Name: h.Name, NewFlows: tot[0], Packets: tot[1]}
+		if _, up := live[i]; up && c.answered {
+			r.Up, r.FlowEntries, r.FlowCapacity, r.Peers = true, c.stats.FlowEntries, c.stats.FlowCapacity, c.stats.Peers
+		}
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // Check is one PASS/FAIL criterion.
@@ -183,7 +330,15 @@ func (r *Result) judge() {
 	add := func(name string, ok bool, detail string) {
 		r.Checks = append(r.Checks, Check{Name: name, OK: ok, Detail: detail})
 	}
-	add("no errors", r.Errors == 0, fmt.Sprintf("%d errors", r.Errors))
+	var lost uint64
+	if r.Failover != nil {
+		lost = min(r.Failover.UDPWindowLost, r.Errors)
+	}
+	if lost > 0 {
+		add("no errors", r.Errors-lost == 0, fmt.Sprintf("%d errors, not counting %d UDP requests lost between the kill and the route update", r.Errors-lost, lost))
+	} else {
+		add("no errors", r.Errors == 0, fmt.Sprintf("%d errors", r.Errors))
+	}
 	add("no flow changed TM", r.Moved == 0, fmt.Sprintf("%d keep-alive connections or UDP flows moved", r.Moved))
 	var idle []string
 	for _, t := range r.TMs {
@@ -233,10 +388,39 @@ func (r *Result) judge() {
 		slices.Sort(off)
 		add(name, len(off) == 0, fmt.Sprintf("%d connections; off by more than 3 points + 4σ: %s", ph.Total, orNone(off)))
 	}
+	if f := r.Failover; f != nil {
+		name := "0 connections broken across the kill and the return of " + orDefault(f.Killed, "a distributor")
+		switch {
+		case !f.KillTookEffect:
+			add(name, false, "the run ended before the kill")
+		case !f.Back:
+			add(name, false, fmt.Sprintf("%s was not back before the run ended; %d errors, %d flows moved since the kill", f.Killed, f.Errors, f.Moved))
+		default:
+			other := f.Errors - min(f.UDPWindowLost, f.Errors)
+			detail := fmt.Sprintf("from the kill at %.1fs to the end: %d keep-alive connections broke (reconnected), %d keep-alive connections or UDP flows moved, "+
+				"%d other errors, %d UDP requests lost in the %.0f ms before the route update "+
+				"(back in the route at %.1fs, %.2fs after its restart)",
+				f.KilledAt.Seconds(), f.KeepAliveReconnects, f.Moved, other, f.UDPWindowLost, float64(f.Rerouted)/float64(time.Millisecond), f.BackAt.Seconds(), f.Resync.Seconds())
+			if f.Errors > 0 && len(f.ErrorSamples) > 0 {
+				detail += "; e.g. " + f.ErrorSamples[0]
+			}
+			if f.Moved > 0 && len(f.MoveSamples) > 0 {
+				detail += "; e.g. " + f.MoveSamples[0]
+			}
+			add(name, f.KeepAliveReconnects == 0 && f.Moved == 0 && other == 0, detail)
+		}
+	}
 	r.Pass = true
 	for _, c := range r.Checks {
 		r.Pass = r.Pass && c.OK
 	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func orNone(s []string) string {
@@ -256,6 +440,30 @@ func (r *Result) print(w io.Writer, o LabOptions) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", t.ID, t.Weight, t.State, t.NewFlows, t.Packets, t.Requests, t.KeepAliveConns, t.ShortConns, t.UDPFlows)
 	}
 	tw.Flush()
+
+	if len(r.Distributors) > 0 {
+		fmt.Fprintln(w)
+		if r.Router != nil {
+			fmt.Fprintf(w, "Router: %s; in the route at the end: %s\n", r.Router.Kind, orNone(r.Router.Via))
+		}
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DISTRIBUTOR\tAT THE END\tNEW FLOWS\tPACKETS\tFLOWS\tFILL\tPEERS (state, lag)\t")
+		for _, d := range r.Distributors {
+			state, flows, fl, peers := "down", "-", "-", "-"
+			if d.Up {
+				state, flows, fl, peers = "up", fmt.Sprint(d.FlowEntries), fill(d.FlowEntries, d.FlowCapacity), peerSummary(d.Peers)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t\n", d.Name, state, d.NewFlows, d.Packets, flows, fl, peers)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "Servers: none (the reference TMs answer the requests themselves).")
+	}
+	if len(r.Timeline.Events) > 0 {
+		fmt.Fprintln(w, "\nEvents:")
+		for _, e := range r.Timeline.Events {
+			fmt.Fprintf(w, "  %6.1fs  %s\n", e.At.Seconds(), e.Label)
+		}
+	}
 
 	fmt.Fprintln(w, "\nShort connections opened in each phase, share per TM: observed (expected by the weights of the TMs")
 	fmt.Fprintln(w, "eligible in that phase). Phases start once the distributor reports the new eligible set; connections")
