@@ -63,13 +63,70 @@ static __always_inline __u32 sy_policy_hash(const struct sy_flow_key *key, __u32
 	return sy_hash_key(k, sy_hash_seed);
 }
 
-/* The ring offset a service's policy gives a new flow: its hash, or the
- * next slot of the service's per-CPU round-robin counter. */
+/* The second of the two choices of the least-connections policies: the
+ * flow's hash mixed again (murmur3's finalizer, a bijection), so that the
+ * two slots are independent. */
+static __always_inline __u32 sy_policy_mix(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* A TM's active flows (policy_active), negative drift read as 0. */
+static __always_inline __u64 sy_policy_active(__u32 tm)
+{
+	__s64 *n = bpf_map_lookup_elem(&policy_active, &tm);
+
+	return n && *n > 0 ? (__u64)*n : 0;
+}
+
+/* A TM's weight for weighted-least-connections (policy_weight; 0: 1). */
+static __always_inline __u64 sy_policy_weight(__u32 tm)
+{
+	__u32 *w = bpf_map_lookup_elem(&policy_weight, &tm);
+
+	return w && *w ? *w : 1;
+}
+
+/*
+ * Least-connections (two random choices): the slots a and b of the flow's
+ * hash and of its mix; the one whose TM has fewer active flows, per unit
+ * of weight for WLC (a × wb against b × wa), a on a tie. The ring holds
+ * the TMs by weight (WLC) or equally (LC), so the two candidates are drawn
+ * in proportion to what each should carry.
+ */
+static __always_inline __u32 sy_policy_least(const struct sy_svc *svc, __u32 h)
+{
+	__u32 a = h % sy_ring_size, b = sy_policy_mix(h) % sy_ring_size;
+	__u32 sa = svc->index * sy_ring_size + a, sb = svc->index * sy_ring_size + b;
+	__u32 *ta = bpf_map_lookup_elem(&rings, &sa), *tb = bpf_map_lookup_elem(&rings, &sb);
+	__u64 na, nb;
+
+	if (!ta || !tb || *ta == SY_TM_NONE || *tb == SY_TM_NONE || *ta == *tb)
+		return a;
+	na = sy_policy_active(*ta);
+	nb = sy_policy_active(*tb);
+	if (svc->policy == SY_POLICY_WLC) {
+		na *= sy_policy_weight(*tb);
+		nb *= sy_policy_weight(*ta);
+	}
+	return nb < na ? b : a;
+}
+
+/* The ring offset a service's policy gives a new flow: its hash, the
+ * next slot of the service's per-CPU round-robin counter, or the less
+ * loaded of two slots. */
 static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const struct sy_svc *svc,
 					    struct sy_flow_key *k)
 {
 	__u32 idx = svc->index, *next, n;
 
+	if (svc->policy == SY_POLICY_LC || svc->policy == SY_POLICY_WLC)
+		return sy_policy_least(svc, sy_policy_hash(key, svc->hash, k));
 	if (svc->policy != SY_POLICY_RR)
 		return sy_policy_hash(key, svc->hash, k) % sy_ring_size;
 	next = bpf_map_lookup_elem(&policy_rr, &idx);

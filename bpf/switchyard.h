@@ -428,11 +428,16 @@ enum sy_hash_flags {
  * How a service's ring is read for a new flow (sy_svc.policy). HASH: the
  * slot of the flow's hash (sy_svc.hash). RR: the next slot of a per-CPU
  * counter (policy_rr), so that consecutive new flows walk the ring; the
- * ring's slots are shared by weight (round-robin: equal weights).
+ * ring's slots are shared by weight (round-robin: equal weights). LC, WLC:
+ * two slots of the ring by the flow's hash (two random choices), the one
+ * whose TM has fewer active flows (policy_active; WLC: per unit of
+ * policy_weight).
  */
 enum sy_policy {
 	SY_POLICY_HASH = 0,
 	SY_POLICY_RR = 1,
+	SY_POLICY_LC = 2,  /* least-connections: two ring slots by the flow's hash, the TM with fewer active flows */
+	SY_POLICY_WLC = 3, /* weighted-least-connections: the same, active flows divided by policy_weight */
 	SY_POLICY_MAX_SERVICES = 1024, /* policy_rr entries: config's largest max_services */
 };
 

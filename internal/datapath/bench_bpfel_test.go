@@ -363,7 +363,9 @@ const (
 	benchMapIfaces                = "ifaces"
 	benchMapLearnSrcs             = "learn_srcs"
 	benchMapMasks                 = "masks"
+	benchMapPolicyActive          = "policy_active"
 	benchMapPolicyRr              = "policy_rr"
+	benchMapPolicyWeight          = "policy_weight"
 	benchMapRings                 = "rings"
 	benchMapSecondKeys            = "second_keys"
 	benchMapServices              = "services"
@@ -453,7 +455,9 @@ type benchMapSpecs struct {
 	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
 	Masks        *ebpf.MapSpec `ebpf:"masks"`
+	PolicyActive *ebpf.MapSpec `ebpf:"policy_active"`
 	PolicyRr     *ebpf.MapSpec `ebpf:"policy_rr"`
+	PolicyWeight *ebpf.MapSpec `ebpf:"policy_weight"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	SecondKeys   *ebpf.MapSpec `ebpf:"second_keys"`
 	Services     *ebpf.MapSpec `ebpf:"services"`
@@ -507,7 +511,9 @@ type benchMaps struct {
 	Ifaces       *ebpf.Map `ebpf:"ifaces"`
 	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
 	Masks        *ebpf.Map `ebpf:"masks"`
+	PolicyActive *ebpf.Map `ebpf:"policy_active"`
 	PolicyRr     *ebpf.Map `ebpf:"policy_rr"`
+	PolicyWeight *ebpf.Map `ebpf:"policy_weight"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	SecondKeys   *ebpf.Map `ebpf:"second_keys"`
 	Services     *ebpf.Map `ebpf:"services"`
@@ -533,7 +539,9 @@ func (m *benchMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyActive,
 		m.PolicyRr,
+		m.PolicyWeight,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

@@ -555,7 +555,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	clean := func() {
 		if _, err := deleteWhere(e.objs.Flows, func(_ FlowKey, f Flow) bool {
 			return f.Flags != FlowSelected || f.TcpState != 0
-		}, 0); err != nil {
+		}, 0, nil); err != nil {
 			b.Fatal(err)
 		}
 		restoreHit()

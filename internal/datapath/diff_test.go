@@ -302,6 +302,16 @@ func (f *fixture) compareTables(t *testing.T) {
 			t.Errorf("TM %d traffic: XDP %+v, model %+v", i, tr, f.model.TMStats[i])
 		}
 	}
+	// The active flows of the least-connections policies, counted alike.
+	active, err := f.dp.ReadActive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range active {
+		if n != f.model.Active[i] {
+			t.Errorf("TM %d active flows: XDP %d, model %d", i, n, f.model.Active[i])
+		}
+	}
 }
 
 func signalOptions(g *flowtest.Generator) flowtest.SignalOptions {

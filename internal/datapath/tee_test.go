@@ -165,3 +165,11 @@ func (t tee) DeleteSecondKeysWhere(match func(datapath.SecondKey, datapath.Secon
 	}
 	return n, err
 }
+
+func (t tee) ReadActive() ([datapath.MaxTMs]int64, error) { return t.dp.ReadActive() }
+func (t tee) SetActive(n [datapath.MaxTMs]int64) error {
+	return t.both("set active flows", func(x datapath.Tables) error { return x.SetActive(n) })
+}
+func (t tee) SetPolicyWeight(idx, w uint32) error {
+	return t.both("set policy weight", func(x datapath.Tables) error { return x.SetPolicyWeight(idx, w) })
+}

@@ -144,6 +144,12 @@ const (
 	PolicyHash = uint32(sySyPolicySY_POLICY_HASH)
 	// PolicyRR: the next slot of the service's per-CPU round-robin position.
 	PolicyRR = uint32(sySyPolicySY_POLICY_RR)
+	// PolicyLC: least-connections, the slot of the flow's hash or of its
+	// mix, whichever TM has fewer active flows (ActiveFlows).
+	PolicyLC = uint32(sySyPolicySY_POLICY_LC)
+	// PolicyWLC: weighted-least-connections, PolicyLC with the active
+	// flows divided by each TM's policy weight (SetPolicyWeight).
+	PolicyWLC = uint32(sySyPolicySY_POLICY_WLC)
 	// PolicyMaxServices is the number of round-robin positions (service
 	// indexes 0..PolicyMaxServices-1).
 	PolicyMaxServices = uint32(sySyPolicySY_POLICY_MAX_SERVICES)
