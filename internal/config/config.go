@@ -394,7 +394,10 @@ type Service struct {
 	// ring indexed by the Hash of the flow, so that weights are static
 	// ratios and only the flows of a TM that leaves or joins move;
 	// "round-robin" or "weighted-round-robin": the ring read in turn (per
-	// CPU), each TM once, or as often as its weight, per round.
+	// CPU), each TM once, or as often as its weight, per round;
+	// "fastest-rtt"; "least-connections" or "weighted-least-connections":
+	// of two TMs drawn by the flow's hash, the one with fewer active flows
+	// (per unit of weight).
 	Policy string `yaml:"policy"`
 	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
 	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
@@ -415,7 +418,19 @@ const (
 	// PolicyFastestRTT: Maglev with weights from the health probes' damped
 	// round-trip times (health required).
 	PolicyFastestRTT = "fastest-rtt"
+	// PolicyLeastConnections: of two TMs drawn by the flow's hash, the one
+	// with fewer active flows (counted by the data path), weights ignored.
+	PolicyLeastConnections = "least-connections"
+	// PolicyWeightedLeastConnections: the same, drawn by weight and with
+	// the active flows divided by each TM's weight.
+	PolicyWeightedLeastConnections = "weighted-least-connections"
 )
+
+// IsLeastConnections reports whether policy chooses by the data path's
+// active-flow counters.
+func IsLeastConnections(policy string) bool {
+	return policy == PolicyLeastConnections || policy == PolicyWeightedLeastConnections
+}
 
 // IsRoundRobin reports whether policy reads the ring in turn rather than
 // by hash.

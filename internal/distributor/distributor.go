@@ -90,6 +90,10 @@ type Daemon struct {
 	res   resolver
 	clock func() uint32 // the data path's clock source (seconds)
 
+	// resyncTicks counts reweigh ticks to the next resync of the
+	// active-flow counters (policy.go); guarded by mu.
+	resyncTicks int
+
 	mu              sync.Mutex
 	cfg             *config.Config
 	loadedAt        time.Time

@@ -55,6 +55,7 @@ func (h *healthChecks) startReweigh(d *Daemon) {
 					return
 				case <-t.C:
 					d.reweigh()
+					d.resyncActive()
 				}
 			}
 		}()
@@ -138,7 +139,7 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 	}
 	d.health.c.Set(targets)
 	d.health.refs = refs
-	if len(targets) > 0 {
+	if len(targets) > 0 || leastConnections(cfg) {
 		d.health.startReweigh(d)
 	}
 	for _, s := range d.svcs {

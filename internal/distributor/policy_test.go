@@ -139,3 +139,70 @@ func TestPriorityGroups(t *testing.T) {
 		h.wantRing(t, svc, tc.want...)
 	}
 }
+
+// TestLeastConnectionsState: least-connections services get SY_POLICY_LC
+// and a ring of equal shares, weighted ones SY_POLICY_WLC, a ring by weight
+// and each TM's weight in policy_weight; the daemon's resync rewrites
+// drifted active-flow counters from a walk of the tables, and flows the
+// sweeper deletes are counted off.
+func TestLeastConnectionsState(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11, weight: 1}\n  - {id: tm2, address: 10.1.0.12, weight: 3}\n"
+	h := newHarness(t, tms,
+		"  - {name: lc, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], policy: least-connections}\n"+
+			"  - {name: wlc, vip: 10.0.0.100, port: 81, protocol: tcp, traffic_managers: [tm1, tm2], policy: weighted-least-connections}\n", "")
+	defer h.d.Close(false)
+	i1, i2 := h.index(t, "tm1"), h.index(t, "tm2")
+	for _, tc := range []struct {
+		port   uint16
+		policy uint32
+		share  float64 // tm2's share of the ring
+	}{{80, datapath.PolicyLC, 0.5}, {81, datapath.PolicyWLC, 0.75}} {
+		svc := h.m.Services[flow.ServiceKey(testVIP, tc.port, flow.ProtoTCP)]
+		if svc.Policy != tc.policy {
+			t.Errorf("port %d: policy %d, want %d", tc.port, svc.Policy, tc.policy)
+		}
+		n := h.ringTMs(svc.Index)
+		got := float64(n[i2]) / float64(n[i1]+n[i2])
+		if got < tc.share-0.01 || got > tc.share+0.01 {
+			t.Errorf("port %d: tm2 holds %.3f of the ring, want %.2f", tc.port, got, tc.share)
+		}
+	}
+	if h.m.PolicyWeight[i1] != 1 || h.m.PolicyWeight[i2] != 3 {
+		t.Errorf("policy weights tm1 %d, tm2 %d; want 1, 3", h.m.PolicyWeight[i1], h.m.PolicyWeight[i2])
+	}
+
+	// Three flows of tm2 (one half-open), one of tm1, through the seam;
+	// then the counters drift (a lost add, an overwrite) and the resync
+	// restores what the tables hold.
+	for i := range 3 {
+		k := flow.MakeKey(netip.MustParseAddr(fmt.Sprintf("10.9.0.%d", i+1)), testVIP, 5000, 80, flow.ProtoTCP, 0)
+		if err := h.m.InsertFlow(k, datapath.Flow{Tm: uint16(i2), Svc: 0, LastSeen: 1, Timeout: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.m.HalfOpen[flow.MakeKey(netip.MustParseAddr("10.9.1.1"), testVIP, 5000, 80, flow.ProtoTCP, 0)] = datapath.Flow{Tm: uint16(i2)}
+	if err := h.m.InsertFlow(flow.MakeKey(netip.MustParseAddr("10.9.2.1"), testVIP, 5000, 80, flow.ProtoTCP, 0), datapath.Flow{Tm: uint16(i1)}); err != nil {
+		t.Fatal(err)
+	}
+	if h.m.Active[i2] != 3 || h.m.Active[i1] != 1 {
+		t.Errorf("after inserts: active tm1 %d, tm2 %d; want 1, 3", h.m.Active[i1], h.m.Active[i2])
+	}
+	h.m.Active[i1], h.m.Active[i2] = 40, -2
+	h.d.mu.Lock()
+	err := h.d.resyncActiveNow()
+	h.d.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.m.Active[i2] != 4 || h.m.Active[i1] != 1 {
+		t.Errorf("after a resync: active tm1 %d, tm2 %d; want 1, 4", h.m.Active[i1], h.m.Active[i2])
+	}
+	// Deleting through the seam (as the sweeper and FORGET do) counts off.
+	n, err := h.m.DeleteFlowsWhere(func(_ datapath.FlowKey, f datapath.Flow) bool { return uint32(f.Tm) == i2 }, 0)
+	if err != nil || n != 3 {
+		t.Fatalf("deleted %d flows of tm2 (%v), want 3", n, err)
+	}
+	if h.m.Active[i2] != 1 {
+		t.Errorf("after deleting tm2's 3 flows: active %d, want 1 (its half-open one)", h.m.Active[i2])
+	}
+}

@@ -37,18 +37,22 @@ type State struct {
 	Masks []uint32
 	// Settings are the global settings.
 	Settings datapath.Settings
+	// PolicyWeights are the configured weights by TM index, for
+	// weighted-least-connections (policy_weight).
+	PolicyWeights map[uint32]uint32
 }
 
 // emptyState is what a fresh data path holds, as far as the daemon cares.
 func emptyState() State {
 	return State{
-		TMs:       map[uint32]datapath.TM{},
-		Services:  map[datapath.ServiceKey]datapath.Service{},
-		Rings:     map[uint32][]uint32{},
-		Pools:     map[uint32][]uint32{},
-		VIPs:      map[datapath.VIPKey]uint32{},
-		Senders:   map[[6]uint8]uint32{},
-		LearnSrcs: map[datapath.VIPKey]uint32{},
+		TMs:           map[uint32]datapath.TM{},
+		Services:      map[datapath.ServiceKey]datapath.Service{},
+		Rings:         map[uint32][]uint32{},
+		Pools:         map[uint32][]uint32{},
+		VIPs:          map[datapath.VIPKey]uint32{},
+		Senders:       map[[6]uint8]uint32{},
+		LearnSrcs:     map[datapath.VIPKey]uint32{},
+		PolicyWeights: map[uint32]uint32{},
 	}
 }
 
@@ -102,6 +106,9 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 	owners := map[[6]uint8][]string{}
 	for id, s := range tms {
 		st.TMs[s.index] = tmEntry(s)
+		if s.present {
+			st.PolicyWeights[s.index] = s.cfg.Weight
+		}
 		if !s.present || s.cfg.State == config.StateDisabled {
 			continue
 		}
@@ -153,7 +160,7 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 				backends, pool = fb, fbPool
 			}
 		}
-		if sc.Policy == config.PolicyRoundRobin {
+		if sc.Policy == config.PolicyRoundRobin || sc.Policy == config.PolicyLeastConnections {
 			// Each TM once per round: one slot share each.
 			for i := range backends {
 				backends[i].Weight = 1
@@ -166,8 +173,13 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
 		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
-		if config.IsRoundRobin(sc.Policy) {
+		switch {
+		case config.IsRoundRobin(sc.Policy):
 			v.Policy = datapath.PolicyRR
+		case sc.Policy == config.PolicyLeastConnections:
+			v.Policy = datapath.PolicyLC
+		case sc.Policy == config.PolicyWeightedLeastConnections:
+			v.Policy = datapath.PolicyWLC
 		}
 		if p := sc.Persistence; p != nil {
 			v.PersistMask = config.MaskBits(p.Mask)
@@ -289,6 +301,13 @@ func (d *Daemon) writeSignalState(want State) error {
 		return err
 	}
 	if err := syncTable(w.LearnSrcs, want.LearnSrcs, d.dp.SetLearnSource, d.dp.DeleteLearnSource); err != nil {
+		return err
+	}
+	if w.PolicyWeights == nil {
+		w.PolicyWeights = map[uint32]uint32{}
+	}
+	if err := syncTable(w.PolicyWeights, want.PolicyWeights, d.dp.SetPolicyWeight,
+		func(idx uint32) error { return d.dp.SetPolicyWeight(idx, 0) }); err != nil {
 		return err
 	}
 	if w.Masks == nil || !slices.Equal(w.Masks, want.Masks) {
