@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -117,4 +118,99 @@ func TestFastestRTTE2E(t *testing.T) {
 			t.Errorf("%s got %.3f, want > 0.25", id, sh)
 		}
 	}
+}
+
+// TestLeastConnectionsE2E: 4 TMs in namespaces, long-lived keep-alive TCP
+// connections through the distributor. least-connections spreads them
+// evenly, weighted-least-connections by weight 1:2:3:4 (both within ±0.05
+// of the promised share). Loaded: tm1 alone holds 60 UDP flows of the echo
+// service (its pool is tm1 only) while 60 connections of the web service
+// (least-connections over all four) open: tm1 gets a new one only when
+// both choices are tm1 (1/16 of them), against a quarter without the
+// policy.
+func TestLeastConnectionsE2E(t *testing.T) {
+	shares := func(rep loadgen.Report) (map[string]float64, uint64) {
+		var total uint64
+		for _, c := range rep.PerTM {
+			total += c.KeepAliveConns
+		}
+		out := map[string]float64{}
+		for id, c := range rep.PerTM {
+			out[id] = float64(c.KeepAliveConns) / float64(max(total, 1))
+		}
+		return out, total
+	}
+	weights := map[string]int{"tm1": 1, "tm2": 2, "tm3": 3, "tm4": 4}
+	for _, tc := range []struct {
+		policy string
+		conns  int
+	}{{config.PolicyLeastConnections, 80}, {config.PolicyWeightedLeastConnections, 100}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+			startDist(t, e, lab.ConfigOptions{Weights: weights, Mutate: func(c *config.Config) {
+				for i := range c.Services {
+					c.Services[i].Policy = tc.policy
+				}
+			}})
+			rep := runLoad(t, e, false, loadgen.Options{KeepAlive: tc.conns, Interval: 50 * time.Millisecond}, 3*time.Second)
+			if rep.Errors != 0 {
+				t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+			}
+			got, total := shares(rep)
+			if total != uint64(tc.conns) {
+				t.Fatalf("%d connections answered, want %d", total, tc.conns)
+			}
+			for id, w := range weights {
+				want := 0.25
+				if tc.policy == config.PolicyWeightedLeastConnections {
+					want = float64(w) / 10
+				}
+				t.Logf("%s: weight %d, %d connections, share %.3f (want %.3f)", id, w, rep.PerTM[id].KeepAliveConns, got[id], want)
+				if got[id] < want-0.05 || got[id] > want+0.05 {
+					t.Errorf("%s: share %.3f, want %.3f ± 0.05", id, got[id], want)
+				}
+			}
+		})
+	}
+	t.Run("loaded", func(t *testing.T) {
+		e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+		startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+			for i := range c.Services {
+				switch c.Services[i].Name {
+				case "web":
+					c.Services[i].Policy = config.PolicyLeastConnections
+				case "echo":
+					c.Services[i].TrafficManagers = []string{"tm1"}
+				}
+			}
+		}})
+		udp := loadgen.Options{UDPFlows: 60, Interval: 100 * time.Millisecond}
+		e.ClientDialer(0, &udp)
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		held := loadgen.Start(ctx, e.Target(false), udp)
+		time.Sleep(1500 * time.Millisecond) // the UDP flows open in their first interval; the report checks them
+		rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 60, Interval: 50 * time.Millisecond}, 3*time.Second)
+		cancel()
+		urep := held.Wait()
+		if u := urep.PerTM["tm1"].UDPFlows; u != 60 {
+			t.Fatalf("tm1 held %d UDP flows, want 60 (%v)", u, urep.ErrorSamples)
+		}
+		if rep.Errors != 0 {
+			t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+		}
+		got, total := shares(rep)
+		t.Logf("loaded tm1's share %.3f of %d connections; per TM %v", got["tm1"], total, rep.PerTM)
+		if total != 60 {
+			t.Fatalf("%d connections answered, want 60", total)
+		}
+		if got["tm1"] > 0.15 {
+			t.Errorf("loaded tm1 got %.3f of new connections, want < 0.15 (1/16 expected; a quarter without the policy)", got["tm1"])
+		}
+		for _, id := range []string{"tm2", "tm3", "tm4"} {
+			if got[id] < 0.25 {
+				t.Errorf("%s got %.3f, want > 0.25", id, got[id])
+			}
+		}
+	})
 }
