@@ -397,7 +397,9 @@ type Service struct {
 	// CPU), each TM once, or as often as its weight, per round;
 	// "fastest-rtt"; "least-connections" or "weighted-least-connections":
 	// of two TMs drawn by the flow's hash, the one with fewer active flows
-	// (per unit of weight).
+	// (per unit of weight); "packet-rate" or "completion-rate": Maglev
+	// with weights from the data path's per-TM packet rate (inversely) or
+	// share of flows ending by FIN.
 	Policy string `yaml:"policy"`
 	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
 	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
@@ -424,7 +426,19 @@ const (
 	// PolicyWeightedLeastConnections: the same, drawn by weight and with
 	// the active flows divided by each TM's weight.
 	PolicyWeightedLeastConnections = "weighted-least-connections"
+	// PolicyPacketRate: Maglev with weights inversely proportional to each
+	// TM's damped packet rate seen by the data path.
+	PolicyPacketRate = "packet-rate"
+	// PolicyCompletionRate: Maglev with weights proportional to each TM's
+	// damped share of TCP flows that end by FIN (against reset or timeout).
+	PolicyCompletionRate = "completion-rate"
 )
+
+// IsMeasured reports whether policy weighs TMs by what the data path
+// measures (packet-rate, completion-rate).
+func IsMeasured(policy string) bool {
+	return policy == PolicyPacketRate || policy == PolicyCompletionRate
+}
 
 // IsLeastConnections reports whether policy chooses by the data path's
 // active-flow counters.

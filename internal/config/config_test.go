@@ -1038,13 +1038,13 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("nat-return: %+v", s)
 	}
 	base := readFile(t, "testdata/minimal.yaml")
-	for _, p := range []string{PolicyLeastConnections, PolicyWeightedLeastConnections} {
+	for _, p := range []string{PolicyLeastConnections, PolicyWeightedLeastConnections, PolicyPacketRate, PolicyCompletionRate} {
 		if c, err := Parse([]byte(base+"    policy: "+p+"\n"), "c.yaml"); err != nil || c.Services[0].Policy != p {
 			t.Errorf("policy %s: err %v", p, err)
 		}
 	}
 	for _, tc := range []struct{ add, want string }{
-		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections or weighted-least-connections`},
+		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate or completion-rate`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
 		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
 		{"    policy: fastest-rtt\n", `services[0].policy: fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health`},

@@ -61,7 +61,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections or weighted-least-connections (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate or completion-rate (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -560,7 +560,7 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 		}
 		switch {
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
-			!IsLeastConnections(s.Policy):
+			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy):
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
 		case s.Policy == PolicyFastestRTT && s.Health == nil:
 			v.errorf(p+".policy", "fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health")

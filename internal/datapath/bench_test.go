@@ -728,4 +728,6 @@ var benchHashes = []struct {
 	{"sym", HashSymPort, PolicyHash},
 	{"symaddr", HashSymAddr, PolicyHash},
 	{"rr", 0, PolicyRR},
+	{"lc", 0, PolicyLC},
+	{"wlc", 0, PolicyWLC},
 }

@@ -93,6 +93,9 @@ type Daemon struct {
 	// resyncTicks counts reweigh ticks to the next resync of the
 	// active-flow counters (policy.go); guarded by mu.
 	resyncTicks int
+	// meas are the per-TM measurements of the measured policies
+	// (policy.go).
+	meas measures
 
 	mu              sync.Mutex
 	cfg             *config.Config

@@ -206,3 +206,64 @@ func TestLeastConnectionsState(t *testing.T) {
 		t.Errorf("after deleting tm2's 3 flows: active %d, want 1 (its half-open one)", h.m.Active[i2])
 	}
 }
+
+// TestMeasuredWeights: packet-rate and completion-rate turn the data path's
+// per-TM counters into ring weights through costWeights: tm1, sent ten
+// times the packets of the others, weighs a tenth of them; tm1, whose
+// TCP flows end half by reset and half by FIN, weighs half. Idle TMs and
+// TMs without ends keep their configured weight × 100.
+func TestMeasuredWeights(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n  - {id: tm3, address: 10.1.0.13}\n"
+	h := newHarness(t, tms,
+		"  - {name: pr, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3], policy: packet-rate}\n"+
+			"  - {name: cr, vip: 10.0.0.100, port: 81, protocol: tcp, traffic_managers: [tm1, tm2, tm3], policy: completion-rate}\n", "")
+	defer h.d.Close(false)
+	i1, i2, i3 := h.index(t, "tm1"), h.index(t, "tm2"), h.index(t, "tm3")
+	pr := h.m.Services[flow.ServiceKey(testVIP, 80, flow.ProtoTCP)].Index
+	cr := h.m.Services[flow.ServiceKey(testVIP, 81, flow.ProtoTCP)].Index
+	h.d.reweigh() // the baseline of the counters
+	h.m.TMStats[i1].Packets += 1_000_000
+	h.m.TMStats[i2].Packets += 100_000
+	h.m.TMStats[i3].Packets += 100_000
+	ev := func(tm uint32, state uint8) datapath.Event {
+		return datapath.Event{Type: datapath.EventState, Tm: uint16(tm), TcpState: state,
+			Key: flow.MakeKey(netip.MustParseAddr("10.9.0.1"), testVIP, 5000, 81, flow.ProtoTCP, 0)}
+	}
+	for range 10 {
+		h.d.countEnd(ev(i1, datapath.TCPEstablished|datapath.TCPFinFwd))
+		h.d.countEnd(ev(i1, datapath.TCPEstablished|datapath.TCPFinFwd|datapath.TCPFinRev)) // the second FIN: not counted again
+		h.d.countEnd(ev(i1, datapath.TCPEstablished|datapath.TCPReset))
+		h.d.countEnd(ev(i2, datapath.TCPEstablished|datapath.TCPFinRev))
+	}
+	h.d.reweigh()
+	h.d.mu.Lock()
+	var prw, crw map[string]uint32
+	for _, s := range h.d.svcs {
+		switch s.name {
+		case "pr":
+			prw = s.weights
+		case "cr":
+			crw = s.weights
+		}
+	}
+	h.d.mu.Unlock()
+	if prw["tm1"] != 10 || prw["tm2"] != 100 || prw["tm3"] != 100 {
+		t.Errorf("packet-rate weights %v, want tm1 10, tm2 100, tm3 100", prw)
+	}
+	if crw["tm1"] != 50 || crw["tm2"] != 100 || crw["tm3"] != 100 {
+		t.Errorf("completion-rate weights %v, want tm1 50, tm2 100, tm3 100 (tm3: no ends, configured)", crw)
+	}
+	if sh := h.ringShare(pr, i1); sh > 0.06 {
+		t.Errorf("packet-rate: tm1 holds %.3f of the ring, want about 10/210", sh)
+	}
+	if sh := h.ringShare(cr, i1); sh < 0.15 || sh > 0.25 {
+		t.Errorf("completion-rate: tm1 holds %.3f of the ring, want about 50/250", sh)
+	}
+	// An idle timeout before any FIN is a failure too.
+	h.d.countExpired(datapath.Flow{Tm: uint16(i3), TcpState: datapath.TCPEstablished}, flow.ProtoTCP)
+	h.d.countExpired(datapath.Flow{Tm: uint16(i3), TcpState: datapath.TCPEstablished | datapath.TCPFinFwd}, flow.ProtoTCP) // ended: not
+	h.d.countExpired(datapath.Flow{Tm: uint16(i3)}, flow.ProtoUDP)                                                        // UDP: not
+	if b := h.d.meas[i3].bad.Load(); b != 1 {
+		t.Errorf("tm3: %d failures counted, want 1", b)
+	}
+}
