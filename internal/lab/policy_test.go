@@ -1,7 +1,9 @@
 package lab_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -213,4 +215,140 @@ func TestLeastConnectionsE2E(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPacketRateE2E: 4 TMs in namespaces; web with packet-rate. tm1 alone
+// serves the echo service (its pool is tm1 only) under a heavy UDP load,
+// so the data path sees it take far more packets than the others: its
+// measured weight falls and it gets far less than a quarter of the web's
+// new connections.
+func TestPacketRateE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		for i := range c.Services {
+			switch c.Services[i].Name {
+			case "web":
+				c.Services[i].Policy = config.PolicyPacketRate
+			case "echo":
+				c.Services[i].TrafficManagers = []string{"tm1"}
+			}
+		}
+	}})
+	udp := loadgen.Options{UDPFlows: 32}
+	e.ClientDialer(0, &udp)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	held := loadgen.Start(ctx, e.Target(false), udp)
+	waitFor(t, 10*time.Second, "measured weights in the log", func() bool { return strings.Contains(d.Output(), "measured weights") })
+	time.Sleep(2 * time.Second) // a few more samples: the damped rates settle
+	rep := runLoad(t, e, false, loadgen.Options{Short: 8}, 3*time.Second)
+	cancel()
+	urep := held.Wait()
+	if urep.PerTM["tm1"].Requests == 0 {
+		t.Fatalf("no UDP load on tm1: %v", urep.ErrorSamples)
+	}
+	if rep.Errors != 0 {
+		t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+	}
+	var total uint64
+	for _, c := range rep.PerTM {
+		total += c.ShortConns
+	}
+	if total < 500 {
+		t.Fatalf("only %d connections", total)
+	}
+	share := float64(rep.PerTM["tm1"].ShortConns) / float64(total)
+	t.Logf("tm1 under %d UDP requests: share %.3f of %d web connections; per TM %v", urep.PerTM["tm1"].Requests, share, total, rep.PerTM)
+	if share > 0.15 {
+		t.Errorf("loaded tm1 got %.3f of new connections, want < 0.15 (a quarter without the policy)", share)
+	}
+	for _, id := range []string{"tm2", "tm3", "tm4"} {
+		if sh := float64(rep.PerTM[id].ShortConns) / float64(total); sh < 0.25 {
+			t.Errorf("%s got %.3f, want > 0.25", id, sh)
+		}
+	}
+}
+
+// crPort is the completion-rate test's service port: a line server of the
+// test's own in each TM's namespace.
+const crPort = 8082
+
+// TestCompletionRateE2E: 4 TMs in namespaces, each with a line server of
+// the test's own on crPort that answers its name and closes; tm1's closes
+// with a reset (SO_LINGER 0). The distributor sees tm1's flows end by
+// reset, the others' by FIN: with completion-rate tm1's weight falls and
+// it gets far less than a quarter of the new connections.
+func TestCompletionRateE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	for _, h := range e.Topo.TMs {
+		var l net.Listener
+		if err := h.NS.Do(func() (err error) { l, err = net.Listen("tcp", fmt.Sprintf(":%d", crPort)); return err }); err != nil {
+			t.Fatalf("line server in %s: %v", h.Name, err)
+		}
+		t.Cleanup(func() { l.Close() })
+		reset := h.Name == "tm1"
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+						fmt.Fprintf(c, "%s\n", h.Name)
+					}
+					if reset {
+						_ = c.(*net.TCPConn).SetLinger(0)
+					}
+					c.Close()
+				}()
+			}
+		}()
+	}
+	d := startDist(t, e, lab.ConfigOptions{Timeouts: &config.Timeouts{TCPFin: 1, TCPClose: 1},
+		ExtraServices: []config.Service{{Name: "cr", VIP: e.Topo.VIP4, Port: crPort, Protocol: config.ProtocolTCP,
+			TrafficManagers: []string{"tm1", "tm2", "tm3", "tm4"}, Policy: config.PolicyCompletionRate}}})
+	var o loadgen.Options
+	e.ClientDialer(0, &o)
+	// round opens n connections one after the other and counts the TM
+	// names answered (tm1's answer may be lost to its reset: counted
+	// under "").
+	round := func(n int) map[string]int {
+		got := map[string]int{}
+		addr := netip.AddrPortFrom(e.Topo.VIP4, crPort).String()
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c, err := o.Dial(ctx, "tcp", addr)
+			cancel()
+			if err != nil {
+				got["(error)"]++
+				continue
+			}
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "hello\n")
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			got[strings.TrimSpace(line)]++
+		}
+		return got
+	}
+	before := round(400)
+	t.Logf("before the measured weights: %v", before)
+	waitFor(t, 10*time.Second, "measured weights in the log", func() bool { return strings.Contains(d.Output(), "measured weights") })
+	for range 3 { // more samples: the damped shares settle
+		round(100)
+		time.Sleep(time.Second)
+	}
+	after := round(400)
+	t.Logf("after: %v", after)
+	good := after["tm2"] + after["tm3"] + after["tm4"]
+	if good < 300 {
+		t.Errorf("tm2..tm4 answered %d of 400 connections, want > 300", good)
+	}
+	// tm1's connections: answered (its line may arrive before the reset)
+	// or lost to the reset.
+	if bad := 400 - good; bad > 40 {
+		t.Errorf("tm1 (resets) got about %d of 400 new connections, want < 40 (a quarter without the policy)", bad)
+	}
 }
