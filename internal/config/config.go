@@ -351,6 +351,10 @@ type TrafficManager struct {
 	// written hex-encoded in the file, at least 16 bytes (32 hex digits).
 	// Optional: a TM without one cannot use UDP control.
 	SignalKey []byte `yaml:"signal_key"`
+	// AgentStats is the address and port of the TM agent's read-only stats
+	// listener (`switchyard agent --stats-listen`), which the distributor
+	// polls for the load reports of policy ratio-dynamic; empty = none.
+	AgentStats string `yaml:"agent_stats"`
 }
 
 // Service is a VIP (address, port or all ports, protocol) with a pool of TMs.
@@ -399,7 +403,8 @@ type Service struct {
 	// of two TMs drawn by the flow's hash, the one with fewer active flows
 	// (per unit of weight); "packet-rate" or "completion-rate": Maglev
 	// with weights from the data path's per-TM packet rate (inversely) or
-	// share of flows ending by FIN.
+	// share of flows ending by FIN; "ratio-dynamic": Maglev with weights
+	// from the load the TMs' agents report.
 	Policy string `yaml:"policy"`
 	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
 	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
@@ -432,12 +437,16 @@ const (
 	// PolicyCompletionRate: Maglev with weights proportional to each TM's
 	// damped share of TCP flows that end by FIN (against reset or timeout).
 	PolicyCompletionRate = "completion-rate"
+	// PolicyRatioDynamic: Maglev with weights from the load the TMs'
+	// agents report (CPU, active flows, new flows per second), polled at
+	// traffic_managers[].agent_stats.
+	PolicyRatioDynamic = "ratio-dynamic"
 )
 
-// IsMeasured reports whether policy weighs TMs by what the data path
-// measures (packet-rate, completion-rate).
+// IsMeasured reports whether policy weighs TMs by what the distributor
+// measures each interval (packet-rate, completion-rate, ratio-dynamic).
 func IsMeasured(policy string) bool {
-	return policy == PolicyPacketRate || policy == PolicyCompletionRate
+	return policy == PolicyPacketRate || policy == PolicyCompletionRate || policy == PolicyRatioDynamic
 }
 
 // IsLeastConnections reports whether policy chooses by the data path's

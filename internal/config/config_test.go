@@ -1044,9 +1044,10 @@ func TestPolicyConfig(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ add, want string }{
-		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate or completion-rate`},
+		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate or ratio-dynamic`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
 		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
+		{"    policy: ratio-dynamic\n", `services[0].policy: ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats`},
 		{"    policy: fastest-rtt\n", `services[0].policy: fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health`},
 	} {
 		if _, err := Parse([]byte(base+tc.add), "c.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -600,6 +600,7 @@ var policyLeaves = map[string]leaf{
 	"services[].policy":                      {expected: policyExpected},
 	"services[].min_eligible":                {expected: minEligibleExpected, min: 1, max: MaxTrafficManagers},
 	"services[].hash":                        {expected: hashExpected},
+	"traffic_managers[].agent_stats":         {expected: agentStatsExpected},
 }
 
 func init() { maps.Copy(leaves, policyLeaves) }

@@ -50,6 +50,7 @@ const (
 	peerAddrExpected           = "ADDRESS:PORT with a port in 1..65535, e.g. 10.3.0.1:7947"
 	peerMirrorExpected         = "all or signalled"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
+	agentStatsExpected         = "the agent's --stats-listen address, e.g. 10.1.0.11:7070"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
 	healthPortExpected         = "1..65535; omitted means the service's port"
@@ -61,7 +62,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate or completion-rate (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate or ratio-dynamic (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -450,6 +451,17 @@ func (v *validator) trafficManagers(tms []TrafficManager) {
 		if tm.SignalKey != nil && len(tm.SignalKey) < MinSignalKeyLen {
 			v.errorf(p+".signal_key", "the key is %d bytes long (expected %s)", len(tm.SignalKey), signalKeyExpected)
 		}
+		if tm.AgentStats != "" {
+			ap, err := netip.ParseAddrPort(tm.AgentStats)
+			switch {
+			case err != nil:
+				v.errorf(p+".agent_stats", "%q is not an IP address with port (expected %s)", tm.AgentStats, agentStatsExpected)
+			case ap.Port() == 0:
+				v.errorf(p+".agent_stats", "port 0 in %q (expected %s)", tm.AgentStats, agentStatsExpected)
+			case !ap.Addr().IsGlobalUnicast() && !ap.Addr().IsLoopback() && !ap.Addr().IsPrivate():
+				v.errorf(p+".agent_stats", "%s is not a unicast address (expected %s)", ap.Addr(), agentStatsExpected)
+			}
+		}
 	}
 }
 
@@ -562,6 +574,8 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
 			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy):
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyRatioDynamic && !anyAgentStats(s, tms):
+			v.errorf(p+".policy", "ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats")
 		case s.Policy == PolicyFastestRTT && s.Health == nil:
 			v.errorf(p+".policy", "fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health")
 		}
@@ -902,4 +916,16 @@ func (v *validator) peers(p Peers) {
 	if len(p.Key) < MinSignalKeyLen {
 		v.errorf("peers.key", "the key is %d bytes long (expected %s)", len(p.Key), signalKeyExpected)
 	}
+}
+
+// anyAgentStats reports whether some TM of s's pools has agent_stats.
+func anyAgentStats(s Service, tms []TrafficManager) bool {
+	for _, id := range slices.Concat(s.TrafficManagers, s.FallbackTrafficManagers) {
+		for _, tm := range tms {
+			if tm.ID == id && tm.AgentStats != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

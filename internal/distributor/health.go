@@ -54,6 +54,7 @@ func (h *healthChecks) startReweigh(d *Daemon) {
 				case <-h.stop:
 					return
 				case <-t.C:
+					d.pollAgents()
 					d.reweigh()
 					d.resyncActive()
 				}

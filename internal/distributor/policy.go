@@ -1,10 +1,17 @@
 package distributor
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard/switchyard/internal/agent"
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
@@ -85,6 +92,8 @@ type tmMeasure struct {
 	lastAt            time.Time
 	rate, completion  float64 // damped; valid when rateOK, completionOK
 	rateOK, completOK bool
+	agent             agentLoad // damped; valid when agentOK
+	agentOK, agentErr bool      // agentErr: the last poll failed (logged once)
 }
 
 // measures are the daemon's per-TM measurements, by TM index.
@@ -155,10 +164,11 @@ func (d *Daemon) measure() {
 	}
 }
 
-// measuredWeights are the weights of a packet-rate or completion-rate
-// service: costWeights over each measured TM's damped packet rate (at
-// least packetRateFloor), or over the inverse of its damped completion
-// share (at least completionFloor).
+// measuredWeights are the weights of a packet-rate, completion-rate or
+// ratio-dynamic service: costWeights over each measured TM's damped packet
+// rate (at least packetRateFloor), over the inverse of its damped
+// completion share (at least completionFloor), or over its agent's load
+// (loadCosts).
 func (d *Daemon) measuredWeights(sc config.Service) map[string]uint32 {
 	costs := map[string]float64{}
 	for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
@@ -173,6 +183,9 @@ func (d *Daemon) measuredWeights(sc config.Service) map[string]uint32 {
 		case sc.Policy == config.PolicyCompletionRate && m.completOK:
 			costs[tid] = 1 / max(m.completion, completionFloor)
 		}
+	}
+	if sc.Policy == config.PolicyRatioDynamic {
+		costs = d.loadCosts(slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers))
 	}
 	return d.costWeights(sc, costs)
 }
@@ -202,4 +215,172 @@ func (d *Daemon) costWeights(sc config.Service, costs map[string]float64) map[st
 		out[tid] = uint32(min(max(w+0.5, 1), config.MaxWeight))
 	}
 	return out
+}
+
+// ratio-dynamic: the load the TMs' agents report. Each reweigh tick the
+// daemon asks every TM with traffic_managers[].agent_stats that a
+// ratio-dynamic service uses for its agent's stats (the agent's
+// --stats-listen, which answers stats only), at most agentPollParallel at
+// once, each within agentPollTimeout and agentReplyMax bytes. A TM whose
+// agent does not answer keeps its last damped load; one never measured
+// keeps its configured weight.
+const (
+	agentPollTimeout  = 500 * time.Millisecond
+	agentReplyMax     = 64 << 10
+	agentPollParallel = 16
+	// agentMaxActive bounds a reported active-flow count (a bad report is
+	// not a weight).
+	agentMaxActive = 1 << 30
+)
+
+// agentLoad is one agent report's figures.
+type agentLoad struct {
+	cpu, active, newPerSec float64
+}
+
+// pollAgents polls the agents of the ratio-dynamic services' TMs and damps
+// their reports into d.meas. It takes d.mu only around reading the
+// targets and storing the results, never during the network round trips.
+func (d *Daemon) pollAgents() {
+	d.mu.Lock()
+	if d.cfg == nil || d.health.closed.Load() {
+		d.mu.Unlock()
+		return
+	}
+	targets := map[uint32]string{}
+	for _, sc := range d.cfg.Services {
+		if sc.Policy != config.PolicyRatioDynamic {
+			continue
+		}
+		for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+			if tm := d.tms[tid]; tm != nil && tm.cfg.AgentStats != "" {
+				targets[tm.index] = tm.cfg.AgentStats
+			}
+		}
+	}
+	d.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	type result struct {
+		idx  uint32
+		load agentLoad
+		err  error
+	}
+	out := make(chan result, len(targets))
+	slots := make(chan struct{}, agentPollParallel)
+	for idx, addr := range targets {
+		go func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			l, err := pollAgent(addr)
+			out <- result{idx, l, err}
+		}()
+	}
+	res := make([]result, 0, len(targets))
+	for range targets {
+		res = append(res, <-out)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range res {
+		m := &d.meas[r.idx]
+		if r.err != nil {
+			if !m.agentErr {
+				d.log.Warn("agent load report", "tm", d.tmName(r.idx), "error", r.err)
+			}
+			m.agentErr = true
+			continue
+		}
+		m.agentErr = false
+		m.agent.cpu = damp(m.agent.cpu, r.load.cpu, m.agentOK)
+		m.agent.active = damp(m.agent.active, r.load.active, m.agentOK)
+		m.agent.newPerSec = damp(m.agent.newPerSec, r.load.newPerSec, m.agentOK)
+		m.agentOK = true
+	}
+}
+
+// pollAgent asks the agent stats listener at addr for one report.
+func pollAgent(addr string) (agentLoad, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), agentPollTimeout)
+	defer cancel()
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return agentLoad{}, fmt.Errorf("agent stats at %s: %w", addr, err)
+	}
+	defer c.Close()
+	dead, _ := ctx.Deadline()
+	_ = c.SetDeadline(dead)
+	if _, err := io.WriteString(c, `{"op":"stats"}`+"\n"); err != nil {
+		return agentLoad{}, fmt.Errorf("agent stats at %s: send: %w", addr, err)
+	}
+	line, err := bufio.NewReaderSize(c, agentReplyMax).ReadSlice('\n')
+	if err != nil {
+		return agentLoad{}, fmt.Errorf("agent stats at %s: read (at most %d bytes): %w", addr, agentReplyMax, err)
+	}
+	return decodeAgentLoad(line)
+}
+
+// decodeAgentLoad checks and converts an agent's stats reply line.
+func decodeAgentLoad(line []byte) (agentLoad, error) {
+	var rep agent.APIReply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return agentLoad{}, fmt.Errorf("agent stats: bad reply: %w", err)
+	}
+	if !rep.OK || rep.Stats == nil {
+		return agentLoad{}, fmt.Errorf("agent stats: refused: %q", rep.Error)
+	}
+	s := rep.Stats
+	if !(s.CPU >= 0 && s.CPU <= 1) || s.Active < 0 || s.Active > agentMaxActive || s.NewPerSec > agentMaxActive {
+		return agentLoad{}, fmt.Errorf("agent stats: figures out of range: cpu %v, active flows %d, new flows/s %d", s.CPU, s.Active, s.NewPerSec)
+	}
+	return agentLoad{cpu: s.CPU, active: float64(s.Active), newPerSec: float64(s.NewPerSec)}, nil
+}
+
+// loadCosts are the ratio-dynamic costs of the measured TMs of ids: for
+// each figure the agents report (CPU, active flows, new flows per second)
+// a TM's share of the measured TMs' sum, averaged over the figures that
+// are not zero for all, and at least a tenth of an even share.
+func (d *Daemon) loadCosts(ids []string) map[string]float64 {
+	var tids []string
+	var loads []agentLoad
+	for _, tid := range ids {
+		if tm := d.tms[tid]; tm != nil && d.meas[tm.index].agentOK && !slices.Contains(tids, tid) {
+			tids = append(tids, tid)
+			loads = append(loads, d.meas[tm.index].agent)
+		}
+	}
+	costs := map[string]float64{}
+	if len(tids) == 0 {
+		return costs
+	}
+	figures := []func(agentLoad) float64{
+		func(l agentLoad) float64 { return l.cpu },
+		func(l agentLoad) float64 { return l.active },
+		func(l agentLoad) float64 { return l.newPerSec },
+	}
+	used := 0
+	sums := make([]float64, len(tids))
+	for _, f := range figures {
+		total := 0.0
+		for _, l := range loads {
+			total += f(l)
+		}
+		if total <= 0 {
+			continue
+		}
+		used++
+		for i, l := range loads {
+			sums[i] += f(l) / total
+		}
+	}
+	if used == 0 {
+		return costs
+	}
+	floor := 0.1 / float64(len(tids))
+	for i, tid := range tids {
+		costs[tid] = max(sums[i]/float64(used), floor)
+	}
+	return costs
 }

@@ -1,15 +1,19 @@
 package distributor
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/switchyard/switchyard/internal/agent"
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
+	"github.com/switchyard/switchyard/signal"
 )
 
 // choice is the TM (by id) that service svc's ring gives a new flow with
@@ -266,4 +270,104 @@ func TestMeasuredWeights(t *testing.T) {
 	if b := h.d.meas[i3].bad.Load(); b != 1 {
 		t.Errorf("tm3: %d failures counted, want 1", b)
 	}
+}
+
+// discard is an agent's signal sender that drops every message: these
+// agents only report load.
+type discard struct{}
+
+func (discard) Send(signal.Message) error { return nil }
+
+// TestRatioDynamicWeights: real agents (their stats listeners on loopback)
+// report their owned flows; ratio-dynamic polls them and weighs tm1, with
+// three times the flows of tm2 and tm3, a third of them. A TM whose agent
+// does not answer keeps its configured weight × 100.
+func TestRatioDynamicWeights(t *testing.T) {
+	vip := netip.MustParsePrefix("10.0.0.100/32")
+	var addrs []string
+	for i, flows := range []int{30, 10, 10} {
+		a, err := agent.New(agent.Config{VIPs: []netip.Prefix{vip}}, discard{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		for j := range flows {
+			orig := agent.Tuple{Src: netip.AddrFrom4([4]byte{10, 9, byte(i), byte(j + 1)}), Dst: vip.Addr(), SrcPort: 40000, DstPort: 80, Proto: 6}
+			if err := a.FlowNew(ctx, orig, agent.Tuple{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = a.ServeStats(ctx, l); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		addrs = append(addrs, l.Addr().String())
+	}
+	// tm4's agent: a port nothing listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs = append(addrs, l.Addr().String())
+	l.Close()
+	var tms strings.Builder
+	for i, a := range addrs {
+		fmt.Fprintf(&tms, "  - {id: tm%d, address: 10.1.0.1%d, agent_stats: %q}\n", i+1, i+1, a)
+	}
+	h := newHarness(t, tms.String(),
+		"  - {name: rd, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3, tm4], policy: ratio-dynamic}\n", "")
+	defer h.d.Close(false)
+	h.d.pollAgents()
+	h.d.reweigh()
+	h.d.mu.Lock()
+	var w map[string]uint32
+	for _, s := range h.d.svcs {
+		w = s.weights
+	}
+	m1 := h.d.meas[h.index(t, "tm1")].agent
+	h.d.mu.Unlock()
+	t.Logf("tm1's report %+v; weights %v", m1, w)
+	if w["tm1"] != 33 || w["tm2"] != 100 || w["tm3"] != 100 || w["tm4"] != 100 {
+		t.Errorf("weights %v, want tm1 33, tm2 100, tm3 100, tm4 100 (no report: configured)", w)
+	}
+	rd := h.m.Services[flow.ServiceKey(testVIP, 80, flow.ProtoTCP)].Index
+	if sh := h.ringShare(rd, h.index(t, "tm1")); sh > 0.12 {
+		t.Errorf("tm1 holds %.3f of the ring, want about 33/333", sh)
+	}
+}
+
+// TestDecodeAgentLoad: an agent's reply is checked before it is a weight.
+func TestDecodeAgentLoad(t *testing.T) {
+	for _, tc := range []struct{ line, err string }{
+		{`{"ok":true,"stats":{"active_flows":5,"cpu":0.5,"new_flows_per_sec":7}}`, ""},
+		{`{"ok":false,"error":"this listener answers stats only"}`, "refused"},
+		{`{"ok":true}`, "refused"},
+		{`{"ok":true,"stats":{"cpu":1.5}}`, "out of range"},
+		{`{"ok":true,"stats":{"active_flows":-1}}`, "out of range"},
+		{`not json`, "bad reply"},
+	} {
+		l, err := decodeAgentLoad([]byte(tc.line))
+		switch {
+		case tc.err == "" && (err != nil || l != agentLoad{cpu: 0.5, active: 5, newPerSec: 7}):
+			t.Errorf("%s: %+v, %v", tc.line, l, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want %q", tc.line, err, tc.err)
+		}
+	}
+}
+
+// FuzzDecodeAgentLoad: no reply line makes the decoder panic, and what it
+// accepts is within range.
+func FuzzDecodeAgentLoad(f *testing.F) {
+	f.Add([]byte(`{"ok":true,"stats":{"active_flows":5,"cpu":0.5,"new_flows_per_sec":7}}`))
+	f.Add([]byte(`{"ok":true,"stats":{"cpu":1e308}}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		l, err := decodeAgentLoad(line)
+		if err == nil && (l.cpu < 0 || l.cpu > 1 || l.active < 0 || l.active > agentMaxActive || l.newPerSec < 0 || l.newPerSec > agentMaxActive) {
+			t.Fatalf("accepted %+v from %q", l, line)
+		}
+	})
 }
