@@ -266,7 +266,7 @@ func TestMeasuredWeights(t *testing.T) {
 	// An idle timeout before any FIN is a failure too.
 	h.d.countExpired(datapath.Flow{Tm: uint16(i3), TcpState: datapath.TCPEstablished}, flow.ProtoTCP)
 	h.d.countExpired(datapath.Flow{Tm: uint16(i3), TcpState: datapath.TCPEstablished | datapath.TCPFinFwd}, flow.ProtoTCP) // ended: not
-	h.d.countExpired(datapath.Flow{Tm: uint16(i3)}, flow.ProtoUDP)                                                        // UDP: not
+	h.d.countExpired(datapath.Flow{Tm: uint16(i3)}, flow.ProtoUDP)                                                         // UDP: not
 	if b := h.d.meas[i3].bad.Load(); b != 1 {
 		t.Errorf("tm3: %d failures counted, want 1", b)
 	}
