@@ -22,17 +22,18 @@ import (
 
 func newAgentCmd() *cobra.Command {
 	var (
-		iface, distMAC, udpAddr, tmID, keyFile, socket, statsListen string
-		vips, snats                                                 []string
-		timeout                                                     time.Duration
-		mirror                                                      bool
-		maxFlows                                                    int
-		ftpPorts                                                    []uint
-		inBand, setup                                               bool
-		deadline                                                    time.Duration
-		gateways                                                    []string
-		ftpHold                                                     bool
-		ftpQueue                                                    uint16
+		iface, distMAC, udpAddr, tmID, keyFile, socket string
+		vips, snats                                    []string
+		timeout                                        time.Duration
+		mirror                                         bool
+		maxFlows                                       int
+		ftpPorts                                       []uint
+		inBand, setup                                  bool
+		deadline                                       time.Duration
+		gateways                                       []string
+		ftpHold                                        bool
+		ftpQueue                                       uint16
+		statsListen                                    string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
