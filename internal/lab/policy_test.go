@@ -352,3 +352,80 @@ func TestCompletionRateE2E(t *testing.T) {
 		t.Errorf("tm1 (resets) got about %d of 400 new connections, want < 40 (a quarter without the policy)", bad)
 	}
 }
+
+// agentStatsPort is where the ratio-dynamic test's agents answer stats.
+const agentStatsPort = 7070
+
+// TestRatioDynamicE2E: 4 TMs in namespaces, each with a real agent whose
+// stats listener the distributor polls (agent_stats). tm1 alone serves the
+// echo service (its pool is tm1 only) and holds 60 UDP flows, which its
+// agent reports as owned: with ratio-dynamic on the web service tm1's
+// weight falls and it gets far less than a quarter of the web's new
+// keep-alive connections.
+func TestRatioDynamicE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	stats := map[string]string{}
+	for _, h := range e.Topo.TMs {
+		addr := netip.AddrPortFrom(lab.TMAddr4(h), agentStatsPort).String()
+		a, err := e.StartAgent(context.Background(), h, "--stats-listen", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Stop() })
+		stats[h.Name] = addr
+	}
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		for i := range c.TrafficManagers {
+			c.TrafficManagers[i].AgentStats = stats[c.TrafficManagers[i].ID]
+		}
+		for i := range c.Services {
+			switch c.Services[i].Name {
+			case "web":
+				c.Services[i].Policy = config.PolicyRatioDynamic
+			case "echo":
+				c.Services[i].TrafficManagers = []string{"tm1"}
+			}
+		}
+	}})
+	udp := loadgen.Options{UDPFlows: 60, Interval: 100 * time.Millisecond}
+	e.ClientDialer(0, &udp)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	held := loadgen.Start(ctx, e.Target(false), udp)
+	waitFor(t, 15*time.Second, "measured weights with tm1 light in the log", func() bool {
+		return strings.Contains(d.Output(), "measured weights") && !strings.Contains(lastLine(d.Output(), "measured weights"), "tm1:100")
+	})
+	time.Sleep(2 * time.Second) // a few more reports: the damped loads settle
+	t.Logf("%s", lastLine(d.Output(), "measured weights"))
+	rep := runLoad(t, e, false, loadgen.Options{KeepAlive: 60, Interval: 100 * time.Millisecond}, 2*time.Second)
+	cancel()
+	if u := held.Wait().PerTM["tm1"].UDPFlows; u != 60 {
+		t.Fatalf("tm1 held %d UDP flows, want 60", u)
+	}
+	if rep.Errors != 0 {
+		t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+	}
+	var total uint64
+	for _, c := range rep.PerTM {
+		total += c.KeepAliveConns
+	}
+	share := float64(rep.PerTM["tm1"].KeepAliveConns) / float64(max(total, 1))
+	t.Logf("loaded tm1: %.3f of %d connections; per TM %v", share, total, rep.PerTM)
+	if total != 60 {
+		t.Fatalf("%d connections answered, want 60", total)
+	}
+	if share > 0.15 {
+		t.Errorf("loaded tm1 got %.3f of new connections, want < 0.15 (a quarter without the policy)", share)
+	}
+}
+
+// lastLine is the last line of out that holds s ("" if none).
+func lastLine(out, s string) string {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], s) {
+			return lines[i]
+		}
+	}
+	return ""
+}
