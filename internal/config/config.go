@@ -393,6 +393,11 @@ type Service struct {
 	// of the pool are eligible and at least MinEligible of the fallback
 	// pool are (or the pool has none). Default 1, 1..255.
 	MinEligible uint32 `yaml:"min_eligible"`
+	// PriorityGroups are more priority groups after the pool (and the
+	// fallback pool, which they exclude): new flows go to the first group,
+	// the pool first, with at least its MinEligible eligible TMs; with
+	// none such, to the first group with any. At most MaxPriorityGroups.
+	PriorityGroups []PriorityGroup `yaml:"priority_groups"`
 	// Policy is how a new flow's TM is chosen: "maglev" (default) or
 	// "hash", the same thing under the name operators look for: a Maglev
 	// ring indexed by the Hash of the flow, so that weights are static
@@ -412,6 +417,40 @@ type Service struct {
 	// a flow, and across a NAT that keeps the larger port) or
 	// "symmetric-addr" (the larger port and the address that has it).
 	Hash string `yaml:"hash"`
+}
+
+// PriorityGroup is one of a service's further priority groups
+// (services[].priority_groups).
+type PriorityGroup struct {
+	// TrafficManagers are the group's TMs: ids of traffic_managers
+	// entries, at least one, none in the pool or another group.
+	TrafficManagers []string `yaml:"traffic_managers"`
+	// MinEligible is how many of its TMs must be eligible for the group
+	// to take new flows before a lower group; default 1, 1..255.
+	MinEligible uint32 `yaml:"min_eligible"`
+}
+
+// MaxPriorityGroups bounds services[].priority_groups.
+const MaxPriorityGroups = 16
+
+// Groups are the service's priority groups in order: the pool (with
+// MinEligible), the fallback pool (with MinEligible), then PriorityGroups.
+func (s Service) Groups() []PriorityGroup {
+	out := []PriorityGroup{{TrafficManagers: s.TrafficManagers, MinEligible: s.MinEligible}}
+	if len(s.FallbackTrafficManagers) > 0 {
+		out = append(out, PriorityGroup{TrafficManagers: s.FallbackTrafficManagers, MinEligible: s.MinEligible})
+	}
+	return append(out, s.PriorityGroups...)
+}
+
+// AllTrafficManagers are the ids of every TM the service may use: its
+// groups' in order.
+func (s Service) AllTrafficManagers() []string {
+	var out []string
+	for _, g := range s.Groups() {
+		out = append(out, g.TrafficManagers...)
+	}
+	return out
 }
 
 // Selection policies (services[].policy).
@@ -441,6 +480,10 @@ const (
 	// agents report (CPU, active flows, new flows per second), polled at
 	// traffic_managers[].agent_stats.
 	PolicyRatioDynamic = "ratio-dynamic"
+	// PolicyPriorityGroups: Maglev over the first priority group with
+	// enough eligible TMs (priority_groups required); the groups apply to
+	// every policy, this name says that they are the point.
+	PolicyPriorityGroups = "priority-groups"
 )
 
 // IsMeasured reports whether policy weighs TMs by what the distributor
@@ -847,6 +890,9 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 		}
 		str(index("services", i)+".policy", &c.Services[i].Policy, PolicyMaglev)
 		num(index("services", i)+".min_eligible", &c.Services[i].MinEligible, 1)
+		for j := range c.Services[i].PriorityGroups {
+			num(index(index("services", i)+".priority_groups", j)+".min_eligible", &c.Services[i].PriorityGroups[j].MinEligible, 1)
+		}
 		str(index("services", i)+".hash", &c.Services[i].Hash, Hash5Tuple)
 		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
 			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)

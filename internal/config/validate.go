@@ -51,6 +51,7 @@ const (
 	peerMirrorExpected         = "all or signalled"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
 	agentStatsExpected         = "the agent's --stats-listen address, e.g. 10.1.0.11:7070"
+	priorityGroupsExpected     = "a list of at most 16 groups, each {traffic_managers: [ids], min_eligible: N}"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
 	healthPortExpected         = "1..65535; omitted means the service's port"
@@ -62,7 +63,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate or ratio-dynamic (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic or priority-groups (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -567,13 +568,16 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
+		v.priorityGroups(p+".priority_groups", s, known, definedList, tmsBad)
 		if s.MinEligible < 1 || s.MinEligible > MaxTrafficManagers {
 			v.errorf(p+".min_eligible", "%d is out of range (expected %s)", s.MinEligible, minEligibleExpected)
 		}
 		switch {
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
-			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy):
+			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy) && s.Policy != PolicyPriorityGroups:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyPriorityGroups && len(s.PriorityGroups) == 0:
+			v.errorf(p+".policy", "priority-groups needs priority_groups (expected %s)", priorityGroupsExpected)
 		case s.Policy == PolicyRatioDynamic && !anyAgentStats(s, tms):
 			v.errorf(p+".policy", "ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats")
 		case s.Policy == PolicyFastestRTT && s.Health == nil:
@@ -920,7 +924,7 @@ func (v *validator) peers(p Peers) {
 
 // anyAgentStats reports whether some TM of s's pools has agent_stats.
 func anyAgentStats(s Service, tms []TrafficManager) bool {
-	for _, id := range slices.Concat(s.TrafficManagers, s.FallbackTrafficManagers) {
+	for _, id := range s.AllTrafficManagers() {
 		for _, tm := range tms {
 			if tm.ID == id && tm.AgentStats != "" {
 				return true
@@ -928,4 +932,50 @@ func anyAgentStats(s Service, tms []TrafficManager) bool {
 		}
 	}
 	return false
+}
+
+// priorityGroups checks services[].priority_groups: at most
+// MaxPriorityGroups, not with a fallback pool, each group a non-empty list
+// of known ids that are in no other group nor the pool, min_eligible
+// 1..255.
+func (v *validator) priorityGroups(path string, s Service, known map[string]bool, definedList string, tmsBad bool) {
+	if len(s.PriorityGroups) == 0 {
+		return
+	}
+	if len(s.FallbackTrafficManagers) > 0 {
+		v.errorf(path, "a service has either fallback_traffic_managers or priority_groups (expected the fallback pool as the first of the priority groups)")
+		return
+	}
+	if len(s.PriorityGroups) > MaxPriorityGroups {
+		v.errorf(path, "%d groups (expected %s)", len(s.PriorityGroups), priorityGroupsExpected)
+		return
+	}
+	where := map[string]string{}
+	for _, id := range s.TrafficManagers {
+		where[id] = "the service's pool"
+	}
+	for i, g := range s.PriorityGroups {
+		gp := index(path, i)
+		if len(g.TrafficManagers) == 0 {
+			v.errorf(gp+".traffic_managers", "empty list (expected a list of at least one traffic manager id)")
+		}
+		for j, id := range g.TrafficManagers {
+			ip := index(gp+".traffic_managers", j)
+			switch {
+			case id == "":
+				v.errorf(ip, "missing (expected a traffic manager id, one of: %s)", definedList)
+			case !known[id]:
+				if !tmsBad {
+					v.errorf(ip, "unknown traffic manager %q (defined: %s)", id, definedList)
+				}
+			case where[id] != "":
+				v.errorf(ip, "%q is in %s already (expected each traffic manager in one group)", id, where[id])
+			default:
+				where[id] = gp
+			}
+		}
+		if g.MinEligible < 1 || g.MinEligible > MaxTrafficManagers {
+			v.errorf(gp+".min_eligible", "%d is out of range (expected %s)", g.MinEligible, minEligibleExpected)
+		}
+	}
 }

@@ -128,7 +128,7 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 		}
 		id := idOf(sc)
 		spec := specOf(sc.Health)
-		for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+		for _, tid := range sc.AllTrafficManagers() {
 			tm, ok := cfg.TM(tid)
 			if !ok {
 				continue
@@ -247,7 +247,7 @@ const (
 // configured weight (× 100, so that it competes as the fastest would).
 func (d *Daemon) rttWeights(sc config.Service) map[string]uint32 {
 	rtts := map[string]float64{}
-	for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+	for _, tid := range sc.AllTrafficManagers() {
 		st, ok := d.health.c.State(healthKey(idOf(sc), tid))
 		if !ok || !st.Checked || st.AvgRTT == 0 {
 			continue

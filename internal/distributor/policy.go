@@ -171,7 +171,7 @@ func (d *Daemon) measure() {
 // (loadCosts).
 func (d *Daemon) measuredWeights(sc config.Service) map[string]uint32 {
 	costs := map[string]float64{}
-	for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+	for _, tid := range sc.AllTrafficManagers() {
 		tm := d.tms[tid]
 		if tm == nil {
 			continue
@@ -185,7 +185,7 @@ func (d *Daemon) measuredWeights(sc config.Service) map[string]uint32 {
 		}
 	}
 	if sc.Policy == config.PolicyRatioDynamic {
-		costs = d.loadCosts(slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers))
+		costs = d.loadCosts(sc.AllTrafficManagers())
 	}
 	return d.costWeights(sc, costs)
 }
@@ -203,7 +203,7 @@ func (d *Daemon) costWeights(sc config.Service, costs map[string]float64) map[st
 		}
 	}
 	out := map[string]uint32{}
-	for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+	for _, tid := range sc.AllTrafficManagers() {
 		tm := d.tms[tid]
 		if tm == nil {
 			continue
@@ -252,7 +252,7 @@ func (d *Daemon) pollAgents() {
 		if sc.Policy != config.PolicyRatioDynamic {
 			continue
 		}
-		for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+		for _, tid := range sc.AllTrafficManagers() {
 			if tm := d.tms[tid]; tm != nil && tm.cfg.AgentStats != "" {
 				targets[tm.index] = tm.cfg.AgentStats
 			}

@@ -144,6 +144,58 @@ func TestPriorityGroups(t *testing.T) {
 	}
 }
 
+// TestPriorityGroupsMany: three priority groups with their own
+// min_eligible: new flows go to the first group with enough eligible TMs;
+// with none such, to the first with any; a lower group serving is shown
+// as the fallback in stats.
+func TestPriorityGroupsMany(t *testing.T) {
+	var tms strings.Builder
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&tms, "  - {id: tm%d, address: 10.1.0.1%d}\n", i, i)
+	}
+	h := newHarness(t, tms.String(), "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2], min_eligible: 2,\n"+
+		"     policy: priority-groups, priority_groups: [{traffic_managers: [tm3, tm4], min_eligible: 2}, {traffic_managers: [tm5]}]}\n", "")
+	defer h.d.Close(false)
+	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
+	svc := h.d.svcs[id].index
+	i := func(id string) uint32 { return h.index(t, id) }
+	for _, tc := range []struct {
+		down     []string
+		want     []uint32
+		fallback bool
+	}{
+		{nil, []uint32{i("tm1"), i("tm2")}, false},
+		{[]string{"tm1"}, []uint32{i("tm3"), i("tm4")}, true},
+		{[]string{"tm1", "tm3"}, []uint32{i("tm5")}, true},
+		{[]string{"tm1", "tm3", "tm5"}, []uint32{i("tm2")}, false}, // none has enough: the first with any
+		{[]string{"tm1", "tm2", "tm3", "tm5"}, []uint32{i("tm4")}, true},
+		{[]string{"tm1", "tm2", "tm3", "tm4", "tm5"}, nil, false},
+		{[]string{"tm5"}, []uint32{i("tm1"), i("tm2")}, false},
+	} {
+		h.d.mu.Lock()
+		s := h.d.svcs[id]
+		s.down = map[string]bool{}
+		for _, tid := range tc.down {
+			s.down[tid] = true
+		}
+		want, err := desired(h.d.cfg, h.d.tms, h.d.svcs)
+		if err == nil {
+			err = h.d.write(want)
+		}
+		h.d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tc.want) == 0 {
+			tc.want = []uint32{datapath.NoTM} // an empty ring
+		}
+		h.wantRing(t, svc, tc.want...)
+		if st := h.svcStats(t, "web"); st.Fallback != tc.fallback {
+			t.Errorf("down %v: stats say fallback %v, want %v", tc.down, st.Fallback, tc.fallback)
+		}
+	}
+}
+
 // TestLeastConnectionsState: least-connections services get SY_POLICY_LC
 // and a ring of equal shares, weighted ones SY_POLICY_WLC, a ring by weight
 // and each TM's weight in policy_weight; the daemon's resync rewrites

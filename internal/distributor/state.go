@@ -149,17 +149,7 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !ok {
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
-		backends, pool := poolOf(sc.TrafficManagers, tms, s)
-		if n := int(max(sc.MinEligible, 1)); len(pool) < n {
-			// Priority groups: the fallback pool once the pool has fewer
-			// than min_eligible TMs and the fallback pool has enough, or
-			// the pool has none (an empty ring, if the fallback pool has
-			// none either: new flows dropped, counted as drop_no_tm).
-			fb, fbPool := poolOf(sc.FallbackTrafficManagers, tms, s)
-			if len(fbPool) >= n || len(pool) == 0 {
-				backends, pool = fb, fbPool
-			}
-		}
+		backends, pool := groupOf(sc.Groups(), tms, s)
 		if sc.Policy == config.PolicyRoundRobin || sc.Policy == config.PolicyLeastConnections {
 			// Each TM once per round: one slot share each.
 			for i := range backends {
@@ -399,6 +389,27 @@ func (d *Daemon) svcName(idx uint32) string {
 		}
 	}
 	return fmt.Sprintf("#%d", idx)
+}
+
+// groupOf returns the backends and TM indexes of the priority group that
+// gets new flows of service s: the first of groups (the pool, the fallback
+// pool, then priority_groups) with at least its min_eligible eligible TMs;
+// with none such, the first with any (an empty ring if none has any: new
+// flows dropped, counted as drop_no_tm).
+func groupOf(groups []config.PriorityGroup, tms map[string]*tmSlot, s *svcSlot) ([]selector.Backend, []uint32) {
+	first := -1
+	var fb []selector.Backend
+	var fp []uint32
+	for i, g := range groups {
+		backends, pool := poolOf(g.TrafficManagers, tms, s)
+		if len(pool) >= int(max(g.MinEligible, 1)) {
+			return backends, pool
+		}
+		if first < 0 && len(pool) > 0 {
+			first, fb, fp = i, backends, pool
+		}
+	}
+	return fb, fp
 }
 
 // poolOf returns the TMs of ids (in order) that get new flows of service s:
