@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -428,4 +429,66 @@ func lastLine(out, s string) string {
 		}
 	}
 	return ""
+}
+
+// TestPriorityGroupsE2E: 4 TMs in namespaces with health checks; web has
+// three priority groups: [tm1, tm2] (min_eligible 2), [tm3], [tm4]. Real
+// short connections go to tm1 and tm2 only; with tm1's health endpoint
+// stopped, to tm3 only (the pool has 1 < 2); with tm3's stopped too, to
+// tm4 only; with tm1's back, to tm1 and tm2 again.
+func TestPriorityGroupsE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	hls := map[string]*healthListener{}
+	for _, h := range e.Topo.TMs {
+		hl := &healthListener{h: h}
+		hl.start(t)
+		hls[h.Name] = hl
+		t.Cleanup(hl.stop)
+	}
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		for i := range c.Services {
+			if c.Services[i].Name == "web" {
+				s := &c.Services[i]
+				s.TrafficManagers, s.MinEligible = []string{"tm1", "tm2"}, 2
+				s.Policy = config.PolicyPriorityGroups
+				s.PriorityGroups = []config.PriorityGroup{{TrafficManagers: []string{"tm3"}, MinEligible: 1}, {TrafficManagers: []string{"tm4"}, MinEligible: 1}}
+				s.Health = &config.Health{Type: config.HealthTCP, Port: healthPort, IntervalMS: 200, TimeoutMS: 200, Rise: 2, Fall: 2}
+			}
+		}
+	}})
+	for _, step := range []struct {
+		stop, start string
+		eligible    string
+		want        []string
+	}{
+		{"", "", "tm1,tm2", []string{"tm1", "tm2"}},
+		{"tm1", "", "tm3", []string{"tm3"}},
+		{"tm3", "", "tm4", []string{"tm4"}},
+		{"", "tm1", "tm1,tm2", []string{"tm1", "tm2"}},
+	} {
+		if step.stop != "" {
+			hls[step.stop].stop()
+		}
+		if step.start != "" {
+			hls[step.start].start(t)
+		}
+		waitFor(t, 10*time.Second, "eligible "+step.eligible, func() bool { return eligibleOf(t, d, "web") == step.eligible })
+		rep := runLoad(t, e, false, loadgen.Options{Short: 4}, time.Second)
+		if rep.Errors != 0 {
+			t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+		}
+		var total uint64
+		for id, c := range rep.PerTM {
+			total += c.ShortConns
+			if c.ShortConns > 0 && !slices.Contains(step.want, id) {
+				t.Errorf("stop %q start %q: %s got %d connections, want only %v", step.stop, step.start, id, c.ShortConns, step.want)
+			}
+		}
+		for _, id := range step.want {
+			if rep.PerTM[id].ShortConns == 0 {
+				t.Errorf("stop %q start %q: %s got no connection of %d", step.stop, step.start, id, total)
+			}
+		}
+		t.Logf("stop %q start %q: eligible %s, %d connections %v", step.stop, step.start, step.eligible, total, rep.PerTM)
+	}
 }
