@@ -191,24 +191,33 @@ func (d *Daemon) measuredWeights(sc config.Service) map[string]uint32 {
 }
 
 // costWeights turns measured costs (lower is better: an RTT, a packet
-// rate, an inverse completion share) into weights for service sc: each
-// measured TM's configured weight × 100 × (the lowest cost / its own),
-// within 1..1000. A TM without a measurement keeps its configured weight
-// × 100, so that it competes as the best would.
+// rate, an inverse completion share) into weights for service sc
+// (weightsOf over its TMs' configured weights).
 func (d *Daemon) costWeights(sc config.Service, costs map[string]float64) map[string]uint32 {
+	cfgWeights := map[string]uint32{}
+	var ids []string
+	for _, tid := range sc.AllTrafficManagers() {
+		if tm := d.tms[tid]; tm != nil {
+			ids = append(ids, tid)
+			cfgWeights[tid] = tm.cfg.Weight
+		}
+	}
+	return weightsOf(ids, cfgWeights, costs)
+}
+
+// weightsOf is each TM of ids' configured weight × 100 × (the lowest cost
+// / its own), within 1..1000. A TM without a cost keeps its configured
+// weight × 100, so that it competes as the best would.
+func weightsOf(ids []string, cfgWeights map[string]uint32, costs map[string]float64) map[string]uint32 {
 	best := 0.0
 	for _, c := range costs {
 		if best == 0 || c < best {
 			best = c
 		}
 	}
-	out := map[string]uint32{}
-	for _, tid := range sc.AllTrafficManagers() {
-		tm := d.tms[tid]
-		if tm == nil {
-			continue
-		}
-		w := float64(tm.cfg.Weight) * 100
+	out := make(map[string]uint32, len(ids))
+	for _, tid := range ids {
+		w := float64(cfgWeights[tid]) * 100
 		if c, ok := costs[tid]; ok && c > 0 {
 			w *= best / c
 		}
