@@ -234,6 +234,9 @@ type Distributor struct {
 	// adopts it (docs/operations.md, "Restart"). An absolute path under a
 	// bpffs mount; default DefaultPinRoot/<id>.
 	PinDir string `yaml:"pin_dir"`
+	// Zone is this distributor's zone (site, rack): services with policy
+	// topology prefer the TMs tagged with it. Optional, an id's characters.
+	Zone string `yaml:"zone"`
 }
 
 // DefaultPinRoot holds each distributor's pin directory when
@@ -355,7 +358,14 @@ type TrafficManager struct {
 	// listener (`switchyard agent --stats-listen`), which the distributor
 	// polls for the load reports of policy ratio-dynamic; empty = none.
 	AgentStats string `yaml:"agent_stats"`
+	// Tags label the TM (its zone, rack, class): policy topology prefers
+	// the TMs tagged with the distributor's zone. At most MaxTMTags, each
+	// an id's characters.
+	Tags []string `yaml:"tags"`
 }
+
+// MaxTMTags bounds traffic_managers[].tags.
+const MaxTMTags = 8
 
 // Service is a VIP (address, port or all ports, protocol) with a pool of TMs.
 type Service struct {
@@ -484,6 +494,14 @@ const (
 	// enough eligible TMs (priority_groups required); the groups apply to
 	// every policy, this name says that they are the point.
 	PolicyPriorityGroups = "priority-groups"
+	// PolicyTopology: Maglev over the pool's TMs tagged with the
+	// distributor's zone, spilling over to the rest of the pool (then the
+	// further groups) when fewer than min_eligible of them are eligible.
+	PolicyTopology = "topology"
+	// PolicyHopMetric: Maglev over the pool's TMs with the lowest route
+	// metric from the distributor, then the next metric, as priority
+	// groups of min_eligible.
+	PolicyHopMetric = "hop-metric"
 )
 
 // IsMeasured reports whether policy weighs TMs by what the distributor

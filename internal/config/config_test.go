@@ -521,7 +521,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir, zone)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -579,7 +579,7 @@ func TestBadConfigs(t *testing.T) {
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir, zone)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {
@@ -1038,7 +1038,7 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("nat-return: %+v", s)
 	}
 	base := readFile(t, "testdata/minimal.yaml")
-	for _, p := range []string{PolicyLeastConnections, PolicyWeightedLeastConnections, PolicyPacketRate, PolicyCompletionRate} {
+	for _, p := range []string{PolicyLeastConnections, PolicyWeightedLeastConnections, PolicyPacketRate, PolicyCompletionRate, PolicyHopMetric} {
 		if c, err := Parse([]byte(base+"    policy: "+p+"\n"), "c.yaml"); err != nil || c.Services[0].Policy != p {
 			t.Errorf("policy %s: err %v", p, err)
 		}
@@ -1054,7 +1054,7 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("groups %v, want %v", g, want)
 	}
 	for _, tc := range []struct{ add, want string }{
-		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic or priority-groups`},
+		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology or hop-metric`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
 		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
 		{"    priority_groups: [{traffic_managers: [tm2]}]\n", `services[0].priority_groups[0].traffic_managers[0]: "tm2" is in the service's pool already`},
@@ -1062,6 +1062,7 @@ func TestPolicyConfig(t *testing.T) {
 		{"    priority_groups: [{traffic_managers: []}]\n", `services[0].priority_groups[0].traffic_managers: empty list`},
 		{"    priority_groups: [{traffic_managers: [tm9], min_eligible: 0}]\n", `services[0].priority_groups[0].min_eligible: 0 is out of range`},
 		{"    fallback_traffic_managers: [tm9]\n    priority_groups: [{traffic_managers: [tm8]}]\n", `services[0].priority_groups: a service has either fallback_traffic_managers or priority_groups`},
+		{"    policy: topology\n", `services[0].policy: topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set`},
 		{"    policy: priority-groups\n", `services[0].policy: priority-groups needs priority_groups`},
 		{"    policy: ratio-dynamic\n", `services[0].policy: ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats`},
 		{"    policy: fastest-rtt\n", `services[0].policy: fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health`},

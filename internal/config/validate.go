@@ -52,6 +52,8 @@ const (
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
 	agentStatsExpected         = "the agent's --stats-listen address, e.g. 10.1.0.11:7070"
 	priorityGroupsExpected     = "a list of at most 16 groups, each {traffic_managers: [ids], min_eligible: N}"
+	tagsExpected               = "a list of at most 8 tags of a-z, 0-9, '-', '_'"
+	zoneExpected               = "this distributor's zone, a tag of the TMs: 1..32 characters of a-z, 0-9, '-', '_'"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
 	healthPortExpected         = "1..65535; omitted means the service's port"
@@ -63,7 +65,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic or priority-groups (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology or hop-metric (the other policies of docs/policies.md are not built yet)"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -80,6 +82,8 @@ type validator struct {
 	files bool
 	// links, if set, reports whether a network interface exists.
 	links func(name string) error
+	// zone is distributor.zone, for the services' topology policy.
+	zone string
 }
 
 func parent(path string) string {
@@ -152,6 +156,7 @@ func (v *validator) config(c *Config) {
 	}
 	v.timeouts(c.Timeouts)
 	masksOK := v.secondKeys(c.SecondKeys)
+	v.zone = c.Distributor.Zone
 	v.services(c.Services, c.TrafficManagers, c.SecondKeys.Masks, masksOK)
 	v.learning(c.Learning, c.TrafficManagers, c.Services)
 	v.signals(c.Signals)
@@ -321,6 +326,9 @@ func (v *validator) signals(s Signals) {
 }
 
 func (v *validator) distributor(d *Distributor) {
+	if d.Zone != "" && !validID(d.Zone) {
+		v.errorf("distributor.zone", "%q is not a valid zone (expected %s)", d.Zone, zoneExpected)
+	}
 	if d.ID == "" {
 		v.errorf("distributor.id", "missing (expected %s)", idExpected)
 	} else if !validID(d.ID) {
@@ -452,6 +460,14 @@ func (v *validator) trafficManagers(tms []TrafficManager) {
 		if tm.SignalKey != nil && len(tm.SignalKey) < MinSignalKeyLen {
 			v.errorf(p+".signal_key", "the key is %d bytes long (expected %s)", len(tm.SignalKey), signalKeyExpected)
 		}
+		if len(tm.Tags) > MaxTMTags {
+			v.errorf(p+".tags", "%d tags (expected %s)", len(tm.Tags), tagsExpected)
+		}
+		for j, tag := range tm.Tags {
+			if !validID(tag) {
+				v.errorf(index(p+".tags", j), "%q is not a valid tag (expected %s)", tag, idExpected)
+			}
+		}
 		if tm.AgentStats != "" {
 			ap, err := netip.ParseAddrPort(tm.AgentStats)
 			switch {
@@ -574,8 +590,11 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 		}
 		switch {
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
-			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy) && s.Policy != PolicyPriorityGroups:
+			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy) && s.Policy != PolicyPriorityGroups &&
+			s.Policy != PolicyTopology && s.Policy != PolicyHopMetric:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyTopology && v.zone == "":
+			v.errorf(p+".policy", "topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set")
 		case s.Policy == PolicyPriorityGroups && len(s.PriorityGroups) == 0:
 			v.errorf(p+".policy", "priority-groups needs priority_groups (expected %s)", priorityGroupsExpected)
 		case s.Policy == PolicyRatioDynamic && !anyAgentStats(s, tms):

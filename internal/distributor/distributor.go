@@ -37,6 +37,9 @@ type tmSlot struct {
 	srcMAC    net.HardwareAddr
 	reason    string // why it is not ready, for status
 	lastProbe time.Time
+	// metric is the route metric to the TM's first address (policy
+	// hop-metric), from the resolver.
+	metric int
 }
 
 func (s *tmSlot) ready() bool { return s.mac != nil && s.ifindex != 0 }

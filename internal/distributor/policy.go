@@ -393,3 +393,55 @@ func (d *Daemon) loadCosts(ids []string) map[string]float64 {
 	}
 	return costs
 }
+
+// zoneGroups are the priority groups of policy topology: the pool's TMs
+// tagged with zone, then the rest of the pool (each with the pool's
+// min_eligible), then the further groups: new flows stay in the zone while
+// it has enough eligible TMs and spill over when it has not.
+func zoneGroups(groups []config.PriorityGroup, zone string, tms map[string]*tmSlot) []config.PriorityGroup {
+	var in, out []string
+	for _, tid := range groups[0].TrafficManagers {
+		if tm := tms[tid]; tm != nil && slices.Contains(tm.cfg.Tags, zone) {
+			in = append(in, tid)
+		} else {
+			out = append(out, tid)
+		}
+	}
+	return splitFirst(groups, in, out)
+}
+
+// metricGroups are the priority groups of policy hop-metric: the pool's TMs
+// by ascending route metric from the distributor, one group per metric
+// (each with the pool's min_eligible), then the further groups.
+func metricGroups(groups []config.PriorityGroup, tms map[string]*tmSlot) []config.PriorityGroup {
+	byMetric := map[int][]string{}
+	var metrics []int
+	for _, tid := range groups[0].TrafficManagers {
+		m := 0
+		if tm := tms[tid]; tm != nil {
+			m = tm.metric
+		}
+		if _, ok := byMetric[m]; !ok {
+			metrics = append(metrics, m)
+		}
+		byMetric[m] = append(byMetric[m], tid)
+	}
+	slices.Sort(metrics)
+	parts := make([][]string, 0, len(metrics))
+	for _, m := range metrics {
+		parts = append(parts, byMetric[m])
+	}
+	return splitFirst(groups, parts...)
+}
+
+// splitFirst replaces the first group (the pool) by the non-empty parts,
+// each with its min_eligible.
+func splitFirst(groups []config.PriorityGroup, parts ...[]string) []config.PriorityGroup {
+	var out []config.PriorityGroup
+	for _, p := range parts {
+		if len(p) > 0 {
+			out = append(out, config.PriorityGroup{TrafficManagers: p, MinEligible: groups[0].MinEligible})
+		}
+	}
+	return append(out, groups[1:]...)
+}

@@ -423,3 +423,51 @@ func FuzzDecodeAgentLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestTopologyAndHopMetric: topology keeps new flows on the pool's TMs
+// tagged with the distributor's zone while min_eligible of them are
+// eligible, and spills over to the rest of the pool; hop-metric does the
+// same over groups of ascending route metric (as the resolver reads it).
+func TestTopologyAndHopMetric(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11, tags: [a]}\n  - {id: tm2, address: 10.1.0.12, tags: [a, gold]}\n" +
+		"  - {id: tm3, address: 10.1.0.13, tags: [b]}\n  - {id: tm4, address: 10.1.0.14}\n"
+	h := newHarness(t, tms, "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3, tm4], min_eligible: 2}\n", "")
+	defer h.d.Close(false)
+	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
+	svc := h.d.svcs[id].index
+	i := func(id string) uint32 { return h.index(t, id) }
+	for _, tc := range []struct {
+		policy string
+		down   []string
+		want   []uint32
+	}{
+		{config.PolicyTopology, nil, []uint32{i("tm1"), i("tm2")}},
+		{config.PolicyTopology, []string{"tm1"}, []uint32{i("tm3"), i("tm4")}}, // 1 < 2 in the zone: spill over
+		{config.PolicyTopology, []string{"tm1", "tm3"}, []uint32{i("tm2")}},    // neither has 2: the zone's
+		// Metrics: tm3 10, tm1 and tm4 20, tm2 30.
+		{config.PolicyHopMetric, nil, []uint32{i("tm1"), i("tm4")}}, // tm3 alone is < 2: the next metric
+		{config.PolicyHopMetric, []string{"tm4"}, []uint32{i("tm3")}},
+	} {
+		h.d.mu.Lock()
+		h.d.cfg.Distributor.Zone = "a"
+		h.d.cfg.Services[0].Policy = tc.policy
+		for tid, m := range map[string]int{"tm1": 20, "tm2": 30, "tm3": 10, "tm4": 20} {
+			h.d.tms[tid].metric = m
+		}
+		s := h.d.svcs[id]
+		s.down = map[string]bool{}
+		for _, tid := range tc.down {
+			s.down[tid] = true
+		}
+		want, err := desired(h.d.cfg, h.d.tms, h.d.svcs)
+		if err == nil {
+			err = h.d.write(want)
+		}
+		h.d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s, down %v", tc.policy, tc.down)
+		h.wantRing(t, svc, tc.want...)
+	}
+}

@@ -149,7 +149,14 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !ok {
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
-		backends, pool := groupOf(sc.Groups(), tms, s)
+		groups := sc.Groups()
+		switch sc.Policy {
+		case config.PolicyTopology:
+			groups = zoneGroups(groups, cfg.Distributor.Zone, tms)
+		case config.PolicyHopMetric:
+			groups = metricGroups(groups, tms)
+		}
+		backends, pool := groupOf(groups, tms, s)
 		if sc.Policy == config.PolicyRoundRobin || sc.Policy == config.PolicyLeastConnections {
 			// Each TM once per round: one slot share each.
 			for i := range backends {
