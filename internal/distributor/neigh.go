@@ -69,7 +69,7 @@ func (d *netResolver) resolve(s *tmSlot) {
 		}
 		r := routes[0]
 		if addr == addrs[0] {
-			s.metric = r.Priority
+			s.metric = routeMetric(addr)
 		}
 		if r.Gw != nil {
 			d.notReady(s, fmt.Sprintf("%s is reached through gateway %s; forward mode l2 needs TMs on a directly connected segment", addr, r.Gw))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/internal/health"
+	"github.com/vishvananda/netlink"
 )
 
 // The least-connections policies read the data path's per-TM active-flow
@@ -444,4 +446,15 @@ func splitFirst(groups []config.PriorityGroup, parts ...[]string) []config.Prior
 		}
 	}
 	return append(out, groups[1:]...)
+}
+
+// routeMetric is the metric of the route the kernel uses to reach addr (its
+// FIB entry: a plain route lookup does not report it for IPv4), or 0 when
+// the lookup fails (the TM is then not ready anyway).
+func routeMetric(addr netip.Addr) int {
+	routes, err := netlink.RouteGetWithOptions(addr.AsSlice(), &netlink.RouteGetOptions{FIBMatch: true})
+	if err != nil || len(routes) == 0 {
+		return 0
+	}
+	return routes[0].Priority
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/switchyard/switchyard/internal/config"
 	"github.com/switchyard/switchyard/internal/lab"
 	"github.com/switchyard/switchyard/internal/loadgen"
@@ -490,5 +492,99 @@ func TestPriorityGroupsE2E(t *testing.T) {
 			}
 		}
 		t.Logf("stop %q start %q: eligible %s, %d connections %v", step.stop, step.start, step.eligible, total, rep.PerTM)
+	}
+}
+
+// TestTopologyAndHopMetricE2E: 4 TMs in namespaces with TCP health checks
+// and real short connections. hop-metric: the distributor's routes give
+// tm1 and tm2 metric 10, tm3 and tm4 metric 100 (host routes on int0, read
+// through netlink); with min_eligible 2 connections go to tm1 and tm2, and
+// to tm3 and tm4 once tm1's health endpoint stops. topology: zone a, tm1
+// and tm2 tagged a: connections stay in the zone, and spill over to tm3
+// and tm4 when both zone TMs are down.
+func TestTopologyAndHopMetricE2E(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		min    uint32
+		stop   []string
+	}{
+		{config.PolicyHopMetric, 2, []string{"tm1"}},
+		{config.PolicyTopology, 1, []string{"tm1", "tm2"}},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+			hls := map[string]*healthListener{}
+			for _, h := range e.Topo.TMs {
+				hl := &healthListener{h: h}
+				hl.start(t)
+				hls[h.Name] = hl
+				t.Cleanup(hl.stop)
+			}
+			if tc.policy == config.PolicyHopMetric {
+				err := e.Topo.Distributors[0].NS.Do(func() error {
+					link, err := netlink.LinkByName("int0")
+					if err != nil {
+						return err
+					}
+					for _, h := range e.Topo.TMs {
+						metric := 100
+						if h.Name == "tm1" || h.Name == "tm2" {
+							metric = 10
+						}
+						a := lab.TMAddr4(h)
+						r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)},
+							Scope: netlink.SCOPE_LINK, Priority: metric}
+						if err := netlink.RouteAdd(r); err != nil {
+							return fmt.Errorf("route to %s: %w", a, err)
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+				c.Distributor.Zone = "a"
+				for i := range c.TrafficManagers {
+					if id := c.TrafficManagers[i].ID; id == "tm1" || id == "tm2" {
+						c.TrafficManagers[i].Tags = []string{"a"}
+					} else {
+						c.TrafficManagers[i].Tags = []string{"b"}
+					}
+				}
+				for i := range c.Services {
+					if c.Services[i].Name == "web" {
+						s := &c.Services[i]
+						s.Policy, s.MinEligible = tc.policy, tc.min
+						s.Health = &config.Health{Type: config.HealthTCP, Port: healthPort, IntervalMS: 200, TimeoutMS: 200, Rise: 2, Fall: 2}
+					}
+				}
+			}})
+			check := func(eligible string, want ...string) {
+				t.Helper()
+				waitFor(t, 10*time.Second, "eligible "+eligible, func() bool { return eligibleOf(t, d, "web") == eligible })
+				rep := runLoad(t, e, false, loadgen.Options{Short: 4}, time.Second)
+				if rep.Errors != 0 {
+					t.Fatalf("%d errors: %v", rep.Errors, rep.ErrorSamples)
+				}
+				for id, c := range rep.PerTM {
+					if c.ShortConns > 0 && !slices.Contains(want, id) {
+						t.Errorf("%s got %d connections, want only %v", id, c.ShortConns, want)
+					}
+				}
+				for _, id := range want {
+					if rep.PerTM[id].ShortConns == 0 {
+						t.Errorf("%s got no connection", id)
+					}
+				}
+				t.Logf("eligible %s: %v", eligible, rep.PerTM)
+			}
+			check("tm1,tm2", "tm1", "tm2")
+			for _, id := range tc.stop {
+				hls[id].stop()
+			}
+			check("tm3,tm4", "tm3", "tm4")
+		})
 	}
 }
