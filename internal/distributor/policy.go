@@ -39,24 +39,29 @@ func leastConnections(cfg *config.Config) bool {
 
 // resyncActive rewrites the active-flow counters from a walk, every
 // resyncActiveEvery calls, while some service uses least-connections.
+// The walk runs without d.mu, like the sweeper's: a big table takes a while.
 func (d *Daemon) resyncActive() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.health.closed.Load() || d.cfg == nil || !leastConnections(d.cfg) {
+		d.mu.Unlock()
 		return
 	}
 	d.resyncTicks++
-	if d.resyncTicks < resyncActiveEvery {
+	due := d.resyncTicks >= resyncActiveEvery
+	if due {
+		d.resyncTicks = 0
+	}
+	d.mu.Unlock()
+	if !due {
 		return
 	}
-	d.resyncTicks = 0
 	if err := d.resyncActiveNow(); err != nil {
 		d.log.Error("resync active flows", "error", err)
 	}
 }
 
 // resyncActiveNow counts the flow and half-open entries of each TM and writes
-// the counts to the data path's active-flow counters. Called with d.mu held.
+// the counts to the data path's active-flow counters.
 func (d *Daemon) resyncActiveNow() error {
 	n, err := datapath.CountActive(d.dp)
 	if err != nil {

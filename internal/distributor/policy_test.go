@@ -244,10 +244,7 @@ func TestLeastConnectionsState(t *testing.T) {
 		t.Errorf("after inserts: active tm1 %d, tm2 %d; want 1, 3", h.m.Active[i1], h.m.Active[i2])
 	}
 	h.m.Active[i1], h.m.Active[i2] = 40, -2
-	h.d.mu.Lock()
-	err := h.d.resyncActiveNow()
-	h.d.mu.Unlock()
-	if err != nil {
+	if err := h.d.resyncActiveNow(); err != nil {
 		t.Fatal(err)
 	}
 	if h.m.Active[i2] != 4 || h.m.Active[i1] != 1 {
