@@ -221,6 +221,23 @@ struct {
 	__type(value, __u32);
 } policy_weight SEC(".maps");
 
+/* QoS classes by service index (struct sy_qos). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_POLICY_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct sy_qos);
+} policy_qos SEC(".maps");
+
+/* The QoS classes' rings, one after the other like rings: QoS ring i owns
+ * slots [i*sy_ring_size, (i+1)*sy_ring_size). Values are TM indexes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_POLICY_QOS_RINGS * SY_RING_SIZE_DEFAULT); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_qos_rings SEC(".maps");
+
 /* Adds d to TM tm's active flows (policy_active). */
 static __always_inline void sy_active_add(__u32 tm, __s64 d)
 {

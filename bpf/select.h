@@ -137,6 +137,51 @@ static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const
 	return n % sy_ring_size;
 }
 
+/* The DSCP of a new flow's packet, read again from its IP header (after 0-2
+ * VLAN tags; sy_parse checked them): only QoS services pay for it. */
+static __always_inline __u32 sy_policy_dscp(struct xdp_md *ctx, const struct sy_pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 off = 12;
+	__u16 *et;
+	__u8 *b;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < SY_MAX_VLAN_TAGS; i++) {
+		et = data + off;
+		if ((void *)(et + 1) > data_end)
+			return 0;
+		if (*et != bpf_htons(ETH_P_8021Q) && *et != bpf_htons(ETH_P_8021AD))
+			break;
+		off += 4;
+	}
+	b = data + off + 2;
+	if ((void *)(b + 2) > data_end)
+		return 0;
+	if (p->key.family == SY_AF_INET)
+		return b[1] >> 2;
+	return ((b[0] & 0x0f) << 2) | (b[1] >> 6);
+}
+
+/* The slot of a QoS service's class ring for a new flow at ring offset off
+ * (policy_qos, policy_qos_rings), or NULL: not a QoS service, or the
+ * packet's DSCP is in no class. */
+static __always_inline __u32 *sy_policy_qos(struct xdp_md *ctx, const struct sy_pkt *p,
+					    const struct sy_svc *svc, __u32 off)
+{
+	__u32 idx = svc->index, slot;
+	struct sy_qos *q = bpf_map_lookup_elem(&policy_qos, &idx);
+
+	if (!q || !q->dscp || q->ring >= SY_POLICY_QOS_RINGS)
+		return NULL;
+	if (!((q->dscp >> sy_policy_dscp(ctx, p)) & 1))
+		return NULL;
+	slot = q->ring * sy_ring_size + off;
+	return bpf_map_lookup_elem(&policy_qos_rings, &slot);
+}
+
 /* Picks a TM for a new flow by the service's Maglev ring and remembers it
  * (and, with persistence, remembers the TM under the service's mask). A
  * subprogram: its frame is not on top of the caller's for the stack limit. */
@@ -147,15 +192,19 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u3
 	struct sy_flow entry = {};
 	struct sy_svc *svc;
 	struct sy_tm *tm;
-	__u32 slot, *tmidx, idx;
+	__u32 slot, off, *tmidx, idx;
 	struct sy_flow_key hk;
 
 	svc = sy_service(key);
 	if (!svc)
 		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
 
-	slot = svc->index * sy_ring_size + sy_policy_slot(key, svc, &hk);
-	tmidx = bpf_map_lookup_elem(&rings, &slot);
+	off = sy_policy_slot(key, svc, &hk);
+	tmidx = sy_policy_qos(ctx, p, svc, off);
+	if (!tmidx) {
+		slot = svc->index * sy_ring_size + off;
+		tmidx = bpf_map_lookup_elem(&rings, &slot);
+	}
 	if (!tmidx || *tmidx == SY_TM_NONE)
 		return sy_count(SY_C_DROP_NO_TM, len, XDP_DROP);
 	idx = *tmidx;

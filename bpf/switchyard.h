@@ -439,6 +439,19 @@ enum sy_policy {
 	SY_POLICY_LC = 2,  /* least-connections: two ring slots by the flow's hash, the TM with fewer active flows */
 	SY_POLICY_WLC = 3, /* weighted-least-connections: the same, active flows divided by policy_weight */
 	SY_POLICY_MAX_SERVICES = 1024, /* policy_rr entries: config's largest max_services */
+	SY_POLICY_QOS_RINGS = 16,      /* policy_qos_rings: rings of the QoS classes' preferred TMs */
+};
+
+/*
+ * A QoS service's class (policy_qos, by service index): a new flow whose
+ * packet's DSCP is in dscp (bit n: DSCP n) takes its slot from QoS ring
+ * ring of policy_qos_rings (the preferred TMs) instead of the service's
+ * own; dscp 0: no class.
+ */
+struct sy_qos {
+	__u64 dscp;
+	__u32 ring; /* < SY_POLICY_QOS_RINGS */
+	__u32 pad;
 };
 
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */

@@ -107,6 +107,7 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps["half_open"].MaxEntries = half
 	spec.Maps["second_keys"].MaxEntries = opts.MaxSecond
 	spec.Maps["rings"].MaxEntries = opts.RingSize * opts.MaxServices
+	spec.Maps["policy_qos_rings"].MaxEntries = opts.RingSize * PolicyQoSRings
 	spec.Maps["svc_stats"].MaxEntries = opts.MaxServices
 	spec.Maps["services"].MaxEntries = max(opts.MaxServices, 16)
 	spec.Maps["vips"].MaxEntries = max(opts.MaxServices, 16)

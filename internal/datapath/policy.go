@@ -81,3 +81,41 @@ func CountActive(t Tables) ([MaxTMs]int64, error) {
 	}
 	return n, nil
 }
+
+// SetQoS sets service svc's QoS class (a zero QoS: none).
+func (d *Datapath) SetQoS(svc uint32, q QoS) error {
+	if svc >= PolicyMaxServices || q.Ring >= PolicyQoSRings {
+		return fmt.Errorf("QoS of service %d: ring %d (services below %d, rings below %d)", svc, q.Ring, PolicyMaxServices, PolicyQoSRings)
+	}
+	if err := d.maps().PolicyQos.Put(svc, q); err != nil {
+		return fmt.Errorf("write QoS of service %d: %w", svc, err)
+	}
+	return nil
+}
+
+// WriteQoSRing writes the given slots (nil: all) of QoS ring i.
+func (d *Datapath) WriteQoSRing(i uint32, ring []uint32, slots []uint32) error {
+	if uint32(len(ring)) != d.opts.RingSize || i >= PolicyQoSRings {
+		return fmt.Errorf("QoS ring %d: %d slots, want %d (rings below %d)", i, len(ring), d.opts.RingSize, PolicyQoSRings)
+	}
+	base := i * d.opts.RingSize
+	if slots == nil {
+		slots = make([]uint32, len(ring))
+		for j := range slots {
+			slots[j] = uint32(j)
+		}
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(slots))
+	vals := make([]uint32, len(slots))
+	for j, s := range slots {
+		keys[j] = base + s
+		vals[j] = ring[s]
+	}
+	if _, err := d.maps().PolicyQosRings.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("write QoS ring %d: %w", i, err)
+	}
+	return nil
+}

@@ -351,3 +351,58 @@ func TestPolicyLeastConnectionsCases(t *testing.T) {
 	}
 	f.compareTables(t)
 }
+
+// TestPolicyQoSCases: a QoS service (policy_qos) sends the new flows whose
+// packet's DSCP is in its class to its class ring (policy_qos_rings), and
+// the others to its own ring, in XDP and the model alike: IPv4 and IPv6,
+// with VLAN tags.
+func TestPolicyQoSCases(t *testing.T) {
+	f := newFixture(t)
+	for _, idx := range []uint32{0, 1, 7, 8} {
+		f.tm(t, idx, loIfindex, datapath.TMReady)
+	}
+	f.setRole(t, roleExternal)
+	v4, v6 := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("fd00:100::100")
+	own := []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 1}}
+	gold := []selector.Backend{{Index: 7, Name: "tm7", Weight: 1}, {Index: 8, Name: "tm8", Weight: 1}}
+	f.service(t, v4, 4001, flow.ProtoUDP, 0, own)
+	f.service(t, v6, 4001, flow.ProtoUDP, 1, own)
+	ring, err := selector.Maglev(gold, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.tables.WriteQoSRing(3, ring, nil))
+	for _, svc := range []uint32{0, 1} {
+		must(t, f.tables.SetQoS(svc, datapath.QoS{Dscp: 1<<46 | 1<<34, Ring: 3}))
+	}
+	for _, vip := range []netip.Addr{v4, v6} {
+		for _, vlans := range [][]uint16{nil, {7}, {100, 7}} {
+			for _, dscp := range []uint8{0, 46, 34, 10, 63} {
+				got := map[uint8]int{}
+				for i := range 64 {
+					src := netip.MustParseAddr(fmt.Sprintf("10.40.%d.%d", dscp, i+1))
+					if vip.Is6() {
+						src = netip.MustParseAddr(fmt.Sprintf("fd00:40::%d:%d", dscp, i+1))
+					}
+					p := flowtest.Packet{Src: src, Dst: vip, Proto: flow.ProtoUDP, SrcPort: 5000 + uint16(len(vlans)), DstPort: 4001,
+						VLANs: vlans, DSCP: dscp, Payload: []byte("x")}
+					v, out := f.run(t, p.Bytes())
+					if v != datapath.TX {
+						t.Fatalf("%s DSCP %d: verdict %v", vip, dscp, v)
+					}
+					got[out[5]]++
+				}
+				class := dscp == 46 || dscp == 34
+				for tm, n := range got {
+					if isGold := tm == 7 || tm == 8; isGold != class {
+						t.Errorf("%s VLANs %v DSCP %d: TM %d got %d of 64 new flows (class %v)", vip, vlans, dscp, tm, n, class)
+					}
+				}
+				if len(got) != 2 {
+					t.Errorf("%s VLANs %v DSCP %d: TMs %v, want both of the ring", vip, vlans, dscp, got)
+				}
+			}
+		}
+	}
+	f.compareTables(t)
+}

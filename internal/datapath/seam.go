@@ -111,6 +111,11 @@ type Tables interface {
 	SetActive(n [MaxTMs]int64) error
 	// SetPolicyWeight sets TM idx's weight for weighted-least-connections.
 	SetPolicyWeight(idx, w uint32) error
+	// SetQoS sets service svc's QoS class (a zero QoS: none).
+	SetQoS(svc uint32, q QoS) error
+	// WriteQoSRing writes the given slots (nil: all) of QoS ring i, from
+	// ring: a whole ring of RingSize slots.
+	WriteQoSRing(i uint32, ring []uint32, slots []uint32) error
 }
 
 // The seam's lookup and conditional-write errors, the same on both sides.

@@ -173,3 +173,9 @@ func (t tee) SetActive(n [datapath.MaxTMs]int64) error {
 func (t tee) SetPolicyWeight(idx, w uint32) error {
 	return t.both("set policy weight", func(x datapath.Tables) error { return x.SetPolicyWeight(idx, w) })
 }
+func (t tee) SetQoS(svc uint32, q datapath.QoS) error {
+	return t.both("set QoS", func(x datapath.Tables) error { return x.SetQoS(svc, q) })
+}
+func (t tee) WriteQoSRing(i uint32, ring, slots []uint32) error {
+	return t.both("write QoS ring", func(x datapath.Tables) error { return x.WriteQoSRing(i, ring, slots) })
+}

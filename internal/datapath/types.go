@@ -21,6 +21,9 @@ type (
 	CounterValue = sySyCounterVal
 	// Traffic is a per-service or per-TM traffic counter.
 	Traffic = sySyTraffic
+	// QoS is a QoS service's class (struct sy_qos): the DSCPs (bit n:
+	// DSCP n) whose new flows take their slot from QoS ring Ring.
+	QoS = sySyQos
 	// SecondKey is a second-key table key: a masked key and its mask.
 	SecondKey = sySySkey
 	// Second is a second-key table value.
@@ -150,6 +153,8 @@ const (
 	// PolicyWLC: weighted-least-connections, PolicyLC with the active
 	// flows divided by each TM's policy weight (SetPolicyWeight).
 	PolicyWLC = uint32(sySyPolicySY_POLICY_WLC)
+	// PolicyQoSRings is the number of QoS class rings (policy_qos_rings).
+	PolicyQoSRings = uint32(sySyPolicySY_POLICY_QOS_RINGS)
 	// PolicyMaxServices is the number of round-robin positions (service
 	// indexes 0..PolicyMaxServices-1).
 	PolicyMaxServices = uint32(sySyPolicySY_POLICY_MAX_SERVICES)

@@ -64,6 +64,10 @@ type Model struct {
 	// PolicyWeight is policy_weight: each TM index's weight for
 	// weighted-least-connections.
 	PolicyWeight [datapath.MaxTMs]uint32
+	// QoS is policy_qos, by service index; QoSRings is policy_qos_rings
+	// (PolicyQoSRings × RingSize slots, made by the first write).
+	QoS      map[uint32]datapath.QoS
+	QoSRings []uint32
 }
 
 // addActive is sy_active_add: n more active flows for TM idx.

@@ -1,6 +1,10 @@
 package flow
 
-import "github.com/switchyard/switchyard/internal/datapath"
+import (
+	"encoding/binary"
+
+	"github.com/switchyard/switchyard/internal/datapath"
+)
 
 // Model of bpf/select.h: the last step for a new flow.
 
@@ -27,11 +31,18 @@ func (p *packet) selectTM(k *datapath.FlowKey, verdictCounter datapath.Counter) 
 	if !ok {
 		return p.count(datapath.CounterPassNoService, datapath.Pass)
 	}
-	slot := svc.Index*p.m.RingSize + p.policySlot(k, svc)
-	if slot >= uint32(len(p.m.Rings)) || p.m.Rings[slot] == datapath.NoTM {
+	off := p.policySlot(k, svc)
+	idx, ok := p.policyQoS(svc, off)
+	if !ok {
+		slot := svc.Index*p.m.RingSize + off
+		if slot >= uint32(len(p.m.Rings)) {
+			return p.count(datapath.CounterDropNoTM, datapath.Drop)
+		}
+		idx = p.m.Rings[slot]
+	}
+	if idx == datapath.NoTM {
 		return p.count(datapath.CounterDropNoTM, datapath.Drop)
 	}
-	idx := p.m.Rings[slot]
 	tm := p.tm(idx)
 	if tm == nil || tm.Flags&datapath.TMReady == 0 || tm.Flags&datapath.TMDisabled != 0 {
 		return p.count(datapath.CounterDropTMNotReady, datapath.Drop)
@@ -172,4 +183,46 @@ func (m *Model) policyLeast(svc datapath.Service, h uint32) uint32 {
 func PolicyLeastSlots(k datapath.FlowKey, svc datapath.Service, seed, ringSize uint32) (a, b uint32) {
 	h := policyHash(k, svc.Hash, seed)
 	return h % ringSize, policyMix(h) % ringSize
+}
+
+// policyDSCP is sy_policy_dscp: the DSCP of the packet's IP header, after
+// its VLAN tags.
+func (p *packet) policyDSCP() uint32 {
+	off := 12
+	for range datapath.MaxVLANTags {
+		if off+2 > len(p.data) {
+			return 0
+		}
+		et := binary.BigEndian.Uint16(p.data[off:])
+		if et != 0x8100 && et != 0x88a8 {
+			break
+		}
+		off += 4
+	}
+	b := off + 2
+	if b+2 > len(p.data) {
+		return 0
+	}
+	if p.key.Family == datapath.FamilyIPv4 {
+		return uint32(p.data[b+1] >> 2)
+	}
+	return uint32(p.data[b]&0x0f)<<2 | uint32(p.data[b+1]>>6)
+}
+
+// policyQoS is sy_policy_qos: the TM of a QoS service's class ring at ring
+// offset off, and true; false when the service has no class or the
+// packet's DSCP is in none.
+func (p *packet) policyQoS(svc datapath.Service, off uint32) (uint32, bool) {
+	q, ok := p.m.QoS[svc.Index]
+	if !ok || q.Dscp == 0 || q.Ring >= datapath.PolicyQoSRings {
+		return 0, false
+	}
+	if (q.Dscp>>p.policyDSCP())&1 == 0 {
+		return 0, false
+	}
+	slot := q.Ring*p.m.RingSize + off
+	if p.m.QoSRings == nil {
+		return 0, true // a zero-filled array, like BPF's
+	}
+	return p.m.QoSRings[slot], true
 }

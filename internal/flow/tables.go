@@ -390,3 +390,34 @@ func (m *Model) SetPolicyWeight(idx, w uint32) error {
 	m.PolicyWeight[idx] = w
 	return nil
 }
+
+// SetQoS sets service svc's QoS class.
+func (m *Model) SetQoS(svc uint32, q datapath.QoS) error {
+	if svc >= datapath.PolicyMaxServices || q.Ring >= datapath.PolicyQoSRings {
+		return fmt.Errorf("QoS of service %d: ring %d out of range", svc, q.Ring)
+	}
+	if m.QoS == nil {
+		m.QoS = map[uint32]datapath.QoS{}
+	}
+	m.QoS[svc] = q
+	return nil
+}
+
+// WriteQoSRing writes the given slots (nil: all) of QoS ring i.
+func (m *Model) WriteQoSRing(i uint32, ring []uint32, slots []uint32) error {
+	if uint32(len(ring)) != m.RingSize || i >= datapath.PolicyQoSRings {
+		return fmt.Errorf("QoS ring %d: %d slots, want %d", i, len(ring), m.RingSize)
+	}
+	if m.QoSRings == nil {
+		m.QoSRings = make([]uint32, int(m.RingSize)*int(datapath.PolicyQoSRings))
+	}
+	base := i * m.RingSize
+	if slots == nil {
+		copy(m.QoSRings[base:], ring)
+		return nil
+	}
+	for _, s := range slots {
+		m.QoSRings[base+s] = ring[s]
+	}
+	return nil
+}
