@@ -408,6 +408,10 @@ type Service struct {
 	// the pool first, with at least its MinEligible eligible TMs; with
 	// none such, to the first group with any. At most MaxPriorityGroups.
 	PriorityGroups []PriorityGroup `yaml:"priority_groups"`
+	// QoS is the class of policy qos: new flows whose packet's DSCP is in
+	// it prefer the pool's TMs tagged with its tag. Required with policy
+	// qos, refused with any other.
+	QoS *QoS `yaml:"qos"`
 	// Policy is how a new flow's TM is chosen: "maglev" (default) or
 	// "hash", the same thing under the name operators look for: a Maglev
 	// ring indexed by the Hash of the flow, so that weights are static
@@ -439,6 +443,19 @@ type PriorityGroup struct {
 	// to take new flows before a lower group; default 1, 1..255.
 	MinEligible uint32 `yaml:"min_eligible"`
 }
+
+// QoS is a service's QoS class (services[].qos).
+type QoS struct {
+	// DSCP are the class's DSCP values, 0..63, at least one.
+	DSCP []uint32 `yaml:"dscp"`
+	// Tag is the tag (traffic_managers[].tags) of the class's preferred
+	// TMs.
+	Tag string `yaml:"tag"`
+}
+
+// MaxQoSServices bounds the services with policy qos: the data path's
+// class rings (datapath.PolicyQoSRings).
+const MaxQoSServices = 16
 
 // MaxPriorityGroups bounds services[].priority_groups.
 const MaxPriorityGroups = 16
@@ -502,6 +519,11 @@ const (
 	// metric from the distributor, then the next metric, as priority
 	// groups of min_eligible.
 	PolicyHopMetric = "hop-metric"
+	// PolicyQoS: Maglev; new flows of the QoS class (services[].qos: a
+	// set of DSCPs) prefer the pool's TMs tagged with the class's tag,
+	// spilling over to the whole pool when fewer than min_eligible of
+	// them are eligible.
+	PolicyQoS = "qos"
 )
 
 // IsMeasured reports whether policy weighs TMs by what the distributor

@@ -575,7 +575,7 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, priority_groups, policy, hash)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, priority_groups, qos, policy, hash)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
@@ -1054,7 +1054,7 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("groups %v, want %v", g, want)
 	}
 	for _, tc := range []struct{ add, want string }{
-		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology or hop-metric`},
+		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology, hop-metric or qos`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
 		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
 		{"    priority_groups: [{traffic_managers: [tm2]}]\n", `services[0].priority_groups[0].traffic_managers[0]: "tm2" is in the service's pool already`},
@@ -1062,6 +1062,12 @@ func TestPolicyConfig(t *testing.T) {
 		{"    priority_groups: [{traffic_managers: []}]\n", `services[0].priority_groups[0].traffic_managers: empty list`},
 		{"    priority_groups: [{traffic_managers: [tm9], min_eligible: 0}]\n", `services[0].priority_groups[0].min_eligible: 0 is out of range`},
 		{"    fallback_traffic_managers: [tm9]\n    priority_groups: [{traffic_managers: [tm8]}]\n", `services[0].priority_groups: a service has either fallback_traffic_managers or priority_groups`},
+		{"    policy: qos\n", `services[0].policy: qos needs its class: services[].qos`},
+		{"    qos: {dscp: [46], tag: gold}\n", `services[0].qos: a class of a maglev service`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.dscp[0]: 64 is out of range`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.dscp[2]: 46 is listed twice`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.tag: "Gold" is not a valid tag`},
+		{"    policy: qos\n    qos: {dscp: [], tag: gold}\n", `services[0].qos.dscp: empty list`},
 		{"    policy: topology\n", `services[0].policy: topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set`},
 		{"    policy: priority-groups\n", `services[0].policy: priority-groups needs priority_groups`},
 		{"    policy: ratio-dynamic\n", `services[0].policy: ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats`},

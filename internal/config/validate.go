@@ -53,6 +53,8 @@ const (
 	agentStatsExpected         = "the agent's --stats-listen address, e.g. 10.1.0.11:7070"
 	priorityGroupsExpected     = "a list of at most 16 groups, each {traffic_managers: [ids], min_eligible: N}"
 	tagsExpected               = "a list of at most 8 tags of a-z, 0-9, '-', '_'"
+	qosExpected                = "{dscp: [0..63, ...], tag: a TM tag}"
+	dscpExpected               = "a DSCP value, 0..63"
 	zoneExpected               = "this distributor's zone, a tag of the TMs: 1..32 characters of a-z, 0-9, '-', '_'"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
@@ -65,7 +67,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology or hop-metric (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology, hop-metric or qos"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -490,6 +492,7 @@ type serviceKey struct {
 
 func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]string, masksOK bool) {
 	const root = "services"
+	qosServices := 0
 	defined := make([]string, 0, len(tms))
 	known := map[string]bool{}
 	for _, tm := range tms {
@@ -585,14 +588,26 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
 		v.priorityGroups(p+".priority_groups", s, known, definedList, tmsBad)
+		if s.QoS != nil {
+			v.qos(p+".qos", *s.QoS)
+		}
+		if s.Policy == PolicyQoS {
+			if qosServices++; qosServices == MaxQoSServices+1 {
+				v.errorf(p+".policy", "more than %d qos services (the data path's class rings)", MaxQoSServices)
+			}
+		}
 		if s.MinEligible < 1 || s.MinEligible > MaxTrafficManagers {
 			v.errorf(p+".min_eligible", "%d is out of range (expected %s)", s.MinEligible, minEligibleExpected)
 		}
 		switch {
 		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
 			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy) && s.Policy != PolicyPriorityGroups &&
-			s.Policy != PolicyTopology && s.Policy != PolicyHopMetric:
+			s.Policy != PolicyTopology && s.Policy != PolicyHopMetric && s.Policy != PolicyQoS:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyQoS && s.QoS == nil:
+			v.errorf(p+".policy", "qos needs its class: services[].qos (expected %s)", qosExpected)
+		case s.Policy != PolicyQoS && s.QoS != nil:
+			v.errorf(p+".qos", "a class of a %s service (expected qos only with policy qos)", s.Policy)
 		case s.Policy == PolicyTopology && v.zone == "":
 			v.errorf(p+".policy", "topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set")
 		case s.Policy == PolicyPriorityGroups && len(s.PriorityGroups) == 0:
@@ -996,5 +1011,26 @@ func (v *validator) priorityGroups(path string, s Service, known map[string]bool
 		if g.MinEligible < 1 || g.MinEligible > MaxTrafficManagers {
 			v.errorf(gp+".min_eligible", "%d is out of range (expected %s)", g.MinEligible, minEligibleExpected)
 		}
+	}
+}
+
+// qos checks services[].qos: at least one DSCP, each 0..63 once, a valid
+// tag.
+func (v *validator) qos(path string, q QoS) {
+	if len(q.DSCP) == 0 {
+		v.errorf(path+".dscp", "empty list (expected %s)", qosExpected)
+	}
+	seen := map[uint32]bool{}
+	for i, d := range q.DSCP {
+		switch {
+		case d > 63:
+			v.errorf(index(path+".dscp", i), "%d is out of range (expected %s)", d, dscpExpected)
+		case seen[d]:
+			v.errorf(index(path+".dscp", i), "%d is listed twice (expected each DSCP once)", d)
+		}
+		seen[d] = true
+	}
+	if !validID(q.Tag) {
+		v.errorf(path+".tag", "%q is not a valid tag (expected %s)", q.Tag, qosExpected)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/internal/datapath"
 	"github.com/switchyard/switchyard/internal/flow"
 	"github.com/switchyard/switchyard/internal/health"
+	"github.com/switchyard/switchyard/internal/selector"
 	"github.com/vishvananda/netlink"
 )
 
@@ -462,4 +463,93 @@ func routeMetric(addr netip.Addr) int {
 		return 0
 	}
 	return routes[0].Priority
+}
+
+// qos: a class of DSCPs prefers the pool's TMs tagged with the class's tag.
+// Each QoS service (in config order) has one of the data path's
+// PolicyQoSRings class rings.
+
+// qosPlan is a QoS service's class entry and its ring.
+type qosPlan struct {
+	qos  datapath.QoS
+	ring []uint32
+}
+
+// qosClass plans service sc's class: its QoS ring number, its DSCP mask,
+// and the ring of the pool's TMs tagged with the class's tag, or the
+// service's own ring (own) while fewer than min_eligible of them are
+// eligible: the class spills over to the whole pool.
+func qosClass(sc config.Service, cfg *config.Config, tms map[string]*tmSlot, s *svcSlot, own []uint32) (qosPlan, error) {
+	n := 0
+	for _, o := range cfg.Services {
+		if o.Name == sc.Name {
+			break
+		}
+		if o.Policy == config.PolicyQoS {
+			n++
+		}
+	}
+	if n >= int(datapath.PolicyQoSRings) {
+		return qosPlan{}, fmt.Errorf("qos: only %d QoS services fit", datapath.PolicyQoSRings)
+	}
+	var mask uint64
+	for _, d := range sc.QoS.DSCP {
+		mask |= 1 << d
+	}
+	plan := qosPlan{qos: datapath.QoS{Dscp: mask, Ring: uint32(n)}, ring: own}
+	var tagged []string
+	for _, tid := range sc.TrafficManagers {
+		if tm := tms[tid]; tm != nil && slices.Contains(tm.cfg.Tags, sc.QoS.Tag) {
+			tagged = append(tagged, tid)
+		}
+	}
+	if backends, _ := poolOf(tagged, tms, s); len(backends) > 0 && len(backends) >= int(max(sc.MinEligible, 1)) {
+		ring, err := selector.Maglev(backends, uint32(len(own)))
+		if err != nil {
+			return qosPlan{}, err
+		}
+		plan.ring = ring
+	}
+	return plan, nil
+}
+
+// writeQoS writes the class rings that changed, then the QoS entries
+// (a removed one zeroed), before the service keys that use them and
+// before a TM they point at stops forwarding. Called with d.mu held.
+func (d *Daemon) writeQoS(want State) error {
+	w := &d.written
+	if w.QoS == nil {
+		w.QoS, w.QoSRings = map[uint32]datapath.QoS{}, map[uint32][]uint32{}
+	}
+	for _, i := range sortedKeys(want.QoSRings) {
+		ring := want.QoSRings[i]
+		var slots []uint32 // nil: all
+		if old, ok := w.QoSRings[i]; ok {
+			if slots = selector.Changed(old, ring); len(slots) == 0 {
+				continue
+			}
+		}
+		if err := d.dp.WriteQoSRing(i, ring, slots); err != nil {
+			return err
+		}
+		w.QoSRings[i] = ring
+	}
+	for svc := range w.QoS {
+		if _, ok := want.QoS[svc]; !ok {
+			if err := d.dp.SetQoS(svc, datapath.QoS{}); err != nil {
+				return err
+			}
+			delete(w.QoS, svc)
+		}
+	}
+	for svc, q := range want.QoS {
+		if old, ok := w.QoS[svc]; ok && old == q {
+			continue
+		}
+		if err := d.dp.SetQoS(svc, q); err != nil {
+			return err
+		}
+		w.QoS[svc] = q
+	}
+	return nil
 }

@@ -468,3 +468,49 @@ func TestTopologyAndHopMetric(t *testing.T) {
 		h.wantRing(t, svc, tc.want...)
 	}
 }
+
+// TestQoSState: a qos service gets its class (DSCP mask, class ring 0) and
+// a class ring of the pool's TMs with the class's tag; with fewer than
+// min_eligible of them eligible the class ring is the service's own
+// (spill-over); a service that stops being qos has its class cleared.
+func TestQoSState(t *testing.T) {
+	tms := "  - {id: tm1, address: 10.1.0.11}\n  - {id: tm2, address: 10.1.0.12}\n" +
+		"  - {id: tm3, address: 10.1.0.13, tags: [gold]}\n  - {id: tm4, address: 10.1.0.14, tags: [gold]}\n"
+	qos := "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3, tm4], min_eligible: 2,\n" +
+		"     policy: qos, qos: {dscp: [46, 34], tag: gold}}\n"
+	h := newHarness(t, tms, qos, "")
+	defer h.d.Close(false)
+	id := serviceID{vip: testVIP, port: 80, proto: flow.ProtoTCP}
+	svc := h.d.svcs[id].index
+	if q := h.m.QoS[svc]; q.Dscp != 1<<46|1<<34 || q.Ring != 0 {
+		t.Fatalf("QoS entry %+v, want DSCP 46 and 34, ring 0", q)
+	}
+	classTMs := func() map[uint32]bool {
+		out := map[uint32]bool{}
+		for _, tm := range h.m.QoSRings[:testRing] {
+			out[tm] = true
+		}
+		return out
+	}
+	if got := classTMs(); len(got) != 2 || !got[h.index(t, "tm3")] || !got[h.index(t, "tm4")] {
+		t.Errorf("class ring holds %v, want tm3 and tm4", got)
+	}
+	// tm3 down: 1 < 2 gold TMs: the class spills over to the whole pool.
+	h.d.mu.Lock()
+	h.d.svcs[id].down = map[string]bool{"tm3": true}
+	want, err := desired(h.d.cfg, h.d.tms, h.d.svcs)
+	if err == nil {
+		err = h.d.write(want)
+	}
+	h.d.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := classTMs(); len(got) != 3 || got[h.index(t, "tm3")] {
+		t.Errorf("spilled class ring holds %v, want tm1, tm2, tm4 (the service's own)", got)
+	}
+	h.reload(t, tms, "  - {name: web, vip: 10.0.0.100, port: 80, protocol: tcp, traffic_managers: [tm1, tm2, tm3, tm4]}\n")
+	if q := h.m.QoS[svc]; q.Dscp != 0 {
+		t.Errorf("after a reload to maglev: QoS entry %+v, want none", q)
+	}
+}

@@ -40,6 +40,10 @@ type State struct {
 	// PolicyWeights are the configured weights by TM index, for
 	// weighted-least-connections (policy_weight).
 	PolicyWeights map[uint32]uint32
+	// QoS are the QoS services' classes by service index (policy_qos),
+	// QoSRings their class rings by QoS ring number.
+	QoS      map[uint32]datapath.QoS
+	QoSRings map[uint32][]uint32
 }
 
 // emptyState is what a fresh data path holds, as far as the daemon cares.
@@ -53,6 +57,8 @@ func emptyState() State {
 		Senders:       map[[6]uint8]uint32{},
 		LearnSrcs:     map[datapath.VIPKey]uint32{},
 		PolicyWeights: map[uint32]uint32{},
+		QoS:           map[uint32]datapath.QoS{},
+		QoSRings:      map[uint32][]uint32{},
 	}
 }
 
@@ -169,6 +175,17 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		}
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
+		if sc.Policy == config.PolicyQoS && sc.QoS != nil {
+			// The class's ring: the pool's TMs tagged with the class's
+			// tag while min_eligible of them are eligible, else the
+			// service's own ring (spill-over).
+			q, err := qosClass(sc, cfg, tms, s, ring)
+			if err != nil {
+				return st, fmt.Errorf("service %s: %w", sc.Name, err)
+			}
+			st.QoS[s.index] = q.qos
+			st.QoSRings[q.qos.Ring] = q.ring
+		}
 		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
 		switch {
 		case config.IsRoundRobin(sc.Policy):
@@ -250,6 +267,9 @@ func (d *Daemon) write(want State) error {
 			d.log.Info("service pool", "service", d.svcName(idx), "eligible", d.tmNames(want.Pools[idx]), "slots_changed", len(slots))
 		}
 		w.Pools[idx] = want.Pools[idx]
+	}
+	if err := d.writeQoS(want); err != nil {
+		return err
 	}
 	for k, v := range want.Services {
 		if old, ok := w.Services[k]; ok && old == v {
