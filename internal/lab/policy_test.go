@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -587,4 +588,84 @@ func TestTopologyAndHopMetricE2E(t *testing.T) {
 			check("tm3,tm4", "tm3", "tm4")
 		})
 	}
+}
+
+// TestQoSE2E: 4 TMs in namespaces, tm3 and tm4 tagged gold; web is a qos
+// service whose class is DSCP 46 → gold (min_eligible 2, TCP health
+// checks). Real short connections marked DSCP 46 (IP_TOS on the client's
+// sockets) go to tm3 and tm4 only, unmarked ones to all four; with tm3's
+// health endpoint stopped the class spills over to the eligible pool.
+func TestQoSE2E(t *testing.T) {
+	e := newEnv(t, netlab.Spec{Clients: 1, Distributors: 1, TMs: 4})
+	hls := map[string]*healthListener{}
+	for _, h := range e.Topo.TMs {
+		hl := &healthListener{h: h}
+		hl.start(t)
+		hls[h.Name] = hl
+		t.Cleanup(hl.stop)
+	}
+	d := startDist(t, e, lab.ConfigOptions{Mutate: func(c *config.Config) {
+		for i := range c.TrafficManagers {
+			if id := c.TrafficManagers[i].ID; id == "tm3" || id == "tm4" {
+				c.TrafficManagers[i].Tags = []string{"gold"}
+			}
+		}
+		for i := range c.Services {
+			if c.Services[i].Name == "web" {
+				s := &c.Services[i]
+				s.Policy, s.MinEligible = config.PolicyQoS, 2
+				s.QoS = &config.QoS{DSCP: []uint32{46}, Tag: "gold"}
+				s.Health = &config.Health{Type: config.HealthTCP, Port: healthPort, IntervalMS: 200, TimeoutMS: 200, Rise: 2, Fall: 2}
+			}
+		}
+	}})
+	ns := e.Topo.Clients[0].NS
+	load := func(dscp int) loadgen.Report {
+		o := loadgen.Options{Short: 4}
+		o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := ns.Do(func() error {
+				dl := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					if err := rc.Control(func(fd uintptr) {
+						serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS, dscp<<2)
+					}); err != nil {
+						return err
+					}
+					return serr
+				}}
+				var err error
+				c, err = dl.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rep := loadgen.Start(ctx, e.Target(false), o).Wait()
+		if rep.Errors != 0 {
+			t.Fatalf("DSCP %d: %d errors: %v", dscp, rep.Errors, rep.ErrorSamples)
+		}
+		t.Logf("DSCP %d: %v", dscp, rep.PerTM)
+		return rep
+	}
+	only := func(rep loadgen.Report, want ...string) {
+		t.Helper()
+		for id, c := range rep.PerTM {
+			if c.ShortConns > 0 && !slices.Contains(want, id) {
+				t.Errorf("%s got %d connections, want only %v", id, c.ShortConns, want)
+			}
+		}
+		for _, id := range want {
+			if rep.PerTM[id].ShortConns == 0 {
+				t.Errorf("%s got no connection", id)
+			}
+		}
+	}
+	waitFor(t, 10*time.Second, "all four eligible", func() bool { return eligibleOf(t, d, "web") == "tm1,tm2,tm3,tm4" })
+	only(load(46), "tm3", "tm4")
+	only(load(0), "tm1", "tm2", "tm3", "tm4")
+	hls["tm3"].stop()
+	waitFor(t, 10*time.Second, "tm3 out", func() bool { return eligibleOf(t, d, "web") == "tm1,tm2,tm4" })
+	only(load(46), "tm1", "tm2", "tm4")
 }
