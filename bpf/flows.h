@@ -25,6 +25,8 @@ static __always_inline void sy_put_new(const struct sy_pkt *p, struct sy_flow *e
 		if ((p->tcpflags & (SY_TCP_SYN | SY_TCP_ACK)) == SY_TCP_SYN) {
 			if (bpf_map_update_elem(&half_open, &p->key, e, BPF_ANY))
 				sy_count(SY_C_HALF_OPEN_REFUSED, p->len, 0);
+			else
+				sy_active_add(e->tm, 1);
 			return;
 		}
 	}
@@ -33,6 +35,7 @@ static __always_inline void sy_put_new(const struct sy_pkt *p, struct sy_flow *e
 		sy_event(&p->key, e, SY_EV_REFUSED);
 	} else {
 		sy_event(&p->key, e, SY_EV_NEW);
+		sy_active_add(e->tm, 1);
 	}
 }
 
@@ -67,7 +70,8 @@ static __always_inline int sy_hit(struct xdp_md *ctx, const struct sy_flow_key *
 			if (f->flags & SY_FLOW_SELECTED) {
 				/* Its next entry is half-open: this one must
 				 * not catch the ACK. */
-				bpf_map_delete_elem(&flows, key);
+				if (!bpf_map_delete_elem(&flows, key))
+					sy_active_add(idx, -1);
 				*reselect = 1;
 				return SY_GO_ON;
 			}
@@ -108,7 +112,8 @@ static __noinline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
 	idx = h->tm;
 	tm = bpf_map_lookup_elem(&tms, &idx);
 	if (!tm || (tm->flags & SY_TM_DISABLED)) {
-		bpf_map_delete_elem(&half_open, &p->key);
+		if (!bpf_map_delete_elem(&half_open, &p->key))
+			sy_active_add(idx, -1);
 		return SY_GO_ON;
 	}
 	/* In place, and inserted from the map value itself: a copy would
@@ -117,7 +122,8 @@ static __noinline int sy_half_open(struct xdp_md *ctx, const struct sy_pkt *p)
 	h->last_seen = sy_now;
 	svc = h->svc;
 	if (h->tcp_state & SY_TCP_RESET) {
-		bpf_map_delete_elem(&half_open, &p->key);
+		if (!bpf_map_delete_elem(&half_open, &p->key))
+			sy_active_add(idx, -1);
 	} else if (h->tcp_state & SY_TCP_ESTABLISHED) {
 		if (bpf_map_update_elem(&flows, &p->key, h, BPF_ANY)) {
 			sy_count(SY_C_FLOW_REFUSED, p->len, 0);

@@ -100,6 +100,7 @@ static __always_inline int sy_from_tm(const struct sy_pkt *p)
 	} else {
 		sy_count(SY_C_LEARNED, p->len, 0);
 		sy_event(&rev, &x->flow, SY_EV_NEW);
+		sy_active_add(sender, 1);
 	}
 pass:
 	return sy_count(SY_C_PASS_FROM_TM, p->len, XDP_PASS);

@@ -198,4 +198,53 @@ struct {
 	__type(value, __u32);
 } policy_rr SEC(".maps");
 
+/*
+ * Active flows per TM index (least-connections policies): the entries of
+ * flows and half_open whose TM it is. +1 where an entry is made (select,
+ * second key, learn, memorize, the daemon's inserts), -1 where one is
+ * deleted (here and by the daemon through the seam). Overwrites and races
+ * make it drift; the daemon rewrites it from a walk of both tables
+ * periodically, so drift cannot grow. Shared by every CPU: atomic adds.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_TMS);
+	__type(key, __u32);
+	__type(value, __s64);
+} policy_active SEC(".maps");
+
+/* TM index -> its weight for weighted-least-connections (0 counts as 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_MAX_TMS);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_weight SEC(".maps");
+
+/* QoS classes by service index (struct sy_qos). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_POLICY_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct sy_qos);
+} policy_qos SEC(".maps");
+
+/* The QoS classes' rings, one after the other like rings: QoS ring i owns
+ * slots [i*sy_ring_size, (i+1)*sy_ring_size). Values are TM indexes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SY_POLICY_QOS_RINGS * SY_RING_SIZE_DEFAULT); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_qos_rings SEC(".maps");
+
+/* Adds d to TM tm's active flows (policy_active). */
+static __always_inline void sy_active_add(__u32 tm, __s64 d)
+{
+	__s64 *n = bpf_map_lookup_elem(&policy_active, &tm);
+
+	if (n)
+		__sync_fetch_and_add(n, d);
+}
+
 #endif

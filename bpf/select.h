@@ -63,13 +63,70 @@ static __always_inline __u32 sy_policy_hash(const struct sy_flow_key *key, __u32
 	return sy_hash_key(k, sy_hash_seed);
 }
 
-/* The ring offset a service's policy gives a new flow: its hash, or the
- * next slot of the service's per-CPU round-robin counter. */
+/* The second of the two choices of the least-connections policies: the
+ * flow's hash mixed again (murmur3's finalizer, a bijection), so that the
+ * two slots are independent. */
+static __always_inline __u32 sy_policy_mix(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* A TM's active flows (policy_active), negative drift read as 0. */
+static __always_inline __u64 sy_policy_active(__u32 tm)
+{
+	__s64 *n = bpf_map_lookup_elem(&policy_active, &tm);
+
+	return n && *n > 0 ? (__u64)*n : 0;
+}
+
+/* A TM's weight for weighted-least-connections (policy_weight; 0: 1). */
+static __always_inline __u64 sy_policy_weight(__u32 tm)
+{
+	__u32 *w = bpf_map_lookup_elem(&policy_weight, &tm);
+
+	return w && *w ? *w : 1;
+}
+
+/*
+ * Least-connections (two random choices): the slots a and b of the flow's
+ * hash and of its mix; the one whose TM has fewer active flows, per unit
+ * of weight for WLC (a × wb against b × wa), a on a tie. The ring holds
+ * the TMs by weight (WLC) or equally (LC), so the two candidates are drawn
+ * in proportion to what each should carry.
+ */
+static __always_inline __u32 sy_policy_least(const struct sy_svc *svc, __u32 h)
+{
+	__u32 a = h % sy_ring_size, b = sy_policy_mix(h) % sy_ring_size;
+	__u32 sa = svc->index * sy_ring_size + a, sb = svc->index * sy_ring_size + b;
+	__u32 *ta = bpf_map_lookup_elem(&rings, &sa), *tb = bpf_map_lookup_elem(&rings, &sb);
+	__u64 na, nb;
+
+	if (!ta || !tb || *ta == SY_TM_NONE || *tb == SY_TM_NONE || *ta == *tb)
+		return a;
+	na = sy_policy_active(*ta);
+	nb = sy_policy_active(*tb);
+	if (svc->policy == SY_POLICY_WLC) {
+		na *= sy_policy_weight(*tb);
+		nb *= sy_policy_weight(*ta);
+	}
+	return nb < na ? b : a;
+}
+
+/* The ring offset a service's policy gives a new flow: its hash, the
+ * next slot of the service's per-CPU round-robin counter, or the less
+ * loaded of two slots. */
 static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const struct sy_svc *svc,
 					    struct sy_flow_key *k)
 {
 	__u32 idx = svc->index, *next, n;
 
+	if (svc->policy == SY_POLICY_LC || svc->policy == SY_POLICY_WLC)
+		return sy_policy_least(svc, sy_policy_hash(key, svc->hash, k));
 	if (svc->policy != SY_POLICY_RR)
 		return sy_policy_hash(key, svc->hash, k) % sy_ring_size;
 	next = bpf_map_lookup_elem(&policy_rr, &idx);
@@ -78,6 +135,51 @@ static __always_inline __u32 sy_policy_slot(const struct sy_flow_key *key, const
 	n = *next;
 	*next = n + 1 >= sy_ring_size ? 0 : n + 1;
 	return n % sy_ring_size;
+}
+
+/* The DSCP of a new flow's packet, read again from its IP header (after 0-2
+ * VLAN tags; sy_parse checked them): only QoS services pay for it. */
+static __always_inline __u32 sy_policy_dscp(struct xdp_md *ctx, const struct sy_pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 off = 12;
+	__u16 *et;
+	__u8 *b;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < SY_MAX_VLAN_TAGS; i++) {
+		et = data + off;
+		if ((void *)(et + 1) > data_end)
+			return 0;
+		if (*et != bpf_htons(ETH_P_8021Q) && *et != bpf_htons(ETH_P_8021AD))
+			break;
+		off += 4;
+	}
+	b = data + off + 2;
+	if ((void *)(b + 2) > data_end)
+		return 0;
+	if (p->key.family == SY_AF_INET)
+		return b[1] >> 2;
+	return ((b[0] & 0x0f) << 2) | (b[1] >> 6);
+}
+
+/* The slot of a QoS service's class ring for a new flow at ring offset off
+ * (policy_qos, policy_qos_rings), or NULL: not a QoS service, or the
+ * packet's DSCP is in no class. */
+static __always_inline __u32 *sy_policy_qos(struct xdp_md *ctx, const struct sy_pkt *p,
+					    const struct sy_svc *svc, __u32 off)
+{
+	__u32 idx = svc->index, slot;
+	struct sy_qos *q = bpf_map_lookup_elem(&policy_qos, &idx);
+
+	if (!q || !q->dscp || q->ring >= SY_POLICY_QOS_RINGS)
+		return NULL;
+	if (!((q->dscp >> sy_policy_dscp(ctx, p)) & 1))
+		return NULL;
+	slot = q->ring * sy_ring_size + off;
+	return bpf_map_lookup_elem(&policy_qos_rings, &slot);
 }
 
 /* Picks a TM for a new flow by the service's Maglev ring and remembers it
@@ -90,15 +192,19 @@ static __noinline int sy_select(struct xdp_md *ctx, const struct sy_pkt *p, __u3
 	struct sy_flow entry = {};
 	struct sy_svc *svc;
 	struct sy_tm *tm;
-	__u32 slot, *tmidx, idx;
+	__u32 slot, off, *tmidx, idx;
 	struct sy_flow_key hk;
 
 	svc = sy_service(key);
 	if (!svc)
 		return sy_count(SY_C_PASS_NO_SERVICE, len, XDP_PASS);
 
-	slot = svc->index * sy_ring_size + sy_policy_slot(key, svc, &hk);
-	tmidx = bpf_map_lookup_elem(&rings, &slot);
+	off = sy_policy_slot(key, svc, &hk);
+	tmidx = sy_policy_qos(ctx, p, svc, off);
+	if (!tmidx) {
+		slot = svc->index * sy_ring_size + off;
+		tmidx = bpf_map_lookup_elem(&rings, &slot);
+	}
 	if (!tmidx || *tmidx == SY_TM_NONE)
 		return sy_count(SY_C_DROP_NO_TM, len, XDP_DROP);
 	idx = *tmidx;

@@ -42,7 +42,7 @@ static __always_inline __u32 sy_op_memorize(struct sy_sig_scratch *x, __u32 send
 	struct sy_flow_key k = {};
 	struct sy_flow *e = &x->flow, *cur;
 	__u16 tm = bpf_ntohs(m->tm);
-	__u32 timeout = bpf_ntohl(m->timeout);
+	__u32 timeout = bpf_ntohl(m->timeout), old;
 
 	if (sy_wire_key(&m->key, &k))
 		return SY_C_SIG_REF_BAD_KEY;
@@ -74,8 +74,12 @@ static __always_inline __u32 sy_op_memorize(struct sy_sig_scratch *x, __u32 send
 	}
 	/* NOEXIST when there was no entry: a flow another CPU selected
 	 * meanwhile is not overwritten. */
+	old = cur ? cur->tm : SY_TM_NONE;
 	if (bpf_map_update_elem(&flows, &k, e, cur ? BPF_ANY : BPF_NOEXIST))
 		return SY_C_SIG_REF_FOREIGN_TM;
+	if (old != SY_TM_NONE)
+		sy_active_add(old, -1);
+	sy_active_add(sender, 1);
 	return SY_C_SIG_MEMORIZE;
 }
 
@@ -96,15 +100,17 @@ static __always_inline __u32 sy_op_own(__u8 op, const struct sy_wire_key *w, __u
 	switch (op) {
 	case SY_OP_FORGET:
 		sy_event(&k, cur, SY_EV_FORGOTTEN);
-		bpf_map_delete_elem(&flows, &k);
+		if (!bpf_map_delete_elem(&flows, &k))
+			sy_active_add(sender, -1);
 		return SY_C_SIG_FORGET;
 	case SY_OP_MIRROR:
 		cur->flags |= SY_FLOW_MIRROR;
 		return SY_C_SIG_MIRROR;
 	}
-	if (!timeout)
-		bpf_map_delete_elem(&flows, &k);
-	else
+	if (!timeout) {
+		if (!bpf_map_delete_elem(&flows, &k))
+			sy_active_add(sender, -1);
+	} else
 		cur->timeout = timeout > 0xffff ? 0xffff : timeout;
 	return SY_C_SIG_AGE;
 }

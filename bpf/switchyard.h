@@ -428,12 +428,30 @@ enum sy_hash_flags {
  * How a service's ring is read for a new flow (sy_svc.policy). HASH: the
  * slot of the flow's hash (sy_svc.hash). RR: the next slot of a per-CPU
  * counter (policy_rr), so that consecutive new flows walk the ring; the
- * ring's slots are shared by weight (round-robin: equal weights).
+ * ring's slots are shared by weight (round-robin: equal weights). LC, WLC:
+ * two slots of the ring by the flow's hash (two random choices), the one
+ * whose TM has fewer active flows (policy_active; WLC: per unit of
+ * policy_weight).
  */
 enum sy_policy {
 	SY_POLICY_HASH = 0,
 	SY_POLICY_RR = 1,
+	SY_POLICY_LC = 2,  /* least-connections: two ring slots by the flow's hash, the TM with fewer active flows */
+	SY_POLICY_WLC = 3, /* weighted-least-connections: the same, active flows divided by policy_weight */
 	SY_POLICY_MAX_SERVICES = 1024, /* policy_rr entries: config's largest max_services */
+	SY_POLICY_QOS_RINGS = 16,      /* policy_qos_rings: rings of the QoS classes' preferred TMs */
+};
+
+/*
+ * A QoS service's class (policy_qos, by service index): a new flow whose
+ * packet's DSCP is in dscp (bit n: DSCP n) takes its slot from QoS ring
+ * ring of policy_qos_rings (the preferred TMs) instead of the service's
+ * own; dscp 0: no class.
+ */
+struct sy_qos {
+	__u64 dscp;
+	__u32 ring; /* < SY_POLICY_QOS_RINGS */
+	__u32 pad;
 };
 
 /* Anchors the enums above in BTF so that bpf2go emits them for Go. */

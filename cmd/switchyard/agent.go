@@ -33,6 +33,7 @@ func newAgentCmd() *cobra.Command {
 		gateways                                       []string
 		ftpHold                                        bool
 		ftpQueue                                       uint16
+		statsListen                                    string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --vip ADDR [--snat ADDR] (--iface IF --distributor-mac MAC | --udp ADDR:PORT --tm-id ID --key-file FILE)",
@@ -170,7 +171,7 @@ they pass when no agent runs) until the expectation's RELATE is sent.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, a, socket, holdQueue, cfg.Logger)
+			return runAgent(ctx, a, socket, statsListen, holdQueue, cfg.Logger)
 		},
 	}
 	f := cmd.Flags()
@@ -182,6 +183,7 @@ they pass when no agent runs) until the expectation's RELATE is sent.`,
 	f.StringVar(&tmID, "tm-id", "", "this TM's id in the distributor's config (UDP control)")
 	f.StringVar(&keyFile, "key-file", "", "file holding this TM's HMAC key in hex (UDP control)")
 	f.StringVar(&socket, "socket", "", "unix socket for the local API (empty: no API)")
+	f.StringVar(&statsListen, "stats-listen", "", "TCP address answering only stats requests, for the distributor's ratio-dynamic policy (traffic_managers[].agent_stats; empty: none)")
 	f.DurationVar(&timeout, "timeout", 0, "idle timeout sent with every MEMORIZE (0: the distributor's default)")
 	f.BoolVar(&mirror, "mirror", false, "mirror every memorized flow to the peer distributors")
 	f.UintSliceVar(&ftpPorts, "ftp-port", nil, "assign the kernel's FTP helper to TCP connections to this port (repeatable)")
@@ -195,7 +197,7 @@ they pass when no agent runs) until the expectation's RELATE is sent.`,
 	return cmd
 }
 
-func runAgent(ctx context.Context, a *agent.Agent, socket string, holdQueue int, log *slog.Logger) error {
+func runAgent(ctx context.Context, a *agent.Agent, socket, statsListen string, holdQueue int, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)
@@ -213,6 +215,13 @@ func runAgent(ctx context.Context, a *agent.Agent, socket string, holdQueue int,
 		}
 		defer os.Remove(socket)
 		go func() { errc <- a.Serve(ctx, l) }()
+	}
+	if statsListen != "" {
+		l, err := net.Listen("tcp", statsListen)
+		if err != nil {
+			return fmt.Errorf("--stats-listen: %w", err)
+		}
+		go func() { errc <- a.ServeStats(ctx, l) }()
 	}
 	select {
 	case <-a.Ready():

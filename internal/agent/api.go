@@ -327,6 +327,28 @@ func Listen(path string) (net.Listener, error) {
 
 // Serve answers API requests on l until ctx ends; it closes l.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	return a.serve(ctx, l, a.answer)
+}
+
+// ServeStats answers only stats requests on l until ctx ends (it closes
+// l): the read-only load report a distributor polls for the ratio-dynamic
+// policy, safe to expose on the TM's network where the full API (signal
+// ops) is not.
+func (a *Agent) ServeStats(ctx context.Context, l net.Listener) error {
+	return a.serve(ctx, l, a.answerStats)
+}
+
+// answerStats answers a stats request and refuses every other.
+func (a *Agent) answerStats(line []byte) APIReply {
+	if _, stats, err := DecodeRequest(line); err != nil || !stats {
+		a.apiErrs.Add(1)
+		return APIReply{Error: "this listener answers stats only"}
+	}
+	s := a.Stats()
+	return APIReply{OK: true, Stats: &s}
+}
+
+func (a *Agent) serve(ctx context.Context, l net.Listener, answer func([]byte) APIReply) error {
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, MaxConns)
 	var mu sync.Mutex
@@ -364,7 +386,7 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.serveConn(c)
+			a.serveConn(c, answer)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -376,7 +398,7 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 
 // serveConn answers one connection's request lines in order. An oversized
 // line is refused and skipped up to its newline; the connection goes on.
-func (a *Agent) serveConn(c net.Conn) {
+func (a *Agent) serveConn(c net.Conn, answer func([]byte) APIReply) {
 	br := bufio.NewReaderSize(c, 4096)
 	enc := json.NewEncoder(c)
 	line := make([]byte, 0, 4096)
@@ -410,7 +432,7 @@ func (a *Agent) serveConn(c net.Conn) {
 			a.apiErrs.Add(1)
 			rep.Error = fmt.Sprintf("request over the limit of %d bytes (newline included); skipped", MaxRequest)
 		} else {
-			rep = a.answer(bytes.TrimRight(line, "\r\n"))
+			rep = answer(bytes.TrimRight(line, "\r\n"))
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := enc.Encode(&rep); err != nil {

@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -395,4 +397,56 @@ func FuzzDecodeRequest(f *testing.F) {
 			ops = ops[n:]
 		}
 	})
+}
+
+// TestServeStats: the stats listener answers stats and refuses every other
+// request (no signal op goes out from it), on the same connection.
+func TestServeStats(t *testing.T) {
+	sink, snd := newSink(t)
+	a, err := agent.New(testConfig(), snd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = a.ServeStats(ctx, l); close(done) }()
+	go a.Send(ctx)
+	defer func() { cancel(); <-done }()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	ask := func(line string) agent.APIReply {
+		t.Helper()
+		if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep agent.APIReply
+		if err := json.Unmarshal(reply, &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := ask(`{"op":"stats"}`); !rep.OK || rep.Stats == nil {
+		t.Fatalf("stats: %+v", rep)
+	}
+	if rep := ask(goodMemorize); rep.OK || !strings.Contains(rep.Error, "stats only") {
+		t.Fatalf("memorize on the stats listener: %+v", rep)
+	}
+	if rep := ask(`{"op":"stats"}`); !rep.OK || rep.Stats.APIErrors != 1 || rep.Stats.APIOps != 0 {
+		t.Fatalf("stats after a refused op: %+v", rep.Stats)
+	}
+	if n := len(sink.msgs); n != 0 {
+		t.Fatalf("%d signals went out from the stats listener", n)
+	}
 }

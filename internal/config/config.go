@@ -243,6 +243,9 @@ type Distributor struct {
 	// adopts it (docs/operations.md, "Restart"). An absolute path under a
 	// bpffs mount; default DefaultPinRoot/<id>.
 	PinDir string `yaml:"pin_dir"`
+	// Zone is this distributor's zone (site, rack): services with policy
+	// topology prefer the TMs tagged with it. Optional, an id's characters.
+	Zone string `yaml:"zone"`
 }
 
 // DefaultPinRoot holds each distributor's pin directory when
@@ -360,7 +363,18 @@ type TrafficManager struct {
 	// written hex-encoded in the file, at least 16 bytes (32 hex digits).
 	// Optional: a TM without one cannot use UDP control.
 	SignalKey []byte `yaml:"signal_key"`
+	// AgentStats is the address and port of the TM agent's read-only stats
+	// listener (`switchyard agent --stats-listen`), which the distributor
+	// polls for the load reports of policy ratio-dynamic; empty = none.
+	AgentStats string `yaml:"agent_stats"`
+	// Tags label the TM (its zone, rack, class): policy topology prefers
+	// the TMs tagged with the distributor's zone. At most MaxTMTags, each
+	// an id's characters.
+	Tags []string `yaml:"tags"`
 }
+
+// MaxTMTags bounds traffic_managers[].tags.
+const MaxTMTags = 8
 
 // Service is a VIP (address, port or all ports, protocol) with a pool of TMs.
 type Service struct {
@@ -398,12 +412,27 @@ type Service struct {
 	// of the pool are eligible and at least MinEligible of the fallback
 	// pool are (or the pool has none). Default 1, 1..255.
 	MinEligible uint32 `yaml:"min_eligible"`
+	// PriorityGroups are more priority groups after the pool (and the
+	// fallback pool, which they exclude): new flows go to the first group,
+	// the pool first, with at least its MinEligible eligible TMs; with
+	// none such, to the first group with any. At most MaxPriorityGroups.
+	PriorityGroups []PriorityGroup `yaml:"priority_groups"`
+	// QoS is the class of policy qos: new flows whose packet's DSCP is in
+	// it prefer the pool's TMs tagged with its tag. Required with policy
+	// qos, refused with any other.
+	QoS *QoS `yaml:"qos"`
 	// Policy is how a new flow's TM is chosen: "maglev" (default) or
 	// "hash", the same thing under the name operators look for: a Maglev
 	// ring indexed by the Hash of the flow, so that weights are static
 	// ratios and only the flows of a TM that leaves or joins move;
 	// "round-robin" or "weighted-round-robin": the ring read in turn (per
-	// CPU), each TM once, or as often as its weight, per round.
+	// CPU), each TM once, or as often as its weight, per round;
+	// "fastest-rtt"; "least-connections" or "weighted-least-connections":
+	// of two TMs drawn by the flow's hash, the one with fewer active flows
+	// (per unit of weight); "packet-rate" or "completion-rate": Maglev
+	// with weights from the data path's per-TM packet rate (inversely) or
+	// share of flows ending by FIN; "ratio-dynamic": Maglev with weights
+	// from the load the TMs' agents report.
 	Policy string `yaml:"policy"`
 	// Hash is what the ring is indexed by: "5-tuple" (default), "src-ip",
 	// "dst-ip", "src-ip-port", "port" (the destination port), "symmetric"
@@ -411,6 +440,53 @@ type Service struct {
 	// a flow, and across a NAT that keeps the larger port) or
 	// "symmetric-addr" (the larger port and the address that has it).
 	Hash string `yaml:"hash"`
+}
+
+// PriorityGroup is one of a service's further priority groups
+// (services[].priority_groups).
+type PriorityGroup struct {
+	// TrafficManagers are the group's TMs: ids of traffic_managers
+	// entries, at least one, none in the pool or another group.
+	TrafficManagers []string `yaml:"traffic_managers"`
+	// MinEligible is how many of its TMs must be eligible for the group
+	// to take new flows before a lower group; default 1, 1..255.
+	MinEligible uint32 `yaml:"min_eligible"`
+}
+
+// QoS is a service's QoS class (services[].qos).
+type QoS struct {
+	// DSCP are the class's DSCP values, 0..63, at least one.
+	DSCP []uint32 `yaml:"dscp"`
+	// Tag is the tag (traffic_managers[].tags) of the class's preferred
+	// TMs.
+	Tag string `yaml:"tag"`
+}
+
+// MaxQoSServices bounds the services with policy qos: the data path's
+// class rings (datapath.PolicyQoSRings).
+const MaxQoSServices = 16
+
+// MaxPriorityGroups bounds services[].priority_groups.
+const MaxPriorityGroups = 16
+
+// Groups are the service's priority groups in order: the pool (with
+// MinEligible), the fallback pool (with MinEligible), then PriorityGroups.
+func (s Service) Groups() []PriorityGroup {
+	out := []PriorityGroup{{TrafficManagers: s.TrafficManagers, MinEligible: s.MinEligible}}
+	if len(s.FallbackTrafficManagers) > 0 {
+		out = append(out, PriorityGroup{TrafficManagers: s.FallbackTrafficManagers, MinEligible: s.MinEligible})
+	}
+	return append(out, s.PriorityGroups...)
+}
+
+// AllTrafficManagers are the ids of every TM the service may use: its
+// groups' in order.
+func (s Service) AllTrafficManagers() []string {
+	var out []string
+	for _, g := range s.Groups() {
+		out = append(out, g.TrafficManagers...)
+	}
+	return out
 }
 
 // Selection policies (services[].policy).
@@ -424,7 +500,52 @@ const (
 	// PolicyFastestRTT: Maglev with weights from the health probes' damped
 	// round-trip times (health required).
 	PolicyFastestRTT = "fastest-rtt"
+	// PolicyLeastConnections: of two TMs drawn by the flow's hash, the one
+	// with fewer active flows (counted by the data path), weights ignored.
+	PolicyLeastConnections = "least-connections"
+	// PolicyWeightedLeastConnections: the same, drawn by weight and with
+	// the active flows divided by each TM's weight.
+	PolicyWeightedLeastConnections = "weighted-least-connections"
+	// PolicyPacketRate: Maglev with weights inversely proportional to each
+	// TM's damped packet rate seen by the data path.
+	PolicyPacketRate = "packet-rate"
+	// PolicyCompletionRate: Maglev with weights proportional to each TM's
+	// damped share of TCP flows that end by FIN (against reset or timeout).
+	PolicyCompletionRate = "completion-rate"
+	// PolicyRatioDynamic: Maglev with weights from the load the TMs'
+	// agents report (CPU, active flows, new flows per second), polled at
+	// traffic_managers[].agent_stats.
+	PolicyRatioDynamic = "ratio-dynamic"
+	// PolicyPriorityGroups: Maglev over the first priority group with
+	// enough eligible TMs (priority_groups required); the groups apply to
+	// every policy, this name says that they are the point.
+	PolicyPriorityGroups = "priority-groups"
+	// PolicyTopology: Maglev over the pool's TMs tagged with the
+	// distributor's zone, spilling over to the rest of the pool (then the
+	// further groups) when fewer than min_eligible of them are eligible.
+	PolicyTopology = "topology"
+	// PolicyHopMetric: Maglev over the pool's TMs with the lowest route
+	// metric from the distributor, then the next metric, as priority
+	// groups of min_eligible.
+	PolicyHopMetric = "hop-metric"
+	// PolicyQoS: Maglev; new flows of the QoS class (services[].qos: a
+	// set of DSCPs) prefer the pool's TMs tagged with the class's tag,
+	// spilling over to the whole pool when fewer than min_eligible of
+	// them are eligible.
+	PolicyQoS = "qos"
 )
+
+// IsMeasured reports whether policy weighs TMs by what the distributor
+// measures each interval (packet-rate, completion-rate, ratio-dynamic).
+func IsMeasured(policy string) bool {
+	return policy == PolicyPacketRate || policy == PolicyCompletionRate || policy == PolicyRatioDynamic
+}
+
+// IsLeastConnections reports whether policy chooses by the data path's
+// active-flow counters.
+func IsLeastConnections(policy string) bool {
+	return policy == PolicyLeastConnections || policy == PolicyWeightedLeastConnections
+}
 
 // IsRoundRobin reports whether policy reads the ring in turn rather than
 // by hash.
@@ -818,6 +939,9 @@ func (c *Config) setDefaults(omitted func(path string, zero bool) bool) {
 		}
 		str(index("services", i)+".policy", &c.Services[i].Policy, PolicyMaglev)
 		num(index("services", i)+".min_eligible", &c.Services[i].MinEligible, 1)
+		for j := range c.Services[i].PriorityGroups {
+			num(index(index("services", i)+".priority_groups", j)+".min_eligible", &c.Services[i].PriorityGroups[j].MinEligible, 1)
+		}
 		str(index("services", i)+".hash", &c.Services[i].Hash, Hash5Tuple)
 		if h, p := c.Services[i].Health, index("services", i)+".health"; h != nil {
 			num(p+".interval_ms", &h.IntervalMS, DefaultHealthIntervalMS)

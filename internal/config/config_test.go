@@ -521,7 +521,7 @@ func TestBadConfigs(t *testing.T) {
 		{"missing distributor", func(t *testing.T) string {
 			return strings.Replace(minimal, minimal[:strings.Index(minimal, "flow_table")], "", 1)
 		},
-			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
+			1, "distributor", []string{`config.yaml:1: distributor: missing (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir, zone)`}, 0},
 		{"interface name", func(t *testing.T) string { return edit(t, "name: ext0", "name: averyverylongname0") },
 			4, "distributor.interfaces[0].name", []string{`"averyverylongname0" is not a valid interface name (expected an interface name of 1..15 characters`}, 0},
 		{"duplicate interface", func(t *testing.T) string { return edit(t, "name: int0", "name: ext0") },
@@ -575,11 +575,11 @@ func TestBadConfigs(t *testing.T) {
 		{"boolean name", func(t *testing.T) string { return edit(t, "name: web", "name: true") },
 			12, "services[0].name", []string{`got the boolean true (expected 1..64 characters`}, 0},
 		{"service not a mapping", func(t *testing.T) string { return minimal + "  - web2\n" },
-			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, policy, hash)`}, 0},
+			17, "services[1]", []string{`got the string "web2" (expected a mapping with keys name, vip, port, protocol, traffic_managers, persistence, timeouts, health, fallback_traffic_managers, min_eligible, priority_groups, qos, policy, hash)`}, 0},
 		{"distributor a list", func(t *testing.T) string {
 			return "distributor: [d1]\n" + minimal[strings.Index(minimal, "flow_table"):]
 		},
-			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir)`}, 0},
+			1, "distributor", []string{`got a list (expected a mapping with keys id, interfaces, api, api_token_file, xdp_mode, state_dir, pin_dir, zone)`}, 0},
 		{"too many tms", func(t *testing.T) string {
 			var b strings.Builder
 			for i := 0; i < 256; i++ {
@@ -1045,10 +1045,39 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("nat-return: %+v", s)
 	}
 	base := readFile(t, "testdata/minimal.yaml")
+	for _, p := range []string{PolicyLeastConnections, PolicyWeightedLeastConnections, PolicyPacketRate, PolicyCompletionRate, PolicyHopMetric} {
+		if c, err := Parse([]byte(base+"    policy: "+p+"\n"), "c.yaml"); err != nil || c.Services[0].Policy != p {
+			t.Errorf("policy %s: err %v", p, err)
+		}
+	}
+	groups := strings.Replace(strings.Replace(base, "traffic_managers: [tm1, tm2]", "traffic_managers: [tm1]", 1),
+		"  - {id: tm2, address: 10.1.0.12, weight: 2}\n", "  - {id: tm2, address: 10.1.0.12, weight: 2}\n  - {id: tm3, address: 10.1.0.13}\n  - {id: tm4, address: 10.1.0.14}\n", 1)
+	c, err = Parse([]byte(groups+"    policy: priority-groups\n    priority_groups:\n      - {traffic_managers: [tm2]}\n      - {traffic_managers: [tm3, tm4], min_eligible: 2}\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PriorityGroup{{[]string{"tm1"}, 1}, {[]string{"tm2"}, 1}, {[]string{"tm3", "tm4"}, 2}}
+	if g := c.Services[0].Groups(); fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("groups %v, want %v", g, want)
+	}
 	for _, tc := range []struct{ add, want string }{
-		{"    policy: least-connections\n", `services[0].policy: "least-connections" is not a selection policy`},
+		{"    policy: least-conns\n", `services[0].policy: "least-conns" is not a selection policy (expected maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology, hop-metric or qos`},
 		{"    hash: sip\n", `services[0].hash: "sip" is not a hash (expected 5-tuple, src-ip`},
 		{"    policy: round-robin\n    hash: src-ip\n", `services[0].hash: "src-ip": a round-robin service hashes nothing`},
+		{"    priority_groups: [{traffic_managers: [tm2]}]\n", `services[0].priority_groups[0].traffic_managers[0]: "tm2" is in the service's pool already`},
+		{"    priority_groups: [{traffic_managers: [tm3]}]\n", `services[0].priority_groups[0].traffic_managers[0]: unknown traffic manager "tm3"`},
+		{"    priority_groups: [{traffic_managers: []}]\n", `services[0].priority_groups[0].traffic_managers: empty list`},
+		{"    priority_groups: [{traffic_managers: [tm9], min_eligible: 0}]\n", `services[0].priority_groups[0].min_eligible: 0 is out of range`},
+		{"    fallback_traffic_managers: [tm9]\n    priority_groups: [{traffic_managers: [tm8]}]\n", `services[0].priority_groups: a service has either fallback_traffic_managers or priority_groups`},
+		{"    policy: qos\n", `services[0].policy: qos needs its class: services[].qos`},
+		{"    qos: {dscp: [46], tag: gold}\n", `services[0].qos: a class of a maglev service`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.dscp[0]: 64 is out of range`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.dscp[2]: 46 is listed twice`},
+		{"    policy: qos\n    qos: {dscp: [64, 46, 46], tag: Gold}\n", `services[0].qos.tag: "Gold" is not a valid tag`},
+		{"    policy: qos\n    qos: {dscp: [], tag: gold}\n", `services[0].qos.dscp: empty list`},
+		{"    policy: topology\n", `services[0].policy: topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set`},
+		{"    policy: priority-groups\n", `services[0].policy: priority-groups needs priority_groups`},
+		{"    policy: ratio-dynamic\n", `services[0].policy: ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats`},
 		{"    policy: fastest-rtt\n", `services[0].policy: fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health`},
 	} {
 		if _, err := Parse([]byte(base+tc.add), "c.yaml"); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -51,6 +51,12 @@ const (
 	peerMirrorExpected         = "all, signalled or older"
 	peerMinAgeExpected         = "seconds a flow must live before it is mirrored, 1..86400, with mirror: older"
 	signalKeyExpected          = "a key of at least 16 bytes, written as at least 32 hex digits"
+	agentStatsExpected         = "the agent's --stats-listen address, e.g. 10.1.0.11:7070"
+	priorityGroupsExpected     = "a list of at most 16 groups, each {traffic_managers: [ids], min_eligible: N}"
+	tagsExpected               = "a list of at most 8 tags of a-z, 0-9, '-', '_'"
+	qosExpected                = "{dscp: [0..63, ...], tag: a TM tag}"
+	dscpExpected               = "a DSCP value, 0..63"
+	zoneExpected               = "this distributor's zone, a tag of the TMs: 1..32 characters of a-z, 0-9, '-', '_'"
 	persistenceTimeoutExpected = "1..86400 seconds"
 	healthTypeExpected         = "tcp, http, https or udp"
 	healthPortExpected         = "1..65535; omitted means the service's port"
@@ -62,7 +68,7 @@ const (
 	healthPayloadExpected      = "at most 512 bytes"
 	onUnhealthyExpected        = "keep or reselect"
 	fallbackExpected           = "a list of traffic manager ids, used while no TM of the pool is eligible"
-	policyExpected             = "maglev, hash, round-robin, weighted-round-robin or fastest-rtt (the other policies of docs/policies.md are not built yet)"
+	policyExpected             = "maglev, hash, round-robin, weighted-round-robin, fastest-rtt, least-connections, weighted-least-connections, packet-rate, completion-rate, ratio-dynamic, priority-groups, topology, hop-metric or qos"
 	hashExpected               = "5-tuple, src-ip, dst-ip, src-ip-port, port, symmetric or symmetric-addr"
 	minEligibleExpected        = "1..255 eligible TMs of the pool below which the fallback pool takes over"
 )
@@ -79,6 +85,8 @@ type validator struct {
 	files bool
 	// links, if set, reports whether a network interface exists.
 	links func(name string) error
+	// zone is distributor.zone, for the services' topology policy.
+	zone string
 }
 
 func parent(path string) string {
@@ -151,6 +159,7 @@ func (v *validator) config(c *Config) {
 	}
 	v.timeouts(c.Timeouts)
 	masksOK := v.secondKeys(c.SecondKeys)
+	v.zone = c.Distributor.Zone
 	v.services(c.Services, c.TrafficManagers, c.SecondKeys.Masks, masksOK)
 	v.learning(c.Learning, c.TrafficManagers, c.Services)
 	v.signals(c.Signals)
@@ -321,6 +330,9 @@ func (v *validator) signals(s Signals) {
 }
 
 func (v *validator) distributor(d *Distributor) {
+	if d.Zone != "" && !validID(d.Zone) {
+		v.errorf("distributor.zone", "%q is not a valid zone (expected %s)", d.Zone, zoneExpected)
+	}
 	if d.ID == "" {
 		v.errorf("distributor.id", "missing (expected %s)", idExpected)
 	} else if !validID(d.ID) {
@@ -452,6 +464,25 @@ func (v *validator) trafficManagers(tms []TrafficManager) {
 		if tm.SignalKey != nil && len(tm.SignalKey) < MinSignalKeyLen {
 			v.errorf(p+".signal_key", "the key is %d bytes long (expected %s)", len(tm.SignalKey), signalKeyExpected)
 		}
+		if len(tm.Tags) > MaxTMTags {
+			v.errorf(p+".tags", "%d tags (expected %s)", len(tm.Tags), tagsExpected)
+		}
+		for j, tag := range tm.Tags {
+			if !validID(tag) {
+				v.errorf(index(p+".tags", j), "%q is not a valid tag (expected %s)", tag, idExpected)
+			}
+		}
+		if tm.AgentStats != "" {
+			ap, err := netip.ParseAddrPort(tm.AgentStats)
+			switch {
+			case err != nil:
+				v.errorf(p+".agent_stats", "%q is not an IP address with port (expected %s)", tm.AgentStats, agentStatsExpected)
+			case ap.Port() == 0:
+				v.errorf(p+".agent_stats", "port 0 in %q (expected %s)", tm.AgentStats, agentStatsExpected)
+			case !ap.Addr().IsGlobalUnicast() && !ap.Addr().IsLoopback() && !ap.Addr().IsPrivate():
+				v.errorf(p+".agent_stats", "%s is not a unicast address (expected %s)", ap.Addr(), agentStatsExpected)
+			}
+		}
 	}
 }
 
@@ -463,6 +494,7 @@ type serviceKey struct {
 
 func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]string, masksOK bool) {
 	const root = "services"
+	qosServices := 0
 	defined := make([]string, 0, len(tms))
 	known := map[string]bool{}
 	for _, tm := range tms {
@@ -557,12 +589,33 @@ func (v *validator) services(svcs []Service, tms []TrafficManager, masks [][]str
 			v.persistence(p+".persistence", s.Persistence, masks, masksOK)
 		}
 		v.fallback(p+".fallback_traffic_managers", s, known, definedList, tmsBad)
+		v.priorityGroups(p+".priority_groups", s, known, definedList, tmsBad)
+		if s.QoS != nil {
+			v.qos(p+".qos", *s.QoS)
+		}
+		if s.Policy == PolicyQoS {
+			if qosServices++; qosServices == MaxQoSServices+1 {
+				v.errorf(p+".policy", "more than %d qos services (the data path's class rings)", MaxQoSServices)
+			}
+		}
 		if s.MinEligible < 1 || s.MinEligible > MaxTrafficManagers {
 			v.errorf(p+".min_eligible", "%d is out of range (expected %s)", s.MinEligible, minEligibleExpected)
 		}
 		switch {
-		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT:
+		case s.Policy != PolicyMaglev && s.Policy != PolicyHash && !IsRoundRobin(s.Policy) && s.Policy != PolicyFastestRTT &&
+			!IsLeastConnections(s.Policy) && !IsMeasured(s.Policy) && s.Policy != PolicyPriorityGroups &&
+			s.Policy != PolicyTopology && s.Policy != PolicyHopMetric && s.Policy != PolicyQoS:
 			v.errorf(p+".policy", "%q is not a selection policy (expected %s)", s.Policy, policyExpected)
+		case s.Policy == PolicyQoS && s.QoS == nil:
+			v.errorf(p+".policy", "qos needs its class: services[].qos (expected %s)", qosExpected)
+		case s.Policy != PolicyQoS && s.QoS != nil:
+			v.errorf(p+".qos", "a class of a %s service (expected qos only with policy qos)", s.Policy)
+		case s.Policy == PolicyTopology && v.zone == "":
+			v.errorf(p+".policy", "topology prefers the TMs tagged with the distributor's zone: distributor.zone is not set")
+		case s.Policy == PolicyPriorityGroups && len(s.PriorityGroups) == 0:
+			v.errorf(p+".policy", "priority-groups needs priority_groups (expected %s)", priorityGroupsExpected)
+		case s.Policy == PolicyRatioDynamic && !anyAgentStats(s, tms):
+			v.errorf(p+".policy", "ratio-dynamic weighs TMs by their agents' load reports: no traffic manager of the pool has agent_stats")
 		case s.Policy == PolicyFastestRTT && s.Health == nil:
 			v.errorf(p+".policy", "fastest-rtt weighs TMs by their health probes' round-trip times: the service needs health")
 		}
@@ -909,5 +962,84 @@ func (v *validator) peers(p Peers) {
 	}
 	if len(p.Key) < MinSignalKeyLen {
 		v.errorf("peers.key", "the key is %d bytes long (expected %s)", len(p.Key), signalKeyExpected)
+	}
+}
+
+// anyAgentStats reports whether some TM of s's pools has agent_stats.
+func anyAgentStats(s Service, tms []TrafficManager) bool {
+	for _, id := range s.AllTrafficManagers() {
+		for _, tm := range tms {
+			if tm.ID == id && tm.AgentStats != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// priorityGroups checks services[].priority_groups: at most
+// MaxPriorityGroups, not with a fallback pool, each group a non-empty list
+// of known ids that are in no other group nor the pool, min_eligible
+// 1..255.
+func (v *validator) priorityGroups(path string, s Service, known map[string]bool, definedList string, tmsBad bool) {
+	if len(s.PriorityGroups) == 0 {
+		return
+	}
+	if len(s.FallbackTrafficManagers) > 0 {
+		v.errorf(path, "a service has either fallback_traffic_managers or priority_groups (expected the fallback pool as the first of the priority groups)")
+		return
+	}
+	if len(s.PriorityGroups) > MaxPriorityGroups {
+		v.errorf(path, "%d groups (expected %s)", len(s.PriorityGroups), priorityGroupsExpected)
+		return
+	}
+	where := map[string]string{}
+	for _, id := range s.TrafficManagers {
+		where[id] = "the service's pool"
+	}
+	for i, g := range s.PriorityGroups {
+		gp := index(path, i)
+		if len(g.TrafficManagers) == 0 {
+			v.errorf(gp+".traffic_managers", "empty list (expected a list of at least one traffic manager id)")
+		}
+		for j, id := range g.TrafficManagers {
+			ip := index(gp+".traffic_managers", j)
+			switch {
+			case id == "":
+				v.errorf(ip, "missing (expected a traffic manager id, one of: %s)", definedList)
+			case !known[id]:
+				if !tmsBad {
+					v.errorf(ip, "unknown traffic manager %q (defined: %s)", id, definedList)
+				}
+			case where[id] != "":
+				v.errorf(ip, "%q is in %s already (expected each traffic manager in one group)", id, where[id])
+			default:
+				where[id] = gp
+			}
+		}
+		if g.MinEligible < 1 || g.MinEligible > MaxTrafficManagers {
+			v.errorf(gp+".min_eligible", "%d is out of range (expected %s)", g.MinEligible, minEligibleExpected)
+		}
+	}
+}
+
+// qos checks services[].qos: at least one DSCP, each 0..63 once, a valid
+// tag.
+func (v *validator) qos(path string, q QoS) {
+	if len(q.DSCP) == 0 {
+		v.errorf(path+".dscp", "empty list (expected %s)", qosExpected)
+	}
+	seen := map[uint32]bool{}
+	for i, d := range q.DSCP {
+		switch {
+		case d > 63:
+			v.errorf(index(path+".dscp", i), "%d is out of range (expected %s)", d, dscpExpected)
+		case seen[d]:
+			v.errorf(index(path+".dscp", i), "%d is listed twice (expected each DSCP once)", d)
+		}
+		seen[d] = true
+	}
+	if !validID(q.Tag) {
+		v.errorf(path+".tag", "%q is not a valid tag (expected %s)", q.Tag, qosExpected)
 	}
 }

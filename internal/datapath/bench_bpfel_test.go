@@ -249,6 +249,13 @@ type benchSyMacKey struct {
 	Pad uint16
 }
 
+type benchSyQos struct {
+	_    structs.HostLayout
+	Dscp uint64
+	Ring uint32
+	Pad  uint32
+}
+
 type benchSySecond struct {
 	_        structs.HostLayout
 	LastSeen uint32
@@ -363,7 +370,11 @@ const (
 	benchMapIfaces                = "ifaces"
 	benchMapLearnSrcs             = "learn_srcs"
 	benchMapMasks                 = "masks"
+	benchMapPolicyActive          = "policy_active"
+	benchMapPolicyQos             = "policy_qos"
+	benchMapPolicyQosRings        = "policy_qos_rings"
 	benchMapPolicyRr              = "policy_rr"
+	benchMapPolicyWeight          = "policy_weight"
 	benchMapRings                 = "rings"
 	benchMapSecondKeys            = "second_keys"
 	benchMapServices              = "services"
@@ -443,28 +454,32 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	BenchCfg     *ebpf.MapSpec `ebpf:"bench_cfg"`
-	BenchScratch *ebpf.MapSpec `ebpf:"bench_scratch"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	FloorFlows   *ebpf.MapSpec `ebpf:"floor_flows"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	HalfOpen     *ebpf.MapSpec `ebpf:"half_open"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	LearnSrcs    *ebpf.MapSpec `ebpf:"learn_srcs"`
-	Masks        *ebpf.MapSpec `ebpf:"masks"`
-	PolicyRr     *ebpf.MapSpec `ebpf:"policy_rr"`
-	Rings        *ebpf.MapSpec `ebpf:"rings"`
-	SecondKeys   *ebpf.MapSpec `ebpf:"second_keys"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	Settings     *ebpf.MapSpec `ebpf:"settings"`
-	SigScratch   *ebpf.MapSpec `ebpf:"sig_scratch"`
-	SvcStats     *ebpf.MapSpec `ebpf:"svc_stats"`
-	TmByMac      *ebpf.MapSpec `ebpf:"tm_by_mac"`
-	TmStats      *ebpf.MapSpec `ebpf:"tm_stats"`
-	Tms          *ebpf.MapSpec `ebpf:"tms"`
-	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	BenchCfg       *ebpf.MapSpec `ebpf:"bench_cfg"`
+	BenchScratch   *ebpf.MapSpec `ebpf:"bench_scratch"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	FloorFlows     *ebpf.MapSpec `ebpf:"floor_flows"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen       *ebpf.MapSpec `ebpf:"half_open"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	LearnSrcs      *ebpf.MapSpec `ebpf:"learn_srcs"`
+	Masks          *ebpf.MapSpec `ebpf:"masks"`
+	PolicyActive   *ebpf.MapSpec `ebpf:"policy_active"`
+	PolicyQos      *ebpf.MapSpec `ebpf:"policy_qos"`
+	PolicyQosRings *ebpf.MapSpec `ebpf:"policy_qos_rings"`
+	PolicyRr       *ebpf.MapSpec `ebpf:"policy_rr"`
+	PolicyWeight   *ebpf.MapSpec `ebpf:"policy_weight"`
+	Rings          *ebpf.MapSpec `ebpf:"rings"`
+	SecondKeys     *ebpf.MapSpec `ebpf:"second_keys"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	Settings       *ebpf.MapSpec `ebpf:"settings"`
+	SigScratch     *ebpf.MapSpec `ebpf:"sig_scratch"`
+	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
+	TmByMac        *ebpf.MapSpec `ebpf:"tm_by_mac"`
+	TmStats        *ebpf.MapSpec `ebpf:"tm_stats"`
+	Tms            *ebpf.MapSpec `ebpf:"tms"`
+	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -497,28 +512,32 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	BenchCfg     *ebpf.Map `ebpf:"bench_cfg"`
-	BenchScratch *ebpf.Map `ebpf:"bench_scratch"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
-	FloorFlows   *ebpf.Map `ebpf:"floor_flows"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	HalfOpen     *ebpf.Map `ebpf:"half_open"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	LearnSrcs    *ebpf.Map `ebpf:"learn_srcs"`
-	Masks        *ebpf.Map `ebpf:"masks"`
-	PolicyRr     *ebpf.Map `ebpf:"policy_rr"`
-	Rings        *ebpf.Map `ebpf:"rings"`
-	SecondKeys   *ebpf.Map `ebpf:"second_keys"`
-	Services     *ebpf.Map `ebpf:"services"`
-	Settings     *ebpf.Map `ebpf:"settings"`
-	SigScratch   *ebpf.Map `ebpf:"sig_scratch"`
-	SvcStats     *ebpf.Map `ebpf:"svc_stats"`
-	TmByMac      *ebpf.Map `ebpf:"tm_by_mac"`
-	TmStats      *ebpf.Map `ebpf:"tm_stats"`
-	Tms          *ebpf.Map `ebpf:"tms"`
-	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	BenchCfg       *ebpf.Map `ebpf:"bench_cfg"`
+	BenchScratch   *ebpf.Map `ebpf:"bench_scratch"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Events         *ebpf.Map `ebpf:"events"`
+	FloorFlows     *ebpf.Map `ebpf:"floor_flows"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	HalfOpen       *ebpf.Map `ebpf:"half_open"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	LearnSrcs      *ebpf.Map `ebpf:"learn_srcs"`
+	Masks          *ebpf.Map `ebpf:"masks"`
+	PolicyActive   *ebpf.Map `ebpf:"policy_active"`
+	PolicyQos      *ebpf.Map `ebpf:"policy_qos"`
+	PolicyQosRings *ebpf.Map `ebpf:"policy_qos_rings"`
+	PolicyRr       *ebpf.Map `ebpf:"policy_rr"`
+	PolicyWeight   *ebpf.Map `ebpf:"policy_weight"`
+	Rings          *ebpf.Map `ebpf:"rings"`
+	SecondKeys     *ebpf.Map `ebpf:"second_keys"`
+	Services       *ebpf.Map `ebpf:"services"`
+	Settings       *ebpf.Map `ebpf:"settings"`
+	SigScratch     *ebpf.Map `ebpf:"sig_scratch"`
+	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
+	TmByMac        *ebpf.Map `ebpf:"tm_by_mac"`
+	TmStats        *ebpf.Map `ebpf:"tm_stats"`
+	Tms            *ebpf.Map `ebpf:"tms"`
+	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
+	Vips           *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *benchMaps) Close() error {
@@ -533,7 +552,11 @@ func (m *benchMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyActive,
+		m.PolicyQos,
+		m.PolicyQosRings,
 		m.PolicyRr,
+		m.PolicyWeight,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

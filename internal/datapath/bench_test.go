@@ -555,7 +555,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	clean := func() {
 		if _, err := deleteWhere(e.objs.Flows, func(_ FlowKey, f Flow) bool {
 			return f.Flags != FlowSelected || f.TcpState != 0
-		}, 0); err != nil {
+		}, 0, nil); err != nil {
 			b.Fatal(err)
 		}
 		restoreHit()
@@ -568,6 +568,9 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 				k := benchKey(vip, vip, 0, 80)
 				sk := ServiceKey{Addr: k.Dst, Port: k.Dport, Proto: k.Proto, Family: k.Family}
 				if err := e.objs.Services.Put(sk, Service{Index: uint32(idx), Hash: hash, Policy: policy}); err != nil {
+					b.Fatal(err)
+				}
+				if err := e.objs.PolicyQos.Put(uint32(idx), QoS{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -604,6 +607,18 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 		cases = append(cases, benchCase{name: "new_" + h.name, prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext,
 			counters: []Counter{CounterFwdNew}, before: withHash(h.hash, h.policy)})
 	}
+	// A QoS service whose class holds the packets' DSCP (0): the DSCP read
+	// and the class ring's lookup (its zero slots: TM 0, ready).
+	withQoS := func() {
+		withHash(0, PolicyHash)()
+		for idx := range 2 {
+			if err := e.objs.PolicyQos.Put(uint32(idx), QoS{Dscp: 1, Ring: 0}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	cases = append(cases, benchCase{name: "new_qos", prog: e.objs.BenchMainVary, pkt: newPkt, vary: true, want: uint32(TX), role: ext,
+		counters: []Counter{CounterFwdNew}, before: withQoS})
 	// One run of each: the verdict, and the packet comes out as it went in
 	// (the wrapper restored it, head adjustment included).
 	for _, c := range cases {
@@ -715,6 +730,7 @@ func (e *benchEnv) run(b *testing.B, v4 bool) {
 	for _, h := range benchHashes {
 		ratio("new_"+h.name, "new")
 	}
+	ratio("new_qos", "new")
 }
 
 // benchHashes are the service hashes (config.HashBits' values) and
@@ -728,4 +744,6 @@ var benchHashes = []struct {
 	{"sym", HashSymPort, PolicyHash},
 	{"symaddr", HashSymAddr, PolicyHash},
 	{"rr", 0, PolicyRR},
+	{"lc", 0, PolicyLC},
+	{"wlc", 0, PolicyWLC},
 }

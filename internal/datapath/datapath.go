@@ -107,6 +107,7 @@ func sizeSpec(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps["half_open"].MaxEntries = half
 	spec.Maps["second_keys"].MaxEntries = opts.MaxSecond
 	spec.Maps["rings"].MaxEntries = opts.RingSize * opts.MaxServices
+	spec.Maps["policy_qos_rings"].MaxEntries = opts.RingSize * PolicyQoSRings
 	spec.Maps["svc_stats"].MaxEntries = opts.MaxServices
 	spec.Maps["services"].MaxEntries = max(opts.MaxServices, 16)
 	spec.Maps["vips"].MaxEntries = max(opts.MaxServices, 16)
@@ -441,7 +442,7 @@ func (d *Datapath) WalkHalfOpen(fn func(FlowKey, Flow) bool) error {
 
 // DeleteHalfOpenWhere is DeleteFlowsWhere for the half-open table.
 func (d *Datapath) DeleteHalfOpenWhere(match func(FlowKey, Flow) bool, limit int) (int, error) {
-	n, err := deleteWhere(d.maps().HalfOpen, match, limit)
+	n, err := deleteWhere(d.maps().HalfOpen, match, limit, d.activeGone)
 	if err != nil {
 		return n, fmt.Errorf("delete half-open flows: %w", err)
 	}
@@ -470,7 +471,7 @@ func (d *Datapath) WalkSecondKeys(fn func(SecondKey, Second) bool) error {
 
 // DeleteSecondKeysWhere is DeleteFlowsWhere for the second-key table.
 func (d *Datapath) DeleteSecondKeysWhere(match func(SecondKey, Second) bool, limit int) (int, error) {
-	n, err := deleteWhere(d.maps().SecondKeys, match, limit)
+	n, err := deleteWhere(d.maps().SecondKeys, match, limit, nil)
 	if err != nil {
 		return n, fmt.Errorf("delete second keys: %w", err)
 	}
@@ -543,7 +544,7 @@ func (d *Datapath) WalkFlows(fn func(FlowKey, Flow) bool) error {
 // matched just before it is deleted, so an entry the data path changed
 // meanwhile (refreshed, say) is kept.
 func (d *Datapath) DeleteFlowsWhere(match func(FlowKey, Flow) bool, limit int) (int, error) {
-	n, err := deleteWhere(d.maps().Flows, match, limit)
+	n, err := deleteWhere(d.maps().Flows, match, limit, d.activeGone)
 	if err != nil {
 		return n, fmt.Errorf("delete flows: %w", err)
 	}
@@ -574,8 +575,8 @@ func walk[K, V any](m *ebpf.Map, fn func(K, V) bool) error {
 }
 
 // deleteWhere collects the keys that match during one walk, then deletes
-// those that still match.
-func deleteWhere[K, V any](m *ebpf.Map, match func(K, V) bool, limit int) (int, error) {
+// those that still match, calling gone (if set) with each deleted value.
+func deleteWhere[K, V any](m *ebpf.Map, match func(K, V) bool, limit int, gone func(V)) (int, error) {
 	var keys []K
 	err := walk(m, func(k K, v V) bool {
 		if match(k, v) {
@@ -594,6 +595,9 @@ func deleteWhere[K, V any](m *ebpf.Map, match func(K, V) bool, limit int) (int, 
 		}
 		if err := m.Delete(k); err == nil {
 			n++
+			if gone != nil {
+				gone(v)
+			}
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return n, err
 		}
@@ -616,7 +620,16 @@ func (d *Datapath) PutFlow(k FlowKey, f Flow) error {
 	return nil
 }
 
-// DeleteFlow removes a flow entry.
+// DeleteFlow removes a flow entry (and counts it off its TM's active
+// flows).
 func (d *Datapath) DeleteFlow(k FlowKey) error {
-	return d.maps().Flows.Delete(k)
+	var f Flow
+	if err := d.maps().Flows.Lookup(k, &f); err != nil {
+		return err
+	}
+	if err := d.maps().Flows.Delete(k); err != nil {
+		return err
+	}
+	d.addActive(uint32(f.Tm), -1)
+	return nil
 }

@@ -163,6 +163,22 @@ func (f *fixture) standard(t testing.TB) {
 	f.service(t, vip4b, 53, flow.ProtoUDP, 4, nil) // empty pool
 	f.service(t, vip4b, 80, flow.ProtoTCP, 5, good)
 	f.persist(t, vip4b, 80, flow.ProtoTCP, testMasks[0], 300)
+	// Weighted-least-connections on one service, so that the random
+	// packets to it choose by the active-flow counters they move
+	// (compared with the model's after every case).
+	for _, p := range []struct {
+		vip    netip.Addr
+		port   uint16
+		policy uint32
+	}{{vip6, 80, datapath.PolicyWLC}} {
+		sk := flow.ServiceKey(p.vip, p.port, flow.ProtoTCP)
+		svc := f.model.Services[sk]
+		svc.Policy = p.policy
+		must(t, f.tables.SetService(sk, svc))
+	}
+	for _, b := range []selector.Backend{{Index: 0, Weight: 1}, {Index: 1, Weight: 3}} {
+		must(t, f.tables.SetPolicyWeight(b.Index, b.Weight))
+	}
 
 	// Signals and learning.
 	must(t, f.tables.SetMasks(testMasks))
@@ -302,6 +318,16 @@ func (f *fixture) compareTables(t *testing.T) {
 			t.Errorf("TM %d traffic: XDP %+v, model %+v", i, tr, f.model.TMStats[i])
 		}
 	}
+	// The active flows of the least-connections policies, counted alike.
+	active, err := f.dp.ReadActive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range active {
+		if n != f.model.Active[i] {
+			t.Errorf("TM %d active flows: XDP %d, model %d", i, n, f.model.Active[i])
+		}
+	}
 }
 
 func signalOptions(g *flowtest.Generator) flowtest.SignalOptions {
@@ -361,6 +387,12 @@ func TestDifferential(t *testing.T) {
 	}
 	f.compareTables(t)
 	t.Logf("%d packets, verdicts %v, %d flows, %d second keys", n, verdicts, len(f.model.Flows), len(f.model.SecondKeys))
+	// The weighted-least-connections service (index 3) chose for some.
+	if nf := f.model.SvcStats[3].NewFlows; nf == 0 {
+		t.Error("no generated packet made a new flow of the weighted-least-connections service")
+	} else {
+		t.Logf("weighted-least-connections service: %d new flows, active flows tm0 %d, tm1 %d", nf, f.model.Active[0], f.model.Active[1])
+	}
 	// The generator must have reached every counter, or the test is weaker
 	// than it looks.
 	for i, c := range f.model.Counters {

@@ -286,6 +286,8 @@ func (d *Datapath) pinMaps(spec *ebpf.CollectionSpec) error {
 		"learn_srcs": coll.LearnSrcs, "ifaces": coll.Ifaces, "tx_ports": coll.TxPorts, "settings": coll.Settings,
 		"counters": coll.Counters, "svc_stats": coll.SvcStats, "tm_stats": coll.TmStats, "sig_scratch": coll.SigScratch,
 		"events": coll.Events, "policy_rr": coll.PolicyRr,
+		"policy_active": coll.PolicyActive, "policy_weight": coll.PolicyWeight,
+		"policy_qos": coll.PolicyQos, "policy_qos_rings": coll.PolicyQosRings,
 	}
 	names := sortedMapNames(spec)
 	for _, name := range names {

@@ -224,3 +224,185 @@ func TestPolicyRoundRobinCases(t *testing.T) {
 	}
 	f.compareTables(t)
 }
+
+// TestPolicyLeastConnectionsCases: the least-connections policies
+// (SY_POLICY_LC, SY_POLICY_WLC) in XDP and the model alike: of the two
+// slots of a flow's hash, the TM with fewer active flows (per unit of
+// weight), and the active-flow counters (policy_active) each new, deleted
+// or swept entry moves, equal on both sides.
+func TestPolicyLeastConnectionsCases(t *testing.T) {
+	f := newFixture(t)
+	ids := []uint32{0, 1, 7, 8}
+	for _, idx := range ids {
+		f.tm(t, idx, loIfindex, datapath.TMReady)
+	}
+	f.setRole(t, roleExternal)
+	v := netip.MustParseAddr("10.0.0.100")
+	for _, tc := range []struct {
+		name    string
+		port    uint16
+		idx     uint32
+		policy  uint32
+		weights []uint32
+	}{
+		{"least-connections", 3001, 0, datapath.PolicyLC, []uint32{1, 1, 1, 1}},
+		{"weighted-least-connections", 3002, 1, datapath.PolicyWLC, []uint32{1, 2, 3, 4}},
+	} {
+		pool := []selector.Backend{{Index: 0, Name: "tm0"}, {Index: 1, Name: "tm1"}, {Index: 7, Name: "tm7"}, {Index: 8, Name: "tm8"}}
+		for i := range pool {
+			pool[i].Weight = tc.weights[i]
+			must(t, f.tables.SetPolicyWeight(pool[i].Index, tc.weights[i]))
+		}
+		f.service(t, v, tc.port, flow.ProtoUDP, tc.idx, pool)
+		sk := flow.ServiceKey(v, tc.port, flow.ProtoUDP)
+		svc := f.model.Services[sk]
+		svc.Policy = tc.policy
+		must(t, f.tables.SetService(sk, svc))
+		must(t, f.tables.SetActive([datapath.MaxTMs]int64{}))
+
+		// 1200 new flows from zero: each adds one active flow to its TM,
+		// and the two choices keep the TMs level (per unit of weight).
+		const n = 1200
+		src := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", 9+tc.idx, i/200, i%200+1) }
+		for i := range n {
+			f.chosen(t, src(i), v.String(), 40000, tc.port)
+		}
+		active, err := f.dp.ReadActive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sumW uint32
+		for _, w := range tc.weights {
+			sumW += w
+		}
+		for i, id := range ids {
+			want := float64(n) * float64(tc.weights[i]) / float64(sumW)
+			if d := float64(active[id]) - want; d > 0.01*n || d < -0.01*n {
+				t.Errorf("%s: TM %d has %d active flows, want %.0f ± %d (weights %v)", tc.name, id, active[id], want, n/100, tc.weights)
+			}
+		}
+		t.Logf("%s: weights %v, active flows after %d new: %v", tc.name, tc.weights, n, []int64{active[0], active[1], active[7], active[8]})
+		counted, err := datapath.CountActive(f.tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counted != active {
+			t.Errorf("%s: counters %v, a walk counts %v", tc.name, active[:9], counted[:9])
+		}
+
+		// TM 0 loaded: it gets a new flow only when both choices are its.
+		active[0] = 10 * n
+		must(t, f.tables.SetActive(active))
+		got, both := 0, 0
+		for i := range 400 {
+			k := flow.MakeKey(netip.MustParseAddr(src(n+i)), v, 40000, tc.port, flow.ProtoUDP, 0)
+			a, b := flow.PolicyLeastSlots(k, svc, f.model.Seed, testRing)
+			ring := f.model.Rings[svc.Index*testRing : (svc.Index+1)*testRing]
+			if ring[a] == 0 && ring[b] == 0 {
+				both++
+			}
+			if f.chosen(t, src(n+i), v.String(), 40000, tc.port) == 0 {
+				got++
+			}
+		}
+		if got != both {
+			t.Errorf("%s: loaded TM 0 got %d of 400 new flows, want %d (those whose two choices are both TM 0)", tc.name, got, both)
+		}
+		t.Logf("%s: loaded TM 0 got %d of 400 new flows", tc.name, got)
+		f.compareTables(t)
+
+		// Deletes through the seam count the flows off their TMs.
+		before, err := f.dp.ReadActive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, err := f.tables.DeleteFlowsWhere(func(_ datapath.FlowKey, e datapath.Flow) bool { return e.Tm == 7 && uint32(e.Svc) == tc.idx }, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := f.dp.ReadActive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gone == 0 || after[7] != before[7]-int64(gone) {
+			t.Errorf("%s: deleting %d flows of TM 7 moved its active flows %d → %d", tc.name, gone, before[7], after[7])
+		}
+		f.compareTables(t)
+		// Clean for the next case.
+		_, err = f.tables.DeleteFlowsWhere(func(datapath.FlowKey, datapath.Flow) bool { return true }, 0)
+		must(t, err)
+	}
+
+	// TCP: a bare SYN's half-open entry counts; its valid RST uncounts it.
+	f.service(t, v, 3003, flow.ProtoTCP, 2, []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 1}})
+	sk := flow.ServiceKey(v, 3003, flow.ProtoTCP)
+	svc := f.model.Services[sk]
+	svc.Policy = datapath.PolicyLC
+	must(t, f.tables.SetService(sk, svc))
+	must(t, f.tables.SetActive([datapath.MaxTMs]int64{}))
+	c := netip.MustParseAddr("10.30.0.1")
+	f.run(t, flowtest.Packet{Src: c, Dst: v, Proto: flow.ProtoTCP, SrcPort: 5000, DstPort: 3003, TCPFlags: flowtest.SYN, Seq: 100}.Bytes())
+	if f.model.Active[0]+f.model.Active[1] != 1 {
+		t.Errorf("after a SYN: active %d + %d, want 1", f.model.Active[0], f.model.Active[1])
+	}
+	f.run(t, flowtest.Packet{Src: c, Dst: v, Proto: flow.ProtoTCP, SrcPort: 5000, DstPort: 3003, TCPFlags: flowtest.RST, Seq: 101}.Bytes())
+	if f.model.Active[0]+f.model.Active[1] != 0 {
+		t.Errorf("after its RST: active %d + %d, want 0", f.model.Active[0], f.model.Active[1])
+	}
+	f.compareTables(t)
+}
+
+// TestPolicyQoSCases: a QoS service (policy_qos) sends the new flows whose
+// packet's DSCP is in its class to its class ring (policy_qos_rings), and
+// the others to its own ring, in XDP and the model alike: IPv4 and IPv6,
+// with VLAN tags.
+func TestPolicyQoSCases(t *testing.T) {
+	f := newFixture(t)
+	for _, idx := range []uint32{0, 1, 7, 8} {
+		f.tm(t, idx, loIfindex, datapath.TMReady)
+	}
+	f.setRole(t, roleExternal)
+	v4, v6 := netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("fd00:100::100")
+	own := []selector.Backend{{Index: 0, Name: "tm0", Weight: 1}, {Index: 1, Name: "tm1", Weight: 1}}
+	gold := []selector.Backend{{Index: 7, Name: "tm7", Weight: 1}, {Index: 8, Name: "tm8", Weight: 1}}
+	f.service(t, v4, 4001, flow.ProtoUDP, 0, own)
+	f.service(t, v6, 4001, flow.ProtoUDP, 1, own)
+	ring, err := selector.Maglev(gold, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.tables.WriteQoSRing(3, ring, nil))
+	for _, svc := range []uint32{0, 1} {
+		must(t, f.tables.SetQoS(svc, datapath.QoS{Dscp: 1<<46 | 1<<34, Ring: 3}))
+	}
+	for _, vip := range []netip.Addr{v4, v6} {
+		for _, vlans := range [][]uint16{nil, {7}, {100, 7}} {
+			for _, dscp := range []uint8{0, 46, 34, 10, 63} {
+				got := map[uint8]int{}
+				for i := range 64 {
+					src := netip.MustParseAddr(fmt.Sprintf("10.40.%d.%d", dscp, i+1))
+					if vip.Is6() {
+						src = netip.MustParseAddr(fmt.Sprintf("fd00:40::%d:%d", dscp, i+1))
+					}
+					p := flowtest.Packet{Src: src, Dst: vip, Proto: flow.ProtoUDP, SrcPort: 5000 + uint16(len(vlans)), DstPort: 4001,
+						VLANs: vlans, DSCP: dscp, Payload: []byte("x")}
+					v, out := f.run(t, p.Bytes())
+					if v != datapath.TX {
+						t.Fatalf("%s DSCP %d: verdict %v", vip, dscp, v)
+					}
+					got[out[5]]++
+				}
+				class := dscp == 46 || dscp == 34
+				for tm, n := range got {
+					if isGold := tm == 7 || tm == 8; isGold != class {
+						t.Errorf("%s VLANs %v DSCP %d: TM %d got %d of 64 new flows (class %v)", vip, vlans, dscp, tm, n, class)
+					}
+				}
+				if len(got) != 2 {
+					t.Errorf("%s VLANs %v DSCP %d: TMs %v, want both of the ring", vip, vlans, dscp, got)
+				}
+			}
+		}
+	}
+	f.compareTables(t)
+}

@@ -101,6 +101,21 @@ type Tables interface {
 	WalkSecondKeys(fn func(SecondKey, Second) bool) error
 	// DeleteSecondKeysWhere is DeleteFlowsWhere for the second keys.
 	DeleteSecondKeysWhere(match func(SecondKey, Second) bool, limit int) (int, error)
+
+	// ReadActive returns each TM index's active flows (policy_active):
+	// the flow and half-open entries the data path and the seam's
+	// inserts and deletes have counted.
+	ReadActive() ([MaxTMs]int64, error)
+	// SetActive overwrites the active-flow counters (a resync from a walk,
+	// CountActive).
+	SetActive(n [MaxTMs]int64) error
+	// SetPolicyWeight sets TM idx's weight for weighted-least-connections.
+	SetPolicyWeight(idx, w uint32) error
+	// SetQoS sets service svc's QoS class (a zero QoS: none).
+	SetQoS(svc uint32, q QoS) error
+	// WriteQoSRing writes the given slots (nil: all) of QoS ring i, from
+	// ring: a whole ring of RingSize slots.
+	WriteQoSRing(i uint32, ring []uint32, slots []uint32) error
 }
 
 // The seam's lookup and conditional-write errors, the same on both sides.
@@ -163,13 +178,22 @@ func (d *Datapath) InsertFlow(k FlowKey, f Flow) error {
 	if err := d.maps().Flows.Update(k, f, ebpf.UpdateNoExist); err != nil {
 		return fmt.Errorf("insert flow: %w", full(err))
 	}
+	d.addActive(uint32(f.Tm), 1)
 	return nil
 }
 
 // UpdateFlow replaces a flow entry only if the key has one (BPF_EXIST).
 func (d *Datapath) UpdateFlow(k FlowKey, f Flow) error {
+	var cur Flow
+	if err := d.maps().Flows.Lookup(k, &cur); err != nil {
+		return fmt.Errorf("update flow: %w", err)
+	}
 	if err := d.maps().Flows.Update(k, f, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("update flow: %w", err)
+	}
+	if cur.Tm != f.Tm {
+		d.addActive(uint32(cur.Tm), -1)
+		d.addActive(uint32(f.Tm), 1)
 	}
 	return nil
 }

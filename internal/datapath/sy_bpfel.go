@@ -366,8 +366,18 @@ type sySyPolicy uint32
 const (
 	sySyPolicySY_POLICY_HASH         sySyPolicy = 0
 	sySyPolicySY_POLICY_RR           sySyPolicy = 1
+	sySyPolicySY_POLICY_LC           sySyPolicy = 2
+	sySyPolicySY_POLICY_WLC          sySyPolicy = 3
 	sySyPolicySY_POLICY_MAX_SERVICES sySyPolicy = 1024
+	sySyPolicySY_POLICY_QOS_RINGS    sySyPolicy = 16
 )
+
+type sySyQos struct {
+	_    structs.HostLayout
+	Dscp uint64
+	Ring uint32
+	Pad  uint32
+}
 
 type sySyRole uint32
 
@@ -546,7 +556,11 @@ const (
 	syMapIfaces         = "ifaces"
 	syMapLearnSrcs      = "learn_srcs"
 	syMapMasks          = "masks"
+	syMapPolicyActive   = "policy_active"
+	syMapPolicyQos      = "policy_qos"
+	syMapPolicyQosRings = "policy_qos_rings"
 	syMapPolicyRr       = "policy_rr"
+	syMapPolicyWeight   = "policy_weight"
 	syMapRings          = "rings"
 	syMapSecondKeys     = "second_keys"
 	syMapServices       = "services"
@@ -614,25 +628,29 @@ type syProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type syMapSpecs struct {
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	HalfOpen   *ebpf.MapSpec `ebpf:"half_open"`
-	Ifaces     *ebpf.MapSpec `ebpf:"ifaces"`
-	LearnSrcs  *ebpf.MapSpec `ebpf:"learn_srcs"`
-	Masks      *ebpf.MapSpec `ebpf:"masks"`
-	PolicyRr   *ebpf.MapSpec `ebpf:"policy_rr"`
-	Rings      *ebpf.MapSpec `ebpf:"rings"`
-	SecondKeys *ebpf.MapSpec `ebpf:"second_keys"`
-	Services   *ebpf.MapSpec `ebpf:"services"`
-	Settings   *ebpf.MapSpec `ebpf:"settings"`
-	SigScratch *ebpf.MapSpec `ebpf:"sig_scratch"`
-	SvcStats   *ebpf.MapSpec `ebpf:"svc_stats"`
-	TmByMac    *ebpf.MapSpec `ebpf:"tm_by_mac"`
-	TmStats    *ebpf.MapSpec `ebpf:"tm_stats"`
-	Tms        *ebpf.MapSpec `ebpf:"tms"`
-	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
-	Vips       *ebpf.MapSpec `ebpf:"vips"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	HalfOpen       *ebpf.MapSpec `ebpf:"half_open"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	LearnSrcs      *ebpf.MapSpec `ebpf:"learn_srcs"`
+	Masks          *ebpf.MapSpec `ebpf:"masks"`
+	PolicyActive   *ebpf.MapSpec `ebpf:"policy_active"`
+	PolicyQos      *ebpf.MapSpec `ebpf:"policy_qos"`
+	PolicyQosRings *ebpf.MapSpec `ebpf:"policy_qos_rings"`
+	PolicyRr       *ebpf.MapSpec `ebpf:"policy_rr"`
+	PolicyWeight   *ebpf.MapSpec `ebpf:"policy_weight"`
+	Rings          *ebpf.MapSpec `ebpf:"rings"`
+	SecondKeys     *ebpf.MapSpec `ebpf:"second_keys"`
+	Services       *ebpf.MapSpec `ebpf:"services"`
+	Settings       *ebpf.MapSpec `ebpf:"settings"`
+	SigScratch     *ebpf.MapSpec `ebpf:"sig_scratch"`
+	SvcStats       *ebpf.MapSpec `ebpf:"svc_stats"`
+	TmByMac        *ebpf.MapSpec `ebpf:"tm_by_mac"`
+	TmStats        *ebpf.MapSpec `ebpf:"tm_stats"`
+	Tms            *ebpf.MapSpec `ebpf:"tms"`
+	TxPorts        *ebpf.MapSpec `ebpf:"tx_ports"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // syVariableSpecs contains global variables before they are loaded into the kernel.
@@ -665,25 +683,29 @@ func (o *syObjects) Close() error {
 //
 // It can be passed to loadSyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type syMaps struct {
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	HalfOpen   *ebpf.Map `ebpf:"half_open"`
-	Ifaces     *ebpf.Map `ebpf:"ifaces"`
-	LearnSrcs  *ebpf.Map `ebpf:"learn_srcs"`
-	Masks      *ebpf.Map `ebpf:"masks"`
-	PolicyRr   *ebpf.Map `ebpf:"policy_rr"`
-	Rings      *ebpf.Map `ebpf:"rings"`
-	SecondKeys *ebpf.Map `ebpf:"second_keys"`
-	Services   *ebpf.Map `ebpf:"services"`
-	Settings   *ebpf.Map `ebpf:"settings"`
-	SigScratch *ebpf.Map `ebpf:"sig_scratch"`
-	SvcStats   *ebpf.Map `ebpf:"svc_stats"`
-	TmByMac    *ebpf.Map `ebpf:"tm_by_mac"`
-	TmStats    *ebpf.Map `ebpf:"tm_stats"`
-	Tms        *ebpf.Map `ebpf:"tms"`
-	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
-	Vips       *ebpf.Map `ebpf:"vips"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	HalfOpen       *ebpf.Map `ebpf:"half_open"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	LearnSrcs      *ebpf.Map `ebpf:"learn_srcs"`
+	Masks          *ebpf.Map `ebpf:"masks"`
+	PolicyActive   *ebpf.Map `ebpf:"policy_active"`
+	PolicyQos      *ebpf.Map `ebpf:"policy_qos"`
+	PolicyQosRings *ebpf.Map `ebpf:"policy_qos_rings"`
+	PolicyRr       *ebpf.Map `ebpf:"policy_rr"`
+	PolicyWeight   *ebpf.Map `ebpf:"policy_weight"`
+	Rings          *ebpf.Map `ebpf:"rings"`
+	SecondKeys     *ebpf.Map `ebpf:"second_keys"`
+	Services       *ebpf.Map `ebpf:"services"`
+	Settings       *ebpf.Map `ebpf:"settings"`
+	SigScratch     *ebpf.Map `ebpf:"sig_scratch"`
+	SvcStats       *ebpf.Map `ebpf:"svc_stats"`
+	TmByMac        *ebpf.Map `ebpf:"tm_by_mac"`
+	TmStats        *ebpf.Map `ebpf:"tm_stats"`
+	Tms            *ebpf.Map `ebpf:"tms"`
+	TxPorts        *ebpf.Map `ebpf:"tx_ports"`
+	Vips           *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *syMaps) Close() error {
@@ -695,7 +717,11 @@ func (m *syMaps) Close() error {
 		m.Ifaces,
 		m.LearnSrcs,
 		m.Masks,
+		m.PolicyActive,
+		m.PolicyQos,
+		m.PolicyQosRings,
 		m.PolicyRr,
+		m.PolicyWeight,
 		m.Rings,
 		m.SecondKeys,
 		m.Services,

@@ -165,3 +165,17 @@ func (t tee) DeleteSecondKeysWhere(match func(datapath.SecondKey, datapath.Secon
 	}
 	return n, err
 }
+
+func (t tee) ReadActive() ([datapath.MaxTMs]int64, error) { return t.dp.ReadActive() }
+func (t tee) SetActive(n [datapath.MaxTMs]int64) error {
+	return t.both("set active flows", func(x datapath.Tables) error { return x.SetActive(n) })
+}
+func (t tee) SetPolicyWeight(idx, w uint32) error {
+	return t.both("set policy weight", func(x datapath.Tables) error { return x.SetPolicyWeight(idx, w) })
+}
+func (t tee) SetQoS(svc uint32, q datapath.QoS) error {
+	return t.both("set QoS", func(x datapath.Tables) error { return x.SetQoS(svc, q) })
+}
+func (t tee) WriteQoSRing(i uint32, ring, slots []uint32) error {
+	return t.both("write QoS ring", func(x datapath.Tables) error { return x.WriteQoSRing(i, ring, slots) })
+}

@@ -21,6 +21,9 @@ type (
 	CounterValue = sySyCounterVal
 	// Traffic is a per-service or per-TM traffic counter.
 	Traffic = sySyTraffic
+	// QoS is a QoS service's class (struct sy_qos): the DSCPs (bit n:
+	// DSCP n) whose new flows take their slot from QoS ring Ring.
+	QoS = sySyQos
 	// SecondKey is a second-key table key: a masked key and its mask.
 	SecondKey = sySySkey
 	// Second is a second-key table value.
@@ -144,6 +147,14 @@ const (
 	PolicyHash = uint32(sySyPolicySY_POLICY_HASH)
 	// PolicyRR: the next slot of the service's per-CPU round-robin position.
 	PolicyRR = uint32(sySyPolicySY_POLICY_RR)
+	// PolicyLC: least-connections, the slot of the flow's hash or of its
+	// mix, whichever TM has fewer active flows (ActiveFlows).
+	PolicyLC = uint32(sySyPolicySY_POLICY_LC)
+	// PolicyWLC: weighted-least-connections, PolicyLC with the active
+	// flows divided by each TM's policy weight (SetPolicyWeight).
+	PolicyWLC = uint32(sySyPolicySY_POLICY_WLC)
+	// PolicyQoSRings is the number of QoS class rings (policy_qos_rings).
+	PolicyQoSRings = uint32(sySyPolicySY_POLICY_QOS_RINGS)
 	// PolicyMaxServices is the number of round-robin positions (service
 	// indexes 0..PolicyMaxServices-1).
 	PolicyMaxServices = uint32(sySyPolicySY_POLICY_MAX_SERVICES)

@@ -37,6 +37,9 @@ type tmSlot struct {
 	srcMAC    net.HardwareAddr
 	reason    string // why it is not ready, for status
 	lastProbe time.Time
+	// metric is the route metric to the TM's first address (policy
+	// hop-metric), from the resolver.
+	metric int
 }
 
 func (s *tmSlot) ready() bool { return s.mac != nil && s.ifindex != 0 }
@@ -89,6 +92,13 @@ type Daemon struct {
 	prog  *datapath.Datapath
 	res   resolver
 	clock func() uint32 // the data path's clock source (seconds)
+
+	// resyncTicks counts reweigh ticks to the next resync of the
+	// active-flow counters (policy.go); guarded by mu.
+	resyncTicks int
+	// meas are the per-TM measurements of the measured policies
+	// (policy.go).
+	meas measures
 
 	mu              sync.Mutex
 	cfg             *config.Config

@@ -110,6 +110,7 @@ func (d *Daemon) readEvents() {
 	}
 	_, err := d.dp.ReadEvents(func(ev datapath.Event) {
 		d.offerPeers(ev)
+		d.countEnd(ev)
 		if follow {
 			d.hub.publish(d.event(ev, tms, ""))
 		}
@@ -126,6 +127,11 @@ func (d *Daemon) publishExpired(t *tally[datapath.FlowKey], flows map[datapath.F
 			if r != "" {
 				d.offerPeers(datapath.Event{Key: k, Time: d.clock(), Type: datapath.EventExpired})
 			}
+		}
+	}
+	for k, r := range t.reason {
+		if r != "" {
+			d.countExpired(flows[k], k.Proto)
 		}
 	}
 	if !d.hub.any() {

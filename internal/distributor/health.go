@@ -54,7 +54,9 @@ func (h *healthChecks) startReweigh(d *Daemon) {
 				case <-h.stop:
 					return
 				case <-t.C:
+					d.pollAgents()
 					d.reweigh()
+					d.resyncActive()
 				}
 			}
 		}()
@@ -126,7 +128,7 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 		}
 		id := idOf(sc)
 		spec := specOf(sc.Health)
-		for _, tid := range slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers) {
+		for _, tid := range sc.AllTrafficManagers() {
 			tm, ok := cfg.TM(tid)
 			if !ok {
 				continue
@@ -138,7 +140,7 @@ func (d *Daemon) syncHealth(cfg *config.Config) {
 	}
 	d.health.c.Set(targets)
 	d.health.refs = refs
-	if len(targets) > 0 {
+	if len(targets) > 0 || leastConnections(cfg) || measured(cfg) {
 		d.health.startReweigh(d)
 	}
 	for _, s := range d.svcs {
@@ -241,36 +243,18 @@ const (
 
 // rttWeights are the weights of fastest-rtt for service sc: each measured
 // TM's configured weight × 100 × (the fastest damped RTT / its own),
-// within 1..1000. A TM without a measurement yet keeps its configured
-// weight (× 100, so that it competes as the fastest would).
+// within 1..1000 (costWeights). A TM without a measurement yet keeps its
+// configured weight (× 100, so that it competes as the fastest would).
 func (d *Daemon) rttWeights(sc config.Service) map[string]uint32 {
-	rtts := map[string]time.Duration{}
-	fastest := time.Duration(0)
-	ids := slices.Concat(sc.TrafficManagers, sc.FallbackTrafficManagers)
-	for _, tid := range ids {
+	rtts := map[string]float64{}
+	for _, tid := range sc.AllTrafficManagers() {
 		st, ok := d.health.c.State(healthKey(idOf(sc), tid))
 		if !ok || !st.Checked || st.AvgRTT == 0 {
 			continue
 		}
-		rtt := max(st.AvgRTT, rttFloor)
-		rtts[tid] = rtt
-		if fastest == 0 || rtt < fastest {
-			fastest = rtt
-		}
+		rtts[tid] = float64(max(st.AvgRTT, rttFloor))
 	}
-	out := map[string]uint32{}
-	for _, tid := range ids {
-		tm := d.tms[tid]
-		if tm == nil {
-			continue
-		}
-		w := float64(tm.cfg.Weight) * 100
-		if rtt, ok := rtts[tid]; ok {
-			w *= float64(fastest) / float64(rtt)
-		}
-		out[tid] = uint32(min(max(w+0.5, 1), config.MaxWeight))
-	}
-	return out
+	return d.costWeights(sc, rtts)
 }
 
 // weightsMoved reports whether next differs from cur by more than the
@@ -291,7 +275,8 @@ func weightsMoved(cur, next map[string]uint32) bool {
 	return false
 }
 
-// reweigh recomputes the measured weights of the fastest-rtt services and
+// reweigh recomputes the measured weights of the fastest-rtt, packet-rate
+// and completion-rate services and
 // rewrites the rings whose weights moved beyond the damping threshold:
 // only new flows move.
 func (d *Daemon) reweigh() {
@@ -301,18 +286,24 @@ func (d *Daemon) reweigh() {
 		return
 	}
 	changed := false
+	d.measure()
 	for _, sc := range d.cfg.Services {
 		s := d.svcs[idOf(sc)]
 		if s == nil {
 			continue
 		}
-		if sc.Policy != config.PolicyFastestRTT || sc.Health == nil {
+		var next map[string]uint32
+		switch {
+		case sc.Policy == config.PolicyFastestRTT && sc.Health != nil:
+			next = d.rttWeights(sc)
+		case config.IsMeasured(sc.Policy):
+			next = d.measuredWeights(sc)
+		default:
 			if s.weights != nil {
 				s.weights, changed = nil, true
 			}
 			continue
 		}
-		next := d.rttWeights(sc)
 		if weightsMoved(s.weights, next) {
 			d.log.Info("measured weights", "service", sc.Name, "policy", sc.Policy, "weights", next)
 			s.weights, changed = next, true

@@ -29,9 +29,9 @@ func (d *Daemon) resolveAll() bool {
 		if !s.present {
 			continue
 		}
-		mac, ifindex := s.mac.String(), s.ifindex
+		mac, ifindex, metric := s.mac.String(), s.ifindex, s.metric
 		d.res.resolve(s)
-		if s.mac.String() != mac || s.ifindex != ifindex {
+		if s.mac.String() != mac || s.ifindex != ifindex || s.metric != metric {
 			changed = true
 		}
 	}
@@ -68,6 +68,9 @@ func (d *netResolver) resolve(s *tmSlot) {
 			return
 		}
 		r := routes[0]
+		if addr == addrs[0] {
+			s.metric = routeMetric(addr)
+		}
 		if r.Gw != nil {
 			d.notReady(s, fmt.Sprintf("%s is reached through gateway %s; forward mode l2 needs TMs on a directly connected segment", addr, r.Gw))
 			return

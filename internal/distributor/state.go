@@ -37,18 +37,28 @@ type State struct {
 	Masks []uint32
 	// Settings are the global settings.
 	Settings datapath.Settings
+	// PolicyWeights are the configured weights by TM index, for
+	// weighted-least-connections (policy_weight).
+	PolicyWeights map[uint32]uint32
+	// QoS are the QoS services' classes by service index (policy_qos),
+	// QoSRings their class rings by QoS ring number.
+	QoS      map[uint32]datapath.QoS
+	QoSRings map[uint32][]uint32
 }
 
 // emptyState is what a fresh data path holds, as far as the daemon cares.
 func emptyState() State {
 	return State{
-		TMs:       map[uint32]datapath.TM{},
-		Services:  map[datapath.ServiceKey]datapath.Service{},
-		Rings:     map[uint32][]uint32{},
-		Pools:     map[uint32][]uint32{},
-		VIPs:      map[datapath.VIPKey]uint32{},
-		Senders:   map[[6]uint8]uint32{},
-		LearnSrcs: map[datapath.VIPKey]uint32{},
+		TMs:           map[uint32]datapath.TM{},
+		Services:      map[datapath.ServiceKey]datapath.Service{},
+		Rings:         map[uint32][]uint32{},
+		Pools:         map[uint32][]uint32{},
+		VIPs:          map[datapath.VIPKey]uint32{},
+		Senders:       map[[6]uint8]uint32{},
+		LearnSrcs:     map[datapath.VIPKey]uint32{},
+		PolicyWeights: map[uint32]uint32{},
+		QoS:           map[uint32]datapath.QoS{},
+		QoSRings:      map[uint32][]uint32{},
 	}
 }
 
@@ -102,6 +112,9 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 	owners := map[[6]uint8][]string{}
 	for id, s := range tms {
 		st.TMs[s.index] = tmEntry(s)
+		if s.present {
+			st.PolicyWeights[s.index] = s.cfg.Weight
+		}
 		if !s.present || s.cfg.State == config.StateDisabled {
 			continue
 		}
@@ -142,18 +155,15 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		if !ok {
 			return st, fmt.Errorf("service %s: no index assigned", sc.Name)
 		}
-		backends, pool := poolOf(sc.TrafficManagers, tms, s)
-		if n := int(max(sc.MinEligible, 1)); len(pool) < n {
-			// Priority groups: the fallback pool once the pool has fewer
-			// than min_eligible TMs and the fallback pool has enough, or
-			// the pool has none (an empty ring, if the fallback pool has
-			// none either: new flows dropped, counted as drop_no_tm).
-			fb, fbPool := poolOf(sc.FallbackTrafficManagers, tms, s)
-			if len(fbPool) >= n || len(pool) == 0 {
-				backends, pool = fb, fbPool
-			}
+		groups := sc.Groups()
+		switch sc.Policy {
+		case config.PolicyTopology:
+			groups = zoneGroups(groups, cfg.Distributor.Zone, tms)
+		case config.PolicyHopMetric:
+			groups = metricGroups(groups, tms)
 		}
-		if sc.Policy == config.PolicyRoundRobin {
+		backends, pool := groupOf(groups, tms, s)
+		if sc.Policy == config.PolicyRoundRobin || sc.Policy == config.PolicyLeastConnections {
 			// Each TM once per round: one slot share each.
 			for i := range backends {
 				backends[i].Weight = 1
@@ -165,9 +175,25 @@ func desired(cfg *config.Config, tms map[string]*tmSlot, svcs map[serviceID]*svc
 		}
 		st.Rings[s.index] = ring
 		st.Pools[s.index] = pool
+		if sc.Policy == config.PolicyQoS && sc.QoS != nil {
+			// The class's ring: the pool's TMs tagged with the class's
+			// tag while min_eligible of them are eligible, else the
+			// service's own ring (spill-over).
+			q, err := qosClass(sc, cfg, tms, s, ring)
+			if err != nil {
+				return st, fmt.Errorf("service %s: %w", sc.Name, err)
+			}
+			st.QoS[s.index] = q.qos
+			st.QoSRings[q.qos.Ring] = q.ring
+		}
 		v := datapath.Service{Index: s.index, Hash: config.HashBits(sc.Hash)}
-		if config.IsRoundRobin(sc.Policy) {
+		switch {
+		case config.IsRoundRobin(sc.Policy):
 			v.Policy = datapath.PolicyRR
+		case sc.Policy == config.PolicyLeastConnections:
+			v.Policy = datapath.PolicyLC
+		case sc.Policy == config.PolicyWeightedLeastConnections:
+			v.Policy = datapath.PolicyWLC
 		}
 		if p := sc.Persistence; p != nil {
 			v.PersistMask = config.MaskBits(p.Mask)
@@ -242,6 +268,9 @@ func (d *Daemon) write(want State) error {
 		}
 		w.Pools[idx] = want.Pools[idx]
 	}
+	if err := d.writeQoS(want); err != nil {
+		return err
+	}
 	for k, v := range want.Services {
 		if old, ok := w.Services[k]; ok && old == v {
 			continue
@@ -289,6 +318,13 @@ func (d *Daemon) writeSignalState(want State) error {
 		return err
 	}
 	if err := syncTable(w.LearnSrcs, want.LearnSrcs, d.dp.SetLearnSource, d.dp.DeleteLearnSource); err != nil {
+		return err
+	}
+	if w.PolicyWeights == nil {
+		w.PolicyWeights = map[uint32]uint32{}
+	}
+	if err := syncTable(w.PolicyWeights, want.PolicyWeights, d.dp.SetPolicyWeight,
+		func(idx uint32) error { return d.dp.SetPolicyWeight(idx, 0) }); err != nil {
 		return err
 	}
 	if w.Masks == nil || !slices.Equal(w.Masks, want.Masks) {
@@ -380,6 +416,27 @@ func (d *Daemon) svcName(idx uint32) string {
 		}
 	}
 	return fmt.Sprintf("#%d", idx)
+}
+
+// groupOf returns the backends and TM indexes of the priority group that
+// gets new flows of service s: the first of groups (the pool, the fallback
+// pool, then priority_groups) with at least its min_eligible eligible TMs;
+// with none such, the first with any (an empty ring if none has any: new
+// flows dropped, counted as drop_no_tm).
+func groupOf(groups []config.PriorityGroup, tms map[string]*tmSlot, s *svcSlot) ([]selector.Backend, []uint32) {
+	first := -1
+	var fb []selector.Backend
+	var fp []uint32
+	for i, g := range groups {
+		backends, pool := poolOf(g.TrafficManagers, tms, s)
+		if len(pool) >= int(max(g.MinEligible, 1)) {
+			return backends, pool
+		}
+		if first < 0 && len(pool) > 0 {
+			first, fb, fp = i, backends, pool
+		}
+	}
+	return fb, fp
 }
 
 // poolOf returns the TMs of ids (in order) that get new flows of service s:

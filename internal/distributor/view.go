@@ -282,10 +282,11 @@ func addrStrings(as []netip.Addr) []string {
 	return out
 }
 
-// inFallback reports whether pool (what the ring holds) is the service's
-// fallback pool.
+// inFallback reports whether pool (what the ring holds) is a lower
+// priority group than the service's pool: its fallback pool or one of its
+// priority_groups.
 func inFallback(sc config.Service, tms map[string]*tmSlot, pool []uint32) bool {
-	for _, id := range sc.FallbackTrafficManagers {
+	for _, id := range sc.AllTrafficManagers()[len(sc.TrafficManagers):] {
 		if s := tms[id]; s != nil && slices.Contains(pool, s.index) {
 			return true
 		}

@@ -58,6 +58,23 @@ type Model struct {
 	// PolicyRR is policy_rr, one CPU's round-robin position by service
 	// index (the differential tests run the program on one CPU).
 	PolicyRR map[uint32]uint32
+	// Active is policy_active: each TM index's active flows, counted
+	// where the program counts them (the least-connections policies).
+	Active [datapath.MaxTMs]int64
+	// PolicyWeight is policy_weight: each TM index's weight for
+	// weighted-least-connections.
+	PolicyWeight [datapath.MaxTMs]uint32
+	// QoS is policy_qos, by service index; QoSRings is policy_qos_rings
+	// (PolicyQoSRings × RingSize slots, made by the first write).
+	QoS      map[uint32]datapath.QoS
+	QoSRings []uint32
+}
+
+// addActive is sy_active_add: n more active flows for TM idx.
+func (m *Model) addActive(idx uint32, n int64) {
+	if int(idx) < datapath.MaxTMs {
+		m.Active[idx] += n
+	}
 }
 
 // NewModel returns an empty model sized like a data path loaded with the

@@ -17,6 +17,7 @@ func (p *packet) putNew(e *datapath.Flow) {
 				return
 			}
 			p.m.HalfOpen[k] = *e
+			p.m.addActive(uint32(e.Tm), 1)
 			return
 		}
 	}
@@ -27,6 +28,7 @@ func (p *packet) putNew(e *datapath.Flow) {
 	}
 	p.m.Flows[k] = *e
 	p.event(k, e, datapath.EventNew)
+	p.m.addActive(uint32(e.Tm), 1)
 }
 
 // halfOpen is sy_half_open: after an exact miss (or a flow to re-select),
@@ -47,6 +49,7 @@ func (p *packet) halfOpen() datapath.Verdict {
 	tm := p.tm(idx)
 	if tm == nil || tm.Flags&datapath.TMDisabled != 0 {
 		delete(p.m.HalfOpen, k)
+		p.m.addActive(idx, -1)
 		return goOn
 	}
 	e := h
@@ -55,6 +58,7 @@ func (p *packet) halfOpen() datapath.Verdict {
 	switch {
 	case e.TcpState&datapath.TCPReset != 0:
 		delete(p.m.HalfOpen, k)
+		p.m.addActive(idx, -1)
 	case e.TcpState&datapath.TCPEstablished != 0:
 		if flowsFull(p.m.Flows, p.m.MaxFlows, k) {
 			p.count(datapath.CounterFlowRefused, 0)
@@ -101,6 +105,7 @@ func (p *packet) hit(k *datapath.FlowKey, seg bool, verdictCounter datapath.Coun
 				// Its next entry is half-open: this one must not
 				// catch the ACK.
 				delete(p.m.Flows, *k)
+				p.m.addActive(idx, -1)
 				return goOn, true
 			}
 			f.TcpState = 0

@@ -69,6 +69,7 @@ func (p *packet) fromTM() datapath.Verdict {
 		p.m.Flows[rev] = e
 		p.count(datapath.CounterLearned, 0)
 		p.event(rev, &e, datapath.EventNew)
+		p.m.addActive(sender, 1)
 	}
 	learn()
 	return p.count(datapath.CounterPassFromTM, datapath.Pass)

@@ -233,15 +233,22 @@ func (m *Model) InsertFlow(k datapath.FlowKey, f datapath.Flow) error {
 		return fmt.Errorf("insert flow: %w", errFlowsFull)
 	}
 	m.Flows[k] = f
+	m.addActive(uint32(f.Tm), 1)
 	return nil
 }
 
-// UpdateFlow replaces k's entry only if it has one.
+// UpdateFlow replaces k's entry only if it has one (an entry that changes
+// TM moves its active flow).
 func (m *Model) UpdateFlow(k datapath.FlowKey, f datapath.Flow) error {
-	if _, ok := m.Flows[k]; !ok {
+	cur, ok := m.Flows[k]
+	if !ok {
 		return fmt.Errorf("update flow: %w", datapath.ErrKeyNotExist)
 	}
 	m.Flows[k] = f
+	if cur.Tm != f.Tm {
+		m.addActive(uint32(cur.Tm), -1)
+		m.addActive(uint32(f.Tm), 1)
+	}
 	return nil
 }
 
@@ -256,10 +263,12 @@ func (m *Model) PutFlow(k datapath.FlowKey, f datapath.Flow) error {
 
 // DeleteFlow removes k's entry.
 func (m *Model) DeleteFlow(k datapath.FlowKey) error {
-	if _, ok := m.Flows[k]; !ok {
+	f, ok := m.Flows[k]
+	if !ok {
 		return datapath.ErrKeyNotExist
 	}
 	delete(m.Flows, k)
+	m.addActive(uint32(f.Tm), -1)
 	return nil
 }
 
@@ -275,7 +284,7 @@ func (m *Model) WalkFlows(fn func(datapath.FlowKey, datapath.Flow) bool) error {
 
 // DeleteFlowsWhere deletes up to limit (0: all) entries that match.
 func (m *Model) DeleteFlowsWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
-	return deleteWhere(m.Flows, match, limit), nil
+	return deleteWhere(m.Flows, match, limit, m.activeGone), nil
 }
 
 // WalkHalfOpen calls fn for each half-open entry until fn returns false.
@@ -291,7 +300,7 @@ func (m *Model) WalkHalfOpen(fn func(datapath.FlowKey, datapath.Flow) bool) erro
 // DeleteHalfOpenWhere deletes up to limit (0: all) half-open entries that
 // match.
 func (m *Model) DeleteHalfOpenWhere(match func(datapath.FlowKey, datapath.Flow) bool, limit int) (int, error) {
-	return deleteWhere(m.HalfOpen, match, limit), nil
+	return deleteWhere(m.HalfOpen, match, limit, m.activeGone), nil
 }
 
 // ReadEvents drains the model's events, at most
@@ -335,10 +344,10 @@ func (m *Model) WalkSecondKeys(fn func(datapath.SecondKey, datapath.Second) bool
 
 // DeleteSecondKeysWhere deletes up to limit (0: all) entries that match.
 func (m *Model) DeleteSecondKeysWhere(match func(datapath.SecondKey, datapath.Second) bool, limit int) (int, error) {
-	return deleteWhere(m.SecondKeys, match, limit), nil
+	return deleteWhere(m.SecondKeys, match, limit, nil), nil
 }
 
-func deleteWhere[K comparable, V any](t map[K]V, match func(K, V) bool, limit int) int {
+func deleteWhere[K comparable, V any](t map[K]V, match func(K, V) bool, limit int, gone func(V)) int {
 	n := 0
 	for k, v := range t {
 		if limit != 0 && n >= limit {
@@ -353,7 +362,62 @@ func deleteWhere[K comparable, V any](t map[K]V, match func(K, V) bool, limit in
 		if match(k, v) {
 			delete(t, k)
 			n++
+			if gone != nil {
+				gone(v)
+			}
 		}
 	}
 	return n
+}
+
+// activeGone counts a deleted flow or half-open entry off its TM.
+func (m *Model) activeGone(f datapath.Flow) { m.addActive(uint32(f.Tm), -1) }
+
+// ReadActive returns policy_active.
+func (m *Model) ReadActive() ([datapath.MaxTMs]int64, error) { return m.Active, nil }
+
+// SetActive overwrites policy_active.
+func (m *Model) SetActive(n [datapath.MaxTMs]int64) error {
+	m.Active = n
+	return nil
+}
+
+// SetPolicyWeight sets TM idx's weight for weighted-least-connections.
+func (m *Model) SetPolicyWeight(idx, w uint32) error {
+	if int(idx) >= datapath.MaxTMs {
+		return fmt.Errorf("policy weight of TM %d: indexes are below %d", idx, datapath.MaxTMs)
+	}
+	m.PolicyWeight[idx] = w
+	return nil
+}
+
+// SetQoS sets service svc's QoS class.
+func (m *Model) SetQoS(svc uint32, q datapath.QoS) error {
+	if svc >= datapath.PolicyMaxServices || q.Ring >= datapath.PolicyQoSRings {
+		return fmt.Errorf("QoS of service %d: ring %d out of range", svc, q.Ring)
+	}
+	if m.QoS == nil {
+		m.QoS = map[uint32]datapath.QoS{}
+	}
+	m.QoS[svc] = q
+	return nil
+}
+
+// WriteQoSRing writes the given slots (nil: all) of QoS ring i.
+func (m *Model) WriteQoSRing(i uint32, ring []uint32, slots []uint32) error {
+	if uint32(len(ring)) != m.RingSize || i >= datapath.PolicyQoSRings {
+		return fmt.Errorf("QoS ring %d: %d slots, want %d", i, len(ring), m.RingSize)
+	}
+	if m.QoSRings == nil {
+		m.QoSRings = make([]uint32, int(m.RingSize)*int(datapath.PolicyQoSRings))
+	}
+	base := i * m.RingSize
+	if slots == nil {
+		copy(m.QoSRings[base:], ring)
+		return nil
+	}
+	for _, s := range slots {
+		m.QoSRings[base+s] = ring[s]
+	}
+	return nil
 }

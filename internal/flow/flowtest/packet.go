@@ -26,6 +26,7 @@ type Packet struct {
 	ICMPType       uint8
 	ICMPCode       uint8
 	Inner          *Packet // embedded packet of an ICMP error (its IP header and 8 bytes of L4)
+	DSCP           uint8   // the IP header's DSCP (IPv4 TOS, IPv6 traffic class: the upper 6 bits)
 	Payload        []byte
 }
 
@@ -105,6 +106,7 @@ func (p Packet) ip() []byte {
 		opt := (p.IPv4Options + 3) / 4 * 4
 		h := make([]byte, 20+opt)
 		h[0] = 0x40 | uint8((20+opt)/4)
+		h[1] = p.DSCP << 2
 		binary.BigEndian.PutUint16(h[2:], uint16(len(h)+len(l4)))
 		if p.Fragment {
 			h[6] = 0x20 // MF
@@ -137,7 +139,8 @@ func (p Packet) ip() []byte {
 		eh = append(eh, e...)
 	}
 	h := make([]byte, 40)
-	h[0] = 0x60
+	h[0] = 0x60 | p.DSCP>>2
+	h[1] = p.DSCP << 6
 	binary.BigEndian.PutUint16(h[4:], uint16(len(eh)+len(l4)))
 	h[6] = p.Proto
 	if len(ext) > 0 {
