@@ -84,6 +84,11 @@ the namespaces.`,
 	f.IntVar(&o.Rounds, "rounds", 3, "rounds of every measurement on each path")
 	f.IntVar(&o.Workers, "workers", 8, "concurrent workers of the connection-rate measurement")
 	f.BoolVar(&o.Reverse, "reverse", false, "also measure throughput TM→client")
+	f.IntVar(&o.TMs, "tms", 3, "TMs behind the distributor and kernel ECMP")
+	f.IntVar(&o.MTU, "mtu", 1500, "MTU of every link (1280..9000; 9000: jumbo frames through XDP as multi-buffer frames)")
+	f.IntVar(&o.Queues, "queues", 0, "RX/TX queues of every veth (0: the kernel's default)")
+	f.StringVar(&o.Qdisc, "qdisc", "pfifo", `qdisc on every veth: pfifo, pfifo_fast, fq_codel, fq, or noqueue (the veth default: a full ring drops)`)
+	f.StringSliceVar(&o.Paths, "paths", nil, "paths to measure: direct, ecmp, switchyard (default all three)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON on stdout (progress and table go to stderr)")
 	return cmd
 }
