@@ -53,7 +53,9 @@ type Spec struct {
 	// "pfifo_fast", "fq_codel", "fq"). A veth without a queue drops a
 	// packet when its peer's 256-slot ring (NAPI, XDP) or the backlog is
 	// full; with a qdisc, the kernel (6.16 and later) stops the queue when
-	// the ring is full and holds the packet instead.
+	// the ring is full and holds the packet instead. With a qdisc, GRO is
+	// also turned on at the host ends, so that every veth receives through
+	// NAPI and its ring (the bridge ports always have it).
 	Qdisc string
 }
 
@@ -388,7 +390,19 @@ func (t *Topology) attach(h *Host, ifname, seg string, a4, a6 netip.Prefix) (*Li
 	if err != nil {
 		return nil, err
 	}
-	if err := h.NS.Do(func() error { return setTxChecksum(ifname, false) }); err != nil {
+	if err := h.NS.Do(func() error {
+		if err := setTxChecksum(ifname, false); err != nil {
+			return err
+		}
+		// With a qdisc, the host end receives through NAPI too (GRO on):
+		// a veth without NAPI hands packets to the per-CPU backlog, which
+		// drops when full (net.core.netdev_max_backlog) instead of
+		// stopping the sender's queue.
+		if t.qdisc != "" {
+			return setGRO(ifname, true)
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	if err := setQdisc(hn, l, t.qdisc); err != nil {
