@@ -540,6 +540,7 @@ func (b *benchRig) runPath(ctx context.Context, res *BenchResult, measures []ben
 		}
 		if err != nil {
 			if d != nil {
+				err = fmt.Errorf("%w (distributor: %s)", err, distDrops(ctx, d))
 				d.Stop()
 			}
 			return fmt.Errorf("round %d, %s, %s: %w", r+1, path, m.name, err)
@@ -586,6 +587,27 @@ func (b *benchRig) runPath(ctx context.Context, res *BenchResult, measures []ben
 		return fmt.Errorf("round %d: the distributor sent no packet to the TMs: the traffic did not go through XDP", r+1)
 	}
 	return nil
+}
+
+// distDrops describes the distributor's non-zero drop counters, for an
+// error.
+func distDrops(ctx context.Context, d *Distributor) string {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := d.API.Stats(sctx)
+	if err != nil {
+		return fmt.Sprintf("stats: %v", err)
+	}
+	var out []string
+	for _, c := range st.Counters {
+		if c.Drop && c.Packets > 0 {
+			out = append(out, fmt.Sprintf("%s %d", c.Name, c.Packets))
+		}
+	}
+	if len(out) == 0 {
+		return "no drop counter moved"
+	}
+	return "drops " + strings.Join(out, ", ")
 }
 
 func sumTMPackets(st api.Stats) uint64 {
