@@ -205,3 +205,38 @@ func with(p flowtest.Packet, payload []byte) flowtest.Packet {
 	p.Payload = payload
 	return p
 }
+
+// FuzzDifferentialFrags is FuzzDifferential for multi-buffer frames: an
+// arbitrary head (the headers, up to 1,500 bytes) followed by enough bytes
+// to take the frame past the first buffer, so that the IP length, however
+// the fuzzer sets it, ends in the first buffer, in the fragments or past
+// the frame. Verdicts and output bytes must agree.
+func FuzzDifferentialFrags(f *testing.F) {
+	fx := newFixture(f)
+	fx.standard(f)
+	g := generator(17)
+	so := signalOptions(g)
+	so.Packet = func() []byte { return jumbo(g) }
+	for range 20 {
+		b := jumbo(g)
+		f.Add(b[:min(len(b), 200)], uint16(len(b)-testRunLinear()), false)
+		s := g.Signal(so)
+		f.Add(s[:min(len(s), 1500)], uint16(1000), true)
+	}
+	f.Fuzz(func(t *testing.T, head []byte, pad uint16, internal bool) {
+		if len(head) < 14 || len(head) > 1500 {
+			return
+		}
+		frame := make([]byte, testRunLinear()+1+int(pad)%6000)
+		copy(frame, head)
+		for i := len(head); i < len(frame); i++ {
+			frame[i] = byte(i)
+		}
+		role := roleExternal
+		if internal {
+			role = roleInternal
+		}
+		fx.setRole(t, role)
+		fx.checkFrags(t, 0, frame)
+	})
+}

@@ -57,12 +57,18 @@ func TestTopologyOptions(t *testing.T) {
 			t.Errorf("%s/%s: GRO %v (%v), want on", ns.Name, name, gro, err)
 		}
 	}
+	n := 0
 	for _, h := range topo.Hosts() {
 		for _, l := range h.Links {
 			check(h.NS, l.Name, true)
 			check(topo.Switch, l.Port, true)
+			n += 2
 		}
 	}
+	if n < 10 {
+		t.Fatalf("checked %d veth ends, want the 10 of 1 client, 1 distributor (3 links) and 1 TM", n)
+	}
+	t.Logf("checked %d veth ends and 3 bridges", n)
 	for _, seg := range []string{netlab.SegExt, netlab.SegInt, netlab.SegSrv} {
 		check(topo.Switch, seg, false)
 	}
