@@ -102,7 +102,10 @@ SY_PROCESS_ATTR int sy_process(struct xdp_md *ctx)
 	return sy_select(ctx, &p, reselect ? SY_C_FWD_RESELECT : SY_C_FWD_NEW);
 }
 
-SEC("xdp")
+/* xdp.frags: the program takes multi-buffer frames (BPF_F_XDP_HAS_FRAGS),
+ * so it attaches to interfaces with a jumbo MTU and sees a GRO aggregate as
+ * one frame; parse.h reads headers from the first buffer only. */
+SEC("xdp.frags")
 int switchyard_xdp(struct xdp_md *ctx)
 {
 	return sy_process(ctx);

@@ -180,6 +180,24 @@ static __noinline int sy_parse_icmp(struct xdp_md *ctx, const struct sy_pkt *p, 
 	return SY_ICMP_INNER;
 }
 
+/*
+ * Multi-buffer frames (SEC("xdp.frags")): a jumbo frame, or a GRO/GSO
+ * aggregate the driver hands over whole, has its first bytes in the linear
+ * buffer (data .. data_end) and the rest in fragments. Every header is read
+ * from the linear buffer only (a header past it counts as truncated, as for
+ * a short frame); nothing beyond the headers is read. p->len starts as the
+ * linear length; when the IP packet ends past data_end, the frame's whole
+ * length is asked for (bpf_xdp_get_buff_len: one helper call, paid only by
+ * frames longer than their first buffer, never on the common path) and
+ * p->len becomes it. Returns nonzero when the IP packet is longer than the
+ * whole frame: truncated.
+ */
+static __always_inline int sy_past_first(struct xdp_md *ctx, struct sy_pkt *p, __u32 ip_end)
+{
+	p->len = bpf_xdp_get_buff_len(ctx);
+	return ip_end > p->len;
+}
+
 /* VLAN tags, IPv4/IPv6 (and v6 extension headers), the ports and TCP flags,
  * and what an ICMP packet is about. */
 static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
@@ -225,7 +243,8 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 		ihl = ip->ihl * 4;
 		if (bpf_ntohs(ip->tot_len) < ihl)
 			return sy_count(SY_C_DROP_BAD_IP, p->len, XDP_DROP);
-		if (data + off + bpf_ntohs(ip->tot_len) > data_end)
+		if (data + off + bpf_ntohs(ip->tot_len) > data_end &&
+		    sy_past_first(ctx, p, off + bpf_ntohs(ip->tot_len)))
 			return sy_count(SY_C_DROP_TRUNC_IP, p->len, XDP_DROP);
 		__builtin_memcpy(p->key.src, &ip->saddr, 4);
 		__builtin_memcpy(p->key.dst, &ip->daddr, 4);
@@ -241,7 +260,8 @@ static __always_inline int sy_parse(struct xdp_md *ctx, struct sy_pkt *p)
 			return sy_count(SY_C_DROP_TRUNC_IP, p->len, XDP_DROP);
 		if (ip6->version != 6)
 			return sy_count(SY_C_DROP_BAD_IP, p->len, XDP_DROP);
-		if (data + off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > data_end)
+		if (data + off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > data_end &&
+		    sy_past_first(ctx, p, off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len)))
 			return sy_count(SY_C_DROP_TRUNC_IP, p->len, XDP_DROP);
 		__builtin_memcpy(p->key.src, &ip6->saddr, 16);
 		__builtin_memcpy(p->key.dst, &ip6->daddr, 16);

@@ -215,7 +215,10 @@ static __noinline int sy_signal(struct xdp_md *ctx, const struct sy_iface *ifc,
 	struct ethhdr *eth = data;
 	struct sy_sig_scratch *x;
 	struct sy_settings *st;
-	__u64 len = p->len;
+	/* The whole frame, frags included: a shim may ride on a jumbo frame
+	 * (bpf_xdp_load_bytes reads across fragments; the strip moves the head
+	 * of the linear buffer and fails if the shim were not all in it). */
+	__u64 len = bpf_xdp_get_buff_len(ctx);
 	__u32 zero = 0, off, end, mlen, who, count;
 	int i, shim;
 

@@ -109,6 +109,10 @@ type packet struct {
 	m       *Model
 	data    []byte
 	ingress uint32
+	// linear is the length of the frame's first buffer (data .. data_end
+	// in C); the rest of a multi-buffer frame is in fragments. Headers
+	// are read from the first buffer only (parse.h, sy_past_first).
+	linear uint32
 
 	key       datapath.FlowKey
 	inner     datapath.FlowKey // icmpInner: the key of the flow the error is about (in C, in the scratch)
@@ -136,7 +140,16 @@ func le16(b []byte) uint16 { return binary.LittleEndian.Uint16(b) }
 // Process runs one packet through the model as if it arrived on interface
 // ingress. It returns the verdict and the packet as the program leaves it.
 func (m *Model) Process(pkt []byte, ingress uint32) (datapath.Verdict, []byte) {
-	p := &packet{m: m, data: append([]byte(nil), pkt...), ingress: ingress}
+	return m.ProcessFrags(pkt, ingress, len(pkt))
+}
+
+// ProcessFrags runs one multi-buffer frame through the model: its first
+// linear bytes are the first buffer, the rest is in fragments (as an
+// xdp.frags program sees a jumbo frame or a GRO aggregate). A linear of
+// len(pkt) or more is a frame without fragments.
+func (m *Model) ProcessFrags(pkt []byte, ingress uint32, linear int) (datapath.Verdict, []byte) {
+	linear = max(0, min(linear, len(pkt)))
+	p := &packet{m: m, data: append([]byte(nil), pkt...), ingress: ingress, linear: uint32(linear)}
 	return p.process(), p.data
 }
 

@@ -43,8 +43,8 @@ const (
 // role and, on an internal interface, whether the source MAC is a TM's on
 // its own interface.
 func (p *packet) parseEth() (datapath.Verdict, *datapath.Iface) {
-	p.n = uint64(len(p.data))
-	if len(p.data) < 14 {
+	p.n = uint64(p.linear)
+	if p.linear < 14 {
 		return p.count(datapath.CounterDropTruncEth, datapath.Drop), nil
 	}
 	p.isSignal = be16(p.data[12:]) == datapath.EtherTypeSignal
@@ -72,7 +72,7 @@ func (p *packet) parseEth() (datapath.Verdict, *datapath.Iface) {
 // flow's key.
 func (p *packet) parseICMP(l4off uint32) icmpKind {
 	d := p.data
-	end := uint32(len(d))
+	end := p.linear // headers: the first buffer only
 	var off uint32
 	p.inner.Vlan = p.key.Vlan
 	if l4off+8 > end {
@@ -116,6 +116,14 @@ func (p *packet) parseICMP(l4off uint32) icmpKind {
 	return icmpInner
 }
 
+// pastFirst is sy_past_first: the IP packet ends past the first buffer;
+// the bytes counted become the whole frame's. It reports whether the IP
+// packet is longer than the whole frame (truncated).
+func (p *packet) pastFirst(ipEnd uint32) bool {
+	p.n = uint64(len(p.data))
+	return uint64(ipEnd) > p.n
+}
+
 func isIPv6Ext(proto uint8) bool {
 	return proto == ipv6HopByHop || proto == ipv6Routing || proto == ipv6DestOptions
 }
@@ -124,12 +132,12 @@ func isIPv6Ext(proto uint8) bool {
 // ports and TCP flags, and what an ICMP packet is about.
 func (p *packet) parse() datapath.Verdict {
 	// Again after a shim was stripped: the packet is shorter.
-	p.n = uint64(len(p.data))
-	if len(p.data) < 14 {
+	p.n = uint64(p.linear)
+	if p.linear < 14 {
 		return p.count(datapath.CounterDropTruncEth, datapath.Drop)
 	}
 	d := p.data
-	end := uint32(len(d))
+	end := p.linear // headers: the first buffer only
 	proto := be16(d[12:])
 	off := uint32(14)
 	for range datapath.MaxVLANTags {
@@ -164,7 +172,7 @@ func (p *packet) parse() datapath.Verdict {
 		if totLen < ihl {
 			return p.count(datapath.CounterDropBadIP, datapath.Drop)
 		}
-		if off+totLen > end {
+		if off+totLen > end && p.pastFirst(off+totLen) {
 			return p.count(datapath.CounterDropTruncIP, datapath.Drop)
 		}
 		copy(p.key.Src[:4], ip[12:16])
@@ -182,7 +190,7 @@ func (p *packet) parse() datapath.Verdict {
 		if ip[0]>>4 != 6 {
 			return p.count(datapath.CounterDropBadIP, datapath.Drop)
 		}
-		if off+40+uint32(be16(ip[4:])) > end {
+		if off+40+uint32(be16(ip[4:])) > end && p.pastFirst(off+40+uint32(be16(ip[4:]))) {
 			return p.count(datapath.CounterDropTruncIP, datapath.Drop)
 		}
 		copy(p.key.Src[:], ip[8:24])

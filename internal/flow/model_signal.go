@@ -9,6 +9,9 @@ import "github.com/switchyard/switchyard/internal/datapath"
 // consumed or a shim stripped and the packet goes on (goOn).
 func (p *packet) signal(ifc *datapath.Iface) datapath.Verdict {
 	d := p.data
+	// The whole frame, fragments included (bpf_xdp_get_buff_len): the
+	// message is read across them (bpf_xdp_load_bytes).
+	p.n = uint64(len(d))
 	if (p.wrongPort || p.byTM) && !p.senderReady() {
 		return p.count(datapath.CounterSigRefNotReady, datapath.Drop)
 	}
@@ -39,6 +42,12 @@ func (p *packet) signal(ifc *datapath.Iface) datapath.Verdict {
 	// goes on addressed to the interface, also when the shim was sent to
 	// the signal multicast MAC (the kernel forwards only frames for it).
 	strip := 2 + msg.Len
+	// bpf_xdp_adjust_head moves the head within the first buffer only and
+	// leaves at least an Ethernet header in it.
+	if uint32(strip)+14 > p.linear {
+		return p.count(datapath.CounterSigRefTruncated, datapath.Drop)
+	}
+	p.linear -= uint32(strip)
 	p.data = append(d[:12:12], d[12+strip:]...)
 	copy(p.data[0:6], ifc.Mac[:])
 	p.count(datapath.CounterSigShim, 0)

@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/switchyard/switchyard/internal/api"
 	"github.com/switchyard/switchyard/internal/loadgen"
 	"github.com/switchyard/switchyard/internal/netlab"
 )
@@ -45,13 +46,26 @@ type BenchOptions struct {
 	Streams []int
 	// Reverse also measures throughput from the TM to the client (iperf3 -R).
 	// The data then goes back through the distributor namespace's kernel on
-	// both paths (direct server return); only the client's ACKs go through
+	// every path (direct server return); only the client's ACKs go through
 	// XDP.
 	Reverse bool
 	// Workers is the number of concurrent workers of the connection-rate
-	// measurement, each doing one HTTP request per new TCP connection with no
-	// pause; 0 means 8.
+	// and keep-alive measurements; 0 means 8.
 	Workers int
+	// TMs behind the distributor and kernel ECMP; 0 means 3.
+	TMs int
+	// MTU of every link of the topology; 0 means 1500 (9000: jumbo frames,
+	// the XDP program takes them as multi-buffer frames).
+	MTU int
+	// Queues is the number of RX/TX queues of every veth; 0 means the
+	// kernel's default.
+	Queues int
+	// Qdisc on every veth (netlab.Spec.Qdisc); "" means "pfifo", "noqueue"
+	// the veth's default (no queue: a full ring or backlog drops).
+	Qdisc string
+	// Paths to measure, in the order of the first round; nil means direct,
+	// ECMP and switchyard.
+	Paths []string
 	// Iperf3 is the iperf3 program; "" means "iperf3" from PATH.
 	Iperf3 string
 	// IperfPort is the iperf3 server's port on the VIP; 0 means 5201.
@@ -60,7 +74,15 @@ type BenchOptions struct {
 
 // Bench paths.
 const (
-	PathDirect     = "direct"
+	// PathDirect: no XDP; the distributor namespace's kernel routes the
+	// VIP to the first TM.
+	PathDirect = "direct"
+	// PathECMP: no XDP; the distributor namespace's kernel routes the VIP
+	// over every TM (a multipath route, fib_multipath_hash_policy 1: an L4
+	// hash), the stateless reference for spreading flows.
+	PathECMP = "ecmp"
+	// PathSwitchyard: the distributor runs and its XDP program sends the
+	// client's packets to the TMs.
 	PathSwitchyard = "switchyard"
 )
 
@@ -69,10 +91,16 @@ type BenchResult struct {
 	Machine  MachineInfo   `json:"machine"`
 	Duration time.Duration `json:"duration_ns"`
 	Rounds   int           `json:"rounds"`
+	MTU      int           `json:"mtu"`
+	Queues   int           `json:"queues,omitempty"`
+	Qdisc    string        `json:"qdisc"`
+	TMs      int           `json:"tms"`
+	// Paths measured, in the order of the first round.
+	Paths []string `json:"paths"`
 	// Order is the order in which the paths ran in each round.
 	Order   [][]string    `json:"order"`
 	Metrics []BenchMetric `json:"metrics"`
-	// DistPackets is the number of packets the distributor sent to the TM
+	// DistPackets is the number of packets the distributor sent to the TMs
 	// in each switchyard round (proof that the traffic went through XDP).
 	DistPackets []uint64 `json:"dist_packets"`
 }
@@ -85,56 +113,95 @@ type MachineInfo struct {
 	Iperf3   string `json:"iperf3,omitempty"`
 }
 
-// BenchMetric is one measurement on both paths, per round.
-type BenchMetric struct {
-	Name string `json:"name"`
-	// Unit of the values: "bit/s" or "conn/s".
-	Unit       string    `json:"unit"`
-	Direct     []float64 `json:"direct"`
-	Switchyard []float64 `json:"switchyard"`
-	// Errors are the failed requests of the connection-rate measurement,
-	// per round (nil for throughput).
-	DirectErrors     []uint64 `json:"direct_errors,omitempty"`
-	SwitchyardErrors []uint64 `json:"switchyard_errors,omitempty"`
-	DirectMedian     float64  `json:"direct_median"`
-	SwitchyardMedian float64  `json:"switchyard_median"`
-	// Ratio is SwitchyardMedian / DirectMedian.
-	Ratio float64 `json:"ratio"`
-	// RoundRatios are switchyard / direct per round.
-	RoundRatios []float64 `json:"round_ratios"`
+// BenchSeries is one measurement on one path: a value per round, with the
+// TCP retransmissions and the link drops seen while it ran.
+type BenchSeries struct {
+	Values []float64 `json:"values"`
+	// Retrans are the TCP segments retransmitted in the client's and the
+	// TMs' namespaces (RetransSegs of /proc/net/snmp) during the round.
+	Retrans []uint64 `json:"retrans"`
+	// Drops are the packets dropped on every link of the topology during
+	// the round: the tx_dropped of every interface, as `ip -s link` shows
+	// it, in every namespace (veth ring and backlog overflows, failed XDP
+	// transmits; a veth shows each again as its peer's rx_dropped, which is
+	// not added). DropLinks names the interfaces whose tx or rx dropped
+	// count moved, with the count.
+	Drops     []uint64 `json:"drops"`
+	DropLinks []string `json:"drop_links,omitempty"`
+	// Errors are the failed requests of the connection measurements.
+	Errors        []uint64 `json:"errors,omitempty"`
+	Median        float64  `json:"median"`
+	RetransMedian float64  `json:"retrans_median"`
+	DropsMedian   float64  `json:"drops_median"`
 }
 
-// BenchTarget is the ratio (switchyard / direct) the bench aims at.
-const BenchTarget = 0.9
+// BenchMetric is one measurement on every path, per round.
+type BenchMetric struct {
+	Name string `json:"name"`
+	// Unit of the values: "bit/s", "conn/s" or "req/s".
+	Unit  string                  `json:"unit"`
+	Paths map[string]*BenchSeries `json:"paths"`
+	// Ratios of the medians: "switchyard/direct", "switchyard/ecmp",
+	// "ecmp/direct" (those whose paths were measured; NaN, written null,
+	// when the denominator is 0).
+	Ratios map[string]float64 `json:"ratios"`
+	// RoundRatios are the same ratios per round.
+	RoundRatios map[string][]float64 `json:"round_ratios"`
+}
 
-// benchMeasure is one measurement, run on one path at a time.
+// The targets of issue 11, checked in the table.
+const (
+	// BenchTargetThroughput: 8 streams through the distributor against
+	// the direct path.
+	BenchTargetThroughput = 0.95
+	// BenchTargetRetrans: the distributor's retransmissions at most this
+	// many times the direct path's.
+	BenchTargetRetrans = 2.0
+	// BenchTargetConns: new connections per second through the
+	// distributor against kernel ECMP.
+	BenchTargetConns = 0.95
+)
+
+// benchRatios are the ratios a metric reports, numerator first.
+var benchRatios = [][2]string{{PathSwitchyard, PathDirect}, {PathSwitchyard, PathECMP}, {PathECMP, PathDirect}}
+
+// benchMeasure is one measurement, run on one path at a time. run returns
+// the value and the failed requests.
 type benchMeasure struct {
 	name, unit string
-	run        func(ctx context.Context) (float64, uint64, error)
+	// l3: ECMP hashes on addresses only during it (iperf3's streams must
+	// reach the server that holds the test).
+	l3  bool
+	run func(ctx context.Context) (float64, uint64, error)
 }
 
 // RunBench builds a topology with one client, one distributor namespace and
-// one TM, and measures the same traffic from the client to the VIP on two
-// paths in the same run, alternating their order per round:
+// TMs TMs, and measures the same traffic from the client to the VIP on up
+// to three paths in the same run, rotating their order per round:
 //
 //   - direct: no XDP program; the distributor namespace's kernel routes the
-//     VIP to the TM (a /32 route via the TM's address);
-//   - switchyard: the distributor runs (route removed) and its XDP program
-//     sends the client's packets to the TM.
+//     VIP to the first TM (a /32 route via its address);
+//   - ecmp: no XDP program; the kernel routes the VIP over every TM (a
+//     multipath route with an L4 hash): stateless spreading, the reference
+//     for the work of a balancer;
+//   - switchyard: the distributor runs (routes removed) and its XDP program
+//     sends the client's packets to the TMs.
 //
-// The TM's replies go through the distributor namespace's kernel on both
-// paths (direct server return). Measurements: iperf3 TCP throughput client
-// → TM with each of Streams parallel streams (and TM → client with Reverse),
-// and new TCP connections per second (one short HTTP request each). It
-// prints progress and a table of per-round values, medians and ratios to out
-// and removes everything it made before it returns.
+// The TMs' replies go through the distributor namespace's kernel on every
+// path (direct server return). Measurements: iperf3 TCP throughput client
+// → TM with each of Streams parallel streams (and TM → client with
+// Reverse), new TCP connections per second (one short HTTP request each)
+// and keep-alive HTTP requests per second; each with the TCP
+// retransmissions and the link drops seen during it. It prints progress and
+// a table of per-round values, medians and ratios to out and removes
+// everything it made before it returns.
 func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResult, err error) {
 	iperf, err := o.defaults()
 	if err != nil {
 		return res, err
 	}
 	res.Machine = machineInfo(iperf)
-	res.Duration, res.Rounds = o.Duration, o.Rounds
+	res.Duration, res.Rounds, res.MTU, res.Queues, res.TMs, res.Paths, res.Qdisc = o.Duration, o.Rounds, o.MTU, o.Queues, o.TMs, o.Paths, o.Qdisc
 
 	dir := o.Dir
 	if dir == "" {
@@ -143,8 +210,12 @@ func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResu
 		}
 		defer os.RemoveAll(dir)
 	}
-	fmt.Fprintf(out, "building topology: 1 client, 1 distributor, 1 TM …\n")
-	env, err := NewEnv(ctx, netlab.Spec{Clients: 1, Distributors: 1, TMs: 1}, dir, o.Bin)
+	fmt.Fprintf(out, "building topology: 1 client, 1 distributor, %d TMs, MTU %d …\n", o.TMs, o.MTU)
+	qdisc := o.Qdisc
+	if qdisc == "noqueue" {
+		qdisc = ""
+	}
+	env, err := NewEnv(ctx, netlab.Spec{Clients: 1, Distributors: 1, TMs: o.TMs, MTU: o.MTU, Queues: o.Queues, Qdisc: qdisc}, dir, o.Bin)
 	if err != nil {
 		return res, fmt.Errorf("build topology: %w", err)
 	}
@@ -155,21 +226,25 @@ func RunBench(ctx context.Context, o BenchOptions, out io.Writer) (res BenchResu
 		}
 	}()
 	rig := newBenchRig(env, o, iperf)
-	srv, err := startIperfServer(ctx, rig.tm, iperf, rig.iperfAddr)
-	if err != nil {
-		return res, err
+	for _, h := range env.Topo.TMs {
+		srv, err := startIperfServer(ctx, h, iperf, rig.iperfAddr)
+		if err != nil {
+			return res, err
+		}
+		defer srv.stop()
 	}
-	defer srv.stop()
 
 	measures := rig.measures()
 	res.Metrics = make([]BenchMetric, len(measures))
 	for i, m := range measures {
-		res.Metrics[i] = BenchMetric{Name: m.name, Unit: m.unit}
+		res.Metrics[i] = BenchMetric{Name: m.name, Unit: m.unit, Paths: map[string]*BenchSeries{}}
+		for _, p := range o.Paths {
+			res.Metrics[i].Paths[p] = &BenchSeries{}
+		}
 	}
-	fmt.Fprintf(out, "%d rounds of %d measurements of %v on each path (direct: %s's kernel routes %s to %s; switchyard: XDP distributor in %s)\n",
-		o.Rounds, len(measures), o.Duration, rig.dist.Name, rig.iperfAddr.Addr(), rig.tm.Name, rig.dist.Name)
+	fmt.Fprintf(out, "%d rounds of %d measurements of %v on each path: %s\n", o.Rounds, len(measures), o.Duration, strings.Join(o.Paths, ", "))
 	for r := range o.Rounds {
-		order := benchOrder(r)
+		order := benchOrder(o.Paths, r)
 		res.Order = append(res.Order, order)
 		for _, path := range order {
 			if err := rig.runPath(ctx, &res, measures, r, path, out); err != nil {
@@ -199,6 +274,18 @@ func (o *BenchOptions) defaults() (string, error) {
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
+	if o.TMs <= 0 {
+		o.TMs = 3
+	}
+	if o.MTU == 0 {
+		o.MTU = netlab.DefaultMTU
+	}
+	if o.Paths == nil {
+		o.Paths = []string{PathDirect, PathECMP, PathSwitchyard}
+	}
+	if o.Qdisc == "" {
+		o.Qdisc = "pfifo"
+	}
 	if o.Iperf3 == "" {
 		o.Iperf3 = "iperf3"
 	}
@@ -213,6 +300,27 @@ func (o *BenchOptions) defaults() (string, error) {
 			return "", fmt.Errorf("streams must be 1..128: %v", o.Streams)
 		}
 	}
+	switch {
+	case o.TMs > 16:
+		return "", fmt.Errorf("at most 16 TMs, got %d", o.TMs)
+	case o.MTU < 1280 || o.MTU > 9000:
+		return "", fmt.Errorf("MTU must be 1280..9000, got %d", o.MTU)
+	case o.Queues < 0 || o.Queues > 64:
+		return "", fmt.Errorf("queues must be 0..64, got %d", o.Queues)
+	}
+	seen := map[string]bool{}
+	for _, p := range o.Paths {
+		if p != PathDirect && p != PathECMP && p != PathSwitchyard {
+			return "", fmt.Errorf("unknown path %q (direct, ecmp, switchyard)", p)
+		}
+		if seen[p] {
+			return "", fmt.Errorf("path %q twice", p)
+		}
+		seen[p] = true
+	}
+	if len(o.Paths) == 0 {
+		return "", errors.New("no path to measure")
+	}
 	iperf, err := exec.LookPath(o.Iperf3)
 	if err != nil {
 		return "", fmt.Errorf("iperf3 is needed for the throughput measurements (apt-get install iperf3): %w", err)
@@ -220,13 +328,15 @@ func (o *BenchOptions) defaults() (string, error) {
 	return iperf, nil
 }
 
-// benchOrder is the order of the paths in round r: alternating, so that
-// neither path always runs on a warm (or tired) machine.
-func benchOrder(r int) []string {
-	if r%2 == 1 {
-		return []string{PathSwitchyard, PathDirect}
+// benchOrder is the order of the paths in round r: rotated by one each
+// round, so that no path always runs on a warm (or tired) machine.
+func benchOrder(paths []string, r int) []string {
+	n := len(paths)
+	out := make([]string, n)
+	for i := range n {
+		out[i] = paths[(i+r)%n]
 	}
-	return []string{PathDirect, PathSwitchyard}
+	return out
 }
 
 // benchRig is the bench's topology and how to set up each path on it.
@@ -235,31 +345,52 @@ type benchRig struct {
 	o         BenchOptions
 	iperf     string
 	client    *netlab.Host
-	dist, tm  *netlab.Host
+	dist      *netlab.Host
+	tms       []string
 	iperfAddr netip.AddrPort
 	// cfg is the distributor's config (the lab's services and iperf's);
-	// route is the direct path's VIP route in the distributor namespace.
-	cfg   string
-	route *netlink.Route
+	// direct and ecmp are the kernel paths' VIP routes in the distributor
+	// namespace.
+	cfg           string
+	direct, ecmp  *netlink.Route
+	watched       []*netlab.NS // where retransmissions are counted
+	allNamespaces []*netlab.NS // where drops are counted
 }
 
 func newBenchRig(env *Env, o BenchOptions, iperf string) *benchRig {
 	topo := env.Topo
-	b := &benchRig{env: env, o: o, iperf: iperf, client: topo.Clients[0], dist: topo.Distributors[0], tm: topo.TMs[0],
+	b := &benchRig{env: env, o: o, iperf: iperf, client: topo.Clients[0], dist: topo.Distributors[0],
 		iperfAddr: netip.AddrPortFrom(topo.VIP4, o.IperfPort)}
+	for _, h := range topo.TMs {
+		b.tms = append(b.tms, h.Name)
+	}
+	// iperf's service hashes the client's address only: every stream of a
+	// test reaches the TM whose iperf3 server holds the test.
 	b.cfg = env.Config(ConfigOptions{
-		Extra: fmt.Sprintf("  - {name: iperf, vip: %s, port: %d, protocol: tcp, traffic_managers: [%s]}\n", topo.VIP4, o.IperfPort, b.tm.Name),
+		Extra: fmt.Sprintf("  - {name: iperf, vip: %s, port: %d, protocol: tcp, policy: hash, hash: src-ip, traffic_managers: [%s]}\n",
+			topo.VIP4, o.IperfPort, strings.Join(b.tms, ", ")),
 	})
-	b.route = &netlink.Route{
-		LinkIndex: b.dist.Links["int0"].Index,
-		Dst:       &net.IPNet{IP: topo.VIP4.AsSlice(), Mask: net.CIDRMask(32, 32)},
-		Gw:        TMAddr4(b.tm).AsSlice(),
+	vip := &net.IPNet{IP: topo.VIP4.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	link := b.dist.Links["int0"].Index
+	b.direct = &netlink.Route{LinkIndex: link, Dst: vip, Gw: TMAddr4(topo.TMs[0]).AsSlice()}
+	b.ecmp = &netlink.Route{Dst: vip}
+	for _, h := range topo.TMs {
+		b.ecmp.MultiPath = append(b.ecmp.MultiPath, &netlink.NexthopInfo{LinkIndex: link, Gw: TMAddr4(h).AsSlice()})
+	}
+	b.watched = append(b.watched, b.client.NS)
+	for _, h := range topo.TMs {
+		b.watched = append(b.watched, h.NS)
+	}
+	b.allNamespaces = append(b.allNamespaces, topo.Switch)
+	for _, h := range topo.Hosts() {
+		b.allNamespaces = append(b.allNamespaces, h.NS)
 	}
 	return b
 }
 
 // measures are the throughput measurements (each stream count, each
-// direction asked for) and the connection rate.
+// direction asked for), the connection rate and the keep-alive request
+// rate.
 func (b *benchRig) measures() []benchMeasure {
 	var ms []benchMeasure
 	for _, rev := range []bool{false, true} {
@@ -270,7 +401,7 @@ func (b *benchRig) measures() []benchMeasure {
 			ms = append(ms, b.throughput(n, rev))
 		}
 	}
-	return append(ms, b.connRate())
+	return append(ms, b.connRate(), b.keepAlive())
 }
 
 func (b *benchRig) throughput(streams int, reverse bool) benchMeasure {
@@ -282,7 +413,7 @@ func (b *benchRig) throughput(streams int, reverse bool) benchMeasure {
 	if streams > 1 {
 		plural = "s"
 	}
-	return benchMeasure{name: fmt.Sprintf("TCP %d stream%s %s", streams, plural, dir), unit: "bit/s",
+	return benchMeasure{name: fmt.Sprintf("TCP %d stream%s %s", streams, plural, dir), unit: "bit/s", l3: true,
 		run: func(ctx context.Context) (float64, uint64, error) {
 			bps, err := runIperf(ctx, b.client, b.iperf, b.iperfAddr, streams, reverse, b.o.Duration)
 			return bps, 0, err
@@ -292,13 +423,9 @@ func (b *benchRig) throughput(streams int, reverse bool) benchMeasure {
 func (b *benchRig) connRate() benchMeasure {
 	return benchMeasure{name: fmt.Sprintf("new TCP conns/s (%d workers, HTTP)", b.o.Workers), unit: "conn/s",
 		run: func(ctx context.Context) (float64, uint64, error) {
-			lo := loadgen.Options{Short: b.o.Workers}
-			b.env.ClientDialer(0, &lo)
-			lctx, cancel := context.WithTimeout(ctx, b.o.Duration)
-			defer cancel()
-			rep := loadgen.Start(lctx, b.env.Target(false), lo).Wait()
-			if ctx.Err() != nil {
-				return 0, 0, ctx.Err()
+			rep, err := b.load(ctx, loadgen.Options{Short: b.o.Workers})
+			if err != nil {
+				return 0, 0, err
 			}
 			var n uint64
 			for _, c := range rep.PerTM {
@@ -311,21 +438,59 @@ func (b *benchRig) connRate() benchMeasure {
 		}}
 }
 
-// direct sets up the kernel path: no distributor, no XDP program on the
-// distributor's interfaces, a route for the VIP to the TM.
-func (b *benchRig) direct() error {
+func (b *benchRig) keepAlive() benchMeasure {
+	return benchMeasure{name: fmt.Sprintf("keep-alive HTTP req/s (%d conns)", b.o.Workers), unit: "req/s",
+		run: func(ctx context.Context) (float64, uint64, error) {
+			rep, err := b.load(ctx, loadgen.Options{KeepAlive: b.o.Workers})
+			if err != nil {
+				return 0, 0, err
+			}
+			if rep.HTTPRequests == 0 {
+				return 0, rep.Errors, fmt.Errorf("no request succeeded: %d errors %v", rep.Errors, rep.ErrorSamples)
+			}
+			return float64(rep.HTTPRequests) / rep.Elapsed.Seconds(), rep.Errors, nil
+		}}
+}
+
+func (b *benchRig) load(ctx context.Context, lo loadgen.Options) (loadgen.Report, error) {
+	b.env.ClientDialer(0, &lo)
+	lctx, cancel := context.WithTimeout(ctx, b.o.Duration)
+	defer cancel()
+	rep := loadgen.Start(lctx, b.env.Target(false), lo).Wait()
+	return rep, ctx.Err()
+}
+
+// kernelPath sets up a kernel path: no distributor, no XDP program on the
+// distributor's interfaces, the path's route for the VIP.
+func (b *benchRig) kernelPath(path string) error {
 	if err := checkNoXDP(b.dist); err != nil {
 		return err
 	}
-	if err := b.dist.NS.Netlink().RouteReplace(b.route); err != nil {
-		return fmt.Errorf("route %s via %s in %s: %w", b.iperfAddr.Addr(), TMAddr4(b.tm), b.dist.NS.Name, err)
+	route := b.direct
+	if path == PathECMP {
+		route = b.ecmp
+	}
+	if err := b.dist.NS.Netlink().RouteReplace(route); err != nil {
+		return fmt.Errorf("%s route for %s in %s: %w", path, b.iperfAddr.Addr(), b.dist.NS.Name, err)
 	}
 	return nil
 }
 
-func (b *benchRig) undoDirect() error {
-	if err := b.dist.NS.Netlink().RouteDel(b.route); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("remove route %s in %s: %w", b.iperfAddr.Addr(), b.dist.NS.Name, err)
+// hashPolicy sets the distributor namespace's multipath hash: 1 (L4) for
+// the ECMP path's connection measurements, 0 (addresses) for throughput.
+func (b *benchRig) hashPolicy(l4 bool) error {
+	v := "0"
+	if l4 {
+		v = "1"
+	}
+	return b.dist.NS.Sysctl("net.ipv4.fib_multipath_hash_policy", v)
+}
+
+func (b *benchRig) removeRoutes() error {
+	for _, r := range []*netlink.Route{b.direct, b.ecmp} {
+		if err := b.dist.NS.Netlink().RouteDel(&netlink.Route{Dst: r.Dst}); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove route %s in %s: %w", b.iperfAddr.Addr(), b.dist.NS.Name, err)
+		}
 	}
 	return nil
 }
@@ -335,46 +500,76 @@ func (b *benchRig) undoDirect() error {
 func (b *benchRig) runPath(ctx context.Context, res *BenchResult, measures []benchMeasure, r int, path string, out io.Writer) error {
 	var d *Distributor
 	var before uint64
+	if err := b.removeRoutes(); err != nil {
+		return err
+	}
 	switch path {
-	case PathDirect:
-		if err := b.direct(); err != nil {
+	case PathDirect, PathECMP:
+		if err := b.kernelPath(path); err != nil {
 			return err
 		}
 	case PathSwitchyard:
-		if err := b.undoDirect(); err != nil {
-			return err
-		}
 		var err error
 		if d, err = b.env.StartDistributor(ctx, b.cfg); err != nil {
 			return err
 		}
-		st, err := waitEligible(ctx, d.API, []string{b.tm.Name})
+		st, err := waitEligible(ctx, d.API, b.tms)
 		if err != nil {
 			d.Stop()
 			return fmt.Errorf("%w\n%s", err, d.Output())
 		}
-		before = tmMap(st)[b.tm.Name].Packets
+		before = sumTMPackets(st)
 	}
 	for i, m := range measures {
+		if path == PathECMP {
+			if err := b.hashPolicy(!m.l3); err != nil {
+				return err
+			}
+		}
+		rt0, err := tcpRetrans(b.watched)
+		if err != nil {
+			return err
+		}
+		dr0, err := linkDrops(b.allNamespaces)
+		if err != nil {
+			return err
+		}
 		v, nerr, err := m.run(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
 			if d != nil {
+				err = fmt.Errorf("%w (distributor: %s)", err, distDrops(ctx, d))
 				d.Stop()
 			}
 			return fmt.Errorf("round %d, %s, %s: %w", r+1, path, m.name, err)
 		}
-		res.Metrics[i].record(path, v, nerr)
-		note := ""
-		if m.unit == "conn/s" && nerr > 0 {
-			note = fmt.Sprintf(" (%d errors)", nerr)
+		rt1, err := tcpRetrans(b.watched)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(out, "[round %d/%d] %-10s  %-36s %s%s\n", r+1, b.o.Rounds, path, m.name, formatValue(v, m.unit), note)
+		dr1, err := linkDrops(b.allNamespaces)
+		if err != nil {
+			return err
+		}
+		drops, where := dropDelta(dr0, dr1)
+		s := res.Metrics[i].Paths[path]
+		s.record(v, rt1-rt0, drops, nerr, m.unit != "bit/s")
+		for _, w := range where {
+			if !slices.Contains(s.DropLinks, w) {
+				s.DropLinks = append(s.DropLinks, w)
+			}
+		}
+		note := ""
+		if m.unit != "bit/s" && nerr > 0 {
+			note = fmt.Sprintf(", %d errors", nerr)
+		}
+		fmt.Fprintf(out, "[round %d/%d] %-10s  %-36s %s (retrans %d, drops %d%s)\n", r+1, b.o.Rounds, path, m.name,
+			formatValue(v, m.unit), rt1-rt0, drops, note)
 	}
-	if path == PathDirect {
-		return b.undoDirect()
+	if path != PathSwitchyard {
+		return b.removeRoutes()
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	st, serr := d.API.Stats(sctx)
@@ -386,37 +581,171 @@ func (b *benchRig) runPath(ctx context.Context, res *BenchResult, measures []ben
 	if stopErr != nil {
 		return fmt.Errorf("distributor stop: %w\n%s", stopErr, d.Output())
 	}
-	pk := tmMap(st)[b.tm.Name].Packets - before
+	pk := sumTMPackets(st) - before
 	res.DistPackets = append(res.DistPackets, pk)
 	if pk == 0 {
-		return fmt.Errorf("round %d: the distributor sent no packet to %s: the traffic did not go through XDP", r+1, b.tm.Name)
+		return fmt.Errorf("round %d: the distributor sent no packet to the TMs: the traffic did not go through XDP", r+1)
 	}
 	return nil
 }
 
-// record adds one round's value (and, for the connection rate, its failed
-// requests) on path.
-func (m *BenchMetric) record(path string, v float64, errs uint64) {
-	if path == PathDirect {
-		m.Direct = append(m.Direct, v)
-		if m.Unit == "conn/s" {
-			m.DirectErrors = append(m.DirectErrors, errs)
-		}
-		return
+// distDrops describes the distributor's non-zero drop counters, for an
+// error.
+func distDrops(ctx context.Context, d *Distributor) string {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := d.API.Stats(sctx)
+	if err != nil {
+		return fmt.Sprintf("stats: %v", err)
 	}
-	m.Switchyard = append(m.Switchyard, v)
-	if m.Unit == "conn/s" {
-		m.SwitchyardErrors = append(m.SwitchyardErrors, errs)
+	var out []string
+	for _, c := range st.Counters {
+		if c.Drop && c.Packets > 0 {
+			out = append(out, fmt.Sprintf("%s %d", c.Name, c.Packets))
+		}
+	}
+	if len(out) == 0 {
+		return "no drop counter moved"
+	}
+	return "drops " + strings.Join(out, ", ")
+}
+
+func sumTMPackets(st api.Stats) uint64 {
+	var n uint64
+	for _, t := range st.TrafficManagers {
+		n += t.Packets
+	}
+	return n
+}
+
+// tcpRetrans sums TCP RetransSegs (/proc/net/snmp) over the namespaces.
+func tcpRetrans(nss []*netlab.NS) (uint64, error) {
+	var sum uint64
+	for _, ns := range nss {
+		var b []byte
+		err := ns.Do(func() error {
+			var err error
+			// thread-self: /proc/net follows the process's first
+			// thread, which is not in the namespace.
+			b, err = os.ReadFile("/proc/thread-self/net/snmp")
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("read /proc/net/snmp in %s: %w", ns.Name, err)
+		}
+		v, err := snmpValue(b, "Tcp", "RetransSegs")
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", ns.Name, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// snmpValue reads one counter of /proc/net/snmp: a header line and a value
+// line per protocol ("Tcp: ... RetransSegs ..." then "Tcp: ... 42 ...").
+func snmpValue(b []byte, proto, name string) (uint64, error) {
+	var head []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != proto+":" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for i, h := range head {
+			if h == name && i < len(f) {
+				return strconv.ParseUint(f[i], 10, 64)
+			}
+		}
+		break
+	}
+	return 0, fmt.Errorf("no %s %s in /proc/net/snmp", proto, name)
+}
+
+// linkDrops reads tx_dropped and rx_dropped of every interface of the
+// namespaces, by "namespace/interface tx" and "... rx".
+func linkDrops(nss []*netlab.NS) (map[string]uint64, error) {
+	m := map[string]uint64{}
+	for _, ns := range nss {
+		links, err := ns.Netlink().LinkList()
+		if err != nil {
+			return nil, fmt.Errorf("links of %s: %w", ns.Name, err)
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			if a.Statistics == nil {
+				continue
+			}
+			m[ns.Name+"/"+a.Name+" tx"] = a.Statistics.TxDropped
+			m[ns.Name+"/"+a.Name+" rx"] = a.Statistics.RxDropped
+		}
+	}
+	return m, nil
+}
+
+// dropDelta is the drops between two readings and the links that dropped.
+func dropDelta(before, after map[string]uint64) (uint64, []string) {
+	var sum uint64
+	var where []string
+	for k, v := range after {
+		if v <= before[k] {
+			continue
+		}
+		d := v - before[k]
+		// A drop at a veth's transmit is also shown as its peer's
+		// rx_dropped (and an XDP transmit failure as the peer's tx):
+		// the sum counts transmit drops only, each once.
+		if strings.HasSuffix(k, " tx") {
+			sum += d
+		}
+		where = append(where, fmt.Sprintf("%s:%d", k, d))
+	}
+	slices.Sort(where)
+	return sum, where
+}
+
+// record adds one round's value, retransmissions, drops and (for the
+// connection measurements) failed requests.
+func (s *BenchSeries) record(v float64, retrans, drops, errs uint64, withErrors bool) {
+	s.Values = append(s.Values, v)
+	s.Retrans = append(s.Retrans, retrans)
+	s.Drops = append(s.Drops, drops)
+	if withErrors {
+		s.Errors = append(s.Errors, errs)
 	}
 }
 
 func (m *BenchMetric) finish() {
-	m.DirectMedian, m.SwitchyardMedian = median(m.Direct), median(m.Switchyard)
-	m.Ratio = ratio(m.SwitchyardMedian, m.DirectMedian)
-	m.RoundRatios = nil
-	for i := range min(len(m.Direct), len(m.Switchyard)) {
-		m.RoundRatios = append(m.RoundRatios, ratio(m.Switchyard[i], m.Direct[i]))
+	for _, s := range m.Paths {
+		s.Median = median(s.Values)
+		s.RetransMedian = median(toFloats(s.Retrans))
+		s.DropsMedian = median(toFloats(s.Drops))
 	}
+	m.Ratios, m.RoundRatios = map[string]float64{}, map[string][]float64{}
+	for _, rp := range benchRatios {
+		a, b := m.Paths[rp[0]], m.Paths[rp[1]]
+		if a == nil || b == nil {
+			continue
+		}
+		k := rp[0] + "/" + rp[1]
+		m.Ratios[k] = ratio(a.Median, b.Median)
+		rr := []float64{}
+		for i := range min(len(a.Values), len(b.Values)) {
+			rr = append(rr, ratio(a.Values[i], b.Values[i]))
+		}
+		m.RoundRatios[k] = rr
+	}
+}
+
+func toFloats(v []uint64) []float64 {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	return f
 }
 
 func ratio(a, b float64) float64 {
@@ -439,13 +768,13 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// MarshalJSON writes NaN ratios (no direct value) as null.
+// MarshalJSON writes NaN ratios (a zero denominator) as null.
 func (m BenchMetric) MarshalJSON() ([]byte, error) {
 	type plain BenchMetric
 	type out struct {
 		plain
-		Ratio       *float64   `json:"ratio"`
-		RoundRatios []*float64 `json:"round_ratios"`
+		Ratios      map[string]*float64   `json:"ratios"`
+		RoundRatios map[string][]*float64 `json:"round_ratios"`
 	}
 	f := func(x float64) *float64 {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
@@ -453,9 +782,14 @@ func (m BenchMetric) MarshalJSON() ([]byte, error) {
 		}
 		return &x
 	}
-	o := out{plain: plain(m), Ratio: f(m.Ratio)}
-	for _, r := range m.RoundRatios {
-		o.RoundRatios = append(o.RoundRatios, f(r))
+	o := out{plain: plain(m), Ratios: map[string]*float64{}, RoundRatios: map[string][]*float64{}}
+	for k, r := range m.Ratios {
+		o.Ratios[k] = f(r)
+	}
+	for k, rr := range m.RoundRatios {
+		for _, r := range rr {
+			o.RoundRatios[k] = append(o.RoundRatios[k], f(r))
+		}
 	}
 	return json.Marshal(o)
 }
@@ -484,8 +818,8 @@ func displayUnit(unit string) string {
 // cellWidth is the width of the table's number columns.
 const cellWidth = 8
 
-// Print writes the machine info and the table of per-round values, medians
-// and ratios.
+// Print writes the machine info, the table of per-round values (with
+// retransmissions and drops), medians and ratios, and the targets.
 func (r BenchResult) Print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "\n=== switchyard bench: %d round(s), %v per measurement ===\n", r.Rounds, r.Duration)
@@ -498,10 +832,16 @@ func (r BenchResult) Print(w io.Writer) {
 		fmt.Fprintf(w, ", %s", m.Iperf3)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "topology: c1 ─ext bridge─ d1 ─int bridge─ tm1 (veth pairs, MTU 1500); replies tm1 → d1 kernel → c1 on both paths")
+	q := "default queues"
+	if r.Queues > 0 {
+		q = fmt.Sprintf("%d queues per veth", r.Queues)
+	}
+	fmt.Fprintf(w, "topology: c1 ─ext bridge─ d1 ─int bridge─ %d TMs (veth pairs, MTU %d, %s); replies TM → d1 kernel → c1 on every path\n", r.TMs, r.MTU, q)
 	fmt.Fprintln(w, "direct:     no XDP; d1's kernel forwards the VIP to tm1 (route VIP/32 via tm1)")
-	fmt.Fprintln(w, "switchyard: distributor on d1; its XDP program sends the client's packets to tm1")
-	fmt.Fprintln(w, "throughput: iperf3 client in c1 → iperf3 server on the VIP in tm1 (receiver's rate); conns/s: short HTTP requests, one TCP connection each")
+	fmt.Fprintln(w, "ecmp:       no XDP; d1's kernel spreads the VIP over every TM (multipath route; L4 hash, L3 for iperf3)")
+	fmt.Fprintln(w, "switchyard: distributor on d1; its XDP program sends the client's packets to the TMs (iperf3: hash src-ip)")
+	fmt.Fprintln(w, "throughput: iperf3 client in c1 → iperf3 server on the VIP (receiver's rate); conns/s: short HTTP requests, one TCP connection each; req/s: keep-alive HTTP")
+	fmt.Fprintf(w, "retrans: TCP RetransSegs in c1 and the TMs; drops: tx dropped on every interface of every namespace; qdisc on every veth: %s\n", r.Qdisc)
 	var order []string
 	for _, o := range r.Order {
 		order = append(order, strings.Join(o, "→"))
@@ -513,50 +853,96 @@ func (r BenchResult) Print(w io.Writer) {
 	for i := range r.Rounds {
 		fmt.Fprintf(tw, "%*s\t", cellWidth, fmt.Sprintf("R%d", i+1))
 	}
-	fmt.Fprintf(tw, "%*s\t\n", cellWidth, "MEDIAN")
+	fmt.Fprintf(tw, "%*s\t%s\t%s\t\n", cellWidth, "MEDIAN", "RETRANS", "DROPS")
 	for _, mt := range r.Metrics {
-		row := func(name, unit, path string, vals []float64, med float64, errs []uint64) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t", name, unit, path)
+		first := true
+		for _, p := range r.Paths {
+			s := mt.Paths[p]
+			if s == nil {
+				continue
+			}
+			name, unit := "", ""
+			if first {
+				name, unit = mt.Name, displayUnit(mt.Unit)
+				first = false
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t", name, unit, p)
 			for i := range r.Rounds {
-				if i < len(vals) {
-					cell := formatCell(vals[i], mt.Unit)
-					if i < len(errs) && errs[i] > 0 {
-						cell += fmt.Sprintf(" (%d err)", errs[i])
+				if i < len(s.Values) {
+					cell := formatCell(s.Values[i], mt.Unit)
+					if i < len(s.Errors) && s.Errors[i] > 0 {
+						cell += fmt.Sprintf(" (%d err)", s.Errors[i])
 					}
 					fmt.Fprintf(tw, "%*s\t", cellWidth, cell)
 				} else {
 					fmt.Fprintf(tw, "%*s\t", cellWidth, "-")
 				}
 			}
-			fmt.Fprintf(tw, "%*s\t\n", cellWidth, formatCell(med, mt.Unit))
+			fmt.Fprintf(tw, "%*s\t%.0f\t%.0f\t\n", cellWidth, formatCell(s.Median, mt.Unit), s.RetransMedian, s.DropsMedian)
 		}
-		row(mt.Name, displayUnit(mt.Unit), PathDirect, mt.Direct, mt.DirectMedian, mt.DirectErrors)
-		row("", "", PathSwitchyard, mt.Switchyard, mt.SwitchyardMedian, mt.SwitchyardErrors)
-		fmt.Fprintf(tw, "\t\tratio\t")
-		for i := range r.Rounds {
-			if i < len(mt.RoundRatios) {
-				fmt.Fprintf(tw, "%*.3f\t", cellWidth, mt.RoundRatios[i])
-			} else {
-				fmt.Fprintf(tw, "%*s\t", cellWidth, "-")
+		for _, rp := range benchRatios {
+			k := rp[0] + "/" + rp[1]
+			rr, ok := mt.RoundRatios[k]
+			if !ok {
+				continue
 			}
+			fmt.Fprintf(tw, "\t\t%s\t", k)
+			for i := range r.Rounds {
+				if i < len(rr) {
+					fmt.Fprintf(tw, "%*.3f\t", cellWidth, rr[i])
+				} else {
+					fmt.Fprintf(tw, "%*s\t", cellWidth, "-")
+				}
+			}
+			fmt.Fprintf(tw, "%*.3f\t\t\t\n", cellWidth, mt.Ratios[k])
 		}
-		verdict := "below target"
-		if mt.Ratio >= BenchTarget {
-			verdict = "ok"
-		}
-		fmt.Fprintf(tw, "%*.3f\t%s\n", cellWidth, mt.Ratio, verdict)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nratio = switchyard / direct (MEDIAN column: ratio of the medians); target ≥ %.1f\n", BenchTarget)
+	fmt.Fprintln(w, "\nratios: of the medians (MEDIAN column) and per round; RETRANS and DROPS: medians per measurement")
+	for _, t := range r.Targets() {
+		fmt.Fprintf(w, "target: %s\n", t)
+	}
 	if len(r.DistPackets) > 0 {
-		fmt.Fprintf(w, "packets the distributor sent to tm1 per switchyard round: %v\n", r.DistPackets)
+		fmt.Fprintf(w, "packets the distributor sent to the TMs per switchyard round: %v\n", r.DistPackets)
 	}
-	fmt.Fprintln(w)
-	fmt.Fprint(w, "summary:")
 	for _, mt := range r.Metrics {
-		fmt.Fprintf(w, "  %s %.2f;", mt.Name, mt.Ratio)
+		for _, p := range r.Paths {
+			if s := mt.Paths[p]; s != nil && len(s.DropLinks) > 0 {
+				fmt.Fprintf(w, "drops: %s, %s: %s\n", mt.Name, p, strings.Join(s.DropLinks, " "))
+			}
+		}
 	}
-	fmt.Fprintln(w)
+}
+
+// Targets checks the targets of issue 11 that the measured paths allow and
+// describes each with its verdict.
+func (r BenchResult) Targets() []string {
+	var out []string
+	verdict := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	for _, mt := range r.Metrics {
+		sy, direct, ecmp := mt.Paths[PathSwitchyard], mt.Paths[PathDirect], mt.Paths[PathECMP]
+		if sy == nil {
+			continue
+		}
+		switch {
+		case mt.Unit == "bit/s" && strings.HasPrefix(mt.Name, "TCP 8 streams") && direct != nil:
+			rt := ratio(sy.RetransMedian, direct.RetransMedian)
+			okRt := sy.RetransMedian <= BenchTargetRetrans*direct.RetransMedian
+			out = append(out, fmt.Sprintf("%s: switchyard/direct %.3f ≥ %.2f %s; retransmissions %.0f vs %.0f (%.2f×) ≤ %.0f× %s",
+				mt.Name, mt.Ratios[PathSwitchyard+"/"+PathDirect], BenchTargetThroughput,
+				verdict(mt.Ratios[PathSwitchyard+"/"+PathDirect] >= BenchTargetThroughput),
+				sy.RetransMedian, direct.RetransMedian, rt, BenchTargetRetrans, verdict(okRt)))
+		case mt.Unit == "conn/s" && ecmp != nil:
+			out = append(out, fmt.Sprintf("%s: switchyard/ecmp %.3f ≥ %.2f %s", mt.Name, mt.Ratios[PathSwitchyard+"/"+PathECMP],
+				BenchTargetConns, verdict(mt.Ratios[PathSwitchyard+"/"+PathECMP] >= BenchTargetConns)))
+		}
+	}
+	return out
 }
 
 // machineInfo collects what the bench ran on.

@@ -13,8 +13,9 @@ import (
 )
 
 // TestRunBench is a smoke test of `switchyard bench`: one short round. It
-// checks that every measurement produced a value on both paths and that the
-// ratios are computed, not what they are (timing on a shared machine).
+// checks that every measurement produced a value, a retransmission and a
+// drop count on each of the three paths and that the ratios are computed,
+// not what they are (timing on a shared machine).
 func TestRunBench(t *testing.T) {
 	labtest.Require(t)
 	bin, err := lab.BuildBinary(context.Background(), t.TempDir())
@@ -35,19 +36,24 @@ func TestRunBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Metrics) != 3 {
-		t.Fatalf("%d metrics, want 3 (1 stream, 8 streams, conns/s): %+v", len(res.Metrics), res.Metrics)
+	if len(res.Metrics) != 4 {
+		t.Fatalf("%d metrics, want 4 (1 stream, 8 streams, conns/s, req/s): %+v", len(res.Metrics), res.Metrics)
 	}
 	for _, m := range res.Metrics {
-		if len(m.Direct) != 1 || len(m.Switchyard) != 1 {
-			t.Errorf("%s: %d direct and %d switchyard values, want 1 each", m.Name, len(m.Direct), len(m.Switchyard))
-			continue
+		for _, p := range []string{lab.PathDirect, lab.PathECMP, lab.PathSwitchyard} {
+			s := m.Paths[p]
+			if s == nil || len(s.Values) != 1 || len(s.Retrans) != 1 || len(s.Drops) != 1 {
+				t.Errorf("%s, %s: want one value, retransmission and drop count: %+v", m.Name, p, s)
+				continue
+			}
+			if !(s.Values[0] > 0 && s.Median > 0) {
+				t.Errorf("%s, %s: value not > 0: %+v", m.Name, p, s)
+			}
 		}
-		if !(m.Direct[0] > 0 && m.Switchyard[0] > 0 && m.DirectMedian > 0 && m.SwitchyardMedian > 0) {
-			t.Errorf("%s: values not > 0: %+v", m.Name, m)
-		}
-		if !(m.Ratio > 0) || math.IsInf(m.Ratio, 0) || len(m.RoundRatios) != 1 || !(m.RoundRatios[0] > 0) {
-			t.Errorf("%s: ratio not computed: %v %v", m.Name, m.Ratio, m.RoundRatios)
+		for _, k := range []string{"switchyard/direct", "switchyard/ecmp", "ecmp/direct"} {
+			if r := m.Ratios[k]; !(r > 0) || math.IsInf(r, 0) || len(m.RoundRatios[k]) != 1 {
+				t.Errorf("%s: ratio %s not computed: %v %v", m.Name, k, r, m.RoundRatios[k])
+			}
 		}
 	}
 	if len(res.DistPackets) != 1 || res.DistPackets[0] == 0 {
@@ -59,7 +65,7 @@ func TestRunBench(t *testing.T) {
 	if _, err := json.Marshal(res); err != nil {
 		t.Errorf("result does not marshal: %v", err)
 	}
-	for _, want := range []string{"MEDIAN", "ratio", "switchyard", "direct"} {
+	for _, want := range []string{"MEDIAN", "RETRANS", "DROPS", "switchyard/ecmp", "target: new TCP conns/s"} {
 		if !bytes.Contains(out.Bytes(), []byte(want)) {
 			t.Errorf("table lacks %q", want)
 		}

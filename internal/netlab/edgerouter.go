@@ -48,7 +48,7 @@ func (t *Topology) AddEdgeRouter(ctx context.Context, clients int) (*EdgeRouter,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := t.Switch.Do(func() error { return addBridge(SegEdge) }); err != nil {
+	if err := t.Switch.Do(func() error { return addBridge(SegEdge, t.mtu) }); err != nil {
 		return nil, fmt.Errorf("netlab: bridge %s: %w", SegEdge, err)
 	}
 	br, err := t.Switch.nl.LinkByName(SegEdge)

@@ -57,7 +57,7 @@ func (t *Topology) AddRouter(ctx context.Context, n int) (*Router, error) {
 		return nil, err
 	}
 	sw := t.Switch
-	if err := sw.Do(func() error { return addBridge(SegRtr) }); err != nil {
+	if err := sw.Do(func() error { return addBridge(SegRtr, t.mtu) }); err != nil {
 		return nil, fmt.Errorf("netlab: bridge %s: %w", SegRtr, err)
 	}
 	br, err := sw.nl.LinkByName(SegRtr)

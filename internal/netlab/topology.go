@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -23,9 +24,11 @@ const (
 	SegSrv = "srv" // distributors' server-side interfaces and the servers
 )
 
-// mtu is the MTU of every veth and bridge: native XDP attach fails on veths
-// with a jumbo MTU unless the program supports frags.
-const mtu = 1500
+// DefaultMTU is the MTU of every veth and bridge unless Spec.MTU says
+// otherwise. A jumbo MTU needs an XDP program that takes multi-buffer
+// frames (xdp.frags): native XDP attach fails on a veth whose peer's MTU
+// exceeds a page otherwise.
+const DefaultMTU = 1500
 
 // Spec says how many hosts of each role a topology has.
 type Spec struct {
@@ -38,6 +41,22 @@ type Spec struct {
 	TMs int
 	// Servers on segment srv; 0 means none.
 	Servers int
+	// MTU of every veth and bridge; 0 means DefaultMTU. 68..65535.
+	MTU int
+	// Queues is the number of TX and RX queues of every veth end (`ip link
+	// add ... numtxqueues N numrxqueues N`): a veth's NAPI and XDP run per
+	// RX queue, so more queues let more CPUs receive; 0 means the kernel's
+	// default. At most 64.
+	Queues int
+	// Qdisc is the root qdisc put on every veth end: "" keeps the veth's
+	// default (noqueue), or a qdisc that takes no options ("pfifo",
+	// "pfifo_fast", "fq_codel", "fq"). A veth without a queue drops a
+	// packet when its peer's 256-slot ring (NAPI, XDP) or the backlog is
+	// full; with a qdisc, the kernel (6.16 and later) stops the queue when
+	// the ring is full and holds the packet instead. With a qdisc, GRO is
+	// also turned on at the host ends, so that every veth receives through
+	// NAPI and its ring (the bridge ports always have it).
+	Qdisc string
 }
 
 // Topology is a built lab network: one namespace per host plus a Switch
@@ -58,6 +77,10 @@ type Topology struct {
 	// SNAT4 and SNAT6 are the source address the TMs share for server-side
 	// connections, also on every TM's lo.
 	SNAT4, SNAT6 netip.Addr
+
+	mtu    int
+	queues int
+	qdisc  string
 
 	tmMu    sync.Mutex
 	mu      sync.Mutex
@@ -136,11 +159,23 @@ func Build(ctx context.Context, spec Spec) (*Topology, error) {
 		return nil, fmt.Errorf("netlab: at most 9 distributors, got %d", spec.Distributors)
 	case spec.Clients > 200 || spec.TMs > 200 || spec.Servers > 200:
 		return nil, fmt.Errorf("netlab: at most 200 hosts per role: %+v", spec)
+	case spec.MTU != 0 && (spec.MTU < 68 || spec.MTU > 65535):
+		return nil, fmt.Errorf("netlab: MTU must be 68..65535, got %d", spec.MTU)
+	case spec.Queues < 0 || spec.Queues > 64:
+		return nil, fmt.Errorf("netlab: queues must be 0..64, got %d", spec.Queues)
+	case !slices.Contains([]string{"", "pfifo", "pfifo_fast", "fq_codel", "fq"}, spec.Qdisc):
+		return nil, fmt.Errorf("netlab: qdisc must be pfifo, pfifo_fast, fq_codel or fq, got %q", spec.Qdisc)
+	}
+	if spec.MTU == 0 {
+		spec.MTU = DefaultMTU
 	}
 	t := &Topology{
 		VIP4: vip4, VIP6: vip6,
 		SNAT4: snat4, SNAT6: snat6,
 		bridges: map[string]int{},
+		mtu:     spec.MTU,
+		queues:  spec.Queues,
+		qdisc:   spec.Qdisc,
 	}
 	// The switch namespace claims the prefix: another process may pick the
 	// same random prefix between our check and our create, and then creating
@@ -215,7 +250,7 @@ func (t *Topology) build(ctx context.Context, spec Spec) error {
 		return err
 	}
 	for _, seg := range []string{SegExt, SegInt, SegSrv} {
-		if err := sw.Do(func() error { return addBridge(seg) }); err != nil {
+		if err := sw.Do(func() error { return addBridge(seg, t.mtu) }); err != nil {
 			return fmt.Errorf("netlab: bridge %s: %w", seg, err)
 		}
 		br, err := sw.nl.LinkByName(seg)
@@ -270,11 +305,11 @@ func (t *Topology) build(ctx context.Context, spec Spec) error {
 // forward delay 0, so ports forward as soon as they are up; multicast snooping
 // is off so neighbour discovery is flooded without needing an MLD querier.
 // netlink.Bridge has no forward-delay or STP fields, hence the raw request.
-func addBridge(name string) error {
+func addBridge(name string, mtu int) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(mtu)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(mtu))))
 	li := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	li.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
 	d := li.AddRtAttr(nl.IFLA_INFO_DATA, nil)
@@ -314,10 +349,12 @@ func (t *Topology) attach(h *Host, ifname, seg string, a4, a6 netip.Prefix) (*Li
 		return nil, fmt.Errorf("netlab: port name %q too long", port)
 	}
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: ifname, MTU: mtu},
-		PeerName:      port,
-		PeerMTU:       mtu,
-		PeerNamespace: netlink.NsFd(int(sw.h)),
+		LinkAttrs:       netlink.LinkAttrs{Name: ifname, MTU: t.mtu, NumTxQueues: t.queues, NumRxQueues: t.queues},
+		PeerName:        port,
+		PeerMTU:         uint32(t.mtu),
+		PeerNumTxQueues: uint32(t.queues),
+		PeerNumRxQueues: uint32(t.queues),
+		PeerNamespace:   netlink.NsFd(int(sw.h)),
 	}
 	if err := h.NS.nl.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("netlab: veth %s/%s: %w", h.NS.Name, ifname, err)
@@ -341,6 +378,9 @@ func (t *Topology) attach(h *Host, ifname, seg string, a4, a6 netip.Prefix) (*Li
 	}); err != nil {
 		return nil, err
 	}
+	if err := setQdisc(sw.nl, pl, t.qdisc); err != nil {
+		return nil, fmt.Errorf("netlab: qdisc on %s: %w", port, err)
+	}
 	if err := sw.nl.LinkSetUp(pl); err != nil {
 		return nil, err
 	}
@@ -350,8 +390,23 @@ func (t *Topology) attach(h *Host, ifname, seg string, a4, a6 netip.Prefix) (*Li
 	if err != nil {
 		return nil, err
 	}
-	if err := h.NS.Do(func() error { return setTxChecksum(ifname, false) }); err != nil {
+	if err := h.NS.Do(func() error {
+		if err := setTxChecksum(ifname, false); err != nil {
+			return err
+		}
+		// With a qdisc, the host end receives through NAPI too (GRO on):
+		// a veth without NAPI hands packets to the per-CPU backlog, which
+		// drops when full (net.core.netdev_max_backlog) instead of
+		// stopping the sender's queue.
+		if t.qdisc != "" {
+			return setGRO(ifname, true)
+		}
+		return nil
+	}); err != nil {
 		return nil, err
+	}
+	if err := setQdisc(hn, l, t.qdisc); err != nil {
+		return nil, fmt.Errorf("netlab: qdisc on %s/%s: %w", h.NS.Name, ifname, err)
 	}
 	if err := hn.LinkSetUp(l); err != nil {
 		return nil, err
@@ -558,4 +613,18 @@ func (t *Topology) Hosts() []*Host {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// MTU is the MTU of every veth and bridge of the topology.
+func (t *Topology) MTU() int { return t.mtu }
+
+// setQdisc puts qdisc (Spec.Qdisc; "" leaves the default) at the root of l.
+func setQdisc(h *netlink.Handle, l netlink.Link, qdisc string) error {
+	if qdisc == "" {
+		return nil
+	}
+	return h.QdiscReplace(&netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
+		QdiscType:  qdisc,
+	})
 }
