@@ -58,7 +58,14 @@ func (c *Client) do(ctx context.Context, method, path string) (*http.Response, e
 		return nil, fmt.Errorf("admin API at %s: %w (is the distributor running?)", c.addr, err)
 	}
 	if resp.StatusCode == http.StatusNotFound {
-		resp.Body.Close()
+		// Keep the server's reason (such as "BGP is not configured") next
+		// to ErrNotFound, which callers test for.
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("admin API %s %s: %s: %w", method, path, e.Error, ErrNotFound)
+		}
 		return nil, fmt.Errorf("admin API %s %s: %w", method, path, ErrNotFound)
 	}
 	if resp.StatusCode != http.StatusOK {
